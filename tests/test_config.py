@@ -1,0 +1,59 @@
+import json
+
+import pytest
+
+from leadrrg.config import (
+    RunConfig,
+    apply_overrides,
+    from_dict,
+    load_config,
+    load_preset,
+    preset_names,
+    save_config,
+    to_dict,
+)
+from leadrrg.errors import LeadrrgError
+
+
+def test_round_trip_through_json(tmp_path):
+    config = apply_overrides(RunConfig(), ["model.injection.fusion=none", "train.max_steps=7"])
+    save_config(config, tmp_path / "config.json")
+    assert load_config(tmp_path / "config.json") == config
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["injection"]["fusion"] == "none"
+
+
+def test_overrides_are_typed():
+    config = apply_overrides(RunConfig(), ["train.lr=0.5", "train.max_steps=3", "model.vision.freeze=true"])
+    assert config.train.lr == 0.5 and isinstance(config.train.max_steps, int) and config.model.vision.freeze is True
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.injection.fusion=deep", "expected one of: layerwise, input, none"),
+        ("train.max_stepz=3", "unknown config key 'train.max_stepz'"),
+        ("train.max_steps=three", "must be an integer"),
+        ("train.max_steps", "key.path=value"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(LeadrrgError, match=message):
+        apply_overrides(RunConfig(), [override])
+
+
+def test_unknown_keys_in_dict_fail():
+    with pytest.raises(LeadrrgError, match="unknown config key 'model.visoin'"):
+        from_dict(RunConfig, {"model": {"visoin": {}}})
+
+
+def test_every_preset_loads():
+    assert "demo" in preset_names()
+    for name in preset_names():
+        config = load_preset(name)
+        assert config.preset == name
+        assert to_dict(config)["model"]["experts"]["names"]
+
+
+def test_unknown_preset_lists_valid_names():
+    with pytest.raises(LeadrrgError, match="expected one of: .*demo"):
+        load_preset("nope")
