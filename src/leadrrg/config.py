@@ -117,11 +117,18 @@ class DecoderConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     gradient_checkpointing: bool = False
+    load_dtype: str = "float32"  # dtype of pretrained weights: float32 | bfloat16 | float16 (autocast does the rest)
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "max_positions"):
             _check_positive("decoder", name, getattr(self, name))
         _check_positive("decoder", "lora_r", self.lora_r, allow_zero=True)
+        _check_choice("decoder", "load_dtype", self.load_dtype, ("float32", "bfloat16", "float16"))
+        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
+            raise LeadrrgError(
+                f"decoder.hidden_size ({self.hidden_size}) must be divisible by decoder.num_heads ({self.num_heads}), "
+                f"and num_heads by decoder.num_kv_heads ({self.num_kv_heads})"
+            )
 
 
 LABEL_POLICIES = ("ones", "ignore")

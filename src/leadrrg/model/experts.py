@@ -1,0 +1,69 @@
+"""Expert module: K pathology experts read the vision tokens.
+
+K learned queries attend over the vision tokens in one multi-head cross-attention; a per-expert MLP
+(batched with per-expert weights) refines each expert's feature and a per-expert classifier gives its
+logit: vision tokens (B, N, Dv) -> expert features e (B, K, De), logits s (B, K).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from leadrrg.config import ExpertConfig
+
+
+def _uniform_(tensor: torch.Tensor, fan_in: int) -> torch.Tensor:
+    bound = 1.0 / math.sqrt(fan_in)
+    return nn.init.uniform_(tensor, -bound, bound)
+
+
+class PerExpertMLP(nn.Module):
+    """Residual pre-norm MLP with separate weights per expert: (B, K, De) -> (B, K, De)."""
+
+    def __init__(self, num_experts: int, width: int, hidden: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.w1 = nn.Parameter(_uniform_(torch.empty(num_experts, width, hidden), width))
+        self.b1 = nn.Parameter(torch.zeros(num_experts, hidden))
+        self.w2 = nn.Parameter(_uniform_(torch.empty(num_experts, hidden, width), hidden))
+        self.b2 = nn.Parameter(torch.zeros(num_experts, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.einsum("bkd,kdh->bkh", self.norm(x), self.w1) + self.b1  # (B, K, H)
+        y = torch.einsum("bkh,khd->bkd", F.gelu(y), self.w2) + self.b2  # (B, K, De)
+        return x + y
+
+
+class ExpertModule(nn.Module):
+    """K experts over the vision tokens -> (expert_features (B, K, De), expert_logits (B, K))."""
+
+    def __init__(self, config: ExpertConfig, vision_size: int):
+        super().__init__()
+        k, width = config.num_experts, config.hidden_size
+        self.queries = nn.Parameter(torch.randn(k, width) * 0.02)
+        self.kv_norm = nn.LayerNorm(vision_size)
+        self.attention = nn.MultiheadAttention(
+            width, config.num_heads, kdim=vision_size, vdim=vision_size, batch_first=True
+        )
+        self.mlp = PerExpertMLP(k, width, max(1, int(round(config.mlp_ratio * width))))
+        self.norm = nn.LayerNorm(width)
+        self.classifier_weight = nn.Parameter(_uniform_(torch.empty(k, width), width))
+        self.classifier_bias = nn.Parameter(torch.zeros(k))
+
+    def forward(
+        self, vision_tokens: torch.Tensor, token_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """vision_tokens (B, N, Dv), token_mask (B, N) bool (True: attend) -> e (B, K, De), s (B, K)."""
+        batch = vision_tokens.shape[0]
+        queries = self.queries.unsqueeze(0).expand(batch, -1, -1)  # (B, K, De)
+        memory = self.kv_norm(vision_tokens)
+        attended, _ = self.attention(
+            queries, memory, memory, key_padding_mask=~token_mask, need_weights=False
+        )
+        features = self.norm(self.mlp(queries + attended))  # (B, K, De)
+        logits = torch.einsum("bkd,kd->bk", features, self.classifier_weight) + self.classifier_bias  # (B, K)
+        return features, logits

@@ -1,0 +1,291 @@
+"""LeadModel: the LEAD pipeline of DESIGN.md section 2, assembled from its stages.
+
+images (B, V, C, H, W) -> vision tokens (B, V*N, Dv) -> visual prompt tokens (B, V*N', D)
+                       -> experts: e (B, K, De), s (B, K) -> Z^l (B, L, K, D) -> gated injection in every layer
+
+`fusion=layerwise` is LEAD; `fusion=input` appends the K confidence-weighted expert features (projected to D)
+as extra input tokens after the visual tokens and injects nothing; `fusion=none` is a plain LVLM (no experts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from leadrrg.config import ModelConfig
+from leadrrg.constants import IGNORE_INDEX, OBSERVATIONS, UNCERTAIN
+from leadrrg.errors import LeadrrgError
+from leadrrg.model.decoder import BACKBONES, build_causal_lm, get_decoder_layers, set_decoder_layers
+from leadrrg.model.experts import ExpertModule
+from leadrrg.model.injection import (
+    ExpertProjections,
+    InjectedLayer,
+    InjectionTrace,
+    confidence_weighting,
+    injecting,
+    wrap_layers,
+)
+from leadrrg.model.projector import Projector, pool_view_grids
+from leadrrg.model.vision import MultiViewEncoder
+
+
+@dataclass
+class StudyContext:
+    """Everything decoding needs from the images, computed once per study.
+
+    visual_tokens: (B, P, D) prompt tokens inserted after BOS (visual tokens, then K expert tokens with
+    fusion=input); visual_mask: (B, P) bool, False for tokens of missing views; expert_logits: (B, K) or None
+    (fusion=none); expert_tokens: Z (B, L, K, D) for fusion=layerwise, else None."""
+
+    visual_tokens: torch.Tensor
+    visual_mask: torch.Tensor
+    expert_logits: torch.Tensor | None = None
+    expert_tokens: torch.Tensor | None = None
+
+    @property
+    def expert_probs(self) -> torch.Tensor | None:
+        return None if self.expert_logits is None else torch.sigmoid(self.expert_logits)
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return self.visual_tokens.shape[1]
+
+    def index_select(self, batch_indices: torch.Tensor) -> StudyContext:
+        """Reorder / repeat studies along the batch (beam search): every tensor indexed on dim 0."""
+        values = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            values[f.name] = None if value is None else value.index_select(0, batch_indices.to(value.device))
+        return StudyContext(**values)
+
+
+def insert_prompt_positions(sequence: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+    """Insert `prompt` (B, P, ...) after the first position of `sequence` (B, T, ...) -> (B, 1 + P + T - 1, ...)."""
+    return torch.cat([sequence[:, :1], prompt.to(sequence.dtype), sequence[:, 1:]], dim=1)
+
+
+def expert_targets(labels: torch.Tensor, policy: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels (B, K) with 1/0/-1/NaN -> BCE targets and weights (B, K).
+
+    positive 1 -> 1; negative 0 or not mentioned NaN -> 0; uncertain -1 -> 1 (`ones`) or weight 0 (`ignore`)."""
+    uncertain = labels == UNCERTAIN
+    positive = labels == 1
+    targets = (positive | uncertain if policy == "ones" else positive).to(torch.float32)
+    weights = (~uncertain).to(torch.float32) if policy == "ignore" else torch.ones_like(targets)
+    return targets, weights
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, policy: str) -> torch.Tensor:
+    """Weighted mean BCE-with-logits over the labelled (study, expert) pairs: (B, K), (B, K) -> scalar."""
+    targets, weights = expert_targets(labels, policy)
+    losses = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
+    return (losses * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of position t predicting target t+1: logits (B, S, V), targets (B, S) -> scalar."""
+    shift_logits = logits[:, :-1].float()
+    shift_targets = targets[:, 1:]
+    losses = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]),
+        shift_targets.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+    return losses / (shift_targets != IGNORE_INDEX).sum().clamp(min=1)
+
+
+class ExpertInputTokens(nn.Module):
+    """fusion=input: confidence-weighted expert features projected to D: (B, K, De), (B, K) -> (B, K, D)."""
+
+    def __init__(self, confidence: str, num_experts: int, expert_size: int, model_size: int):
+        super().__init__()
+        self.confidence = confidence
+        self.absent = (
+            nn.Parameter(torch.randn(num_experts, expert_size) * 0.02) if confidence == "mixture" else None
+        )
+        self.proj = nn.Linear(expert_size, model_size)
+
+    def forward(self, features: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        return self.proj(confidence_weighting(features, probs, self.absent, self.confidence))
+
+
+class LeadModel(nn.Module):
+    """Vision encoder + projector + experts + an HF causal LM whose layers are wrapped with LEAD's gates."""
+
+    def __init__(self, config: ModelConfig, vocab_size: int, pad_token_id: int):
+        super().__init__()
+        self.config = config
+        self.fusion = config.injection.fusion
+        self.backbone = BACKBONES.get(config.decoder.backbone)
+        self.vision = MultiViewEncoder(config.vision, config.max_views)
+        self.lm = build_causal_lm(config.decoder, vocab_size, pad_token_id)
+        model_size = self.lm.get_input_embeddings().embedding_dim
+        num_layers = len(get_decoder_layers(self.lm, self.backbone))
+        vision_size, num_experts = self.vision.hidden_size, config.experts.num_experts
+        self.projector = Projector(vision_size, model_size)
+        self.experts = ExpertModule(config.experts, vision_size) if self.fusion != "none" else None
+        self.expert_input = None
+        self.expert_projections = None
+        if self.fusion == "input":
+            self.expert_input = ExpertInputTokens(
+                config.injection.confidence, num_experts, config.experts.hidden_size, model_size
+            )
+        elif self.fusion == "layerwise":
+            self.expert_projections = ExpertProjections(
+                config.injection, num_experts, config.experts.hidden_size, model_size, num_layers
+            )
+            # Wrapped after LoRA was injected: LoRA already sits in the projections, the new gates stay trainable.
+            layers = get_decoder_layers(self.lm, self.backbone)
+            wrapped = wrap_layers(layers, model_size, config.injection.gate, config.injection.gate_bias_init)
+            set_decoder_layers(self.lm, self.backbone, wrapped.to(self.lm.dtype))
+        self.label_columns = _label_columns(config.experts.names)
+
+    # ----------------------------------------------------------------------------------------------
+    # Pipeline
+
+    def encode_study(self, images: torch.Tensor, view_mask: torch.Tensor) -> StudyContext:
+        """images (B, V, C, H, W), view_mask (B, V) bool -> StudyContext (computed once per study)."""
+        vision = self.vision(images, view_mask)  # tokens (B, V*N, Dv), token_mask (B, V*N)
+        pooled, prompt_mask = pool_view_grids(
+            vision.tokens, vision.token_mask, vision.num_views, vision.grid, self.config.visual_pool
+        )  # (B, V*N', Dv), (B, V*N')
+        visual_tokens = self.projector(pooled)  # (B, V*N', D)
+        if self.experts is None:
+            return StudyContext(visual_tokens, prompt_mask)
+        features, expert_logits = self.experts(vision.tokens, vision.token_mask)  # (B, K, De), (B, K)
+        probs = torch.sigmoid(expert_logits)  # (B, K)
+        if self.expert_input is not None:
+            expert_input = self.expert_input(features, probs)  # (B, K, D)
+            visual_tokens = torch.cat([visual_tokens, expert_input], dim=1)  # (B, V*N' + K, D)
+            prompt_mask = torch.cat([prompt_mask, prompt_mask.new_ones(expert_input.shape[:2])], dim=1)
+            return StudyContext(visual_tokens, prompt_mask, expert_logits)
+        expert_tokens = self.expert_projections(features, probs)  # Z (B, L, K, D)
+        return StudyContext(visual_tokens, prompt_mask, expert_logits, expert_tokens)
+
+    def embed_inputs(
+        self, context: StudyContext, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """[BOS, prompt tokens, input_ids[1:]]: input_ids (B, T) -> inputs_embeds (B, 1 + P + T - 1, D) and the
+        matching attention mask (tokens of missing views masked out)."""
+        token_embeds = self.lm.get_input_embeddings()(input_ids)  # (B, T, D)
+        inputs_embeds = insert_prompt_positions(token_embeds, context.visual_tokens)  # (B, S, D)
+        mask = insert_prompt_positions(attention_mask, context.visual_mask)  # (B, S)
+        return inputs_embeds, mask
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        view_mask: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        target_ids: torch.Tensor,
+        expert_labels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor | None]:
+        """Training losses. images (B, V, C, H, W), view_mask (B, V), input_ids / attention_mask / target_ids (B, T)
+        (targets -100 outside the report), expert_labels (B, 14 or K) 1/0/-1/NaN ->
+        {loss, lm_loss, cls_loss, expert_logits (B, K) or None for fusion=none}."""
+        context = self.encode_study(images, view_mask)  # visual (B, P, D), Z (B, L, K, D)
+        inputs_embeds, mask = self.embed_inputs(context, input_ids, attention_mask)  # (B, S, D), (B, S)
+        prompt_targets = target_ids.new_full(context.visual_mask.shape, IGNORE_INDEX)  # (B, P)
+        targets = insert_prompt_positions(target_ids, prompt_targets)  # (B, S)
+        with self.injecting(context):
+            logits = self.lm_forward(inputs_embeds, mask).logits  # (B, S, vocab)
+        lm_loss = next_token_loss(logits, targets)
+        cls_loss = lm_loss.new_zeros(())
+        if context.expert_logits is not None and expert_labels is not None:
+            labels = self.select_expert_labels(expert_labels)  # (B, K)
+            cls_loss = classification_loss(context.expert_logits, labels, self.config.label_policy)
+        loss = lm_loss + self.config.cls_loss_weight * cls_loss
+        return {
+            "loss": loss,
+            "lm_loss": lm_loss,
+            "cls_loss": cls_loss,
+            "expert_logits": context.expert_logits,
+        }
+
+    def lm_forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        past_key_values=None,
+        use_cache: bool = False,
+        position_ids: torch.Tensor | None = None,
+    ):
+        """One decoder call: inputs_embeds (B, S, D), attention_mask (B, past + S) -> HF CausalLMOutputWithPast
+        (`logits` (B, S, vocab), `past_key_values` a transformers Cache when use_cache). Call it inside
+        `injecting(context)` for LEAD's injection."""
+        embeds = inputs_embeds.to(self.lm.get_input_embeddings().weight.dtype)
+        return self.lm(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            position_ids=position_ids,
+        )
+
+    @contextlib.contextmanager
+    def injecting(self, context: StudyContext, record: bool = False) -> Iterator[InjectionTrace | None]:
+        """The one scope in which the study's Z^l reach the decoder layers; cleared on exit (also on errors).
+        Yields an InjectionTrace (gates (B, T, L), alpha (B, T, L, K)) when `record` and fusion=layerwise."""
+        if self.fusion != "layerwise":
+            yield None
+            return
+        if context.expert_tokens is None:
+            raise ValueError(
+                "this StudyContext has no expert tokens; build it with encode_study of a layerwise model"
+            )
+        with injecting(self.injected_layers(), context.expert_tokens, record=record) as trace:
+            yield trace
+
+    # ----------------------------------------------------------------------------------------------
+    # Helpers for training and decoding
+
+    def injected_layers(self) -> list[InjectedLayer]:
+        layers = get_decoder_layers(self.lm, self.backbone)
+        return [layer for layer in layers if isinstance(layer, InjectedLayer)]
+
+    def embed_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> (B, T, D) input embeddings of the decoder."""
+        return self.lm.get_input_embeddings()(token_ids)
+
+    @property
+    def num_decoder_layers(self) -> int:
+        return len(get_decoder_layers(self.lm, self.backbone))
+
+    def select_expert_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """(B, 14) CheXpert-order labels or (B, K) -> (B, K) in the experts' order."""
+        k = self.config.experts.num_experts
+        if self.label_columns is not None and labels.shape[1] == len(OBSERVATIONS):
+            return labels[:, self.label_columns.to(labels.device)]
+        if labels.shape[1] != k:
+            raise LeadrrgError(f"expert labels have {labels.shape[1]} columns; expected {k} (one per expert)")
+        return labels
+
+    def trainable_parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by learning-rate group: `new` (vision encoder from scratch, projector, experts,
+        projections, gates, and a from-scratch LLM) and `pretrained` (LoRA adapters or the fine-tuned weights of
+        a pretrained LLM, and a pretrained, unfrozen vision encoder)."""
+        pretrained_ids: set[int] = set()
+        if self.config.decoder.pretrained_path is not None:
+            gate_ids = {id(p) for layer in self.injected_layers() for p in layer.gate.parameters()}
+            pretrained_ids |= {id(p) for p in self.lm.parameters() if id(p) not in gate_ids}
+        if self.config.vision.name == "hf":
+            pretrained_ids |= {id(p) for p in self.vision.encoder.parameters()}
+        groups: dict[str, list[nn.Parameter]] = {"new": [], "pretrained": []}
+        for parameter in self.parameters():
+            if parameter.requires_grad:
+                groups["pretrained" if id(parameter) in pretrained_ids else "new"].append(parameter)
+        return groups
+
+
+def _label_columns(names: list[str]) -> torch.Tensor | None:
+    """Column of each expert in CheXpert-order label arrays, or None when an expert is not a CheXpert label."""
+    if not all(name in OBSERVATIONS for name in names):
+        return None
+    return torch.tensor([OBSERVATIONS.index(name) for name in names], dtype=torch.long)
