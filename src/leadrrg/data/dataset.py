@@ -1,0 +1,157 @@
+"""`StudyDataset`: studies -> normalised image tensors, view mask, report and labels.
+
+Geometry: each view is resized to fit `vision.image_size` keeping its aspect ratio (antialiased bilinear)
+and centred on a black square (letterbox), so anatomy is not stretched; a square image is a plain resize.
+Then pixels in [0, 1] are normalised with `vision.mean` / `vision.std` and repeated to `vision.channels`.
+
+Augmentation (train=True only): a small random affine (rotation within 5 degrees, scale 0.95-1.05,
+shift within 4%) and brightness/contrast jitter within 10%, drawn from torch's global generator. A
+DataLoader seeds each worker's generator from its base seed (itself drawn from the main process's
+generator, or the DataLoader's `generator`), so with `torch.manual_seed` the stream is reproducible.
+
+Bad images: with `skip_bad_images=False` loading raises `LeadrrgError` naming the file. With True, a
+pre-check pass in the constructor (`images.check_image`, header-level: exists, non-empty, parses, size,
+checksums) drops unreadable views and studies left with none; `skipped_images` / `skipped_studies`
+count them. Pixel data that passes the header check but fails to decode still raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from leadrrg.config import VisionConfig
+from leadrrg.constants import NUM_OBSERVATIONS
+from leadrrg.data.images import check_image, load_image
+from leadrrg.data.manifests import Study
+from leadrrg.errors import LeadrrgError
+
+logger = logging.getLogger(__name__)
+
+MAX_ROTATION_DEGREES = 5.0
+MAX_SCALE_CHANGE = 0.05
+MAX_SHIFT = 0.04  # fraction of the image side
+MAX_BRIGHTNESS = 0.10  # additive, in [0, 1] pixel units
+MAX_CONTRAST = 0.10  # multiplicative around the mean
+
+
+def letterbox(image: torch.Tensor, size: int) -> torch.Tensor:
+    """(H, W) in [0, 1] -> (size, size): resize the longer side to `size`, pad the shorter with zeros."""
+    height, width = image.shape
+    scale = size / max(height, width)
+    new_height, new_width = max(1, round(height * scale)), max(1, round(width * scale))
+    resized = F.interpolate(
+        image[None, None], size=(new_height, new_width), mode="bilinear", align_corners=False, antialias=True
+    )[0, 0].clamp_(0.0, 1.0)  # (h, w)
+    out = image.new_zeros(size, size)
+    top, left = (size - new_height) // 2, (size - new_width) // 2
+    out[top : top + new_height, left : left + new_width] = resized
+    return out
+
+
+def augment(image: torch.Tensor) -> torch.Tensor:
+    """(S, S) in [0, 1] -> (S, S): a small random affine and brightness/contrast jitter."""
+    uniform = lambda bound: (torch.rand(()) * 2 - 1).item() * bound  # noqa: E731
+    angle = math.radians(uniform(MAX_ROTATION_DEGREES))
+    scale = 1.0 + uniform(MAX_SCALE_CHANGE)
+    shift_x, shift_y = uniform(MAX_SHIFT) * 2, uniform(MAX_SHIFT) * 2  # affine_grid's [-1, 1] units
+    cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
+    theta = torch.tensor([[cos, -sin, shift_x], [sin, cos, shift_y]], dtype=image.dtype)[None]  # (1, 2, 3)
+    grid = F.affine_grid(theta, [1, 1, *image.shape], align_corners=False)
+    image = F.grid_sample(
+        image[None, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )[0, 0]
+    contrast, brightness = 1.0 + uniform(MAX_CONTRAST), uniform(MAX_BRIGHTNESS)
+    mean = image.mean()
+    return ((image - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
+
+
+class StudyDataset(Dataset):
+    """Items: {"id": str, "images": (V, C, S, S) float, "view_mask": (V,) bool, "report": str,
+    "labels": (14,) float with NaN for not mentioned (all NaN when the study has no labels)}.
+
+    A study with more than `max_views` images keeps its first `max_views` (readers put frontal views
+    first); fewer are zero-padded and masked out.
+    """
+
+    def __init__(
+        self,
+        studies: Sequence[Study],
+        vision: VisionConfig,
+        max_views: int,
+        train: bool,
+        skip_bad_images: bool = False,
+    ):
+        if max_views < 1:
+            raise LeadrrgError(f"max_views is {max_views}; expected at least 1")
+        self.vision = vision
+        self.max_views = max_views
+        self.train = train
+        self.skipped_images = 0
+        self.skipped_studies = 0
+        self.bad_images: list[tuple[str, str]] = []  # (path, reason) of every skipped view
+        self.studies = list(studies)
+        if skip_bad_images:
+            self.studies = self._drop_unreadable(self.studies)
+
+    def _drop_unreadable(self, studies: list[Study]) -> list[Study]:
+        kept = []
+        for study in studies:
+            good = []
+            for path in study.images[: self.max_views]:
+                reason = check_image(path)
+                if reason is None:
+                    good.append(path)
+                else:
+                    self.bad_images.append((path, reason))
+            self.skipped_images += len(study.images[: self.max_views]) - len(good)
+            if good:
+                kept.append(Study(study.id, study.split, good, study.report, study.labels))
+            else:
+                self.skipped_studies += 1
+        if self.skipped_images:
+            logger.warning(
+                "skipped %d unreadable images (%d studies left without images); first: %s",
+                self.skipped_images,
+                self.skipped_studies,
+                self.bad_images[0][1],
+            )
+        return kept
+
+    def __len__(self) -> int:
+        return len(self.studies)
+
+    def load_view(self, path: str) -> torch.Tensor:
+        """One image path -> (C, S, S) normalised tensor (augmented when training)."""
+        size = self.vision.image_size
+        image = letterbox(torch.from_numpy(load_image(path)), size)  # (S, S)
+        if self.train:
+            image = augment(image)
+        image = (image - self.vision.mean) / self.vision.std
+        return image[None].expand(self.vision.channels, size, size).contiguous()  # (C, S, S)
+
+    def __getitem__(self, index: int) -> dict:
+        study = self.studies[index]
+        size, channels = self.vision.image_size, self.vision.channels
+        images = torch.zeros(self.max_views, channels, size, size)  # (V, C, S, S)
+        view_mask = torch.zeros(self.max_views, dtype=torch.bool)  # (V,)
+        for view, path in enumerate(study.images[: self.max_views]):
+            images[view] = self.load_view(path)
+            view_mask[view] = True
+        if study.labels is None:
+            labels = torch.full((NUM_OBSERVATIONS,), float("nan"))
+        else:
+            labels = torch.from_numpy(np.asarray(study.labels, dtype=np.float32).copy())
+        return {
+            "id": study.id,
+            "images": images,
+            "view_mask": view_mask,
+            "report": study.report,
+            "labels": labels,
+        }

@@ -1,0 +1,268 @@
+"""Load radiographs as float32 (H, W) arrays in [0, 1]: PNG and JPEG through Pillow, DICOM through pydicom.
+
+Intensity conventions:
+- PNG/JPEG: pixel values are divided by the largest value of their bit depth (255 for 8-bit, 65535 for
+  16-bit), so a stored image keeps its brightness; colour images are converted to luma (ITU-R 601),
+  palette images through their palette, and an alpha channel is dropped.
+- DICOM: the grayscale pipeline of the standard, in order: Modality LUT (rescale slope/intercept or a
+  LUT), VOI LUT (a LUT or window centre/width, the first one stored), min-max to [0, 1], and finally
+  MONOCHROME1 inversion, so bones are bright and air is dark whatever the photometric interpretation.
+
+Every failure (missing, empty, truncated, corrupt, non-image, too large, compressed DICOM without a
+decoder) raises `LeadrrgError` naming the file and what was expected.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from leadrrg.errors import LeadrrgError
+
+# Largest image accepted (pixels). Chest radiographs are at most ~4300 x 4300 (18.5M); the limit guards
+# against decompression bombs and against DICOM headers that claim absurd sizes.
+MAX_PIXELS = 64_000_000
+
+DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+EXPECTED = "a PNG, JPEG or DICOM radiograph"
+
+
+def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read one radiograph as float32 (H, W) in [0, 1]. Raises `LeadrrgError` naming the file."""
+    path = Path(path)
+    _check_file(path)
+    if _is_dicom(path):
+        return _load_dicom(path, max_pixels)
+    return _load_pil(path, max_pixels)
+
+
+def check_image(path: str | Path, decode: bool = False, max_pixels: int = MAX_PIXELS) -> str | None:
+    """Validate an image without raising: None when readable, else the reason (one sentence).
+
+    `decode=False` is the cheap check (file present and non-empty, header parsed, size within limits,
+    PNG chunk checksums / DICOM pixel-data length); `decode=True` decodes the pixels fully.
+    """
+    try:
+        if decode:
+            load_image(path, max_pixels)
+        else:
+            _check_header(Path(path), max_pixels)
+    except LeadrrgError as exc:
+        return str(exc)
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared helpers
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise LeadrrgError(f"image {path} does not exist; expected {EXPECTED}")
+    if not path.is_file():
+        raise LeadrrgError(f"image {path} is not a file; expected {EXPECTED}")
+    if path.stat().st_size == 0:
+        raise LeadrrgError(f"image {path} is empty (0 bytes); expected {EXPECTED}")
+
+
+def _is_dicom(path: Path) -> bool:
+    """DICOM by suffix, or by the 'DICM' magic at byte 128 (MIMIC-CXR and PACS exports often lack a suffix)."""
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    if path.suffix.lower() in PIL_SUFFIXES:
+        return False
+    with open(path, "rb") as handle:
+        head = handle.read(132)
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _check_size(path: Path, height: int, width: int, max_pixels: int) -> None:
+    if height <= 0 or width <= 0:
+        raise LeadrrgError(f"image {path} has size {width}x{height}; expected a non-empty radiograph")
+    if height * width > max_pixels:
+        raise LeadrrgError(
+            f"image {path} is {width}x{height} = {height * width} pixels, over the limit of {max_pixels} "
+            "(a decompression bomb or a wrong header); expected a radiograph of at most that size"
+        )
+
+
+def _normalise_min_max(pixels: np.ndarray) -> np.ndarray:
+    """float (H, W) -> float32 in [0, 1]; a constant image becomes all zeros."""
+    pixels = pixels.astype(np.float64, copy=False)
+    finite = np.isfinite(pixels)
+    if not finite.all():
+        pixels = np.where(
+            finite, pixels, np.nanmin(np.where(finite, pixels, np.nan)) if finite.any() else 0.0
+        )
+    low, high = float(pixels.min()), float(pixels.max())
+    if high <= low:
+        return np.zeros(pixels.shape, np.float32)
+    return ((pixels - low) / (high - low)).astype(np.float32)
+
+
+def _check_header(path: Path, max_pixels: int) -> None:
+    _check_file(path)
+    if _is_dicom(path):
+        dataset = _read_dicom(path, stop_before_pixels=False)
+        _dicom_geometry(path, dataset, max_pixels)
+        return
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                _check_size(path, image.height, image.width, max_pixels)
+                image.verify()
+    except LeadrrgError:
+        raise
+    except Exception as exc:  # Pillow raises many types for bad files
+        raise LeadrrgError(
+            f"image {path} is not a readable image ({_describe(exc)}); expected {EXPECTED}"
+        ) from None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text if len(text) < 200 else text[:200] + "..."
+
+
+# --------------------------------------------------------------------------------------------------
+# PNG / JPEG (Pillow)
+
+
+def _load_pil(path: Path, max_pixels: int) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between its own limit and twice it; treat that as an error too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                _check_size(path, image.height, image.width, max_pixels)
+                image.load()
+                return _pil_to_gray(image)
+    except LeadrrgError:
+        raise
+    except Exception as exc:
+        raise LeadrrgError(
+            f"image {path} could not be decoded ({_describe(exc)}); expected {EXPECTED}"
+        ) from None
+
+
+def _pil_to_gray(image) -> np.ndarray:
+    """A decoded Pillow image -> float32 (H, W) in [0, 1]."""
+    mode = image.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        return np.asarray(image, dtype=np.float32) / 65535.0
+    if mode == "I":  # 32-bit integer; Pillow uses it for some 16-bit PNG/TIFF files
+        pixels = np.asarray(image, dtype=np.float64)
+        scale = 65535.0 if pixels.min() >= 0 and pixels.max() <= 65535 else None
+        return (pixels / scale).astype(np.float32) if scale else _normalise_min_max(pixels)
+    if mode == "F":
+        return _normalise_min_max(np.asarray(image, dtype=np.float64))
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        mode = image.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # Drop alpha: a radiograph's alpha is at best a mask; the pixel values are the signal.
+        image = image.convert("RGB") if mode in ("RGBA", "RGBa", "PA") else image.getchannel("L")
+    if image.mode != "L":
+        image = image.convert("L")  # RGB, CMYK, YCbCr, 1-bit: ITU-R 601 luma
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+# --------------------------------------------------------------------------------------------------
+# DICOM (pydicom 3)
+
+
+def _read_dicom(path: Path, stop_before_pixels: bool = False):
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError:
+        raise LeadrrgError(
+            f"image {path} is not a DICOM file (no DICM header); expected {EXPECTED}"
+        ) from None
+    except Exception as exc:
+        raise LeadrrgError(
+            f"DICOM file {path} could not be parsed ({_describe(exc)}); expected {EXPECTED}"
+        ) from None
+
+
+def _transfer_syntax(dataset) -> str:
+    uid = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    if uid is None:
+        return "unknown transfer syntax"
+    return f"{uid.name} ({uid})"
+
+
+def _dicom_geometry(path: Path, dataset, max_pixels: int) -> None:
+    """Check that a DICOM dataset holds a single-plane image of sane size (header only)."""
+    if "PixelData" not in dataset:
+        raise LeadrrgError(
+            f"DICOM file {path} has no pixel data (e.g. a structured report); expected an image"
+        )
+    rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
+    _check_size(path, rows, columns, max_pixels)
+    uid = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    if uid is not None and not uid.is_compressed:
+        bits = int(dataset.get("BitsAllocated", 16) or 16)
+        samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+        frames = int(dataset.get("NumberOfFrames", 1) or 1)
+        expected = rows * columns * samples * frames * bits // 8
+        if len(dataset.PixelData) < expected:
+            raise LeadrrgError(
+                f"DICOM file {path} is truncated: {len(dataset.PixelData)} bytes of pixel data for "
+                f"{columns}x{rows}x{frames} frames at {bits} bits (expected {expected})"
+            )
+
+
+def _load_dicom(path: Path, max_pixels: int) -> np.ndarray:
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    dataset = _read_dicom(path)
+    _dicom_geometry(path, dataset, max_pixels)
+    try:
+        pixels = dataset.pixel_array
+    except Exception as exc:
+        uid = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+        if uid is not None and uid.is_compressed:
+            raise LeadrrgError(
+                f"DICOM file {path} uses the compressed transfer syntax {_transfer_syntax(dataset)}, which no "
+                "installed decoder could read; install pylibjpeg with pylibjpeg-libjpeg / pylibjpeg-openjpeg "
+                "(or python-gdcm), or convert the file to an uncompressed DICOM or PNG "
+                f"(decoder said: {_describe(exc)})"
+            ) from None
+        raise LeadrrgError(
+            f"DICOM file {path} has unreadable pixel data ({_describe(exc)}); expected {EXPECTED}"
+        ) from None
+
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+    if frames > 1:
+        pixels = pixels[0]  # first frame; a radiograph has one
+    if samples > 1:
+        # pydicom returns RGB (YBR converted); use luma like the PNG path.
+        rgb = pixels.astype(np.float64)
+        pixels = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+        return _normalise_min_max(pixels)
+    if pixels.ndim != 2:
+        raise LeadrrgError(f"DICOM file {path} has pixel array of shape {pixels.shape}; expected a 2-D image")
+
+    try:
+        values = apply_modality_lut(pixels, dataset)  # stored values -> modality units (e.g. rescale)
+        values = apply_voi_lut(values, dataset, index=0, prefer_lut=True)  # VOI LUT or window, if any
+    except Exception as exc:
+        raise LeadrrgError(
+            f"DICOM file {path} has an invalid Modality/VOI LUT or window ({_describe(exc)})"
+        ) from None
+    image = _normalise_min_max(np.asarray(values, dtype=np.float64))
+    if str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip() == "MONOCHROME1":
+        image = 1.0 - image  # MONOCHROME1: the lowest value is white
+    return image.astype(np.float32, copy=False)

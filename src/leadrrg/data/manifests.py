@@ -1,0 +1,524 @@
+"""Studies from every supported data layout, through one format registry.
+
+A format reader turns a data root into `Record`s (all splits, both report sections, optional labels);
+`load_split` then picks the split, the report section (`DataConfig.section`) and cleans the text
+(`DataConfig.clean`), skipping and counting studies whose chosen section is empty. Layouts:
+
+- `synth`, `jsonl`: `ROOT/manifest.jsonl`, one JSON object per line: `id`, `split`, `images` (paths
+  relative to ROOT), `report` (or `findings` / `impression`), optional `labels` (14 numbers in
+  `constants.OBSERVATIONS` order, null for not mentioned, or an object observation -> value).
+- `iu_xray`, `mimic_cxr`: R2Gen's `ROOT/annotation.json` = {split: [{`id`, `report`, `image_path`:
+  [paths relative to ROOT/images], ...}]}; MIMIC entries also carry `study_id`, `subject_id`. MIMIC
+  labels come from the MIMIC-CXR-JPG CheXpert CSV (`DataConfig.label_file`, default
+  `ROOT/mimic-cxr-2.0.0-chexpert.csv` when present), joined by `study_id`.
+- `chexpert_plus`: `ROOT/df_chexpert_plus_*.csv` (one row per image: `path_to_image`, `split`,
+  `section_findings`, `section_impression`, optional `frontal_lateral`), images grouped into studies
+  by their folder (`train/patient00001/study1`); labels from `DataConfig.label_file` or
+  `ROOT/chexbert_labels/{findings,impression,report}_fixed.json` (JSON lines keyed by `path_to_image`).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from leadrrg.config import DataConfig
+from leadrrg.constants import NUM_OBSERVATIONS, OBSERVATIONS
+from leadrrg.errors import LeadrrgError
+from leadrrg.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.jsonl"
+ANNOTATION_NAME = "annotation.json"
+IMAGES_DIR = "images"
+MIMIC_LABEL_NAME = "mimic-cxr-2.0.0-chexpert.csv"
+CHEXPERT_PLUS_GLOB = "df_chexpert_plus_*.csv"
+CHEXPERT_PLUS_LABEL_DIR = "chexbert_labels"
+
+# Split names that mean the same thing across data sets (CheXpert Plus says "valid", R2Gen "val").
+SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
+    "val": ("valid", "validation", "dev"),
+    "valid": ("val", "validation", "dev"),
+    "validation": ("val", "valid", "dev"),
+}
+_LABEL_VALUES = (1.0, 0.0, -1.0)
+
+
+@dataclass
+class Study:
+    """One study: its views (absolute paths), its target report (section chosen, cleaned) and its
+    labels ((14,) float32 with 1/0/-1/NaN in `constants.OBSERVATIONS` order, or None if unknown)."""
+
+    id: str
+    split: str
+    images: list[str]
+    report: str
+    labels: np.ndarray | None = None
+
+
+@dataclass
+class Record:
+    """A study as a format reader found it: both sections raw, before section choice and cleaning."""
+
+    id: str
+    split: str
+    images: list[str]
+    findings: str
+    impression: str
+    labels: np.ndarray | None = None
+    label_key: str = ""  # joins an external label file: MIMIC study_id, CheXpert Plus first image; else id
+
+
+@dataclass
+class LoadResult:
+    studies: list[Study]
+    split: str  # the split name as found in the data (after aliasing, e.g. "val" -> "valid")
+    skipped_empty: int  # studies skipped because their chosen report section is empty
+    available_splits: list[str]
+
+
+# A reader: DataConfig -> every record of the data root (all splits).
+FORMATS: Registry[Callable[[DataConfig], list[Record]]] = Registry("data format")
+
+
+# --------------------------------------------------------------------------------------------------
+# Public API
+
+
+def read_records(data: DataConfig) -> list[Record]:
+    """Every record of `data.root` in `data.format`, all splits."""
+    reader = FORMATS.get(data.format)
+    if not data.root:
+        raise LeadrrgError("data.root is empty; expected the data root directory (--data DIR)")
+    root = Path(data.root)
+    if not root.is_dir():
+        raise LeadrrgError(f"data root {root} is not a directory; expected a {data.format} data set")
+    return reader(data)
+
+
+def available_splits(records: Iterable[Record]) -> list[str]:
+    return sorted({record.split for record in records})
+
+
+def resolve_split(split: str, available: Sequence[str], where: str) -> str:
+    """The split name as stored: `split` itself or an alias of it; else a LeadrrgError listing splits."""
+    if split in available:
+        return split
+    for alias in SPLIT_ALIASES.get(split, ()):
+        if alias in available:
+            return alias
+    raise LeadrrgError(
+        f"split {split!r} is not in {where}; available splits: {', '.join(available) or '(none)'}"
+    )
+
+
+def load_split(data: DataConfig, split: str, records: list[Record] | None = None) -> LoadResult:
+    """The studies of one split with the chosen section, cleaned; empty sections skipped and counted."""
+    from leadrrg.data.text import clean_report, select_section
+
+    records = read_records(data) if records is None else records
+    splits = available_splits(records)
+    stored = resolve_split(split, splits, f"{data.format} data at {data.root}")
+    studies, skipped = [], 0
+    for record in records:
+        if record.split != stored:
+            continue
+        report = clean_report(select_section(record.findings, record.impression, data.section), data.clean)
+        if not report:
+            skipped += 1
+            continue
+        studies.append(Study(record.id, record.split, list(record.images), report, record.labels))
+    if skipped:
+        logger.info(
+            "%s split %r: skipped %d studies with an empty %s section",
+            data.root,
+            stored,
+            skipped,
+            data.section,
+        )
+    return LoadResult(studies, stored, skipped, splits)
+
+
+def load_studies(data: DataConfig, split: str) -> list[Study]:
+    """The studies of `split` (see `load_split` for the skipped count)."""
+    return load_split(data, split).studies
+
+
+# --------------------------------------------------------------------------------------------------
+# Labels
+
+
+def parse_labels(value: Any, where: str) -> np.ndarray | None:
+    """JSON labels -> (14,) float32: a list of 14 numbers (null: not mentioned) or an object
+    {observation: value}; None stays None. Values must be 1, 0, -1 or null/NaN."""
+    if value is None:
+        return None
+    labels = np.full(NUM_OBSERVATIONS, np.nan, np.float32)
+    if isinstance(value, dict):
+        for name, item in value.items():
+            if name not in OBSERVATIONS:
+                raise LeadrrgError(
+                    f"{where}: unknown label {name!r}; expected CheXpert observations: {', '.join(OBSERVATIONS)}"
+                )
+            labels[OBSERVATIONS.index(name)] = _label_value(item, f"{where}, label {name!r}")
+        return labels
+    if isinstance(value, (list, tuple)):
+        if len(value) != NUM_OBSERVATIONS:
+            raise LeadrrgError(
+                f"{where}: labels has {len(value)} values; expected {NUM_OBSERVATIONS} (CheXpert order)"
+            )
+        for i, item in enumerate(value):
+            labels[i] = _label_value(item, f"{where}, label {OBSERVATIONS[i]!r}")
+        return labels
+    raise LeadrrgError(
+        f"{where}: labels is {type(value).__name__}; expected a list of 14 numbers or an object"
+    )
+
+
+def _label_value(item: Any, where: str) -> float:
+    if item is None or item == "":
+        return math.nan
+    if isinstance(item, bool) or not isinstance(item, (int, float, str)):
+        raise LeadrrgError(f"{where} is {item!r}; expected 1, 0, -1 or empty")
+    try:
+        number = float(item)
+    except ValueError:
+        raise LeadrrgError(f"{where} is {item!r}; expected 1, 0, -1 or empty") from None
+    if math.isnan(number):
+        return math.nan
+    if number not in _LABEL_VALUES:
+        raise LeadrrgError(f"{where} is {item!r}; expected 1, 0, -1 or empty")
+    return number
+
+
+def read_label_file(path: str | Path, key_column: str) -> dict[str, np.ndarray]:
+    """A CheXpert-format label table keyed by `key_column`: CSV (observation columns, empty = not
+    mentioned) or JSON lines (one object per line). Missing observation columns are NaN."""
+    path = Path(path)
+    if not path.is_file():
+        raise LeadrrgError(
+            f"label file {path} does not exist; expected a CheXpert-format CSV or JSON-lines file"
+        )
+    table: dict[str, np.ndarray] = {}
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            if key_column not in columns or not set(columns) & set(OBSERVATIONS):
+                raise LeadrrgError(
+                    f"label file {path} has columns {columns[:20]}; expected {key_column!r} and CheXpert observation columns"
+                )
+            present = [name for name in OBSERVATIONS if name in columns]
+            for line, row in enumerate(reader, start=2):
+                values = {name: row[name] for name in present}
+                table[_normalise_key(row[key_column])] = parse_labels(
+                    values, f"label file {path} line {line}"
+                )
+        return table
+    with open(path, encoding="utf-8") as handle:
+        for line, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise LeadrrgError(
+                    f"label file {path} line {line} is not valid JSON ({exc.msg}); expected JSON lines"
+                ) from None
+            if not isinstance(row, dict) or key_column not in row:
+                raise LeadrrgError(
+                    f"label file {path} line {line} has no {key_column!r} key; expected an object with it"
+                )
+            values = {name: row[name] for name in OBSERVATIONS if name in row}
+            table[_normalise_key(row[key_column])] = parse_labels(values, f"label file {path} line {line}")
+    return table
+
+
+def _normalise_key(value: Any) -> str:
+    text = str(value).strip()
+    return text[:-2] if text.endswith(".0") and text[:-2].isdigit() else text
+
+
+def report_hash(report: str) -> str:
+    return hashlib.sha256(report.encode("utf-8")).hexdigest()
+
+
+def labels_from_labeler(studies: Sequence[Study], cache_path: str | Path) -> list[Study]:
+    """Fill missing labels with the rule-based labeler, cached in a CSV keyed by the report's SHA-256.
+
+    Studies that already have labels keep them. The cache (`report_sha256` + 14 observation columns,
+    empty = not mentioned) grows with each call and is rewritten atomically.
+    """
+    from leadrrg.io import atomic_open
+    from leadrrg.labeler import label_reports
+
+    cache_path = Path(cache_path)
+    cache = read_label_file(cache_path, "report_sha256") if cache_path.exists() else {}
+    missing = sorted({s.report for s in studies if s.labels is None and report_hash(s.report) not in cache})
+    if missing:
+        new_labels = np.asarray(label_reports(missing), dtype=np.float32).reshape(
+            len(missing), NUM_OBSERVATIONS
+        )
+        for report, labels in zip(missing, new_labels):
+            cache[report_hash(report)] = labels
+        with atomic_open(cache_path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["report_sha256", *OBSERVATIONS])
+            for key in sorted(cache):
+                writer.writerow([key, *("" if np.isnan(v) else f"{v:.1f}" for v in cache[key])])
+    return [
+        s if s.labels is not None else dataclasses.replace(s, labels=cache[report_hash(s.report)].copy())
+        for s in studies
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Readers
+
+
+def _resolve_path(root: Path, relative: str) -> str:
+    path = Path(relative)
+    return str(path if path.is_absolute() else (root / path).resolve())
+
+
+def _bad(path: Path, where: str, problem: str, expected: str) -> LeadrrgError:
+    return LeadrrgError(f"{path}: {where}: {problem}; expected {expected}")
+
+
+def _read_manifest(data: DataConfig) -> list[Record]:
+    root = Path(data.root)
+    path = root / MANIFEST_NAME
+    if not path.is_file():
+        raise LeadrrgError(
+            f"{path} does not exist; a {data.format} data root holds {MANIFEST_NAME} (one JSON study per line)"
+        )
+    expected = 'an object with "id", "split", "images" (list of paths), "report" (or "findings"/"impression")'
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for line, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            where = f"line {line}"
+            try:
+                entry = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise _bad(path, where, f"not valid JSON ({exc.msg})", expected) from None
+            if not isinstance(entry, dict):
+                raise _bad(path, where, f"a {type(entry).__name__}", expected)
+            for key in ("id", "split", "images"):
+                if key not in entry:
+                    raise _bad(path, where, f"key {key!r} is missing", expected)
+            if not isinstance(entry["id"], (str, int)) or not isinstance(entry["split"], str):
+                raise _bad(path, where, "id or split has the wrong type", "a string id and split")
+            images = entry["images"]
+            if isinstance(images, str):
+                images = [images]
+            if not isinstance(images, list) or not images or not all(isinstance(p, str) for p in images):
+                raise _bad(path, where, f"images is {images!r}", "a non-empty list of image paths")
+            if "findings" in entry or "impression" in entry:
+                findings, impression = entry.get("findings"), entry.get("impression")
+            elif "report" in entry:
+                from leadrrg.data.text import split_findings_impression
+
+                if not isinstance(entry["report"], str):
+                    raise _bad(path, where, f"report is {type(entry['report']).__name__}", "a string")
+                findings, impression = split_findings_impression(entry["report"])
+            else:
+                raise _bad(path, where, "key 'report' is missing", expected)
+            for name, value in (("findings", findings), ("impression", impression)):
+                if value is not None and not isinstance(value, str):
+                    raise _bad(path, where, f"{name} is {type(value).__name__}", "a string or null")
+            labels = parse_labels(entry.get("labels"), f"{path} {where}")
+            records.append(
+                Record(
+                    str(entry["id"]),
+                    entry["split"],
+                    [_resolve_path(root, p) for p in images],
+                    findings or "",
+                    impression or "",
+                    labels,
+                )
+            )
+    if data.label_file:
+        _join_labels(records, _label_path(root, data.label_file), "id")
+    return records
+
+
+FORMATS.add("jsonl", _read_manifest)
+FORMATS.add("synth", _read_manifest)
+
+
+def _label_path(root: Path, label_file: str) -> Path:
+    path = Path(label_file)
+    return path if path.is_absolute() or path.exists() else root / path
+
+
+def _join_labels(records: list[Record], path: Path, key_column: str) -> None:
+    """Set `record.labels` from a label table by `record.label_key` (or id); absent records keep theirs."""
+    table = read_label_file(path, key_column)
+    for record in records:
+        labels = table.get(record.label_key or record.id)
+        if labels is not None:
+            record.labels = labels.copy()
+
+
+def _read_annotation(data: DataConfig) -> list[Record]:
+    from leadrrg.data.text import split_findings_impression
+
+    root = Path(data.root)
+    path = root / ANNOTATION_NAME
+    if not path.is_file():
+        raise LeadrrgError(
+            f"{path} does not exist; a {data.format} data root holds R2Gen's {ANNOTATION_NAME} and an {IMAGES_DIR}/ folder"
+        )
+    try:
+        annotation = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise LeadrrgError(f"{path} is not valid JSON ({exc}); expected R2Gen's annotation.json") from None
+    expected = 'an object {"id": str, "report": str, "image_path": [paths relative to images/]}'
+    if not isinstance(annotation, dict) or not all(isinstance(v, list) for v in annotation.values()):
+        raise LeadrrgError(
+            f"{path} is not an object of split name -> list of entries; expected R2Gen's annotation.json"
+        )
+    image_root = root / IMAGES_DIR
+    records = []
+    for split, entries in annotation.items():
+        for index, entry in enumerate(entries):
+            where = f"entry {index} of split {split!r}"
+            if not isinstance(entry, dict):
+                raise _bad(path, where, f"a {type(entry).__name__}", expected)
+            if isinstance(entry.get("id"), (str, int)):
+                where += f" (id {entry['id']!r})"
+            for key in ("id", "report", "image_path"):
+                if key not in entry:
+                    raise _bad(path, where, f"key {key!r} is missing", expected)
+            if not isinstance(entry["report"], str):
+                raise _bad(path, where, f"report is {type(entry['report']).__name__}", "a string")
+            images = entry["image_path"]
+            if isinstance(images, str):
+                images = [images]
+            if not isinstance(images, list) or not images or not all(isinstance(p, str) for p in images):
+                raise _bad(
+                    path, where, f"image_path is {images!r}", "a non-empty list of paths relative to images/"
+                )
+            findings, impression = split_findings_impression(entry["report"])
+            record = Record(
+                str(entry["id"]), split, [_resolve_path(image_root, p) for p in images], findings, impression
+            )
+            if data.format == "mimic_cxr":
+                study_id = entry.get("study_id") or _mimic_study_from_path(images[0])
+                if study_id is None:
+                    raise _bad(
+                        path,
+                        where,
+                        "no study_id and none in the image path",
+                        "a MIMIC-CXR entry with study_id",
+                    )
+                record.label_key = _normalise_key(str(study_id).lstrip("s"))
+            records.append(record)
+    if data.format == "mimic_cxr":
+        label_path = _label_path(root, data.label_file) if data.label_file else root / MIMIC_LABEL_NAME
+        if data.label_file or label_path.is_file():
+            _join_labels(records, label_path, "study_id")
+    elif data.label_file:
+        _join_labels(records, _label_path(root, data.label_file), "id")
+    return records
+
+
+def _mimic_study_from_path(image_path: str) -> str | None:
+    match = re.search(r"(?:^|/)s(\d+)(?:/|$)", image_path)
+    return match.group(1) if match else None
+
+
+FORMATS.add("iu_xray", _read_annotation)
+FORMATS.add("mimic_cxr", _read_annotation)
+
+
+CHEXPERT_PLUS_COLUMNS = ("path_to_image", "split", "section_findings", "section_impression")
+
+
+def _chexpert_plus_image_resolver(root: Path, first: str) -> Callable[[str], str]:
+    """The released CSV names JPGs (`train/patient1/study1/view1_frontal.jpg`); the PNG release puts
+    them under `PNG/` with a .png suffix. Pick the layout that holds the first image; default as named."""
+    candidates: list[tuple[Path, str | None]] = [(root, None), (root / "PNG", ".png"), (root, ".png")]
+    for base, suffix in candidates:
+        probe = base / (str(Path(first).with_suffix(suffix)) if suffix else first)
+        if probe.exists():
+            break
+    else:
+        base, suffix = root, None
+
+    def resolve(relative: str) -> str:
+        return str((base / (str(Path(relative).with_suffix(suffix)) if suffix else relative)).resolve())
+
+    return resolve
+
+
+def _read_chexpert_plus(data: DataConfig) -> list[Record]:
+    root = Path(data.root)
+    candidates = sorted(root.glob(CHEXPERT_PLUS_GLOB))
+    if not candidates:
+        raise LeadrrgError(
+            f"{root} has no {CHEXPERT_PLUS_GLOB}; a chexpert_plus data root holds CheXpert Plus's report CSV"
+        )
+    path = candidates[-1]  # the newest release (names end in a yymmdd date)
+    csv.field_size_limit(2**31 - 1)
+    studies: dict[str, dict[str, Any]] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        missing = [c for c in CHEXPERT_PLUS_COLUMNS if c not in columns]
+        if missing:
+            raise LeadrrgError(
+                f"{path} lacks columns {missing}; expected CheXpert Plus columns {list(CHEXPERT_PLUS_COLUMNS)}"
+            )
+        resolve = None
+        for line, row in enumerate(reader, start=2):
+            image = (row["path_to_image"] or "").strip()
+            if not image or not row["split"]:
+                raise _bad(path, f"line {line}", "empty path_to_image or split", "both set")
+            resolve = resolve or _chexpert_plus_image_resolver(root, image)
+            study_id = str(Path(image).parent)
+            study = studies.setdefault(
+                study_id, {"split": row["split"].strip(), "images": [], "findings": "", "impression": ""}
+            )
+            frontal = (row.get("frontal_lateral") or "").strip().lower() != "lateral"
+            study["images"].append((not frontal, image, resolve(image)))
+            study["findings"] = study["findings"] or (row["section_findings"] or "").strip()
+            study["impression"] = study["impression"] or (row["section_impression"] or "").strip()
+    records = []
+    for study_id, study in studies.items():
+        views = sorted(study["images"])  # frontal views first, then by name
+        records.append(
+            Record(
+                study_id,
+                study["split"],
+                [v[2] for v in views],
+                study["findings"],
+                study["impression"],
+                label_key=views[0][1],
+            )
+        )
+    if data.label_file:
+        label_path = _label_path(root, data.label_file)
+    else:
+        name = {"findings": "findings", "impression": "impression", "both": "report"}[data.section]
+        label_path = root / CHEXPERT_PLUS_LABEL_DIR / f"{name}_fixed.json"
+    if data.label_file or label_path.is_file():
+        _join_labels(records, label_path, "path_to_image")
+    return records
+
+
+FORMATS.add("chexpert_plus", _read_chexpert_plus)
