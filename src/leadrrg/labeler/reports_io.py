@@ -1,0 +1,158 @@
+"""Reading reports (CSV, JSONL, plain text) and writing labels in the CheXpert labeler's CSV format."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from leadrrg.constants import NUM_OBSERVATIONS, OBSERVATIONS
+from leadrrg.errors import LeadrrgError
+from leadrrg.io import atomic_open
+
+logger = logging.getLogger("leadrrg.labeler")
+
+# Columns tried, in order, when a CSV is read without `text_columns`.
+DEFAULT_TEXT_COLUMNS: tuple[tuple[str, ...], ...] = (
+    ("Reports",),
+    ("report",),
+    ("Report",),
+    ("reports",),
+    ("text",),
+    ("report_text",),
+    ("findings", "impression"),
+    ("findings",),
+    ("impression",),
+    ("FINDINGS", "IMPRESSION"),
+)
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+CSV_SUFFIXES = (".csv", ".tsv")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise LeadrrgError(f"{path}: no such file; expected a CSV, JSONL or text file of reports") from None
+    except IsADirectoryError:
+        raise LeadrrgError(f"{path} is a directory; expected a CSV, JSONL or text file of reports") from None
+    except OSError as exc:
+        raise LeadrrgError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        logger.warning(
+            "warning: %s is not valid UTF-8 (first bad byte at offset %d); undecodable bytes were replaced",
+            path,
+            exc.start,
+        )
+        return data.decode("utf-8", errors="replace")
+
+
+def _split_columns(text_columns: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    if text_columns is None:
+        return None
+    if isinstance(text_columns, str):
+        text_columns = text_columns.split(",")
+    columns = tuple(c.strip() for c in text_columns if c.strip())
+    if not columns:
+        raise LeadrrgError("--text-columns is empty; expected column names separated by commas")
+    return columns
+
+
+def _join(values: list[object]) -> str:
+    parts = []
+    for value in values:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        text = str(value).strip()
+        if text:
+            parts.append(text)
+    return " ".join(parts)
+
+
+def _read_csv(path: Path, text: str, columns: tuple[str, ...] | None) -> list[str]:
+    csv.field_size_limit(1 << 30)
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+        header = reader.fieldnames or []
+        if columns is None:
+            columns = next((c for c in DEFAULT_TEXT_COLUMNS if all(name in header for name in c)), None)
+            if columns is None:
+                raise LeadrrgError(
+                    f"{path}: no report column found; columns present: {', '.join(header) or '(none)'}; "
+                    "name the text columns with --text-columns"
+                )
+        missing = [name for name in columns if name not in header]
+        if missing:
+            raise LeadrrgError(
+                f"{path}: column(s) {', '.join(missing)} not found; columns present: {', '.join(header) or '(none)'}"
+            )
+        return [_join([row.get(name) for name in columns]) for row in reader]
+    except csv.Error as exc:
+        raise LeadrrgError(f"{path}: malformed CSV ({exc})") from None
+
+
+def _read_jsonl(path: Path, text: str, columns: tuple[str, ...] | None) -> list[str]:
+    columns = columns or ("report",)
+    reports = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise LeadrrgError(f"{path}, line {number}: not valid JSON ({exc.msg}); expected one object per line") from None
+        if not isinstance(record, dict):
+            raise LeadrrgError(f"{path}, line {number}: expected a JSON object with a {columns[0]!r} field")
+        missing = [name for name in columns if name not in record]
+        if missing:
+            raise LeadrrgError(
+                f"{path}, line {number}: field(s) {', '.join(missing)} not found; "
+                f"fields present: {', '.join(map(str, record)) or '(none)'}"
+            )
+        reports.append(_join([record[name] for name in columns]))
+    return reports
+
+
+def read_reports(path: str | Path, text_columns: str | Sequence[str] | None = None) -> list[str]:
+    """Reports from a CSV (the `text_columns` joined with a space; by default the first of
+    `Reports`, `report`, `text`, `findings` + `impression`, ... that exists), a JSONL file (the
+    `report` field, or `text_columns`) or a text file (one report per line; a blank line is an
+    empty report). Non-UTF-8 bytes are replaced, with a warning. Raises `LeadrrgError` on bad input."""
+    path = Path(path)
+    text = _read_text(path)
+    columns = _split_columns(text_columns)
+    suffix = path.suffix.lower()
+    if suffix in CSV_SUFFIXES:
+        return _read_csv(path, text, columns)
+    if suffix in JSONL_SUFFIXES:
+        return _read_jsonl(path, text, columns)
+    if columns is not None:
+        raise LeadrrgError(f"{path}: --text-columns applies to CSV and JSONL input, not to a text file")
+    lines = text.splitlines()
+    return lines
+
+
+def _format(value: float) -> str:
+    return "" if math.isnan(value) else f"{float(value):.1f}"
+
+
+def write_chexpert_csv(path: str | Path, reports: Sequence[str], labels: np.ndarray) -> None:
+    """Write labels in the CheXpert labeler's format: a `Reports` column, then the 14 observations
+    in CheXpert order with values `1.0`, `0.0`, `-1.0`, or empty when not mentioned. Atomic."""
+    labels = np.asarray(labels, dtype=np.float32)
+    if labels.shape != (len(reports), NUM_OBSERVATIONS):
+        raise ValueError(f"labels have shape {labels.shape}; expected ({len(reports)}, {NUM_OBSERVATIONS})")
+    with atomic_open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(("Reports", *OBSERVATIONS))
+        for report, row in zip(reports, labels.tolist()):
+            writer.writerow((report, *(_format(v) for v in row)))

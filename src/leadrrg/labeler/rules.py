@@ -1,0 +1,229 @@
+"""The labelling engine: normalise a report, find mentions, decide each mention's polarity from the
+cues in its clause, aggregate per observation the way CheXpert does (positive > uncertain >
+negative > not mentioned), then apply the No Finding rule.
+
+A mention's polarity comes from the nearest cue before it in its clause (negation, uncertainty or
+double negation, the last counting as uncertainty) and, when there is none, from the nearest cue
+after it within a few words. A clause ends at a sentence end or at a scope break ("but", "however",
+"there is", a comma before a new finding, ...), so "no effusion, but a small pneumothorax" labels
+effusion negative and pneumothorax positive.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from leadrrg.constants import NEGATIVE, NUM_OBSERVATIONS, OBSERVATIONS, POSITIVE, UNCERTAIN
+from leadrrg.labeler import phrases
+
+# Polarity ranks, aggregated with max(): positive beats uncertain beats negative.
+_NONE, _NEG, _UNC, _POS = 0, 1, 2, 3
+_DOUBLE = 4  # cue kind only: a double negation ("cannot be excluded"), labelled uncertain
+_RANK_TO_VALUE = {_NEG: NEGATIVE, _UNC: UNCERTAIN, _POS: POSITIVE}
+
+_INDEX = {name: i for i, name in enumerate(OBSERVATIONS)}
+_NO_FINDING = _INDEX["No Finding"]
+_SUPPORT_DEVICES = _INDEX["Support Devices"]
+_OTHER = NUM_OBSERVATIONS  # slot for findings outside the 14 (only used by the No Finding rule)
+
+_POST_WINDOW = 50  # characters between a mention and a cue after it
+
+# --- normalisation -----------------------------------------------------------------------------------
+
+_DEID = re.compile(r"<?\bX{2,}\b>?")
+_HEADER = re.compile(
+    r"\b(?:[A-Z][A-Z/&()-]*(?: [A-Z/&()-]+){0,5}|(?i:findings|impression|indication|history|comparison|technique"
+    r"|conclusion|examination|exam|clinical history|reason for exam(?:ination)?|recommendations?|notification"
+    r"|addendum|final report|report|wet read|clinical information|clinical indication))\s*:"
+)
+_NUMBERED = re.compile(r"(?:^|(?<=\s))\(?\d{1,2}[.)](?!\d)")
+_SENTENCE_END = re.compile(r"\.(?!\d)|[;!\n]|\?(?=\s+[A-Z])")
+_SPACES = re.compile(r"[^\S\n]+")
+
+
+def normalize(text: str) -> str:
+    """Lower-cased report with one sentence per line; `XXXX` de-identification tokens become `xxxx`."""
+    text = _DEID.sub(" xxxx ", text)
+    text = _HEADER.sub("\n", text)
+    text = _NUMBERED.sub("\n", text)
+    text = _SENTENCE_END.sub(lambda m: "?\n" if m.group() == "?" else "\n", text)
+    text = _SPACES.sub(" ", text.lower())
+    return text
+
+
+# --- compiled patterns ---------------------------------------------------------------------------------
+
+
+def _compile(source: str) -> re.Pattern[str]:
+    return re.compile(source)
+
+
+_PLAIN = [
+    (_INDEX[name], _compile(include), _compile(exclude) if exclude else None)
+    for name, (include, exclude) in phrases.PLAIN_MENTIONS.items()
+]
+_PLAIN.append((_OTHER, _compile(phrases.OTHER_FINDINGS), None))
+
+
+def _size_statement(anchor: str) -> re.Pattern[str]:
+    status = rf"(?:(?P<neg>{phrases.STATUS_NEGATIVE})|(?P<unc>{phrases.STATUS_UNCERTAIN})|(?P<pos>{phrases.STATUS_POSITIVE}))"
+    after = rf"\b{anchor}{phrases.gap(6)}{status}\b"
+    before = rf"\b{status}{phrases.gap(3)}{anchor}\b"
+    return _compile(f"{after}|{before.replace('?P<', '?P<b_')}")
+
+
+# anchor -> observations its size statements label (positive ones label only the first)
+_SIZE = [
+    (_size_statement(phrases.HEART_ANCHOR), (_INDEX["Cardiomegaly"],)),
+    (_size_statement(phrases.MEDIASTINUM_ANCHOR), (_INDEX["Enlarged Cardiomediastinum"],)),
+]
+_CARDIOMEDIASTINAL = _compile(r"cardiomediastinal")
+_NEGATIVE_STATEMENTS = [(_INDEX[name], _compile(src)) for name, src in phrases.NEGATIVE_STATEMENTS.items()]
+
+_DOUBLE_NEGATION = _compile(phrases.DOUBLE_NEGATION)
+_PRE_NEGATION = _compile(phrases.PRE_NEGATION)
+_POST_NEGATION = _compile(phrases.POST_NEGATION)
+_PRE_UNCERTAINTY = _compile(phrases.PRE_UNCERTAINTY)
+_POST_UNCERTAINTY = _compile(phrases.POST_UNCERTAINTY)
+_SCOPE_BREAK = _compile(phrases.SCOPE_BREAK)
+
+
+# --- cues ------------------------------------------------------------------------------------------------
+
+
+class _Cues:
+    """Cue spans of one normalised report, sorted, with the clause boundaries."""
+
+    __slots__ = ("pre_ends", "pre_kinds", "post_starts", "post_kinds", "break_starts", "break_ends")
+
+    def __init__(self, text: str) -> None:
+        blocked = [m.span() for m in _DOUBLE_NEGATION.finditer(text)]
+        pre = [(e, _DOUBLE) for _, e in blocked]
+        post = [(s, _DOUBLE) for s, _ in blocked]
+        unc_spans = list(blocked)
+        for m in _PRE_UNCERTAINTY.finditer(text):
+            if not _overlaps(m.span(), blocked):
+                pre.append((m.end(), _UNC))
+                unc_spans.append(m.span())
+        for m in _POST_UNCERTAINTY.finditer(text):
+            if not _overlaps(m.span(), blocked):
+                post.append((m.start(), _UNC))
+                unc_spans.append(m.span())
+        for m in _PRE_NEGATION.finditer(text):
+            if not _overlaps(m.span(), unc_spans):
+                pre.append((m.end(), _NEG))
+        for m in _POST_NEGATION.finditer(text):
+            if not _overlaps(m.span(), unc_spans):
+                post.append((m.start(), _NEG))
+        # sorted by position; at equal positions uncertainty (larger rank) wins
+        pre.sort()
+        post.sort(key=lambda item: (item[0], -item[1]))
+        self.pre_ends = [p for p, _ in pre]
+        self.pre_kinds = [k for _, k in pre]
+        self.post_starts = [p for p, _ in post]
+        self.post_kinds = [k for _, k in post]
+        breaks = [m.span() for m in _SCOPE_BREAK.finditer(text)]
+        breaks.extend((i, i + 1) for i, ch in enumerate(text) if ch == "\n")
+        breaks.sort()
+        self.break_starts = [s for s, _ in breaks]
+        self.break_ends = sorted(e for _, e in breaks)
+
+    def polarity(self, start: int, end: int) -> int:
+        """Polarity of a mention at text[start:end]."""
+        i = bisect.bisect_right(self.break_ends, start)
+        clause_start = self.break_ends[i - 1] if i else 0
+        j = bisect.bisect_left(self.break_starts, end)
+        clause_end = self.break_starts[j] if j < len(self.break_starts) else 1 << 30
+        k = bisect.bisect_right(self.pre_ends, start)
+        if k and self.pre_ends[k - 1] > clause_start:
+            kind = self.pre_kinds[k - 1]
+            if kind == _UNC:
+                # a hedge inside a negated list ("no consolidation, suspicious opacity or definite
+                # effusion") stays negated: the clause's earlier negation governs it
+                while k > 1 and self.pre_ends[k - 2] > clause_start:
+                    k -= 1
+                    if self.pre_kinds[k - 1] == _NEG:
+                        return _NEG
+                    if self.pre_kinds[k - 1] == _DOUBLE:
+                        break
+            return _UNC if kind == _DOUBLE else kind
+        k = bisect.bisect_left(self.post_starts, end)
+        if k < len(self.post_starts):
+            position = self.post_starts[k]
+            if position < clause_end and position - end <= _POST_WINDOW:
+                kind = self.post_kinds[k]
+                return _UNC if kind == _DOUBLE else kind
+        return _POS
+
+
+def _overlaps(span: tuple[int, int], spans: list[tuple[int, int]]) -> bool:
+    return any(s < span[1] and span[0] < e for s, e in spans)
+
+
+# --- labelling ---------------------------------------------------------------------------------------------
+
+
+def label_text(report: str) -> np.ndarray:
+    """Labels of one report: (14,) float32, 1 / 0 / -1 / NaN."""
+    labels = np.full(NUM_OBSERVATIONS, np.nan, dtype=np.float32)
+    if not report or not report.strip():
+        return labels
+    text = normalize(report)
+    cues = _Cues(text)
+    ranks = [_NONE] * (NUM_OBSERVATIONS + 1)
+
+    for index, include, exclude in _PLAIN:
+        excluded = [m.span() for m in exclude.finditer(text)] if exclude is not None else []
+        for m in include.finditer(text):
+            if excluded and _overlaps(m.span(), excluded):
+                continue
+            rank = cues.polarity(*m.span())
+            if rank > ranks[index]:
+                ranks[index] = rank
+                if rank == _POS:
+                    break
+
+    for pattern, targets in _SIZE:
+        for m in pattern.finditer(text):
+            groups = m.groupdict()
+            if groups["neg"] or groups["b_neg"]:
+                rank = _NEG
+            elif groups["unc"] or groups["b_unc"]:
+                rank = _UNC
+            else:
+                rank = cues.polarity(*m.span())
+                if rank == _POS and _PRE_UNCERTAINTY.search(m.group()):
+                    rank = _UNC
+            observations = targets
+            if _CARDIOMEDIASTINAL.search(m.group()):
+                # "cardiomediastinal silhouette": enlargement means the heart; normal means both normal
+                observations = (_INDEX["Cardiomegaly"],) + ((_INDEX["Enlarged Cardiomediastinum"],) if rank == _NEG else ())
+            for index in observations:
+                ranks[index] = max(ranks[index], rank)
+
+    for index, pattern in _NEGATIVE_STATEMENTS:
+        if ranks[index] == _NONE and pattern.search(text):
+            ranks[index] = _NEG
+
+    for index in range(NUM_OBSERVATIONS):
+        if ranks[index] != _NONE:
+            labels[index] = _RANK_TO_VALUE[ranks[index]]
+
+    # No Finding (CheXpert): positive when nothing but Support Devices is positive or uncertain.
+    findings = [r for i, r in enumerate(ranks) if i not in (_NO_FINDING, _SUPPORT_DEVICES)]
+    if max(findings) < _UNC:
+        labels[_NO_FINDING] = POSITIVE
+    return labels
+
+
+def label_reports(reports: Sequence[str]) -> np.ndarray:
+    """Label reports. Returns (N, 14) float32 in `constants.OBSERVATIONS` order: 1.0 positive,
+    0.0 negative, -1.0 uncertain, NaN not mentioned. An empty report is all NaN."""
+    out = np.full((len(reports), NUM_OBSERVATIONS), np.nan, dtype=np.float32)
+    for row, report in enumerate(reports):
+        out[row] = label_text(report if isinstance(report, str) else "")
+    return out
