@@ -1,0 +1,76 @@
+"""`leadrrg evaluate --preds preds.jsonl --out metrics.json`: score generated reports (NLG, clinical
+efficacy, hallucination), write metrics.json atomically and print a table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from leadrrg.errors import LeadrrgError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--preds",
+        required=True,
+        help="predictions, one JSON object a line: id, reference, generated, optional labels (14 x 0/1)",
+    )
+    parser.add_argument("--out", required=True, help="metrics.json to write")
+    parser.add_argument(
+        "--split", default=None, help="name of the split the predictions come from (recorded)"
+    )
+    parser.add_argument(
+        "--section",
+        default="findings",
+        help="report section that was generated (recorded; default: findings)",
+    )
+    parser.add_argument(
+        "--no-meteor",
+        action="store_true",
+        help="skip METEOR (it starts a Java VM); it is then reported as missing",
+    )
+
+
+def read_predictions(path: str | Path) -> list[dict]:
+    """The records of a preds.jsonl; LeadrrgError naming the file and line for anything malformed."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LeadrrgError(f"{path}: predictions file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LeadrrgError(f"{path}: cannot read the predictions file ({exc})") from None
+    records = []
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise LeadrrgError(f"{path}, line {line_number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise LeadrrgError(
+                f"{path}, line {line_number}: expected a JSON object, got {type(record).__name__}"
+            )
+        for key in ("reference", "generated"):
+            if key not in record:
+                raise LeadrrgError(f"{path}, line {line_number}: missing '{key}' (a report string)")
+            if not isinstance(record[key], str):
+                raise LeadrrgError(f"{path}, line {line_number}: '{key}' must be a string")
+        records.append(record)
+    if not records:
+        raise LeadrrgError(f"{path}: no predictions (the file is empty)")
+    return records
+
+
+def run(args: argparse.Namespace) -> int:
+    from leadrrg.evaluate import evaluate_predictions, format_table
+    from leadrrg.io import atomic_write_text
+
+    records = read_predictions(args.preds)
+    metrics = evaluate_predictions(records, split=args.split, section=args.section, meteor=not args.no_meteor)
+    atomic_write_text(args.out, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    print(format_table(metrics))
+    print(f"wrote {args.out}")
+    return 0

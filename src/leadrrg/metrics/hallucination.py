@@ -1,0 +1,70 @@
+"""Hallucination and omission of findings.
+
+Inputs are (N, 14) label arrays in CheXpert order, as in `metrics.clinical`: the reference labels (the
+labeler on the reference report or, on synthetic data, the image's ground truth) and the labeler's labels
+of the generated reports. Positive means exactly 1. The scores count over the **13 findings**, i.e. every
+observation except No Finding, which is the absence of findings rather than a finding one can invent.
+
+- A generated positive finding is **hallucinated** when the reference does not have it as positive
+  (reference 0, -1 uncertain, or NaN not mentioned).
+- ``hallucination_rate`` = hallucinated findings / all positive findings asserted by the generated
+  reports (FP / (TP + FP), pooled over reports and findings). 0 when the generated reports assert no
+  positive finding at all (nothing asserted, nothing invented).
+- ``reports_with_hallucination`` = share of reports with at least one hallucinated finding.
+- ``omission_rate`` = reference positives the generated report does not assert as positive / all
+  reference positives (FN / (TP + FN)); 0 when the references have no positive finding.
+- ``num_generated_positives``, ``num_hallucinated``, ``num_reference_positives``, ``num_omitted``: the
+  counts behind the rates.
+- ``hallucination_per_observation``: ``{finding: {"hallucinated", "generated_positives", "rate"}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from leadrrg.constants import OBSERVATIONS
+from leadrrg.metrics.clinical import check_pair
+
+FINDINGS: tuple[str, ...] = tuple(name for name in OBSERVATIONS if name != "No Finding")
+FINDING_INDICES: tuple[int, ...] = tuple(OBSERVATIONS.index(name) for name in FINDINGS)
+
+
+def _rate(numerator: int, denominator: int) -> float:
+    return numerator / denominator if denominator else 0.0
+
+
+def hallucination_scores(ref_labels: np.ndarray, hyp_labels: np.ndarray) -> dict[str, Any]:
+    """Hallucination rate, share of reports with a hallucination, and omission rate of the generated
+    reports (`hyp_labels`, (N, 14)) against the reference (`ref_labels`, (N, 14)); see the module
+    docstring for the definitions."""
+    ref, hyp = check_pair(ref_labels, hyp_labels)
+    ref = ref[:, FINDING_INDICES]  # (N, 13)
+    hyp = hyp[:, FINDING_INDICES]
+    hallucinated = hyp & ~ref
+    omitted = ref & ~hyp
+
+    num_generated = int(hyp.sum())
+    num_hallucinated = int(hallucinated.sum())
+    num_reference = int(ref.sum())
+    num_omitted = int(omitted.sum())
+    per_finding_generated = hyp.sum(0)
+    per_finding_hallucinated = hallucinated.sum(0)
+    return {
+        "hallucination_rate": _rate(num_hallucinated, num_generated),
+        "reports_with_hallucination": float(hallucinated.any(axis=1).mean()),
+        "omission_rate": _rate(num_omitted, num_reference),
+        "num_generated_positives": num_generated,
+        "num_hallucinated": num_hallucinated,
+        "num_reference_positives": num_reference,
+        "num_omitted": num_omitted,
+        "hallucination_per_observation": {
+            name: {
+                "hallucinated": int(per_finding_hallucinated[k]),
+                "generated_positives": int(per_finding_generated[k]),
+                "rate": _rate(int(per_finding_hallucinated[k]), int(per_finding_generated[k])),
+            }
+            for k, name in enumerate(FINDINGS)
+        },
+    }

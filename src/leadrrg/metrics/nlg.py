@@ -1,0 +1,169 @@
+"""Natural-language generation metrics: BLEU-1..4, METEOR, ROUGE-L and CIDEr, with the numbers that
+pycocoevalcap 1.2 gives, called the way R2Gen calls it (one reference and one hypothesis per study,
+``{id: [text]}``), on text normalised by `normalize_report`.
+
+The text normalisation (documented here once; `NORMALIZATION` is the one-line form recorded in
+metrics.json) follows R2Gen's report cleaner (``clean_report_iu_xray`` / ``clean_report_mimic_cxr``):
+
+1. lower-case; line breaks become spaces; runs of ``..`` collapse to one ``.``;
+2. the text is split into sentences at a ``.`` followed by whitespace or the end of the text;
+3. in every sentence the characters R2Gen removes are removed: ``. , ? ; * ! % ^ & _ + ( ) : - [ ] { }``
+   ``" / \\ '``, and -- because R2Gen's regex contains the character range ``):-\\[`` -- everything from
+   ``)`` to ``[`` in ASCII, which includes the digits 0-9 and ``< = > @``. We keep this quirk on purpose:
+   the published numbers of R2Gen-era papers were computed on text without digits (numbered-list
+   markers such as ``1. `` therefore become empty sentences and vanish);
+4. sentences are joined with `` . `` and the report ends with `` .``: the full stop is a token of its
+   own and every other punctuation mark is gone.
+
+Two deliberate differences from R2Gen, both only in degenerate input: sentences left empty after
+cleaning are dropped (R2Gen keeps them, producing ``. .``), and an empty report normalises to the empty
+string (R2Gen gives ``.``). ``|`` is removed as well, because METEOR's stdio protocol uses ``|||`` as
+its field separator.
+
+Empty hypotheses: pycocoevalcap 1.2 scores an empty string without error (BLEU counts it as a
+zero-length candidate in the brevity penalty, ROUGE-L / CIDEr / METEOR give it 0), and that is what we
+want an empty report to score, so empty normalised strings are passed through unchanged; the tests
+pin this behaviour.
+
+METEOR runs ``meteor-1.5.jar`` through Java. When ``java`` is not on PATH, or the jar fails, ``meteor``
+is ``None`` and the reason is in ``missing["meteor"]``; nothing is guessed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import subprocess
+from collections.abc import Sequence
+from typing import Any
+
+NORMALIZATION = (
+    "R2Gen report cleaning: lower-case; sentences split at '. '; characters .,?;*!%^&_+():-[]{}\"/\\'| and the ASCII range ')'..'[' (incl. digits) removed; "
+    "sentences joined with ' . ' and ended with ' .'; empty sentences dropped"
+)
+
+NLG_METRICS: tuple[str, ...] = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider")
+
+# R2Gen's sentence cleaner: its regex '[.,?;*!%^&_+():-\[\]{}]' (with ')' .. '[' a character range) plus
+# the characters it deletes with str.replace, plus '|' (METEOR's field separator).
+_REMOVED_CHARS = re.compile(r"[\x29-\x5b.,?;*!%^&_+(\]{}\"/\\'|-]")
+_SENTENCE_END = re.compile(r"\.(?:\s+|$)")
+_DOTS = re.compile(r"\.{2,}")
+
+
+def normalize_report(text: str) -> str:
+    """Normalise a report the R2Gen way (see the module docstring): ``"The heart is normal. No
+    effusion!"`` -> ``"the heart is normal . no effusion ."``."""
+    text = text.lower().replace("\r", " ").replace("\n", " ")
+    text = _DOTS.sub(".", text)
+    sentences = []
+    for sentence in _SENTENCE_END.split(text):
+        words = _REMOVED_CHARS.sub("", sentence).split()
+        if words:
+            sentences.append(" ".join(words))
+    if not sentences:
+        return ""
+    return " . ".join(sentences) + " ."
+
+
+def java_version() -> str | None:
+    """The first line of ``java -version`` (e.g. ``openjdk version "17.0.15" 2025-04-15``), or None when
+    ``java`` is not on PATH or does not run."""
+    java = shutil.which("java")
+    if java is None:
+        return None
+    try:
+        result = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = (result.stderr or result.stdout).strip().splitlines()
+    if result.returncode != 0 or not lines:
+        return None
+    return lines[0].strip()
+
+
+def _close_meteor(scorer: Any) -> str:
+    """Stop the METEOR subprocess that pycocoevalcap's wrapper starts in its constructor; return the tail
+    of its stderr (useful when it failed). Safe to call twice: the wrapper's own ``__del__`` runs later
+    and finds the process already reaped."""
+    process: subprocess.Popen = scorer.meteor_p
+    with contextlib.suppress(OSError):
+        process.stdin.close()
+    try:
+        process.wait(timeout=10)  # the jar exits at end of input
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    stderr = b""
+    with contextlib.suppress(OSError, ValueError):
+        stderr = process.stderr.read() or b""
+    for stream in (process.stdout, process.stderr):
+        with contextlib.suppress(OSError):
+            stream.close()
+    return stderr.decode("utf-8", errors="replace").strip()[-500:]
+
+
+def _meteor_score(gts: dict[int, list[str]], res: dict[int, list[str]]) -> tuple[float | None, str | None]:
+    """METEOR through pycocoevalcap's wrapper: ``(score, None)``, or ``(None, reason)`` when Java is
+    missing or the jar fails. Only the failures of the external tool are caught: a broken pipe or an
+    unreadable answer (the jar died, or printed something that is not a score)."""
+    if shutil.which("java") is None:
+        return None, "java not found on PATH (METEOR needs Java to run pycocoevalcap's meteor-1.5.jar)"
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    scorer = Meteor()
+    failure: str | None = None
+    score: float | None = None
+    try:
+        score = float(scorer.compute_score(gts, res)[0])
+    except (OSError, ValueError) as exc:  # BrokenPipeError when the JVM died; ValueError: float(b'')
+        failure = f"{type(exc).__name__}: {exc}"
+        # the wrapper holds its lock when the jar fails mid-answer; release it so __del__ cannot deadlock
+        if scorer.lock.locked():
+            scorer.lock.release()
+    finally:
+        stderr = _close_meteor(scorer)
+    if failure is not None:
+        detail = f"; java stderr: {stderr}" if stderr else ""
+        return None, f"METEOR jar failed ({failure}){detail}"
+    return score, None
+
+
+def nlg_scores(
+    references: Sequence[str], hypotheses: Sequence[str], *, meteor: bool = True
+) -> dict[str, Any]:
+    """BLEU-1..4, METEOR, ROUGE-L and CIDEr of ``hypotheses`` against ``references`` (one reference per
+    hypothesis, same order), both normalised by `normalize_report`.
+
+    Returns ``{"bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider": float | None,
+    "missing": {metric: reason}}``; ``missing`` is empty when every metric was computed. ``meteor=False``
+    skips the JVM (``meteor`` is then None, with the reason "disabled")."""
+    if len(references) != len(hypotheses):
+        raise ValueError(f"nlg_scores: {len(references)} references but {len(hypotheses)} hypotheses")
+    if not references:
+        raise ValueError("nlg_scores: no reports to score")
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    # R2Gen's layout: one study id -> a one-element list, for references and hypotheses alike.
+    gts = {i: [normalize_report(text)] for i, text in enumerate(references)}
+    res = {i: [normalize_report(text)] for i, text in enumerate(hypotheses)}
+
+    scores: dict[str, Any] = {}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    for n, value in enumerate(bleu, start=1):
+        scores[f"bleu_{n}"] = float(value)
+    missing: dict[str, str] = {}
+    if meteor:
+        scores["meteor"], reason = _meteor_score(gts, res)
+        if reason is not None:
+            missing["meteor"] = reason
+    else:
+        scores["meteor"] = None
+        missing["meteor"] = "disabled (meteor=False / --no-meteor)"
+    scores["rouge_l"] = float(Rouge().compute_score(gts, res)[0])
+    scores["cider"] = float(Cider().compute_score(gts, res)[0])
+    scores["missing"] = missing
+    return scores
