@@ -250,3 +250,43 @@ def test_labels_from_labeler_caches_by_report(tmp_path: Path, monkeypatch: pytes
     again = labels_from_labeler(studies, cache)  # served from the cache
     assert len(calls) == 1
     np.testing.assert_array_equal(again[1].labels, labelled[1].labels)
+
+
+# --------------------------------------------------------------------------------------------------
+# `leadrrg data check`
+
+
+def run_check(argv: list[str]) -> int:
+    import argparse
+
+    from leadrrg.commands import data as data_command
+
+    parser = argparse.ArgumentParser()
+    data_command.add_arguments(parser)
+    return data_command.run(parser.parse_args(argv))
+
+
+def test_data_check_counts_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = make_mimic_cxr(tmp_path)
+    assert run_check(["check", "--format", "mimic_cxr", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "10 studies in splits test, train, val" in out and "labels: 10/10" in out and "OK" in out
+    annotation = json.loads((root / "annotation.json").read_text())
+    Path(root / "images" / annotation["train"][0]["image_path"][0]).unlink()
+    Path(root / "images" / annotation["val"][0]["image_path"][0]).write_bytes(b"not a jpeg")
+    assert run_check(["check", "--format", "mimic_cxr", "--root", str(root), "--decode"]) == 1
+    out = capsys.readouterr().out
+    assert "missing images: 1" in out and "unreadable images: 1" in out
+    assert annotation["train"][0]["image_path"][0] in out and "FAILED" in out
+
+
+@pytest.mark.parametrize(
+    "name, views, tokens", [("iu_xray", 2, 60), ("mimic_cxr", 1, 100), ("chexpert_plus", 1, 100)]
+)
+def test_dataset_presets(name: str, views: int, tokens: int) -> None:
+    from leadrrg.config import load_preset
+
+    config = load_preset(name)
+    assert config.data.format == name and config.data.section == "findings"
+    assert config.model.max_views == views and config.model.vision.image_size == 224
+    assert config.data.max_report_tokens == tokens

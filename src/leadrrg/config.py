@@ -166,7 +166,8 @@ class DataConfig:
     section: str = "findings"  # report section used as the target: findings | impression | both
     clean: str = "r2gen"  # report text cleaning: r2gen | none
     max_report_tokens: int = 96  # report tokens kept (after the prompt), EOS included
-    label_file: str | None = None  # optional CheXpert-format label CSV joined by study id
+    label_file: str | None = None  # CheXpert-format labels (CSV or JSON lines), relative to root or absolute;
+    # joined by MIMIC study_id / CheXpert Plus path_to_image / id (defaults: see data/manifests.py)
     skip_bad_images: bool = False  # skip unreadable images with a count instead of failing
     num_workers: int = 0  # DataLoader worker processes
 

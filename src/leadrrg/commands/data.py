@@ -1,0 +1,119 @@
+"""`leadrrg data check`: validate a data root before training on it.
+
+Prints, per split, the studies kept, those skipped for an empty report section, the images, the missing
+and unreadable ones, and label coverage; lists the first few bad images and the totals. Exits 1 when any
+image is missing or unreadable, 0 otherwise (a malformed root or annotation exits 2 through the CLI).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+SHOW_DEFAULT = 5
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from leadrrg.config import DATA_FORMATS, SECTIONS
+
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    check = actions.add_parser(
+        "check", help="validate a data root: counts, missing/unreadable images, labels"
+    )
+    check.add_argument("--format", required=True, choices=DATA_FORMATS, help="data layout")
+    check.add_argument("--root", required=True, metavar="DIR", help="data root directory")
+    check.add_argument(
+        "--section", default="findings", choices=SECTIONS, help="report section used as target"
+    )
+    check.add_argument("--clean", default="r2gen", choices=("r2gen", "none"), help="report text cleaning")
+    check.add_argument(
+        "--label-file", default=None, metavar="FILE", help="CheXpert-format label file to join"
+    )
+    check.add_argument(
+        "--decode", action="store_true", help="decode every image fully (slow; default: headers)"
+    )
+    check.add_argument(
+        "--show", type=int, default=SHOW_DEFAULT, metavar="N", help="bad images listed per kind"
+    )
+    check.add_argument("--workers", type=int, default=8, metavar="N", help="threads checking images")
+
+
+def run(args: argparse.Namespace) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    import numpy as np
+
+    from leadrrg.config import DataConfig
+    from leadrrg.constants import OBSERVATIONS
+    from leadrrg.data.images import check_image
+    from leadrrg.data.manifests import available_splits, load_split, read_records
+
+    data = DataConfig(
+        format=args.format, root=args.root, section=args.section, clean=args.clean, label_file=args.label_file
+    )
+    records = read_records(data)
+    splits = available_splits(records)
+    print(
+        f"{data.format} data at {data.root}: {len(records)} studies in splits {', '.join(splits) or '(none)'}"
+    )
+
+    header = f"{'split':<12}{'studies':>9}{'empty ' + data.section:>20}{'images':>9}{'missing':>9}{'unreadable':>12}{'labelled':>10}"
+    print(header)
+    missing: list[str] = []
+    unreadable: list[tuple[str, str]] = []
+    all_labels = []
+    totals = np.zeros(6, dtype=np.int64)
+    with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
+        for split in splits:
+            result = load_split(data, split, records)
+            paths = sorted({path for study in result.studies for path in study.images})
+            exists = list(pool.map(lambda p: Path(p).is_file(), paths))
+            split_missing = [p for p, ok in zip(paths, exists) if not ok]
+            present = [p for p, ok in zip(paths, exists) if ok]
+            reasons = pool.map(lambda p: check_image(p, decode=args.decode), present)
+            split_unreadable = [(p, reason) for p, reason in zip(present, reasons) if reason is not None]
+            labelled = [s.labels for s in result.studies if s.labels is not None]
+            all_labels += labelled
+            row = [
+                len(result.studies),
+                result.skipped_empty,
+                len(paths),
+                len(split_missing),
+                len(split_unreadable),
+                len(labelled),
+            ]
+            totals += row
+            print(f"{split:<12}{row[0]:>9}{row[1]:>20}{row[2]:>9}{row[3]:>9}{row[4]:>12}{row[5]:>10}")
+            missing += split_missing
+            unreadable += split_unreadable
+    if len(splits) > 1:
+        print(
+            f"{'total':<12}{totals[0]:>9}{totals[1]:>20}{totals[2]:>9}{totals[3]:>9}{totals[4]:>12}{totals[5]:>10}"
+        )
+
+    if missing:
+        print(f"\nmissing images: {len(missing)} (first {min(args.show, len(missing))})")
+        for path in missing[: args.show]:
+            print(f"  {path}")
+    if unreadable:
+        print(f"\nunreadable images: {len(unreadable)} (first {min(args.show, len(unreadable))})")
+        for _, reason in unreadable[: args.show]:
+            print(f"  {reason}")
+    if totals[1]:
+        print(f"\n{totals[1]} studies have an empty {data.section} section and are skipped")
+
+    studies = int(totals[0])
+    if all_labels:
+        labels = np.stack(all_labels)  # (N, 14)
+        print(f"\nlabels: {len(all_labels)}/{studies} studies; per observation positive / mentioned:")
+        for i, name in enumerate(OBSERVATIONS):
+            column = labels[:, i]
+            print(f"  {name:<28}{int((column == 1).sum()):>8} /{int((~np.isnan(column)).sum()):>8}")
+    else:
+        print(f"\nlabels: none of {studies} studies carry labels (the rule-based labeler can fill them)")
+
+    if missing or unreadable:
+        print(f"\nFAILED: {len(missing)} missing and {len(unreadable)} unreadable images")
+        return 1
+    print("\nOK")
+    return 0
