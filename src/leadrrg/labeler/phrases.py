@@ -19,11 +19,11 @@ radiologists index reports (the IU X-Ray MeSH annotations):
 from __future__ import annotations
 
 # Gap of up to N words on one line (no sentence punctuation crossed).
-_W = r"[a-z0-9/'-]+"
+WORD = r"[a-z0-9/'-]+"
 
 
 def gap(max_words: int) -> str:
-    return rf"(?:[ ,]+{_W}){{0,{max_words}}}?[ ,]+"
+    return rf"(?:[ ,]+{WORD}){{0,{max_words}}}?[ ,]+"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -48,11 +48,13 @@ PLAIN_MENTIONS: dict[str, tuple[str, str | None]] = {
         r"|\bbreast densit|\bnipple|\bdensity of the (?:heart|spine)",
     ),
     "Lung Lesion": (
-        r"\bnodul(?:e|es|ar opaci\w*|ar densit\w*|arity)\b|\bmass(?:es|like)?\b|\bcavitary lesion\b"
+        r"\bnodul(?:e|es|arity)\b|\bmass(?:es|like)?\b|\bcavitary lesion\b"
         r"|\bcavitation\b|\btumou?r\b|\bcarcinoma\b|\bneoplasm\b|\bmalignan(?:cy|t)\b|\bmetasta(?:sis|ses|tic)\b"
         r"|\blung lesions?\b|\bpulmonary lesions?\b",
         r"\bmass effect\b|\bmassive\b|\bsoft[ -]tissue mass\b|\bbreast mass|\bbody mass\b|\bmuscle mass\b"
-        r"|\bnodular interstitial\b",
+        r"|\bnodular interstitial\b"
+        # nodules explained as granulomas are granulomas
+        r"|\b(?:calcified )?nodul\w*(?:[ ,]+[\w/-]+){0,7}?[ ,]+(?:calcified )?granulom\w*",
     ),
     "Edema": (
         r"\bedema\b|\boedema\b|\b(?:vascular|pulmonary|venous) congestion\b|\bcongestive (?:heart )?failure\b"
@@ -65,7 +67,9 @@ PLAIN_MENTIONS: dict[str, tuple[str, str | None]] = {
     "Pneumonia": (
         r"\b(?:broncho)?pneumonias?\b|\bpneumonitis\b|\binfection\b|\binfectious\b|\binfective\b"
         r"|\bpneumonic\b",
-        None,
+        # healed granulomatous / tuberculous infection is a scar, not pneumonia
+        r"\b(?:granulomatous|tuberculous|tuberculosis|fungal|histoplasm\w*|mycobacterial) (?:\w+ )?(?:infection|pneumonia)s?\b"
+        r"|\b(?:prior|previous|old|remote|past|healed|history of|sequelae of|residuals? of) (?:\w+ ){0,2}(?:infection|pneumonia)s?\b",
     ),
     "Atelectasis": (
         r"\batelecta\w*|\b(?:lung|lobe|lobar|segmental|lobular) collapse\b"
@@ -93,7 +97,9 @@ PLAIN_MENTIONS: dict[str, tuple[str, str | None]] = {
         r"(?:monitor|ekg|ecg|electrocardiogram) leads|electrodes?|generator|devices?|hardware|"
         r"(?:valve|valvular) (?:replacement|prosthesis)|prosthetic (?:\w+ )?valves?|valve replacement|"
         r"cannula|balloon pump|iabp|impella|lvad|sheath|stimulator|loop recorder|hemodialysis catheter|"
-        r"closure device|enteric tube)\b",
+        r"closure device|enteric tube|tubing|\w*stimulators?|bone anchors?|markers?|implantable \w+|shunt|"
+        r"tips? (?:is |are )?(?:visualized |identified |seen |noted |located )?(?:in|at|over|overl\w*|project\w*"
+        r"|terminat\w*|within|near|positioned|extends?))\b",
         r"\bcardiac (?:contour|silhouette) lines?\b|\b(?:septal|kerley|fissure|azygoesophageal|paraspinal|"
         r"paratracheal|pleural|skin|pleural reflection|mid|midclavicular|anterior junction|posterior junction)"
         r" lines?\b|\blines? of (?:the )?\w+|\blines? ?(?:of|up)\b|\bplate-?like|\bdiscoid|\blinear\b"
@@ -148,7 +154,7 @@ STATUS_NEGATIVE = (
 )
 STATUS_UNCERTAIN = r"(?:borderline|possibly (?:\w+ )?(?:enlarged|widened)|may be (?:\w+ )?(?:enlarged|widened)|equivocal)"
 STATUS_POSITIVE = (
-    r"(?:enlarge(?:d|ment)|large|increased|widen(?:ed|ing)|wide|prominen(?:t|ce)|cardiomegaly|dilated|dilatation"
+    r"(?:enlarge(?:d|ment)|large|increased|widen(?:ed|ing)|wide|prominen(?:t|ce)|dilated|dilatation"
     r"|magnified|globular)"
 )
 
@@ -180,20 +186,27 @@ PRE_NEGATION = (
 POST_NEGATION = (
     r"\b(?:is|are|was|were|has|have|had)? ?(?:been |since been )?(?:resolved|removed|cleared|withdrawn)\b"
     r"|\b(?:is|are|was|were|be)? ?not (?:\w+ )?(?:seen|identified|visualized|visible|present|demonstrated|evident"
-    r"|appreciated|noted|detected|shown|apparent|observed)\b|\bno longer (?:\w+ )?(?:seen|present|visible|evident|identified)\b"
+    r"|appreciated|noted|detected|shown|apparent|observed|well[- ]seen|well[- ]visualized)\b|\bno longer (?:\w+ )?(?:seen|present|visible|evident|identified)\b"
     r"|\b(?:is|are) absent\b|\bhas resolved\b|\bresolved\b|\bnegative\b|\b(?:is|are|was|were) excluded\b"
+)
+# Negation words that negate nothing ("no change in the nodule"): they mask the negation cues they contain.
+PSEUDO_NEGATION = (
+    r"\bno (?:significant |appreciable |substantial |definite |marked )?(?:interval )?(?:change|increase|decrease"
+    r"|progression|worsening|improvement|enlargement)\b|\bwithout (?:significant |interval )?change\b"
+    r"|\bnot (?:significantly )?changed\b|\bnot only\b|\bnot? (?:been )?improved?\b|\bno other\b(?= changes?)"
 )
 PRE_UNCERTAINTY = (
     r"\bmay\b|\bmight\b|\bcould\b|\bpossibl[ey]\b|\bprobabl[ey]\b|\blikely\b|\bsuspect\w*|\bsuspicious\b"
-    r"|\bsuggest\w*|\bconcern\w*|\bquestion\w*|\?|\bequivocal\b|\bindeterminate\b|\bdifferential\b"
+    r"|\bsuggest\w*|\bconcern\w*|\bquestion\w*|\bqmark\b|\bequivocal\b|\bindeterminate\b|\bdifferential\b"
     r"|\bconsider\w*|\bvs\b|\bversus\b|\bborderline\b|\bworrisome\b|\bpresum\w*|\bpotential\w*|\buncertain\b"
     r"|\bunclear\b|\bpuzzling\b|\bperhaps\b|\bcannot be assessed\b|\bnot (?:well |fully )?(?:assessed|evaluated)\b"
     r"|\bevaluat(?:e|ion) for\b|\brule out\b|\br/o\b|\bto exclude\b"
-    r"|\bdoubtful\b|\bfavor\w*|\bmimic\w*"
+    r"|\bdoubtful\b|\bfavor\w*|\bmimic\w*|\b(?:in|with) the (?:appropriate|correct|right|proper) clinical (?:setting|context)\b"
+    r"|\bcorrelat\w* (?:clinically )?for\b|\bclinical correlation\b|\bto (?:identify|evaluate for|assess for|exclude)\b"
 )
 POST_UNCERTAINTY = (
     r"\b(?:is|are) (?:also )?(?:possible|suspected|questioned|favored|likely|probable|not excluded)\b"
-    r"|\bversus\b|\bvs\b|\?"
+    r"|\bversus\b|\bvs\b|\bqmark\b"
     r"|\bmay (?:be|represent|reflect|indicate)\b|\bcould (?:be|represent|reflect|indicate)\b|\bif (?:any|present)\b"
     r"|\bcannot be (?:entirely )?(?:excluded|ruled out)\b|\bnot (?:entirely )?(?:excluded|ruled out)\b"
     r"|\bmight (?:be|represent)\b|\bis suspected\b"
@@ -204,7 +217,7 @@ SCOPE_BREAK = (
     r"\bbut\b|\bhowever\b|\balthough\b|\bthough\b|\bexcept\b|\baside from\b|\bapart from\b|\bwhich\b"
     r"|\bwhereas\b|\bwhile\b|\byet\b|\botherwise\b|\bthere (?:is|are|has|have)\b(?! no\b)|\bin addition\b"
     r"|\bnow\b|\balso\b|\bsecondary to\b|\bdue to\b|\bconsistent with\b|\bcompatible with\b"
-    r"|[,;] ?(?:and )?(?=(?:mild(?:ly)?|moderate(?:ly)?|severe(?:ly)?|stable|persistent|new|increas\w*|decreas\w*"
+    r"|\b[,;] ?(?:and )?(?=(?:mild(?:ly)?|moderate(?:ly)?|severe(?:ly)?|stable|persistent|new|increas\w*|decreas\w*"
     r"|there|the|heart|lungs?|cardiomegaly|unchanged|again|status|s/p|possible|probable|likely|improv\w*|worse\w*)\b)"
     r"|\b(?:and|with) (?=(?:mild(?:ly)?|moderate(?:ly)?|severe|small|minimal|trace|stable|persistent|new|increas\w*"
     r"|decreas\w*|there|the|bilateral|patchy|chronic|old|healed|heart|unchanged|again)\b)"

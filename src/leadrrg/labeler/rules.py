@@ -43,6 +43,7 @@ _HEADER = re.compile(
 _NUMBERED = re.compile(r"(?:^|(?<=\s))\(?\d{1,2}[.)](?!\d)")
 _SENTENCE_END = re.compile(r"\.(?!\d)|[;!\n]|\?(?=\s+[A-Z])")
 _SPACES = re.compile(r"[^\S\n]+")
+_NEWLINE = re.compile(r"\n")
 
 
 def normalize(text: str) -> str:
@@ -51,14 +52,43 @@ def normalize(text: str) -> str:
     text = _HEADER.sub("\n", text)
     text = _NUMBERED.sub("\n", text)
     text = _SENTENCE_END.sub(lambda m: "?\n" if m.group() == "?" else "\n", text)
-    text = _SPACES.sub(" ", text.lower())
-    return text
+    # "?" is an uncertainty cue; as a word it can sit behind a word boundary like the other cues
+    text = _SPACES.sub(" ", text.lower().replace("?", " qmark "))
+    return text.replace(" ,", ",")
 
 
 # --- compiled patterns ---------------------------------------------------------------------------------
 
 
+def _alternatives(source: str) -> list[str]:
+    """Split a regex source at its top-level `|`."""
+    parts, depth, in_class, escaped, start = [], 0, False, False, 0
+    for i, ch in enumerate(source):
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            parts.append(source[start:i])
+            start = i + 1
+    parts.append(source[start:])
+    return parts
+
+
 def _compile(source: str) -> re.Pattern[str]:
+    """Compile with one leading word boundary factored out of the alternatives: `\\b(?:a|b|...)` lets
+    the regex engine skip non-matching positions several times faster than `\\ba|\\bb|...`."""
+    alternatives = _alternatives(source)
+    if all(a.startswith("\\b") for a in alternatives):
+        source = "\\b(?:" + "|".join(a[2:] for a in alternatives) + ")"
     return re.compile(source)
 
 
@@ -72,7 +102,7 @@ _PLAIN.append((_OTHER, _compile(phrases.OTHER_FINDINGS), None))
 def _size_statement(anchor: str) -> re.Pattern[str]:
     status = rf"(?:(?P<neg>{phrases.STATUS_NEGATIVE})|(?P<unc>{phrases.STATUS_UNCERTAIN})|(?P<pos>{phrases.STATUS_POSITIVE}))"
     after = rf"\b{anchor}{phrases.gap(6)}{status}\b"
-    before = rf"\b{status}{phrases.gap(3)}{anchor}\b"
+    before = rf"\b{status}(?: {phrases.WORD}){{0,2}}? {anchor}\b"
     return _compile(f"{after}|{before.replace('?P<', '?P<b_')}")
 
 
@@ -88,6 +118,7 @@ _DOUBLE_NEGATION = _compile(phrases.DOUBLE_NEGATION)
 _PRE_NEGATION = _compile(phrases.PRE_NEGATION)
 _POST_NEGATION = _compile(phrases.POST_NEGATION)
 _PRE_UNCERTAINTY = _compile(phrases.PRE_UNCERTAINTY)
+_PSEUDO_NEGATION = _compile(phrases.PSEUDO_NEGATION)
 _POST_UNCERTAINTY = _compile(phrases.POST_UNCERTAINTY)
 _SCOPE_BREAK = _compile(phrases.SCOPE_BREAK)
 
@@ -101,10 +132,11 @@ class _Cues:
     __slots__ = ("pre_ends", "pre_kinds", "post_starts", "post_kinds", "break_starts", "break_ends")
 
     def __init__(self, text: str) -> None:
+        masked = [m.span() for m in _PSEUDO_NEGATION.finditer(text)]
         blocked = [m.span() for m in _DOUBLE_NEGATION.finditer(text)]
         pre = [(e, _DOUBLE) for _, e in blocked]
         post = [(s, _DOUBLE) for s, _ in blocked]
-        unc_spans = list(blocked)
+        unc_spans = blocked + masked
         for m in _PRE_UNCERTAINTY.finditer(text):
             if not _overlaps(m.span(), blocked):
                 pre.append((m.end(), _UNC))
@@ -127,7 +159,7 @@ class _Cues:
         self.post_starts = [p for p, _ in post]
         self.post_kinds = [k for _, k in post]
         breaks = [m.span() for m in _SCOPE_BREAK.finditer(text)]
-        breaks.extend((i, i + 1) for i, ch in enumerate(text) if ch == "\n")
+        breaks.extend(m.span() for m in _NEWLINE.finditer(text))
         breaks.sort()
         self.break_starts = [s for s, _ in breaks]
         self.break_ends = sorted(e for _, e in breaks)
@@ -177,10 +209,13 @@ def label_text(report: str) -> np.ndarray:
     ranks = [_NONE] * (NUM_OBSERVATIONS + 1)
 
     for index, include, exclude in _PLAIN:
-        excluded = [m.span() for m in exclude.finditer(text)] if exclude is not None else []
+        excluded = None
         for m in include.finditer(text):
-            if excluded and _overlaps(m.span(), excluded):
-                continue
+            if exclude is not None:
+                if excluded is None:
+                    excluded = [e.span() for e in exclude.finditer(text)]
+                if _overlaps(m.span(), excluded):
+                    continue
             rank = cues.polarity(*m.span())
             if rank > ranks[index]:
                 ranks[index] = rank
