@@ -150,7 +150,7 @@ def build_causal_lm(config: DecoderConfig, vocab_size: int, pad_token_id: int) -
         if config.lora_r > 0:
             lm = apply_lora(lm, spec, config)
     if config.gradient_checkpointing:
-        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     lm.config.use_cache = False
     return lm
 
