@@ -1,0 +1,78 @@
+"""`leadrrg train --preset NAME --data DIR --out RUN [--set key=value ...] [--resume]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from leadrrg.errors import LeadrrgError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", help="named preset (e.g. demo); optional with --resume")
+    parser.add_argument("--data", help="data root directory (sets data.root)")
+    parser.add_argument("--out", required=True, help="run directory to create (or to continue with --resume)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="typed dotted config override, repeatable (e.g. --set train.max_steps=200)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or per-evaluation lines")
+
+
+def build_config(args: argparse.Namespace):
+    """The run config: the preset (or, with --resume, the run's own config.json), then --data, then --set."""
+    from leadrrg.config import apply_overrides, load_config, load_preset
+
+    if args.preset:
+        config = load_preset(args.preset)
+    elif args.resume:
+        config = load_config(Path(args.out) / "config.json")
+    else:
+        raise LeadrrgError("no --preset given; expected e.g. --preset demo (or --resume to continue a run)")
+    overrides = list(args.overrides)
+    if args.data:
+        overrides.insert(0, f"data.root={args.data}")
+    return apply_overrides(config, overrides) if overrides else config
+
+
+def train(config, out_dir, resume: bool = False, **kwargs: Any) -> dict[str, Any]:
+    """Python entry point (demo, benchmarks): see `leadrrg.train.loop.train`."""
+    from leadrrg.train.loop import train as _train
+
+    return _train(config, out_dir, resume=resume, **kwargs)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    def number(value, fmt):
+        return "n/a" if value is None else format(value, fmt)
+
+    return (
+        f"trained {summary['steps']} steps ({summary['epochs']:.2f} epochs) in {summary['train_time_s']:.0f} s: "
+        f"val loss {number(summary['final_val_loss'], '.4f')}, "
+        f"expert AUROC {number(summary['val_expert_macro_auroc'], '.3f')}, "
+        f"{summary['studies_per_s']:.1f} studies/s, peak memory {summary['peak_memory_mb']:.0f} MiB\n"
+        f"run directory: {summary['run_dir']}"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    summary = train(config, args.out, resume=args.resume, quiet=args.quiet)
+    if summary.get("world_size", 1) == 1 or _is_rank_zero():
+        print(format_summary(summary), file=sys.stdout)
+    return 0
+
+
+def _is_rank_zero() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"

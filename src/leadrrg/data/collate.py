@@ -1,0 +1,73 @@
+"""Batching: StudyDataset items -> model inputs with report tokens, masks and loss targets.
+
+The token layout is `<bos> Findings: <report> <eos>`; the model inserts the visual prompt tokens right
+after `<bos>`. Targets cover the report tokens and `<eos>` only (-100 on `<bos>`, the prompt and padding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from leadrrg.constants import IGNORE_INDEX
+
+
+class ReportCollator:
+    """Callable for `DataLoader(collate_fn=...)`.
+
+    Output batch:
+      images        (B, V, C, H, W) float
+      view_mask     (B, V) bool
+      input_ids     (B, T) long, right-padded with pad_id
+      attention_mask(B, T) long, 1 on real tokens
+      target_ids    (B, T) long, input_ids with IGNORE_INDEX on bos, prompt and padding
+      expert_labels (B, K) float, 1/0/-1 and NaN (not mentioned) kept
+      ids, reports  lists of str
+    """
+
+    def __init__(self, tokenizer, max_report_tokens: int):
+        if max_report_tokens < 1:
+            raise ValueError(
+                f"max_report_tokens is {max_report_tokens}; expected at least 1 (room for <eos>)"
+            )
+        self.tokenizer = tokenizer
+        self.max_report_tokens = max_report_tokens  # report tokens + <eos>
+        self.prefix_ids = [tokenizer.bos_id, *tokenizer.prompt_ids]
+
+    def encode_report(self, report: str) -> list[int]:
+        """`<bos> Findings: <report tokens, truncated> <eos>`."""
+        report_ids = self.tokenizer.encode(report)[: self.max_report_tokens - 1]
+        return [*self.prefix_ids, *report_ids, self.tokenizer.eos_id]
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        sequences = [self.encode_report(item["report"]) for item in items]
+        batch_size, length = len(sequences), max(len(s) for s in sequences)
+        input_ids = torch.full((batch_size, length), self.tokenizer.pad_id, dtype=torch.long)  # (B, T)
+        attention_mask = torch.zeros((batch_size, length), dtype=torch.long)  # (B, T)
+        for row, sequence in enumerate(sequences):
+            input_ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+            attention_mask[row, : len(sequence)] = 1
+        target_ids = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
+        target_ids[:, : len(self.prefix_ids)] = IGNORE_INDEX  # bos and prompt are given, not predicted
+        return {
+            "images": torch.stack([item["images"] for item in items]),  # (B, V, C, H, W)
+            "view_mask": torch.stack([item["view_mask"] for item in items]).bool(),  # (B, V)
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "target_ids": target_ids,
+            "expert_labels": torch.stack(
+                [torch.as_tensor(item["labels"], dtype=torch.float32) for item in items]
+            ),
+            "ids": [item["id"] for item in items],
+            "reports": [item["report"] for item in items],
+        }
+
+
+MODEL_INPUTS = ("images", "view_mask", "input_ids", "attention_mask", "target_ids", "expert_labels")
+
+
+def move_batch(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
+    """The tensors the model's forward takes, on `device` (non-blocking where pinned)."""
+    return {key: batch[key].to(device, non_blocking=True) for key in MODEL_INPUTS}

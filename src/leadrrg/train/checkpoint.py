@@ -1,0 +1,317 @@
+"""The run directory: self-describing, safetensors only, every write atomic.
+
+```
+RUN/
+  config.json            the RunConfig (pretrained paths resolved to absolute local paths)
+  tokenizer/             ReportTokenizer.save()
+  model.safetensors      trainable weights of the latest checkpoint (what load_run reads)
+  checkpoint/            everything --resume needs, swapped in as a whole:
+    model.safetensors      same weights (hard link when the file system allows)
+    optimizer.safetensors  optimizer state tensors, keyed "<parameter name>/<state key>"
+    trainer_state.json     step, epoch, position in epoch, RNG states, schedule, best metric,
+                           and the optimizer's non-tensor state
+  logs.jsonl             one JSON object per log / eval event
+  tb/                    TensorBoard events
+```
+
+Weights: with a frozen pretrained base (LoRA), only trainable parameters and buffers are saved and the
+base is rebuilt from `decoder.pretrained_path` in config.json; from scratch, everything. Loading checks
+keys strictly: the only keys allowed to be absent from the file are the model's frozen parameters and
+aliases of tied weights.
+
+Atomicity: a checkpoint is written to `RUN/.ckpt-tmp/` and renamed to `RUN/checkpoint/` (the previous
+one moved aside to `RUN/.ckpt-old/` first and deleted after), so a kill at any moment leaves a complete
+checkpoint; `recover_checkpoint_dir` puts `.ckpt-old` back if a kill fell between the two renames.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from leadrrg.config import RunConfig, load_config, save_config
+from leadrrg.errors import LeadrrgError
+from leadrrg.io import atomic_write_text
+from leadrrg.tokenizer import ReportTokenizer
+
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+STATE_FILE = "trainer_state.json"
+TOKENIZER_DIR = "tokenizer"
+CHECKPOINT_DIR = "checkpoint"
+TMP_DIR = ".ckpt-tmp"
+OLD_DIR = ".ckpt-old"
+LOG_FILE = "logs.jsonl"
+TB_DIR = "tb"
+FORMAT_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Model weights
+
+
+def frozen_parameter_names(model: nn.Module) -> set[str]:
+    """State-dict names of parameters that do not train (e.g. a pretrained base under LoRA); these are
+    rebuilt from the pretrained path, not saved. Tied aliases are included (remove_duplicate=False)."""
+    return {name for name, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+
+
+def _storage_key(tensor: torch.Tensor) -> tuple:
+    return (
+        tensor.device,
+        tensor.untyped_storage().data_ptr(),
+        tensor.storage_offset(),
+        tuple(tensor.shape),
+        tensor.stride(),
+    )
+
+
+def weights_to_save(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, aliases): the state dict minus frozen parameters, with tied tensors saved once;
+    `aliases` maps each skipped tied name to the saved name it shares memory with."""
+    frozen = frozen_parameter_names(model)
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    first_name: dict[tuple, str] = {}
+    for name, tensor in model.state_dict().items():
+        if name in frozen:
+            continue
+        key = _storage_key(tensor)
+        if key in first_name:
+            aliases[name] = first_name[key]
+            continue
+        first_name[key] = name
+        tensors[name] = tensor.detach().to("cpu").contiguous().clone()
+    return tensors, aliases
+
+
+def save_model_weights(model: nn.Module, path: str | Path) -> None:
+    tensors, aliases = weights_to_save(model)
+    metadata = {
+        "format": "leadrrg",
+        "aliases": json.dumps(aliases),
+        "frozen_omitted": str(len(frozen_parameter_names(model))),
+    }
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file, or a LeadrrgError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise LeadrrgError(f"{path} does not exist; expected a safetensors file written by leadrrg train")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            return {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (safe_open is not a dict), dict(handle.metadata() or {})
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise LeadrrgError(f"{path} is not a readable safetensors file ({exc})") from None
+
+
+def load_model_weights(model: nn.Module, path: str | Path) -> None:
+    """Load saved weights into `model` with strict key checking: every saved key must exist in the
+    model, and every model key must be in the file unless it is frozen (allow-listed) or a tied alias."""
+    tensors, metadata = read_safetensors(path)
+    aliases = json.loads(metadata.get("aliases", "{}"))
+    allowed_missing = frozen_parameter_names(model) | set(aliases)
+    expected = set(model.state_dict())
+    unexpected = sorted(set(tensors) - expected)
+    missing = sorted(expected - set(tensors) - allowed_missing)
+    if unexpected or missing:
+        raise LeadrrgError(
+            f"{path} does not match the model built from config.json: "
+            f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}"
+        )
+    result = model.load_state_dict(tensors, strict=False)
+    # load_state_dict's own report, held to the same allow-list.
+    leftover = set(result.missing_keys) - allowed_missing
+    if leftover or result.unexpected_keys:
+        raise LeadrrgError(
+            f"{path}: keys not loaded {sorted(leftover)[:5]}, unexpected {result.unexpected_keys[:5]}"
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Optimizer state: tensors flattened by parameter name, the rest as JSON
+
+
+def optimizer_state_to_save(
+    optimizer: torch.optim.Optimizer, param_names: list[str]
+) -> tuple[dict[str, torch.Tensor], dict]:
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, values in state["state"].items():
+        name = param_names[index]
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{name}/{key}"] = value.detach().to("cpu").contiguous().clone()
+            else:
+                scalars.setdefault(name, {})[key] = value
+    groups = [{k: v for k, v in group.items()} for group in state["param_groups"]]
+    return tensors, {"param_names": param_names, "param_groups": groups, "scalars": scalars}
+
+
+def load_optimizer_state(
+    optimizer: torch.optim.Optimizer, param_names: list[str], tensors: dict[str, torch.Tensor], saved: dict
+) -> None:
+    if saved["param_names"] != param_names:
+        raise LeadrrgError(
+            "the checkpoint's optimizer was built for different trainable parameters than this model "
+            f"({len(saved['param_names'])} saved, {len(param_names)} now); resume with the run's own config"
+        )
+    index_of = {name: i for i, name in enumerate(param_names)}
+    state: dict[int, dict[str, Any]] = {}
+    for key, tensor in tensors.items():
+        name, _, field = key.rpartition("/")
+        state.setdefault(index_of[name], {})[field] = tensor
+    for name, values in saved["scalars"].items():
+        state.setdefault(index_of[name], {}).update(values)
+    optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+
+
+# --------------------------------------------------------------------------------------------------
+# RNG states as JSON (lists and base64; no pickles)
+
+
+def _b64(tensor: torch.Tensor) -> str:
+    return base64.b64encode(tensor.cpu().numpy().tobytes()).decode("ascii")
+
+
+def _from_b64(text: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8).clone()
+
+
+def capture_rng_state() -> dict[str, Any]:
+    version, mt_state, gauss = random.getstate()
+    np_state = np.random.get_state()
+    state = {
+        "python": [version, list(mt_state), gauss],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": _b64(torch.get_rng_state()),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [_b64(s) for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    version, mt_state, gauss = state["python"]
+    random.setstate((version, tuple(mt_state), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(_from_b64(state["torch"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([_from_b64(s) for s in state["cuda"]])
+
+
+# --------------------------------------------------------------------------------------------------
+# Run directory
+
+
+def is_run_dir(run_dir: str | Path) -> bool:
+    run_dir = Path(run_dir)
+    return run_dir.is_dir() and any(run_dir.iterdir())
+
+
+def init_run_dir(run_dir: str | Path, config: RunConfig, tokenizer: ReportTokenizer) -> Path:
+    """Write config.json and tokenizer/ of a new run (each complete or absent)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(run_dir / TOKENIZER_DIR)
+    save_config(config, run_dir / CONFIG_FILE)
+    return run_dir
+
+
+def recover_checkpoint_dir(run_dir: str | Path) -> Path | None:
+    """The run's complete checkpoint directory, repairing an interrupted swap; None when there is none."""
+    run_dir = Path(run_dir)
+    final, old, tmp = run_dir / CHECKPOINT_DIR, run_dir / OLD_DIR, run_dir / TMP_DIR
+    shutil.rmtree(tmp, ignore_errors=True)  # a half-written checkpoint is never used
+    if not final.exists() and old.exists():
+        os.replace(old, final)  # killed between the two renames: the previous checkpoint is complete
+    shutil.rmtree(old, ignore_errors=True)
+    return final if (final / STATE_FILE).is_file() else None
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Atomically make `target` a copy of `source` (a hard link when possible: no extra disk)."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    param_names: list[str],
+    trainer_state: dict[str, Any],
+) -> Path:
+    """Write a complete checkpoint and swap it in atomically; then point RUN/model.safetensors at it."""
+    run_dir = Path(run_dir)
+    tmp, final, old = run_dir / TMP_DIR, run_dir / CHECKPOINT_DIR, run_dir / OLD_DIR
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model_weights(model, tmp / MODEL_FILE)
+    optimizer_tensors, optimizer_json = optimizer_state_to_save(optimizer, param_names)
+    save_file(optimizer_tensors, str(tmp / OPTIMIZER_FILE))
+    state = {"format_version": FORMAT_VERSION, **trainer_state, "optimizer": optimizer_json}
+    atomic_write_text(tmp / STATE_FILE, json.dumps(state, indent=1) + "\n")
+    for path in tmp.iterdir():  # data on disk before the rename makes it visible
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    _link_or_copy(final / MODEL_FILE, run_dir / MODEL_FILE)
+    return final
+
+
+def load_checkpoint(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Path]:
+    """(trainer_state, optimizer tensors, checkpoint dir) of a run, or a LeadrrgError."""
+    checkpoint = recover_checkpoint_dir(run_dir)
+    if checkpoint is None:
+        raise LeadrrgError(
+            f"{run_dir} has no checkpoint to resume from; expected {Path(run_dir) / CHECKPOINT_DIR / STATE_FILE}"
+        )
+    state = json.loads((checkpoint / STATE_FILE).read_text())
+    optimizer_tensors, _ = read_safetensors(checkpoint / OPTIMIZER_FILE)
+    return state, optimizer_tensors, checkpoint
+
+
+def load_run(
+    run_dir: str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, ReportTokenizer, RunConfig]:
+    """(model in eval mode on `device`, tokenizer, config) of a trained run directory."""
+    from leadrrg.train.task import build_model
+
+    run_dir = Path(run_dir)
+    for name in (CONFIG_FILE, MODEL_FILE, TOKENIZER_DIR):
+        if not (run_dir / name).exists():
+            raise LeadrrgError(
+                f"{run_dir} is not a trained leadrrg run: {name} is missing (train one with `leadrrg train`)"
+            )
+    config = load_config(run_dir / CONFIG_FILE)
+    tokenizer = ReportTokenizer.load(run_dir / TOKENIZER_DIR)
+    model = build_model(config, tokenizer)
+    load_model_weights(model, run_dir / MODEL_FILE)
+    model.to(device).eval()
+    return model, tokenizer, config

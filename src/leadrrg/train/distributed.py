@@ -1,0 +1,150 @@
+"""Data-parallel training: process group set-up from torchrun's environment, a seeded sharded sampler,
+and the few collectives the loop needs. A single process (no torchrun) is world size 1 and every
+helper degrades to a no-op, so the loop has one code path.
+
+`torchrun --nproc_per_node N -m leadrrg.cli train ...` trains with DDP: NCCL on GPUs, gloo on CPUs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+from leadrrg.errors import LeadrrgError
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    owns_group: bool = False  # this context created the process group (and destroys it)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
+    """`auto` picks this process's GPU when CUDA is available, else the CPU."""
+    if preference == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(preference)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LeadrrgError(
+            f"train.device is {preference!r} but CUDA is not available; use train.device=cpu or auto"
+        )
+    if device.type == "cuda" and device.index is None:
+        device = torch.device(f"cuda:{local_rank}")
+    return device
+
+
+def init_distributed(device_preference: str = "auto") -> DistContext:
+    """A DistContext from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT);
+    world size 1 without it. Joins an existing process group if one is already initialised."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1 and not (dist.is_available() and dist.is_initialized()):
+        return DistContext(device=resolve_device(device_preference))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_preference, local_rank)
+    owns = False
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
+        owns = True
+    return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, device, owns)
+
+
+def shutdown(ctx: DistContext) -> None:
+    if ctx.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.enabled:
+        dist.barrier()
+
+
+def all_reduce_mean(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Mean of `values` over ranks (a copy; the input is unchanged)."""
+    if not ctx.enabled:
+        return values
+    values = values.detach().clone().to(ctx.device if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values / ctx.world_size
+
+
+def all_gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
+    """[obj of rank 0, obj of rank 1, ...] on every rank (small JSON-like objects only)."""
+    if not ctx.enabled:
+        return [obj]
+    gathered: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast_object(obj: Any, ctx: DistContext) -> Any:
+    """Rank 0's `obj` on every rank."""
+    if not ctx.enabled:
+        return obj
+    box = [obj if ctx.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+class EpochShardSampler(Sampler[int]):
+    """Indices of one epoch for one rank: a permutation that is a pure function of (seed, epoch),
+    padded to a multiple of the world size and dealt round-robin to the ranks (like
+    DistributedSampler), starting at `start` so a resumed run reads the same order from mid-epoch.
+
+    With world size W and per-rank batch B, rank r's k-th batch holds permutation positions
+    k*W*B .. (k+1)*W*B - 1 (those = r mod W): the ranks together see exactly the global batch a single
+    process with batch W*B would see."""
+
+    def __init__(self, num_items: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True):
+        self.num_items, self.seed, self.rank, self.world_size, self.shuffle = (
+            num_items,
+            seed,
+            rank,
+            world_size,
+            shuffle,
+        )
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def epoch_indices(self) -> list[int]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+            order = torch.randperm(self.num_items, generator=generator).tolist()
+        else:
+            order = list(range(self.num_items))
+        padding = (-len(order)) % self.world_size
+        order += order[:padding]
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.epoch_indices()[self.start :])
+
+    def __len__(self) -> int:
+        return max(-(-self.num_items // self.world_size) - self.start, 0)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A distinct, reproducible seed per (seed, epoch) for data order and loader workers."""
+    return (seed * 1_000_003 + epoch * 7_919 + 12_345) % (2**63 - 1)

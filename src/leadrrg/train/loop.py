@@ -1,0 +1,484 @@
+"""The training loop: plain steps (nanoGPT style).
+
+One optimizer step = `grad_accum_steps` micro-batches (forward under autocast, backward, DDP gradient
+sync on the last one only) -> clip -> AdamW step at the scheduled lr. Every `log_every` steps a JSONL /
+TensorBoard record; every `eval_every` steps validation (loss and a cheap clinical check from the
+expert logits: macro AUROC / F1, no generation); every `save_every` steps and at the end a checkpoint.
+Metrics and checkpointing live here and in `checkpoint.py`, never in the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import logging
+import math
+import random
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from leadrrg.config import RunConfig, load_config, save_config, to_dict
+from leadrrg.data.collate import move_batch
+from leadrrg.errors import LeadrrgError
+from leadrrg.tokenizer import ReportTokenizer
+from leadrrg.train import checkpoint as ckpt
+from leadrrg.train.distributed import (
+    DistContext,
+    all_gather_objects,
+    all_reduce_mean,
+    barrier,
+    init_distributed,
+    shutdown,
+)
+from leadrrg.train.optim import build_optimizer, set_learning_rates
+from leadrrg.train.task import (
+    TrainingTask,
+    build_task,
+    make_train_loader,
+    make_val_loader,
+    resolve_paths,
+    set_loader_epoch,
+)
+
+logger = logging.getLogger(__name__)
+
+# Called after every optimizer step with (step, record); raising stops training (tests use it to
+# simulate a kill between checkpoints).
+StepCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclasses.dataclass
+class TrainerState:
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # current epoch
+    batch_in_epoch: int = 0  # per-process batches of the current epoch already consumed
+    studies_seen: int = 0  # global (all processes)
+    train_time_s: float = 0.0  # time in training steps (excluding validation and checkpoints)
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    last_eval: dict[str, float] | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainerState:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+# --------------------------------------------------------------------------------------------------
+# Small pure helpers
+
+
+def autocast_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (auto) or wherever precision=bf16; fp32 otherwise."""
+    if precision == "bf16" or (
+        precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    ):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def binary_auroc(scores: np.ndarray, targets: np.ndarray) -> float | None:
+    """Area under the ROC curve (Mann-Whitney, ties averaged); None unless both classes occur."""
+    positives = targets == 1
+    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = scores[order]
+    ranks = np.empty(len(scores), dtype=np.float64)
+    start = 0
+    while start < len(scores):
+        end = start
+        while end + 1 < len(scores) and sorted_scores[end + 1] == sorted_scores[start]:
+            end += 1
+        ranks[order[start : end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def expert_scores(logits: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> dict[str, float | None]:
+    """Macro AUROC and macro F1 (threshold p = 0.5) of expert logits (N, K) against binary targets
+    (N, K), over the experts with both classes (AUROC) or at least one positive (F1) among weighted pairs."""
+    aurocs, f1s = [], []
+    for k in range(logits.shape[1]):
+        keep = weights[:, k] > 0
+        scores, target = logits[keep, k], targets[keep, k]
+        auroc = binary_auroc(scores, target)
+        if auroc is not None:
+            aurocs.append(auroc)
+        if target.sum() > 0:
+            predicted = scores > 0
+            tp = float((predicted & (target == 1)).sum())
+            f1s.append(2 * tp / (predicted.sum() + target.sum()))
+    return {
+        "expert_macro_auroc": float(np.mean(aurocs)) if aurocs else None,
+        "expert_macro_f1": float(np.mean(f1s)) if f1s else None,
+    }
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+# --------------------------------------------------------------------------------------------------
+# Logging
+
+
+class RunLogger:
+    """logs.jsonl + TensorBoard (rank 0 only), a progress bar on a TTY, one line per eval otherwise."""
+
+    def __init__(self, run_dir: Path, ctx: DistContext, start_step: int, max_steps: int, quiet: bool):
+        self.enabled = ctx.is_main
+        self.quiet = quiet
+        self.writer = None
+        self.bar = None
+        if not self.enabled:
+            return
+        self.path = run_dir / ckpt.LOG_FILE
+        if start_step > 0 and self.path.exists():  # drop records past the checkpoint we resume from
+            lines = [line for line in self.path.read_text().splitlines() if line.strip()]
+            kept = [line for line in lines if json.loads(line).get("step", 0) <= start_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        self.handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(
+            str(run_dir / ckpt.TB_DIR), purge_step=start_step + 1 if start_step else None
+        )
+        if not quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=max_steps, initial=start_step, unit="step", desc="train", dynamic_ncols=True
+            )
+
+    def log(self, kind: str, step: int, values: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        record = {"kind": kind, "step": step, **values}
+        self.handle.write(json.dumps(record) + "\n")
+        self.handle.flush()
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and value is not None:
+                self.writer.add_scalar(f"{kind}/{key}", value, step)
+        if kind == "train" and self.bar is not None:
+            self.bar.set_postfix(loss=f"{values['loss']:.3f}", sps=f"{values['studies_per_s']:.1f}")
+        if kind == "val" and not self.quiet:
+            text = " ".join(f"{k}={v:.4g}" for k, v in values.items() if isinstance(v, float))
+            (self.bar.write if self.bar is not None else lambda s: print(s, file=sys.stderr))(
+                f"step {step}: {text}"
+            )
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+            self.handle.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+
+
+@torch.no_grad()
+def validate(
+    model: nn.Module, loader, device: torch.device, precision: str, max_batches: int
+) -> dict[str, float]:
+    """Mean losses over the first `max_batches` validation batches (0: all) and expert macro AUROC/F1."""
+    from leadrrg.model.lead import expert_targets
+
+    was_training = model.training
+    model.eval()
+    totals: dict[str, float] = {"loss": 0.0, "lm_loss": 0.0, "cls_loss": 0.0}
+    count = 0
+    logits_all, labels_all = [], []
+    for index, batch in enumerate(loader):
+        if max_batches and index >= max_batches:
+            break
+        with autocast_context(precision, device):
+            out = model(**move_batch(batch, device))
+        size = len(batch["ids"])
+        for key in totals:
+            totals[key] += float(out[key]) * size
+        count += size
+        if out.get("expert_logits") is not None:
+            logits_all.append(out["expert_logits"].float().cpu())
+            labels_all.append(model.select_expert_labels(batch["expert_labels"]))
+    model.train(was_training)
+    results = {f"val_{k}": v / max(count, 1) for k, v in totals.items()}
+    if logits_all:
+        targets, weights = expert_targets(torch.cat(labels_all), model.config.label_policy)
+        scores = expert_scores(torch.cat(logits_all).numpy(), targets.numpy(), weights.numpy())
+        results.update({f"val_{k}": v for k, v in scores.items() if v is not None})
+    return results
+
+
+# --------------------------------------------------------------------------------------------------
+# The loop
+
+
+def _batch_stream(loader, sampler, state: TrainerState) -> Iterator[dict[str, Any]]:
+    """Batches across epochs from the state's position; the state tracks what has been consumed."""
+    while True:
+        set_loader_epoch(loader, sampler, state.epoch, state.batch_in_epoch)
+        for batch in loader:
+            state.batch_in_epoch += 1
+            yield batch
+        state.epoch += 1
+        state.batch_in_epoch = 0
+
+
+def _seed_process(seed: int, rank: int) -> None:
+    """The training RNG stream (dropout, augmentation) of this process."""
+    random.seed(seed + rank)
+    np.random.seed((seed + rank) % 2**32)
+    torch.manual_seed(seed + rank)
+
+
+def fit(
+    task: TrainingTask,
+    run_dir: Path,
+    ctx: DistContext,
+    resume_from: Path | None = None,
+    callbacks: Sequence[StepCallback] = (),
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Train `task.model` to `train.max_steps`, from scratch or from the checkpoint in `resume_from`."""
+    train_cfg = task.config.train
+    device = ctx.device
+    raw_model = task.model
+    state = TrainerState()
+    _seed_process(train_cfg.seed, ctx.rank)
+    saved_state: dict[str, Any] | None = None
+    if resume_from is not None:
+        saved_state = json.loads((resume_from / ckpt.STATE_FILE).read_text())
+        ckpt.load_model_weights(raw_model, resume_from / ckpt.MODEL_FILE)
+        state = TrainerState.from_dict(saved_state)
+    raw_model.to(device)
+    optimizer, param_names = build_optimizer(raw_model, train_cfg)
+    if saved_state is not None:
+        optimizer_tensors, _ = ckpt.read_safetensors(resume_from / ckpt.OPTIMIZER_FILE)
+        ckpt.load_optimizer_state(optimizer, param_names, optimizer_tensors, saved_state["optimizer"])
+        rng_states = saved_state.get("rng", [])
+        if len(rng_states) == ctx.world_size:
+            ckpt.restore_rng_state(rng_states[ctx.rank])
+        else:
+            logger.warning(
+                "checkpoint has RNG states for %d processes, now %d: RNG reseeded",
+                len(rng_states),
+                ctx.world_size,
+            )
+    model: nn.Module = raw_model
+    if ctx.enabled:
+        model = nn.parallel.DistributedDataParallel(
+            raw_model, device_ids=[device] if device.type == "cuda" else None
+        )
+    model.train()
+
+    loader, sampler = make_train_loader(task, ctx)
+    val_loader = make_val_loader(task) if ctx.is_main else None
+    run_log = RunLogger(run_dir, ctx, state.step, train_cfg.max_steps, quiet)
+    studies_per_step = train_cfg.batch_size * train_cfg.grad_accum_steps * ctx.world_size
+    stream = _batch_stream(loader, sampler, state)
+    window = {"loss": 0.0, "lm_loss": 0.0, "cls_loss": 0.0, "steps": 0, "time": 0.0}
+
+    def run_validation() -> None:
+        if ctx.is_main and val_loader is not None:
+            results = validate(raw_model, val_loader, device, train_cfg.precision, train_cfg.eval_batches)
+            state.last_eval = {"step": state.step, **results}
+            if state.best_val_loss is None or results["val_loss"] < state.best_val_loss:
+                state.best_val_loss, state.best_step = results["val_loss"], state.step
+            run_log.log("val", state.step, results)
+        barrier(ctx)
+
+    def save() -> None:
+        rng_states = all_gather_objects(ckpt.capture_rng_state(), ctx)
+        if ctx.is_main:
+            trainer_state = {
+                **dataclasses.asdict(state),
+                "world_size": ctx.world_size,
+                "rng": rng_states,
+                "scheduler": {
+                    "name": "warmup_cosine",
+                    "step": state.step,
+                    "base_lrs": [g["initial_lr"] for g in optimizer.param_groups],
+                },
+            }
+            ckpt.save_checkpoint(run_dir, raw_model, optimizer, param_names, trainer_state)
+        barrier(ctx)
+
+    try:
+        while state.step < train_cfg.max_steps:
+            started = time.perf_counter()
+            lr_factor = set_learning_rates(optimizer, state.step, train_cfg)
+            losses = torch.zeros(3)
+            for micro in range(train_cfg.grad_accum_steps):
+                batch = next(stream)
+                last = micro == train_cfg.grad_accum_steps - 1
+                sync = contextlib.nullcontext() if (last or not ctx.enabled) else model.no_sync()
+                with sync:
+                    with autocast_context(train_cfg.precision, device):
+                        out = model(**move_batch(batch, device))
+                    (out["loss"] / train_cfg.grad_accum_steps).backward()
+                losses += (
+                    torch.stack([out["loss"].detach(), out["lm_loss"].detach(), out["cls_loss"].detach()])
+                    .float()
+                    .cpu()
+                )
+            losses /= train_cfg.grad_accum_steps
+            if not math.isfinite(float(losses[0])):
+                raise LeadrrgError(
+                    f"training diverged: the loss is {float(losses[0])} at step {state.step + 1}; "
+                    f"lower train.lr (now {train_cfg.lr}) or raise train.warmup_steps"
+                )
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                [p for p in raw_model.parameters() if p.grad is not None],
+                train_cfg.grad_clip if train_cfg.grad_clip > 0 else float("inf"),
+            )
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            elapsed = time.perf_counter() - started
+            state.step += 1
+            state.studies_seen += studies_per_step
+            state.train_time_s += elapsed
+            window["steps"] += 1
+            window["time"] += elapsed
+            for i, key in enumerate(("loss", "lm_loss", "cls_loss")):
+                window[key] += float(losses[i])
+            run_log.advance()
+
+            record: dict[str, float] = {}
+            if state.step % train_cfg.log_every == 0 or state.step == train_cfg.max_steps:
+                means = all_reduce_mean(
+                    torch.tensor([window[k] / window["steps"] for k in ("loss", "lm_loss", "cls_loss")]), ctx
+                )
+                record = {
+                    "loss": float(means[0]),
+                    "lm_loss": float(means[1]),
+                    "cls_loss": float(means[2]),
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "lr_factor": lr_factor,
+                    "grad_norm": float(grad_norm),
+                    "studies_per_s": studies_per_step * window["steps"] / max(window["time"], 1e-9),
+                    "epoch": state.studies_seen / (len(task.train_dataset) or 1),
+                }
+                run_log.log("train", state.step, record)
+                window = {"loss": 0.0, "lm_loss": 0.0, "cls_loss": 0.0, "steps": 0, "time": 0.0}
+            last_step = state.step == train_cfg.max_steps
+            if last_step or (train_cfg.eval_every and state.step % train_cfg.eval_every == 0):
+                run_validation()
+            if last_step or (train_cfg.save_every and state.step % train_cfg.save_every == 0):
+                save()
+            for callback in callbacks:
+                callback(state.step, record)
+    finally:
+        run_log.close()
+
+    last_eval = state.last_eval or {}
+    return {
+        "run_dir": str(run_dir),
+        "steps": state.step,
+        "epochs": state.studies_seen / (len(task.train_dataset) or 1),
+        "final_val_loss": last_eval.get("val_loss"),
+        "val_expert_macro_auroc": last_eval.get("val_expert_macro_auroc"),
+        "val_expert_macro_f1": last_eval.get("val_expert_macro_f1"),
+        "best_val_loss": state.best_val_loss,
+        "studies_per_s": state.studies_seen / max(state.train_time_s, 1e-9),
+        "train_time_s": state.train_time_s,
+        "peak_memory_mb": peak_memory_mb(device),
+        "world_size": ctx.world_size,
+        "device": str(device),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def _first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            found = _first_difference(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
+            if found:
+                return found
+        return None
+    return None if a == b else f"{prefix} ({b!r} in the run, {a!r} now)"
+
+
+def train(
+    config: RunConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    callbacks: Sequence[StepCallback] = (),
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Train a model from `config` into the run directory `out_dir`; return a summary dict (steps,
+    final_val_loss, val_expert_macro_auroc, studies_per_s, peak_memory_mb, run_dir, ...).
+
+    A new run refuses a non-empty `out_dir`. `resume=True` continues the run in `out_dir` from its last
+    checkpoint (weights, optimizer, schedule, RNG and data order); `config.model` must match the run's,
+    while `config.train` may change (e.g. more steps). Under torchrun every process calls this."""
+    out_dir = Path(out_dir)
+    config = resolve_paths(copy.deepcopy(config))
+    ctx = init_distributed(config.train.device)
+    try:
+        tokenizer, checkpoint_dir = None, None
+        if resume:
+            if not (out_dir / ckpt.CONFIG_FILE).is_file():
+                raise LeadrrgError(
+                    f"cannot resume: {out_dir} is not a leadrrg run (no {ckpt.CONFIG_FILE}); start it without --resume"
+                )
+            saved = load_config(out_dir / ckpt.CONFIG_FILE)
+            difference = _first_difference(to_dict(config.model), to_dict(saved.model), "model")
+            if difference:
+                raise LeadrrgError(
+                    f"cannot resume {out_dir}: the model config differs from the run's at {difference}"
+                )
+            if ctx.is_main:
+                checkpoint_dir = ckpt.recover_checkpoint_dir(out_dir)
+            barrier(ctx)
+            checkpoint_dir = ckpt.recover_checkpoint_dir(out_dir) if not ctx.is_main else checkpoint_dir
+            if checkpoint_dir is None:
+                raise LeadrrgError(
+                    f"cannot resume: {out_dir} has no checkpoint (it stopped before its first save); "
+                    "delete the directory and train again"
+                )
+            tokenizer = ReportTokenizer.load(out_dir / ckpt.TOKENIZER_DIR)
+        elif ckpt.is_run_dir(out_dir):
+            raise LeadrrgError(
+                f"{out_dir} already exists and is not empty; choose a new --out, or pass --resume to continue that run"
+            )
+        barrier(ctx)
+        task = build_task(config, ctx, tokenizer)
+        if ctx.is_main:
+            if resume:
+                save_config(config, out_dir / ckpt.CONFIG_FILE)  # records changed train settings
+            else:
+                ckpt.init_run_dir(out_dir, config, task.tokenizer)
+        barrier(ctx)
+        return fit(task, out_dir, ctx, checkpoint_dir, callbacks, quiet)
+    finally:
+        shutdown(ctx)

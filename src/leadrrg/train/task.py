@@ -1,0 +1,174 @@
+"""Everything a training run needs, built from a RunConfig: studies, tokenizer, model, data loaders.
+
+The data order is a pure function of (train.seed, epoch): `EpochShardSampler` plus a DataLoader whose
+own generator is reseeded per epoch, so a resumed run reads exactly the batches an uninterrupted run
+would, and the global torch RNG (dropout, augmentation) is left to the checkpointed state.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from leadrrg.config import RunConfig
+from leadrrg.data.collate import ReportCollator
+from leadrrg.errors import LeadrrgError
+from leadrrg.tokenizer import ReportTokenizer
+from leadrrg.train.distributed import DistContext, EpochShardSampler, broadcast_object, epoch_seed
+
+logger = logging.getLogger(__name__)
+
+TRAIN_SPLIT = "train"
+VAL_SPLIT = "val"
+
+
+@dataclass
+class TrainingTask:
+    config: RunConfig
+    tokenizer: ReportTokenizer
+    model: nn.Module
+    train_dataset: Dataset
+    val_dataset: Dataset | None
+    collator: ReportCollator
+
+
+def load_split_studies(
+    config: RunConfig, split: str, label_cache: Path | None, required: bool = True
+) -> list:
+    """Studies of `split`, with missing labels filled by the rule-based labeler (cached by report)."""
+    from leadrrg.data.manifests import labels_from_labeler, load_studies
+
+    try:
+        studies = load_studies(config.data, split)
+    except LeadrrgError:
+        if required:
+            raise
+        return []
+    if any(s.labels is None for s in studies):
+        if label_cache is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                return labels_from_labeler(studies, Path(tmp) / "labels.csv")
+        return labels_from_labeler(studies, label_cache)
+    return studies
+
+
+def build_tokenizer(config: RunConfig, train_reports: list[str], ctx: DistContext) -> ReportTokenizer:
+    """The pretrained LLM's tokenizer, or a BPE trained on the training reports (on rank 0, shared)."""
+    decoder = config.model.decoder
+    if decoder.pretrained_path:
+        return ReportTokenizer.from_pretrained(decoder.pretrained_path)
+    serialized = None
+    if ctx.is_main:
+        serialized = ReportTokenizer.train(train_reports, decoder.vocab_size).backend.to_str()
+    serialized = broadcast_object(serialized, ctx)
+    from tokenizers import Tokenizer
+
+    return ReportTokenizer(Tokenizer.from_str(serialized), "bpe")
+
+
+def build_model(config: RunConfig, tokenizer: ReportTokenizer) -> nn.Module:
+    """The LeadModel of `config.model` for this tokenizer's vocabulary."""
+    from leadrrg.model.lead import LeadModel
+
+    return LeadModel(config.model, tokenizer.vocab_size, tokenizer.pad_id)
+
+
+def resolve_paths(config: RunConfig) -> RunConfig:
+    """The config as saved with the run: local paths made absolute, so the run loads from anywhere."""
+    decoder, vision = config.model.decoder, config.model.vision
+    if decoder.pretrained_path:
+        decoder.pretrained_path = str(Path(decoder.pretrained_path).expanduser().resolve())
+    if vision.pretrained_path:
+        vision.pretrained_path = str(Path(vision.pretrained_path).expanduser().resolve())
+    if config.data.root:
+        config.data.root = str(Path(config.data.root).expanduser().resolve())
+    return config
+
+
+def build_task(
+    config: RunConfig,
+    ctx: DistContext,
+    tokenizer: ReportTokenizer | None = None,
+    label_cache: Path | None = None,
+) -> TrainingTask:
+    """Studies, tokenizer (trained unless given, e.g. on resume), model (seeded init), datasets."""
+    from leadrrg.data.dataset import StudyDataset
+
+    if not config.data.root:
+        raise LeadrrgError("data.root is empty; pass --data DIR (a data root) or set data.root")
+    train_studies = load_split_studies(config, TRAIN_SPLIT, label_cache if ctx.is_main else None)
+    if not train_studies:
+        raise LeadrrgError(
+            f"the {TRAIN_SPLIT!r} split of {config.data.root} has no studies; expected a training split"
+        )
+    val_studies = load_split_studies(config, VAL_SPLIT, label_cache if ctx.is_main else None, required=False)
+    if not val_studies:
+        logger.warning("no %r split in %s: training without validation", VAL_SPLIT, config.data.root)
+    if tokenizer is None:
+        tokenizer = build_tokenizer(config, [s.report for s in train_studies], ctx)
+    torch.manual_seed(config.train.seed)  # the same initial weights on every rank and every run
+    model = build_model(config, tokenizer)
+    vision, max_views = config.model.vision, config.model.max_views
+    skip = config.data.skip_bad_images
+    train_dataset = StudyDataset(train_studies, vision, max_views, train=True, skip_bad_images=skip)
+    val_dataset = (
+        StudyDataset(val_studies, vision, max_views, train=False, skip_bad_images=skip)
+        if val_studies
+        else None
+    )
+    collator = ReportCollator(tokenizer, config.data.max_report_tokens)
+    return TrainingTask(config, tokenizer, model, train_dataset, val_dataset, collator)
+
+
+def make_train_loader(task: TrainingTask, ctx: DistContext) -> tuple[DataLoader, EpochShardSampler]:
+    """Per-rank loader of `train.batch_size` studies (last partial batch dropped) over a seeded sharded
+    order; call `set_loader_epoch` before iterating an epoch."""
+    train = task.config.train
+    sampler = EpochShardSampler(len(task.train_dataset), train.seed, ctx.rank, ctx.world_size)
+    if len(sampler) < train.batch_size:
+        raise LeadrrgError(
+            f"the training split has {len(task.train_dataset)} studies, fewer than one batch per process "
+            f"(train.batch_size={train.batch_size} x {ctx.world_size} processes); lower train.batch_size"
+        )
+    loader = DataLoader(
+        task.train_dataset,
+        batch_size=train.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        collate_fn=task.collator,
+        num_workers=task.config.data.num_workers,
+        pin_memory=ctx.device.type == "cuda",
+        persistent_workers=False,
+        generator=torch.Generator(),  # reseeded per epoch: worker seeds never touch the global RNG
+    )
+    return loader, sampler
+
+
+def set_loader_epoch(loader: DataLoader, sampler: EpochShardSampler, epoch: int, start_batch: int) -> None:
+    sampler.set_epoch(epoch, start=start_batch * loader.batch_size)
+    # Worker seeds (augmentation with num_workers > 0) follow (seed, epoch, rank); with num_workers = 0
+    # augmentation draws from the global RNG, which checkpoints restore exactly.
+    loader.generator.manual_seed(epoch_seed(sampler.seed, epoch) + 1 + 1_000 * sampler.rank)
+
+
+def batches_per_epoch(loader: DataLoader, sampler: EpochShardSampler) -> int:
+    return len(sampler.epoch_indices()) // loader.batch_size
+
+
+def make_val_loader(task: TrainingTask) -> DataLoader | None:
+    if task.val_dataset is None:
+        return None
+    return DataLoader(
+        task.val_dataset,
+        batch_size=task.config.train.batch_size,
+        shuffle=False,
+        collate_fn=task.collator,
+        num_workers=task.config.data.num_workers,
+        generator=torch.Generator().manual_seed(task.config.train.seed),
+    )
