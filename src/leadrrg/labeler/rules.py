@@ -129,9 +129,10 @@ _SCOPE_BREAK = _compile(phrases.SCOPE_BREAK)
 class _Cues:
     """Cue spans of one normalised report, sorted, with the clause boundaries."""
 
-    __slots__ = ("pre_ends", "pre_kinds", "post_starts", "post_kinds", "break_starts", "break_ends")
+    __slots__ = ("text", "pre_ends", "pre_kinds", "post_starts", "post_kinds", "break_starts", "break_ends")
 
     def __init__(self, text: str) -> None:
+        self.text = text
         masked = [m.span() for m in _PSEUDO_NEGATION.finditer(text)]
         blocked = [m.span() for m in _DOUBLE_NEGATION.finditer(text)]
         pre = [(e, _DOUBLE) for _, e in blocked]
@@ -170,6 +171,14 @@ class _Cues:
         clause_start = self.break_ends[i - 1] if i else 0
         j = bisect.bisect_left(self.break_starts, end)
         clause_end = self.break_starts[j] if j < len(self.break_starts) else 1 << 30
+        k = bisect.bisect_left(self.post_starts, end)
+        post_kind = _NONE
+        if k < len(self.post_starts):
+            position = self.post_starts[k]
+            if position < clause_end and position - end <= _POST_WINDOW:
+                post_kind = self.post_kinds[k]
+                if post_kind == _DOUBLE and position - end <= 25 and "," not in self.text[end:position]:
+                    return _UNC  # "no pneumothorax, pneumonia cannot be excluded": the double negation is pneumonia's
         k = bisect.bisect_right(self.pre_ends, start)
         if k and self.pre_ends[k - 1] > clause_start:
             kind = self.pre_kinds[k - 1]
@@ -183,12 +192,8 @@ class _Cues:
                     if self.pre_kinds[k - 1] == _DOUBLE:
                         break
             return _UNC if kind == _DOUBLE else kind
-        k = bisect.bisect_left(self.post_starts, end)
-        if k < len(self.post_starts):
-            position = self.post_starts[k]
-            if position < clause_end and position - end <= _POST_WINDOW:
-                kind = self.post_kinds[k]
-                return _UNC if kind == _DOUBLE else kind
+        if post_kind != _NONE:
+            return _UNC if post_kind == _DOUBLE else post_kind
         return _POS
 
 

@@ -1,0 +1,70 @@
+"""`leadrrg label INPUT --out OUT.csv`: label reports with the rule-based labeler.
+
+INPUT is a CSV (the `--text-columns` joined with a space; by default `Reports`, `report`, `text` or
+`findings` + `impression`), a JSONL file with a `report` field, or a text file with one report per
+line. OUT.csv is the CheXpert labeler's format: `Reports`, then the 14 observations with `1.0`,
+`0.0`, `-1.0`, or empty when not mentioned, one row per input report in input order.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", metavar="INPUT", help="reports: .csv, .jsonl, or a text file with one report per line")
+    parser.add_argument("--out", required=True, metavar="OUT.csv", help="CheXpert-format label CSV to write")
+    parser.add_argument(
+        "--text-columns",
+        default=None,
+        metavar="COLS",
+        help="comma-separated CSV columns (or JSONL fields) joined into the report, e.g. findings,impression",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    from leadrrg.constants import OBSERVATIONS
+    from leadrrg.errors import LeadrrgError
+    from leadrrg.labeler import label_reports, read_reports, write_chexpert_csv
+
+    _log_warnings_to_stderr(logging.getLogger("leadrrg.labeler"))
+    out = Path(args.out)
+    if out.exists() and out.is_dir():
+        raise LeadrrgError(f"--out {out} is a directory; expected a CSV file path")
+    reports = read_reports(args.input, text_columns=args.text_columns)
+
+    start = time.perf_counter()
+    labels = label_reports(reports)
+    seconds = time.perf_counter() - start
+    try:
+        write_chexpert_csv(out, reports, labels)
+    except OSError as exc:
+        raise LeadrrgError(f"cannot write {out} ({exc.strerror or exc})") from None
+
+    empty = sum(1 for r in reports if not r.strip())
+    speed = f"{len(reports) / seconds:,.0f} reports/s" if seconds > 0 and reports else "-"
+    print(f"labelled {len(reports)} reports ({empty} empty) in {seconds:.2f} s ({speed}) -> {out}")
+    print(f"{'observation':28s} {'positive':>8s} {'uncertain':>9s} {'negative':>8s}")
+    for i, name in enumerate(OBSERVATIONS):
+        column = labels[:, i]
+        counts = (int(np.sum(column == 1.0)), int(np.sum(column == -1.0)), int(np.sum(column == 0.0)))
+        print(f"{name:28s} {counts[0]:8d} {counts[1]:9d} {counts[2]:8d}")
+    return 0
+
+
+def _log_warnings_to_stderr(logger) -> None:
+    """Show the labeler's warnings (e.g. non-UTF-8 input) as one plain line each, once."""
+    import logging
+
+    if not any(getattr(h, "_leadrrg_label", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("leadrrg label: %(message)s"))
+        handler._leadrrg_label = True
+        logger.addHandler(handler)
+        logger.propagate = False
