@@ -290,3 +290,27 @@ def test_dataset_presets(name: str, views: int, tokens: int) -> None:
     assert config.data.format == name and config.data.section == "findings"
     assert config.model.max_views == views and config.model.vision.image_size == 224
     assert config.data.max_report_tokens == tokens
+
+
+def test_synth_manifest_with_structured_findings(tmp_path: Path) -> None:
+    # SynthCXR writes its structured findings under "findings"; the text is "report".
+    root = make_jsonl(tmp_path)
+    lines = [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()]
+    for entry in lines:
+        entry["findings"] = {"cardiomegaly": {"severity": "mild"}}
+        entry["split"] = "shift_test" if entry["split"] == "test" else entry["split"]
+    (root / "manifest.jsonl").write_text("\n".join(json.dumps(e) for e in lines))
+    studies = load_studies(DataConfig(format="synth", root=str(root)), "shift_test")
+    assert len(studies) == 2 and studies[0].report == clean_report(FIXTURE_REPORTS[3][0], "r2gen")
+    assert studies[0].labels[obs("Edema")] == 1.0
+
+
+def test_annotation_paths_relative_to_root_are_accepted(tmp_path: Path) -> None:
+    root = make_iu_xray(tmp_path)
+    annotation = json.loads((root / "annotation.json").read_text())
+    for entries in annotation.values():
+        for entry in entries:
+            entry["image_path"] = [f"images/{p}" for p in entry["image_path"]]
+    (root / "annotation.json").write_text(json.dumps(annotation))
+    study = load_studies(DataConfig(format="iu_xray", root=str(root)), "train")[0]
+    assert all(Path(p).is_file() for p in study.images)

@@ -90,16 +90,15 @@ def _check_size(path: Path, height: int, width: int, max_pixels: int) -> None:
 
 
 def _normalise_min_max(pixels: np.ndarray) -> np.ndarray:
-    """float (H, W) -> float32 in [0, 1]; a constant image becomes all zeros."""
+    """float (H, W) -> float32 in [0, 1]; non-finite pixels become the minimum; a constant image is zeros."""
     pixels = pixels.astype(np.float64, copy=False)
     finite = np.isfinite(pixels)
-    if not finite.all():
-        pixels = np.where(
-            finite, pixels, np.nanmin(np.where(finite, pixels, np.nan)) if finite.any() else 0.0
-        )
-    low, high = float(pixels.min()), float(pixels.max())
+    if not finite.any():
+        return np.zeros(pixels.shape, np.float32)
+    low, high = float(pixels[finite].min()), float(pixels[finite].max())
     if high <= low:
         return np.zeros(pixels.shape, np.float32)
+    pixels = np.where(finite, pixels, low)
     return ((pixels - low) / (high - low)).astype(np.float32)
 
 

@@ -5,7 +5,7 @@ A format reader turns a data root into `Record`s (all splits, both report sectio
 (`DataConfig.clean`), skipping and counting studies whose chosen section is empty. Layouts:
 
 - `synth`, `jsonl`: `ROOT/manifest.jsonl`, one JSON object per line: `id`, `split`, `images` (paths
-  relative to ROOT), `report` (or `findings` / `impression`), optional `labels` (14 numbers in
+  relative to ROOT), `report` (or string `findings` / `impression`), optional `labels` (14 numbers in
   `constants.OBSERVATIONS` order, null for not mentioned, or an object observation -> value).
 - `iu_xray`, `mimic_cxr`: R2Gen's `ROOT/annotation.json` = {split: [{`id`, `report`, `image_path`:
   [paths relative to ROOT/images], ...}]}; MIMIC entries also carry `study_id`, `subject_id`. MIMIC
@@ -327,19 +327,20 @@ def _read_manifest(data: DataConfig) -> list[Record]:
                 images = [images]
             if not isinstance(images, list) or not images or not all(isinstance(p, str) for p in images):
                 raise _bad(path, where, f"images is {images!r}", "a non-empty list of image paths")
-            if "findings" in entry or "impression" in entry:
-                findings, impression = entry.get("findings"), entry.get("impression")
+            # String `findings` / `impression` keys give the sections; otherwise `report` is split at its
+            # headers (no headers: all findings). Non-string values (SynthCXR's structured `findings`) are
+            # metadata and ignored.
+            sections = {k: entry[k] for k in ("findings", "impression") if isinstance(entry.get(k), str)}
+            if "report" in entry and not isinstance(entry["report"], str):
+                raise _bad(path, where, f"report is {type(entry['report']).__name__}", "a string")
+            if sections:
+                findings, impression = sections.get("findings", ""), sections.get("impression", "")
             elif "report" in entry:
                 from leadrrg.data.text import split_findings_impression
 
-                if not isinstance(entry["report"], str):
-                    raise _bad(path, where, f"report is {type(entry['report']).__name__}", "a string")
                 findings, impression = split_findings_impression(entry["report"])
             else:
                 raise _bad(path, where, "key 'report' is missing", expected)
-            for name, value in (("findings", findings), ("impression", impression)):
-                if value is not None and not isinstance(value, str):
-                    raise _bad(path, where, f"{name} is {type(value).__name__}", "a string or null")
             labels = parse_labels(entry.get("labels"), f"{path} {where}")
             records.append(
                 Record(
@@ -393,6 +394,7 @@ def _read_annotation(data: DataConfig) -> list[Record]:
             f"{path} is not an object of split name -> list of entries; expected R2Gen's annotation.json"
         )
     image_root = root / IMAGES_DIR
+    base: Path | None = None
     records = []
     for split, entries in annotation.items():
         for index, entry in enumerate(entries):
@@ -414,8 +416,16 @@ def _read_annotation(data: DataConfig) -> list[Record]:
                     path, where, f"image_path is {images!r}", "a non-empty list of paths relative to images/"
                 )
             findings, impression = split_findings_impression(entry["report"])
+            if base is None:
+                # R2Gen's paths are relative to images/; accept paths relative to the root ("images/x/0.png")
+                # when that is where the first entry's image is.
+                base = (
+                    root
+                    if not (image_root / images[0]).exists() and (root / images[0]).exists()
+                    else image_root
+                )
             record = Record(
-                str(entry["id"]), split, [_resolve_path(image_root, p) for p in images], findings, impression
+                str(entry["id"]), split, [_resolve_path(base, p) for p in images], findings, impression
             )
             if data.format == "mimic_cxr":
                 study_id = entry.get("study_id") or _mimic_study_from_path(images[0])
