@@ -53,11 +53,16 @@ GOLDEN_EMPTY_LAST = {
     [
         ("The heart is normal. No effusion!", "the heart is normal . no effusion ."),
         ("Heart size normal.\nLungs: clear, no nodule.", "heart size normal . lungs clear no nodule ."),
-        # R2Gen's regex range ')'..'[' removes digits; list markers become empty sentences and vanish
-        ("1. Stable 3 cm nodule. 2. No effusion..", "stable cm nodule . no effusion ."),
+        # numbered-list markers become sentence breaks; digits are kept
+        ("1. Stable 3 cm nodule. 2. No effusion..", "stable 3 cm nodule . no effusion ."),
+        # as in R2Gen: hyphens kept, '/' and decimal points deleted, ':'..'[' (a regex range) deleted
         (
             "Right-sided (small) effusion; it's 'stable' / unchanged",
-            "rightsided small effusion its stable unchanged .",
+            "right-sided small effusion its stable unchanged .",
+        ),
+        (
+            "A 1.5 cm nodule, and/or <b>=c @d [e] {f} back\\slash - g",
+            "a 15 cm nodule andor bc d e f backslash - g .",
         ),
         ("a.b", "ab ."),
         ("", ""),

@@ -6,19 +6,26 @@ The text normalisation (documented here once; `NORMALIZATION` is the one-line fo
 metrics.json) follows R2Gen's report cleaner (``clean_report_iu_xray`` / ``clean_report_mimic_cxr``):
 
 1. lower-case; line breaks become spaces; runs of ``..`` collapse to one ``.``;
-2. the text is split into sentences at a ``.`` followed by whitespace or the end of the text;
-3. in every sentence the characters R2Gen removes are removed: ``. , ? ; * ! % ^ & _ + ( ) : - [ ] { }``
-   ``" / \\ '``, and -- because R2Gen's regex contains the character range ``):-\\[`` -- everything from
-   ``)`` to ``[`` in ASCII, which includes the digits 0-9 and ``< = > @``. We keep this quirk on purpose:
-   the published numbers of R2Gen-era papers were computed on text without digits (numbered-list
-   markers such as ``1. `` therefore become empty sentences and vanish);
-4. sentences are joined with `` . `` and the report ends with `` .``: the full stop is a token of its
-   own and every other punctuation mark is gone.
+2. numbered-list markers (a number of one or two digits, a ``.`` and a space, at the start or after a
+   space: ``1. ``, `` 2. ``) become sentence breaks;
+3. the text is split into sentences at a ``.`` followed by whitespace or the end of the text;
+4. in every sentence the characters R2Gen deletes are deleted: ``. , ? ; * ! % ^ & _ + ( ) [ ] { }``,
+   ``" / \\ '`` and, because ``:-\\[`` in R2Gen's regex ``[.,?;*!%^&_+():-\\[\\]{}]`` is a character
+   *range*, everything from ``:`` to ``[`` in ASCII (``: ; < = > ? @``). Digits and hyphens are kept
+   (``x-ray``, ``-`` alone too); a decimal point inside a number is deleted (``1.5`` -> ``15``), as in
+   R2Gen, and ``/`` glues words (``and/or`` -> ``andor``);
+5. sentences are joined with `` . `` and the report ends with `` .``: the full stop is a token of its
+   own; words are separated by single spaces.
 
-Two deliberate differences from R2Gen, both only in degenerate input: sentences left empty after
-cleaning are dropped (R2Gen keeps them, producing ``. .``), and an empty report normalises to the empty
-string (R2Gen gives ``.``). ``|`` is removed as well, because METEOR's stdio protocol uses ``|||`` as
-its field separator.
+Deliberate differences from R2Gen, all in rare input: sentences left empty after cleaning are dropped
+(R2Gen keeps them, producing ``. .``); an empty report normalises to the empty string (R2Gen gives
+``.``); list markers of any number become sentence breaks (R2Gen deletes ``1. `` and turns `` 2. `` to
+`` 5. `` into ``. ``); ``|`` is deleted too, because METEOR's stdio protocol uses ``|||`` as its field
+separator.
+
+Note: ``leadrrg.data.text.clean_report(mode="r2gen")`` (the training-side cleaner) fixes some of
+R2Gen's quirks (decimals, ``/``, loose hyphens); this function does not, so that scores stay comparable
+with published R2Gen-era numbers. Applied to that cleaner's output it changes only those details.
 
 Empty hypotheses: pycocoevalcap 1.2 scores an empty string without error (BLEU counts it as a
 zero-length candidate in the brevity penalty, ROUGE-L / CIDEr / METEOR give it 0), and that is what we
@@ -39,15 +46,18 @@ from collections.abc import Sequence
 from typing import Any
 
 NORMALIZATION = (
-    "R2Gen report cleaning: lower-case; sentences split at '. '; characters .,?;*!%^&_+():-[]{}\"/\\'| and the ASCII range ')'..'[' (incl. digits) removed; "
-    "sentences joined with ' . ' and ended with ' .'; empty sentences dropped"
+    "R2Gen report cleaning (leadrrg.metrics.nlg.normalize_report): lower-case; numbered-list markers become "
+    "sentence breaks; sentences split at '. '; characters .,?;*!%^&_+()[]{}\"/\\'| and :;<=>?@ deleted "
+    "(digits and hyphens kept); sentences joined with ' . ' and ended with ' .'; empty sentences dropped"
 )
 
 NLG_METRICS: tuple[str, ...] = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider")
 
-# R2Gen's sentence cleaner: its regex '[.,?;*!%^&_+():-\[\]{}]' (with ')' .. '[' a character range) plus
-# the characters it deletes with str.replace, plus '|' (METEOR's field separator).
-_REMOVED_CHARS = re.compile(r"[\x29-\x5b.,?;*!%^&_+(\]{}\"/\\'|-]")
+# R2Gen's sentence cleaner: its regex '[.,?;*!%^&_+():-\[\]{}]' (where ':-\[' is the range ':'..'[', whose
+# upper-case letters are gone after lower-casing) plus the characters it deletes with str.replace, plus
+# '|' (METEOR's field separator).
+_REMOVED_CHARS = re.compile(r"[.,?;*!%^&_+()\[\]{}:;<=>?@\"/\\'|]")
+_LIST_MARKER = re.compile(r"(?:^|(?<=\s))\d{1,2}\.\s")
 _SENTENCE_END = re.compile(r"\.(?:\s+|$)")
 _DOTS = re.compile(r"\.{2,}")
 
@@ -57,6 +67,7 @@ def normalize_report(text: str) -> str:
     effusion!"`` -> ``"the heart is normal . no effusion ."``."""
     text = text.lower().replace("\r", " ").replace("\n", " ")
     text = _DOTS.sub(".", text)
+    text = _LIST_MARKER.sub(". ", text)
     sentences = []
     for sentence in _SENTENCE_END.split(text):
         words = _REMOVED_CHARS.sub("", sentence).split()
