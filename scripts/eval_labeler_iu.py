@@ -64,8 +64,15 @@ def print_table(title: str, rows: list[tuple], macro: float, micro: float) -> No
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="folder with indiana_reports_dev.csv and mesh_to_chexpert.json")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="folder with indiana_reports_dev.csv and mesh_to_chexpert.json",
+    )
     parser.add_argument("--csv", default="indiana_reports_dev.csv", help="report CSV inside --data")
     parser.add_argument("--errors", default=None, help="print the disagreements for this observation")
     args = parser.parse_args(argv)

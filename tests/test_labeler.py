@@ -117,7 +117,9 @@ def test_deidentification_headers_and_numbered_lists():
 
 def test_no_finding_rule():
     assert label("Heart size normal. Lungs are clear. No effusion.")["No Finding"] == 1.0
-    assert label("Right PICC line in good position. Lungs clear.")["No Finding"] == 1.0  # devices do not count
+    assert (
+        label("Right PICC line in good position. Lungs clear.")["No Finding"] == 1.0
+    )  # devices do not count
     assert label("Possible right lower lobe pneumonia.")["No Finding"] is None  # uncertain counts
     assert label("Mild cardiomegaly.")["No Finding"] is None
     assert label("Calcified granuloma in the right upper lobe.")["No Finding"] is None  # other finding
@@ -174,7 +176,9 @@ def test_cli_csv_with_text_columns(tmp_path, capsys):
 
 def test_cli_jsonl_and_txt(tmp_path):
     jsonl = tmp_path / "in.jsonl"
-    jsonl.write_text(json.dumps({"report": "Possible pneumonia."}) + "\n\n" + json.dumps({"report": ""}) + "\n")
+    jsonl.write_text(
+        json.dumps({"report": "Possible pneumonia."}) + "\n\n" + json.dumps({"report": ""}) + "\n"
+    )
     out = tmp_path / "out.csv"
     assert main(["label", str(jsonl), "--out", str(out)]) == 0
     rows = _read_out(out)

@@ -12,7 +12,9 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", metavar="INPUT", help="reports: .csv, .jsonl, or a text file with one report per line")
+    parser.add_argument(
+        "input", metavar="INPUT", help="reports: .csv, .jsonl, or a text file with one report per line"
+    )
     parser.add_argument("--out", required=True, metavar="OUT.csv", help="CheXpert-format label CSV to write")
     parser.add_argument(
         "--text-columns",

@@ -152,7 +152,9 @@ STATUS_NEGATIVE = (
     r"|no longer (?:\w+ )?enlarged|upper limits? of normal|upper normal|high normal|top normal|top-normal"
     r"|(?:is|are) (?:\w+ )?stable in size and normal|negative)"
 )
-STATUS_UNCERTAIN = r"(?:borderline|possibly (?:\w+ )?(?:enlarged|widened)|may be (?:\w+ )?(?:enlarged|widened)|equivocal)"
+STATUS_UNCERTAIN = (
+    r"(?:borderline|possibly (?:\w+ )?(?:enlarged|widened)|may be (?:\w+ )?(?:enlarged|widened)|equivocal)"
+)
 STATUS_POSITIVE = (
     r"(?:enlarge(?:d|ment)|large|increased|widen(?:ed|ing)|wide|prominen(?:t|ce)|dilated|dilatation"
     r"|magnified|globular)"

@@ -109,7 +109,9 @@ def _read_jsonl(path: Path, text: str, columns: tuple[str, ...] | None) -> list[
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise LeadrrgError(f"{path}, line {number}: not valid JSON ({exc.msg}); expected one object per line") from None
+            raise LeadrrgError(
+                f"{path}, line {number}: not valid JSON ({exc.msg}); expected one object per line"
+            ) from None
         if not isinstance(record, dict):
             raise LeadrrgError(f"{path}, line {number}: expected a JSON object with a {columns[0]!r} field")
         missing = [name for name in columns if name not in record]

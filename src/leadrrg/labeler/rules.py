@@ -34,27 +34,47 @@ _POST_WINDOW = 50  # characters between a mention and a cue after it
 
 # --- normalisation -----------------------------------------------------------------------------------
 
-_DEID = re.compile(r"<?\bX{2,}\b>?")
-_HEADER = re.compile(
-    r"\b(?:[A-Z][A-Z/&()-]*(?: [A-Z/&()-]+){0,5}|(?i:findings|impression|indication|history|comparison|technique"
+_DEID = re.compile(r"X{2,}")
+_ANGLES = str.maketrans("<>", "  ")
+_HEADER_TAIL = re.compile(
+    r"(?:\b[A-Z][A-Z/&()-]*(?: [A-Z/&()-]+){0,5}|(?i:\b(?:findings|impression|indication|history|comparison|technique"
     r"|conclusion|examination|exam|clinical history|reason for exam(?:ination)?|recommendations?|notification"
-    r"|addendum|final report|report|wet read|clinical information|clinical indication))\s*:"
+    r"|addendum|final report|report|wet read|clinical information|clinical indication)))\s*$"
 )
-_NUMBERED = re.compile(r"(?:^|(?<=\s))\(?\d{1,2}[.)](?!\d)")
-_SENTENCE_END = re.compile(r"\.(?!\d)|[;!\n]|\?(?=\s+[A-Z])")
-_SPACES = re.compile(r"[^\S\n]+")
+_NUMBER = re.compile(r"[0-9][0-9]?[.)](?![0-9])")
+_SENTENCE_END = re.compile(r"\.(?![0-9])|[;!]|\?(?=\s+[A-Z])")
 _NEWLINE = re.compile(r"\n")
+
+
+def _drop_headers(text: str) -> str:
+    """Section headers ("FINDINGS:", "Impression:") become sentence breaks; other colons stay."""
+    parts = text.split(":")
+    for i in range(len(parts) - 1):
+        tail = parts[i][-60:]
+        m = _HEADER_TAIL.search(tail)
+        parts[i] = parts[i][: len(parts[i]) - len(tail) + m.start()] + "\n" if m else parts[i] + ":"
+    return "".join(parts)
+
+
+def _number_break(text: str):
+    def replace(m: re.Match) -> str:
+        i = m.start()
+        return "\n" if i == 0 or text[i - 1] in " \n\t(" else m.group()
+
+    return replace
 
 
 def normalize(text: str) -> str:
     """Lower-cased report with one sentence per line; `XXXX` de-identification tokens become `xxxx`."""
-    text = _DEID.sub(" xxxx ", text)
-    text = _HEADER.sub("\n", text)
-    text = _NUMBERED.sub("\n", text)
+    if "XX" in text:
+        text = _DEID.sub(" xxxx ", text.translate(_ANGLES))
+    if ":" in text:
+        text = _drop_headers(text)
+    text = _NUMBER.sub(_number_break(text), text)
     text = _SENTENCE_END.sub(lambda m: "?\n" if m.group() == "?" else "\n", text)
-    # "?" is an uncertainty cue; as a word it can sit behind a word boundary like the other cues
-    text = _SPACES.sub(" ", text.lower().replace("?", " qmark "))
-    return text.replace(" ,", ",")
+    # "?" is an uncertainty cue; as a word it sits behind a word boundary like the other cues
+    text = text.lower().replace("?", " qmark ").replace(",", ", ")
+    return "\n".join(" ".join(line.split()) for line in text.split("\n")).replace(" ,", ",")
 
 
 # --- compiled patterns ---------------------------------------------------------------------------------
@@ -108,8 +128,8 @@ def _size_statement(anchor: str) -> re.Pattern[str]:
 
 # anchor -> observations its size statements label (positive ones label only the first)
 _SIZE = [
-    (_size_statement(phrases.HEART_ANCHOR), (_INDEX["Cardiomegaly"],)),
-    (_size_statement(phrases.MEDIASTINUM_ANCHOR), (_INDEX["Enlarged Cardiomediastinum"],)),
+    (("heart", "cardi"), _size_statement(phrases.HEART_ANCHOR), (_INDEX["Cardiomegaly"],)),
+    (("mediastin",), _size_statement(phrases.MEDIASTINUM_ANCHOR), (_INDEX["Enlarged Cardiomediastinum"],)),
 ]
 _CARDIOMEDIASTINAL = _compile(r"cardiomediastinal")
 _NEGATIVE_STATEMENTS = [(_INDEX[name], _compile(src)) for name, src in phrases.NEGATIVE_STATEMENTS.items()]
@@ -227,7 +247,9 @@ def label_text(report: str) -> np.ndarray:
                 if rank == _POS:
                     break
 
-    for pattern, targets in _SIZE:
+    for keywords, pattern, targets in _SIZE:
+        if not any(k in text for k in keywords):
+            continue  # cheap test first: most reports lack one of the anchors
         for m in pattern.finditer(text):
             groups = m.groupdict()
             if groups["neg"] or groups["b_neg"]:
@@ -241,7 +263,9 @@ def label_text(report: str) -> np.ndarray:
             observations = targets
             if _CARDIOMEDIASTINAL.search(m.group()):
                 # "cardiomediastinal silhouette": enlargement means the heart; normal means both normal
-                observations = (_INDEX["Cardiomegaly"],) + ((_INDEX["Enlarged Cardiomediastinum"],) if rank == _NEG else ())
+                observations = (_INDEX["Cardiomegaly"],) + (
+                    (_INDEX["Enlarged Cardiomediastinum"],) if rank == _NEG else ()
+                )
             for index in observations:
                 ranks[index] = max(ranks[index], rank)
 
