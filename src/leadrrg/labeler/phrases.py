@@ -88,7 +88,10 @@ PLAIN_MENTIONS: dict[str, tuple[str, str | None]] = {
         r"|\bpleural based\b|\bpleural[- ]based\b",
         None,
     ),
-    "Fracture": (r"\bfractur(?:e|es|ed|ing)\b|\bfx\b", None),
+    "Fracture": (
+        r"\bfractur(?:e|es|ed|ing)\b|\bfx\b|\bbroken (?:\w+ ){0,3}(?:ribs?|clavicles?|bones?)\b",
+        None,
+    ),
     "Support Devices": (
         r"\b(?:pace ?makers?|pacers?|pacing (?:leads?|wires?|device)|icd|aicd|defibrillator|picc|"
         r"catheters?|cath|cvc|central (?:venous )?line|(?:iv|ij|subclavian|jugular|midline|swan-ganz|arterial) lines?"
@@ -132,7 +135,8 @@ OTHER_FINDINGS = (
     r"|\bscarring\b|\bunfolded aorta\b|\bunfolding\b|\baortic (?:knob|arch)? ?calcif\w*|\bpectus\b|\bcardiac silhouette (?:is |appears )?irregular"
     r"|\birregular\w*|\bsubsegmental\b|\bcrowding\b|\bthickening\b|\bvascular (?:calcification|prominence)"
     r"|\bemphysematous\b|\bchronic (?:lung|interstitial) disease\b|\bpulmonary hypertension\b|\bhematoma\b"
-    r"|\bcontusion\b|\baspiration\b|\bmetastat\w*|\bamputat\w*|\bpersistent\b(?= (?:density|opacity|finding))"
+    r"|\bcontusion\b|\baspiration\b|\bcurvature\b|\bprosthes[ie]s\b|\bsutures?\b|\bpiercings?\b|\bnipple rings?\b"
+    r"|\bhyperaerat\w*|\bepicardial fat\b|\bflatten\w*|\b\bmetastat\w*|\bamputat\w*|\bpersistent\b(?= (?:density|opacity|finding))"
 )
 
 # --------------------------------------------------------------------------------------------------
