@@ -72,6 +72,21 @@ def test_forward_returns_named_losses_and_clears_context():
     assert all(layer.expert_tokens is None for layer in model.injected_layers())
 
 
+def test_lm_loss_is_next_token_cross_entropy_on_report_tokens():
+    model = build(tiny_config())
+    perturb_zero_init(model)
+    batch = tiny_batch()
+    logits = _logits(model, batch)  # (B, 1 + P + T - 1, vocab)
+    prompt = logits.shape[1] - batch["input_ids"].shape[1]  # P - 0: visual positions after BOS
+    text_logits = logits[:, prompt:-1]  # positions predicting input_ids[1:]
+    expected = torch.nn.functional.cross_entropy(
+        text_logits.reshape(-1, text_logits.shape[-1]),
+        batch["target_ids"][:, 1:].reshape(-1),
+        ignore_index=-100,
+    )
+    assert torch.allclose(model(**batch)["lm_loss"], expected, atol=1e-6)
+
+
 def test_study_context_shapes_and_index_select():
     model = build(tiny_config())
     batch = tiny_batch()

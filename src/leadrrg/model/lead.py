@@ -128,6 +128,11 @@ class LeadModel(nn.Module):
         model_size = self.lm.get_input_embeddings().embedding_dim
         num_layers = len(get_decoder_layers(self.lm, self.backbone))
         vision_size, num_experts = self.vision.hidden_size, config.experts.num_experts
+        if config.visual_pool > 1 and min(self.vision.encoder.grid) == 1:
+            raise LeadrrgError(
+                f"model.visual_pool is {config.visual_pool} but vision encoder {config.vision.name!r} gives no square "
+                "token grid; set model.visual_pool=1"
+            )
         self.projector = Projector(vision_size, model_size)
         self.experts = ExpertModule(config.experts, vision_size) if self.fusion != "none" else None
         self.expert_input = None
@@ -194,9 +199,11 @@ class LeadModel(nn.Module):
         inputs_embeds, mask = self.embed_inputs(context, input_ids, attention_mask)  # (B, S, D), (B, S)
         prompt_targets = target_ids.new_full(context.visual_mask.shape, IGNORE_INDEX)  # (B, P)
         targets = insert_prompt_positions(target_ids, prompt_targets)  # (B, S)
+        # Only positions from the last visual token on predict report tokens: skip the LM head elsewhere.
+        keep = targets.shape[1] - context.num_prompt_tokens  # positions P .. S-1
         with self.injecting(context):
-            logits = self.lm_forward(inputs_embeds, mask).logits  # (B, S, vocab)
-        lm_loss = next_token_loss(logits, targets)
+            logits = self.lm_forward(inputs_embeds, mask, logits_to_keep=keep).logits  # (B, S - P, vocab)
+        lm_loss = next_token_loss(logits, targets[:, -keep:])
         cls_loss = lm_loss.new_zeros(())
         if context.expert_logits is not None and expert_labels is not None:
             labels = self.select_expert_labels(expert_labels)  # (B, K)
@@ -216,10 +223,11 @@ class LeadModel(nn.Module):
         past_key_values=None,
         use_cache: bool = False,
         position_ids: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
     ):
         """One decoder call: inputs_embeds (B, S, D), attention_mask (B, past + S) -> HF CausalLMOutputWithPast
-        (`logits` (B, S, vocab), `past_key_values` a transformers Cache when use_cache). Call it inside
-        `injecting(context)` for LEAD's injection."""
+        (`logits` (B, S, vocab), or the last `logits_to_keep` positions when > 0; `past_key_values` a transformers
+        Cache when use_cache). Call it inside `injecting(context)` for LEAD's injection."""
         embeds = inputs_embeds.to(self.lm.get_input_embeddings().weight.dtype)
         return self.lm(
             inputs_embeds=embeds,
@@ -227,6 +235,7 @@ class LeadModel(nn.Module):
             past_key_values=past_key_values,
             use_cache=use_cache,
             position_ids=position_ids,
+            logits_to_keep=logits_to_keep,
         )
 
     @contextlib.contextmanager
