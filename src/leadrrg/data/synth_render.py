@@ -136,7 +136,7 @@ class _Thorax:
 
     def __init__(self, canvas: _Canvas, anatomy: Anatomy, rng: np.random.Generator) -> None:
         self.c, self.a, self.rng = canvas, anatomy, rng
-        X, Y, a = canvas.X, canvas.Y, anatomy
+        X, a = canvas.X, anatomy
         self.ax = np.abs(X)
         self.left = X > 0  # patient's left
         self.y_dome = np.where(self.left, a.y_dome_left, a.y_dome_right).astype(np.float32)
@@ -151,10 +151,18 @@ class _Thorax:
         self.metal = np.zeros_like(X)  # devices, drawn on top
         self.pleura = np.zeros_like(X)  # pleural-based density (effusion, thickening), not limited to lung
         self.fractures: list[tuple[float, int, float, float]] = []  # (side, rib, lateral position, step)
+        self._dome_cache: tuple | None = None
+        self._lateral: np.ndarray | None = None
 
     # -- shapes ------------------------------------------------------------------------------------
     def dome(self) -> np.ndarray:
         """Y of the diaphragm below each column (per side), with medial and lateral slopes."""
+        key = (self.dome_raise[-1.0], self.dome_raise[1.0])
+        if self._dome_cache is None or self._dome_cache[0] != key:
+            self._dome_cache = (key, self._dome())
+        return self._dome_cache[1]
+
+    def _dome(self) -> np.ndarray:
         a = self.a
         raise_ = np.where(self.left, self.dome_raise[1.0], self.dome_raise[-1.0])
         y_top = self.y_dome - raise_
@@ -164,9 +172,11 @@ class _Thorax:
 
     def lateral(self) -> np.ndarray:
         """Half-width of the lung fields at each row."""
-        a = self.a
-        t = np.clip((self.c.Y - a.y_apex) / (a.y_cp - a.y_apex), 0.0, 1.0)
-        return a.half_width * (0.45 + 0.55 * np.sqrt(t))
+        if self._lateral is None:
+            a = self.a
+            t = np.clip((self.c.Y - a.y_apex) / (a.y_cp - a.y_apex), 0.0, 1.0)
+            self._lateral = a.half_width * (0.45 + 0.55 * np.sqrt(t))
+        return self._lateral
 
     def lung_shape(self, shrink: float | np.ndarray = 0.0) -> np.ndarray:
         """Both lung fields (ignoring the mediastinum), optionally shrunk from the chest wall."""
@@ -192,7 +202,7 @@ class _Thorax:
         w = self.mediastinum_widening
         band = np.clip((0.15 - Y) / 0.1, 0, 1) * np.clip((Y + 0.75) / 0.12, 0, 1)
         half = a.mediastinum + w * band
-        upper = _ramp(half - np.abs(X - 0.01 - 0.2 * w * band), 4 * e) * (Y < a.y_dome_left + 0.05)
+        upper = _ramp(half - np.abs(X - 0.01 - 0.2 * w * band), 4 * e) * (a.y_dome_left + 0.05 > Y)
         knob_r = 0.06 + 0.4 * w
         knob = _ramp(knob_r - np.hypot(X - 0.09 - 0.6 * w, (Y + 0.34) / 1.4), 4 * e)
         return np.maximum(upper, knob)
@@ -250,34 +260,33 @@ class _Thorax:
 
     # -- vessels -------------------------------------------------------------------------------------
     def vessels(self) -> np.ndarray:
-        """Branching vascular trees from both hila, drawn as tapering polylines."""
+        """Branching vascular trees from both hila: every generation of branches is computed at once
+        (arrays over branches), then drawn as tapering, fading polylines."""
         rng, c = self.rng, self.c
+        roots = np.array([-115, -150, 175, 145, 115, 95], dtype=np.float64)
+        angles = np.radians(np.concatenate([roots, 180 - roots])) + rng.normal(0, 0.15, 12)
+        sides = np.repeat([-1.0, 1.0], 6)
+        starts = np.stack([0.19 * sides, -0.10 + 0.03 * sides], axis=1)
+        length, width = np.full(12, 0.20), 0.022
+        segments, levels, widths = [], [], []
+        for depth in range(4, 0, -1):
+            ends = starts + length[:, None] * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+            mids = (starts + ends) / 2 + rng.normal(0, 0.012, starts.shape)
+            segments.append(np.stack([starts, mids, ends], axis=1))  # (n, 3, 2)
+            levels.append(np.full(len(starts), int(40 + 50 * depth)))
+            widths.append(np.full(len(starts), c.width(width)))
+            n = len(starts)
+            turns = np.concatenate([-rng.uniform(0.25, 0.55, n), rng.uniform(0.25, 0.55, n)])
+            angles = np.concatenate([angles, angles]) + turns
+            length = np.concatenate([length, length]) * rng.uniform(0.62, 0.78, 2 * n)
+            starts = np.concatenate([ends, ends])
+            width *= 0.72
+        points = np.concatenate([seg.reshape(-1, 2) for seg in segments])
+        pixels = c.to_pixels(points)
         image, draw = c.layer()
-        for side in (-1.0, 1.0):
-            hilum = np.array([0.19 * side, -0.10 + 0.03 * side], dtype=np.float32)
-            for base_angle in (-115, -150, 175, 145, 115, 95):
-                angle = math.radians(base_angle if side < 0 else 180 - base_angle) + rng.normal(0, 0.15)
-                self._branch(draw, hilum, angle, 0.20, 0.022, 4, side)
+        for i, (level, w) in enumerate(zip(np.concatenate(levels).tolist(), np.concatenate(widths).tolist())):
+            draw.line(pixels[3 * i : 3 * i + 3], fill=level, width=w)
         return c.finish(image, 0.8)
-
-    def _branch(self, draw, start, angle, length, width, depth, side) -> None:
-        if depth == 0:
-            return
-        rng = self.rng
-        end = start + length * np.array([math.cos(angle), math.sin(angle)], dtype=np.float32)
-        mid = (start + end) / 2 + rng.normal(0, 0.012, 2).astype(np.float32)
-        level = int(40 + 50 * depth)
-        draw.line(self.c.to_pixels(np.stack([start, mid, end])), fill=level, width=self.c.width(width))
-        for turn in (-1, 1):
-            self._branch(
-                draw,
-                end,
-                angle + turn * rng.uniform(0.25, 0.55),
-                length * rng.uniform(0.62, 0.78),
-                width * 0.72,
-                depth - 1,
-                side,
-            )
 
     # -- composition -------------------------------------------------------------------------------
     def compose(self) -> np.ndarray:

@@ -200,6 +200,8 @@ def _consolidation(f: Finding, rng, config, with_pneumonia: bool = False) -> str
     if f.severity != "mild" and rng.random() < 0.4:
         core += " with air bronchograms"
     if _hedge(rng, config):
+        if with_pneumonia:  # the consolidation is certain, its cause is hedged
+            return f"{_cap(core)} in the {loc}, concerning for pneumonia."
         return f"Possible {core} in the {loc}."
     if with_pneumonia:
         tail = _choose(
