@@ -22,8 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--section",
+        choices=("findings", "impression", "both"),
         default="findings",
-        help="report section that was generated (recorded; default: findings)",
+        help="report section that was generated (recorded in metrics.json; default: findings)",
     )
     parser.add_argument(
         "--no-meteor",

@@ -123,7 +123,10 @@ def _meteor_score(gts: dict[int, list[str]], res: dict[int, list[str]]) -> tuple
         return None, "java not found on PATH (METEOR needs Java to run pycocoevalcap's meteor-1.5.jar)"
     from pycocoevalcap.meteor.meteor import Meteor
 
-    scorer = Meteor()
+    try:
+        scorer = Meteor()  # starts `java -jar meteor-1.5.jar` at once
+    except OSError as exc:  # java on PATH but not executable
+        return None, f"could not start java for METEOR ({type(exc).__name__}: {exc})"
     failure: str | None = None
     score: float | None = None
     try:
@@ -158,7 +161,8 @@ def nlg_scores(
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
 
-    # R2Gen's layout: one study id -> a one-element list, for references and hypotheses alike.
+    # R2Gen's layout: one study id -> a one-element list, for references and hypotheses alike. An empty
+    # report stays "": pycocoevalcap 1.2 scores it 0 without error (see the module docstring; tested).
     gts = {i: [normalize_report(text)] for i, text in enumerate(references)}
     res = {i: [normalize_report(text)] for i, text in enumerate(hypotheses)}
 
