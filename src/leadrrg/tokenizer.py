@@ -91,8 +91,8 @@ class ReportTokenizer:
         texts = [t for t in texts if t and t.strip()]
         if not texts:
             raise LeadrrgError("cannot train the tokenizer: no non-empty training reports")
-        # The prompt is seen often enough to become a few merged tokens, like a frequent word.
-        prompts = [REPORT_PROMPT] * max(min_frequency, 1)
+        # Every training sequence holds the prompt once, so the tokenizer sees it once per report.
+        prompts = [REPORT_PROMPT] * len(texts)
         backend.train_from_iterator([*texts, *prompts], trainer=trainer, length=len(texts) + len(prompts))
         return cls(backend, "bpe")
 

@@ -114,7 +114,8 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
         raise LeadrrgError(f"{path} does not exist; expected a safetensors file written by leadrrg train")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
-            return {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (safe_open is not a dict), dict(handle.metadata() or {})
+            names = list(handle.keys())  # safe_open is not a dict
+            return {key: handle.get_tensor(key) for key in names}, dict(handle.metadata() or {})
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise LeadrrgError(f"{path} is not a readable safetensors file ({exc})") from None
 

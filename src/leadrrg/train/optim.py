@@ -16,8 +16,9 @@ from torch import nn
 
 from leadrrg.config import TrainConfig
 
-# Group names that train at `lr_llm`; any other group name trains at `lr`.
-LLM_GROUPS = frozenset({"llm", "lora", "pretrained_llm", "decoder_pretrained"})
+# Group names that train at `lr_llm` (LeadModel names its groups `new` and `pretrained`: LoRA adapters or
+# fine-tuned pretrained weights); any other group name trains at `lr`.
+LLM_GROUPS = frozenset({"pretrained", "llm", "lora"})
 NO_DECAY_KEYS = ("norm", "bias", "embed", "wte", "wpe")
 
 

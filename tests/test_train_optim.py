@@ -1,0 +1,87 @@
+"""Optimizer groups (per-group lr, no decay on norms/biases/embeddings) and the warmup + cosine schedule."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from leadrrg.config import TrainConfig
+from leadrrg.train.optim import build_optimizer, lr_factor, named_parameter_groups, set_learning_rates
+
+
+class TwoGroupModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(10, 4)
+        self.proj = nn.Linear(4, 4)
+        self.norm = nn.LayerNorm(4)
+        self.llm_lora_A = nn.Linear(4, 2, bias=False)
+        self.frozen = nn.Linear(4, 4)
+        self.frozen.requires_grad_(False)
+
+    def trainable_parameter_groups(self):
+        return {
+            "new": [
+                self.embed_tokens.weight,
+                self.proj.weight,
+                self.proj.bias,
+                self.norm.weight,
+                self.norm.bias,
+            ],
+            "pretrained": [self.llm_lora_A.weight],
+        }
+
+
+def test_groups_learning_rates_and_weight_decay():
+    config = TrainConfig(lr=1e-3, lr_llm=2e-4, weight_decay=0.1)
+    optimizer, names = build_optimizer(TwoGroupModel(), config)
+    by_name = {g["name"]: g for g in optimizer.param_groups}
+    assert set(by_name) == {"new", "new.no_decay", "pretrained"}
+    assert by_name["new"]["lr"] == 1e-3 and by_name["pretrained"]["lr"] == 2e-4
+    assert by_name["new"]["weight_decay"] == 0.1 and by_name["new.no_decay"]["weight_decay"] == 0.0
+    assert len(by_name["new"]["params"]) == 1  # proj.weight; embedding, norm and biases are not decayed
+    assert len(by_name["new.no_decay"]["params"]) == 4
+    assert sorted(names) == sorted(
+        ["embed_tokens.weight", "proj.weight", "proj.bias", "norm.weight", "norm.bias", "llm_lora_A.weight"]
+    )
+    assert "frozen.weight" not in names
+
+
+def test_a_model_without_groups_trains_everything_at_lr():
+    model = nn.Linear(3, 3)
+    groups = named_parameter_groups(model)
+    assert list(groups) == ["new"] and len(groups["new"]) == 2
+
+
+def test_parameters_missing_from_the_groups_fail():
+    model = TwoGroupModel()
+    model.trainable_parameter_groups = lambda: {"new": [model.proj.weight]}
+    with pytest.raises(ValueError, match="missing"):
+        named_parameter_groups(model)
+
+
+def test_schedule_warmup_then_cosine_to_min_ratio():
+    config = TrainConfig(max_steps=110, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(0, config) == pytest.approx(0.1)
+    assert lr_factor(9, config) == pytest.approx(1.0)
+    assert lr_factor(10, config) == pytest.approx(1.0)
+    assert lr_factor(60, config) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_factor(110, config) == pytest.approx(0.1)
+    assert lr_factor(500, config) == pytest.approx(0.1)
+    values = [lr_factor(s, config) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+    no_warmup = TrainConfig(max_steps=10, warmup_steps=0)
+    assert lr_factor(0, no_warmup) == pytest.approx(1.0)
+
+
+def test_set_learning_rates_scales_every_group():
+    config = TrainConfig(lr=1e-3, lr_llm=2e-4, max_steps=20, warmup_steps=4)
+    optimizer, _ = build_optimizer(TwoGroupModel(), config)
+    factor = set_learning_rates(optimizer, 1, config)
+    assert factor == pytest.approx(0.5)
+    lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    assert lrs["new"] == pytest.approx(5e-4) and lrs["pretrained"] == pytest.approx(1e-4)
+    assert torch.is_tensor(optimizer.param_groups[0]["params"][0])
