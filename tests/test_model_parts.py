@@ -140,11 +140,11 @@ def test_wrapper_passes_arguments_through_and_scope_always_clears():
     assert all(layer.expert_tokens is None for layer in layers)
 
 
-@pytest.mark.parametrize("family", ["vit", "dinov2"])
-def test_hf_vision_encoder_from_local_directory(tmp_path, family):
-    from transformers import Dinov2Config, Dinov2Model, ViTConfig, ViTModel
+def _tiny_hf_vision_model(family: str):
+    """A tiny random transformers vision model whose patch tokens are (B, 16, 16) for 32 px inputs."""
+    import transformers as tf
 
-    sizes = dict(
+    vit = dict(
         hidden_size=16,
         num_hidden_layers=1,
         num_attention_heads=2,
@@ -153,10 +153,30 @@ def test_hf_vision_encoder_from_local_directory(tmp_path, family):
         patch_size=8,
     )
     if family == "vit":
-        model = ViTModel(ViTConfig(**sizes), add_pooling_layer=False)
-    else:
-        model = Dinov2Model(Dinov2Config(**sizes))
-    model.save_pretrained(tmp_path)
+        return tf.ViTModel(tf.ViTConfig(**vit), add_pooling_layer=False)
+    if family == "dinov2":
+        return tf.Dinov2Model(tf.Dinov2Config(**vit))
+    if family == "siglip":  # a full SigLIP checkpoint: the encoder keeps its vision tower
+        text = dict(
+            hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, vocab_size=50
+        )
+        return tf.SiglipModel(tf.SiglipConfig(vision_config=vit, text_config=text))
+    if family == "convnext":
+        return tf.ConvNextModel(
+            tf.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, image_size=32)
+        )
+    if family == "swin":
+        return tf.SwinModel(
+            tf.SwinConfig(
+                image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[2, 2], window_size=4
+            )
+        )
+    raise ValueError(family)
+
+
+@pytest.mark.parametrize("family", ["vit", "dinov2", "siglip", "convnext", "swin"])
+def test_hf_vision_encoder_from_local_directory(tmp_path, family):
+    _tiny_hf_vision_model(family).save_pretrained(tmp_path)
     stats = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(stats))
     config = VisionConfig(name="hf", pretrained_path=str(tmp_path), image_size=32)
@@ -171,3 +191,19 @@ def test_hf_vision_encoder_errors_are_clear(tmp_path):
         create_vision_encoder(VisionConfig(name="hf"))
     with pytest.raises(LeadrrgError, match="config.json"):
         create_vision_encoder(VisionConfig(name="hf", pretrained_path=str(tmp_path)))
+
+
+def test_lead_model_with_hf_vision_encoder_trains_it_as_pretrained(tmp_path):
+    from tests.test_model_helpers import build, tiny_batch, tiny_config
+
+    _tiny_hf_vision_model("vit").save_pretrained(tmp_path)
+    model = build(
+        tiny_config(vision=VisionConfig(name="hf", pretrained_path=str(tmp_path), image_size=32))
+    ).train()
+    assert torch.isfinite(model(**tiny_batch())["loss"])
+    pretrained = {id(p) for p in model.trainable_parameter_groups()["pretrained"]}
+    assert pretrained == {id(p) for p in model.vision.encoder.parameters()}
+    frozen = VisionConfig(name="hf", pretrained_path=str(tmp_path), image_size=32, freeze=True)
+    model = build(tiny_config(vision=frozen))
+    assert model.trainable_parameter_groups()["pretrained"] == []
+    assert not model.train().vision.encoder.model.training  # a frozen encoder stays in eval mode

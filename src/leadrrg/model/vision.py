@@ -37,6 +37,10 @@ class VisionEncoder(nn.Module):
 
     hidden_size: int
     grid: tuple[int, int]
+    frozen: bool = False  # a frozen encoder stays in eval mode (no dropout, fixed norm statistics)
+
+    def train(self, mode: bool = True) -> VisionEncoder:
+        return super().train(mode and not self.frozen)
 
 
 def create_vision_encoder(config: VisionConfig) -> VisionEncoder:
@@ -44,6 +48,8 @@ def create_vision_encoder(config: VisionConfig) -> VisionEncoder:
     encoder = VISION_ENCODERS.get(config.name)(config)
     if config.freeze:
         encoder.requires_grad_(False)
+        encoder.frozen = True
+        encoder.eval()
     return encoder
 
 
