@@ -189,8 +189,9 @@ def test_every_finding_changes_the_image():
         attrs = Finding("large", "left", "lower", ("pacemaker", "endotracheal tube"))
         if name in ("Cardiomegaly", "Enlarged Cardiomediastinum", "Edema"):
             attrs = Finding("large")
+        # Same rng state: same patient, so the difference is the finding alone.
         diff = np.abs(_render(Findings({name: attrs}), 11) - _render(Findings(), 11))
-        assert diff.mean() > 1.0, name
+        assert (diff > 20).sum() >= 30, name
 
 
 # -- synthesize and the CLI -----------------------------------------------------------------------------

@@ -73,7 +73,7 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
         y_dome_right=y_dome_right,
         y_dome_left=y_dome_right + rng.uniform(0.02, 0.08),
         y_cp=y_dome_right + rng.uniform(0.17, 0.24),
-        ctr=rng.uniform(0.40, 0.47),
+        ctr=rng.uniform(0.43, 0.49),
         mediastinum=rng.uniform(0.10, 0.125),
         soft_tissue=rng.uniform(0.0, 1.0),
         breasts=bool(rng.random() < 0.4),
@@ -190,8 +190,8 @@ class _Thorax:
         diaphragm; broader towards the apex."""
         a, X, Y = self.a, self.c.X, self.c.Y
         hx = self.heart_half_width
-        hy = 0.30 + 0.1 * (hx - 0.33)
-        yh = a.y_dome_left - 0.04
+        hy = 0.23 + 0.15 * (hx - 0.33)
+        yh = a.y_dome_left - 0.12
         xh = 0.28 * hx
         widen = 1.0 + 0.12 * np.clip((Y - yh) / hy, -1.0, 0.0)
         r = ((X - xh) / (hx * widen)) ** 2 + ((Y - yh) / hy) ** 2
@@ -604,23 +604,27 @@ WIDENING_BY_SEVERITY = {"mild": 0.05, "moderate": 0.08, "large": 0.12}
 
 
 def render_image(findings: Findings, size: int, rng: np.random.Generator) -> np.ndarray:
-    """A frontal chest radiograph showing `findings`: uint8 (size, size), 8-bit grayscale."""
-    anatomy = sample_anatomy(rng)
+    """A frontal chest radiograph showing `findings`: uint8 (size, size), 8-bit grayscale.
+
+    The patient (anatomy, pose, exposure, noise) and the findings draw from separate child streams of
+    `rng`, so the same `rng` state with and without a finding gives the same patient."""
+    anatomy_rng, finding_rng, noise_rng = rng.spawn(3)
+    anatomy = sample_anatomy(anatomy_rng)
     cardiomegaly = findings.get("Cardiomegaly")
     if cardiomegaly is not None:
-        anatomy.ctr = rng.uniform(*CTR_BY_SEVERITY[cardiomegaly.severity])
+        anatomy.ctr = finding_rng.uniform(*CTR_BY_SEVERITY[cardiomegaly.severity])
     canvas = _Canvas(size, anatomy)
-    thorax = _Thorax(canvas, anatomy, rng)
+    thorax = _Thorax(canvas, anatomy, anatomy_rng)
     widening = findings.get("Enlarged Cardiomediastinum")
     if widening is not None:
         thorax.mediastinum_widening = WIDENING_BY_SEVERITY[widening.severity]
     for name, finding in findings.present.items():
         draw = RENDERERS.get(name)
         if draw is not None:
-            draw(thorax, finding, rng)
+            draw(thorax, finding, finding_rng)
     density = thorax.compose()  # (S, S)
     image = np.clip(density, 0.0, 1.0) ** anatomy.gamma
     image = (image - 0.45) * anatomy.contrast + 0.45 + anatomy.brightness
-    image = image + 0.02 * smooth_noise(rng, size, 5)  # uneven exposure
-    image = image + rng.normal(0.0, anatomy.noise, image.shape).astype(np.float32)
+    image = image + 0.02 * smooth_noise(noise_rng, size, 5)  # uneven exposure
+    image = image + noise_rng.normal(0.0, anatomy.noise, image.shape).astype(np.float32)
     return np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
