@@ -215,6 +215,7 @@ class DecodeConfig:
     strategy: str = "greedy"  # greedy | beam | sample
     num_beams: int = 3
     max_new_tokens: int = 96
+    min_new_tokens: int = 0  # EOS is banned until this many tokens are generated (benchmarks force a length)
     temperature: float = 1.0
     top_k: int = 0  # 0 disables
     top_p: float = 1.0
@@ -227,6 +228,13 @@ class DecodeConfig:
         _check_choice("decode", "strategy", self.strategy, STRATEGIES)
         _check_positive("decode", "num_beams", self.num_beams)
         _check_positive("decode", "max_new_tokens", self.max_new_tokens)
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise LeadrrgError(
+                f"decode.min_new_tokens is {self.min_new_tokens!r}; "
+                f"expected 0 to decode.max_new_tokens ({self.max_new_tokens})"
+            )
+        _check_positive("decode", "top_k", self.top_k, allow_zero=True)
+        _check_positive("decode", "no_repeat_ngram_size", self.no_repeat_ngram_size, allow_zero=True)
         _check_positive("decode", "temperature", self.temperature)
         if not 0 < self.top_p <= 1:
             raise LeadrrgError(f"decode.top_p is {self.top_p!r}; expected a number in (0, 1]")
