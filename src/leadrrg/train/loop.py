@@ -17,6 +17,7 @@ import logging
 import math
 import random
 import resource
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -150,6 +151,7 @@ class RunLogger:
         self.bar = None
         if not self.enabled:
             return
+        run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / ckpt.LOG_FILE
         if start_step > 0 and self.path.exists():  # drop records past the checkpoint we resume from
             lines = [line for line in self.path.read_text().splitlines() if line.strip()]
@@ -266,6 +268,7 @@ def fit(
 ) -> dict[str, Any]:
     """Train `task.model` to `train.max_steps`, from scratch or from the checkpoint in `resume_from`."""
     train_cfg = task.config.train
+    run_dir = Path(run_dir)
     device = ctx.device
     raw_model = task.model
     state = TrainerState()
@@ -473,12 +476,21 @@ def train(
             )
         barrier(ctx)
         task = build_task(config, ctx, tokenizer)
+        created = False
         if ctx.is_main:
             if resume:
                 save_config(config, out_dir / ckpt.CONFIG_FILE)  # records changed train settings
             else:
+                created = True  # refused above unless absent or empty
                 ckpt.init_run_dir(out_dir, config, task.tokenizer)
         barrier(ctx)
-        return fit(task, out_dir, ctx, checkpoint_dir, callbacks, quiet)
+        try:
+            return fit(task, out_dir, ctx, checkpoint_dir, callbacks, quiet)
+        except BaseException:
+            # A new run that stopped before its first checkpoint is not a run: leave nothing behind.
+            if created and ckpt.recover_checkpoint_dir(out_dir) is None:
+                for path in out_dir.iterdir():
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+            raise
     finally:
         shutdown(ctx)

@@ -122,20 +122,25 @@ def build_task(
         if val_studies
         else None
     )
+    check_batch_fits(len(train_dataset), config.train.batch_size, ctx.world_size)
     collator = ReportCollator(tokenizer, config.data.max_report_tokens)
     return TrainingTask(config, tokenizer, model, train_dataset, val_dataset, collator)
+
+
+def check_batch_fits(num_studies: int, batch_size: int, world_size: int) -> None:
+    if -(-num_studies // world_size) < batch_size:
+        raise LeadrrgError(
+            f"the training split has {num_studies} studies, fewer than one batch per process "
+            f"(train.batch_size={batch_size} x {world_size} processes); lower train.batch_size"
+        )
 
 
 def make_train_loader(task: TrainingTask, ctx: DistContext) -> tuple[DataLoader, EpochShardSampler]:
     """Per-rank loader of `train.batch_size` studies (last partial batch dropped) over a seeded sharded
     order; call `set_loader_epoch` before iterating an epoch."""
     train = task.config.train
+    check_batch_fits(len(task.train_dataset), train.batch_size, ctx.world_size)
     sampler = EpochShardSampler(len(task.train_dataset), train.seed, ctx.rank, ctx.world_size)
-    if len(sampler) < train.batch_size:
-        raise LeadrrgError(
-            f"the training split has {len(task.train_dataset)} studies, fewer than one batch per process "
-            f"(train.batch_size={train.batch_size} x {ctx.world_size} processes); lower train.batch_size"
-        )
     loader = DataLoader(
         task.train_dataset,
         batch_size=train.batch_size,
