@@ -29,8 +29,7 @@ def _free_port() -> int:
 def _train_once(config, run_dir, ctx):
     from leadrrg.train.loop import fit
 
-    task = build_task(config, ctx)
-    task.train_dataset.train = False  # no augmentation: ranks draw different random streams than one process
+    task = build_task(config, ctx)  # augmentation on: it is seeded per global position, not per process
     fit(task, run_dir, ctx, quiet=True)
     return task.model
 

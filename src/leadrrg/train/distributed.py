@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
 
 from leadrrg.errors import LeadrrgError
 
@@ -105,23 +105,24 @@ def broadcast_object(obj: Any, ctx: DistContext) -> Any:
     return box[0]
 
 
-class EpochShardSampler(Sampler[int]):
+class EpochShardSampler(Sampler):
     """Indices of one epoch for one rank: a permutation that is a pure function of (seed, epoch),
     padded to a multiple of the world size and dealt round-robin to the ranks (like
     DistributedSampler), starting at `start` so a resumed run reads the same order from mid-epoch.
 
     With world size W and per-rank batch B, rank r's k-th batch holds permutation positions
     k*W*B .. (k+1)*W*B - 1 (those = r mod W): the ranks together see exactly the global batch a single
-    process with batch W*B would see."""
+    process with batch W*B would see.
 
-    def __init__(self, num_items: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True):
-        self.num_items, self.seed, self.rank, self.world_size, self.shuffle = (
-            num_items,
-            seed,
-            rank,
-            world_size,
-            shuffle,
-        )
+    With `item_seeds`, it yields `(index, item_seed)` pairs for `PositionSeeded`: the seed is a function of
+    (seed, epoch, position in the global order), so augmentation does not depend on the number of
+    processes or loader workers, or on where a run was resumed."""
+
+    def __init__(
+        self, num_items: int, seed: int, rank: int = 0, world_size: int = 1, item_seeds: bool = False
+    ):
+        self.num_items, self.seed, self.rank, self.world_size = num_items, seed, rank, world_size
+        self.item_seeds = item_seeds
         self.epoch = 0
         self.start = 0
 
@@ -129,20 +130,42 @@ class EpochShardSampler(Sampler[int]):
         self.epoch, self.start = epoch, start
 
     def epoch_indices(self) -> list[int]:
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-            order = torch.randperm(self.num_items, generator=generator).tolist()
-        else:
-            order = list(range(self.num_items))
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        order = torch.randperm(self.num_items, generator=generator).tolist()
         padding = (-len(order)) % self.world_size
         order += order[:padding]
         return order[self.rank :: self.world_size]
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.epoch_indices()[self.start :])
+    def __iter__(self) -> Iterator:
+        indices = self.epoch_indices()
+        if not self.item_seeds:
+            return iter(indices[self.start :])
+        base = epoch_seed(self.seed, self.epoch)
+        return iter(
+            (index, (base + 104_729 * (self.rank + self.world_size * position)) % 2**63)
+            for position, index in enumerate(indices)
+            if position >= self.start
+        )
 
     def __len__(self) -> int:
         return max(-(-self.num_items // self.world_size) - self.start, 0)
+
+
+class PositionSeeded(Dataset):
+    """Wraps a dataset whose items draw from torch's global RNG (augmentation): item `(index, seed)` is
+    drawn under `torch.manual_seed(seed)` inside `fork_rng`, so the caller's RNG stream is untouched."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

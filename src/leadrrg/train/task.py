@@ -1,8 +1,9 @@
 """Everything a training run needs, built from a RunConfig: studies, tokenizer, model, data loaders.
 
-The data order is a pure function of (train.seed, epoch): `EpochShardSampler` plus a DataLoader whose
-own generator is reseeded per epoch, so a resumed run reads exactly the batches an uninterrupted run
-would, and the global torch RNG (dropout, augmentation) is left to the checkpointed state.
+The data order is a pure function of (train.seed, epoch) (`EpochShardSampler`), and each item's
+augmentation a pure function of (train.seed, epoch, position) (`PositionSeeded`): a resumed run reads
+exactly the batches an uninterrupted run would, with any number of loader workers or processes, and the
+global torch RNG (dropout) is left to the checkpointed state.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from leadrrg.config import RunConfig
 from leadrrg.data.collate import ReportCollator
 from leadrrg.errors import LeadrrgError
 from leadrrg.tokenizer import ReportTokenizer
-from leadrrg.train.distributed import DistContext, EpochShardSampler, broadcast_object, epoch_seed
+from leadrrg.train.distributed import (
+    DistContext,
+    EpochShardSampler,
+    PositionSeeded,
+    broadcast_object,
+    epoch_seed,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -140,9 +147,11 @@ def make_train_loader(task: TrainingTask, ctx: DistContext) -> tuple[DataLoader,
     order; call `set_loader_epoch` before iterating an epoch."""
     train = task.config.train
     check_batch_fits(len(task.train_dataset), train.batch_size, ctx.world_size)
-    sampler = EpochShardSampler(len(task.train_dataset), train.seed, ctx.rank, ctx.world_size)
+    sampler = EpochShardSampler(
+        len(task.train_dataset), train.seed, ctx.rank, ctx.world_size, item_seeds=True
+    )
     loader = DataLoader(
-        task.train_dataset,
+        PositionSeeded(task.train_dataset),
         batch_size=train.batch_size,
         sampler=sampler,
         drop_last=True,
@@ -157,8 +166,8 @@ def make_train_loader(task: TrainingTask, ctx: DistContext) -> tuple[DataLoader,
 
 def set_loader_epoch(loader: DataLoader, sampler: EpochShardSampler, epoch: int, start_batch: int) -> None:
     sampler.set_epoch(epoch, start=start_batch * loader.batch_size)
-    # Worker seeds (augmentation with num_workers > 0) follow (seed, epoch, rank); with num_workers = 0
-    # augmentation draws from the global RNG, which checkpoints restore exactly.
+    # Augmentation is seeded per item (PositionSeeded); this keeps the loader's own draws (worker base
+    # seeds) off the global RNG and reproducible.
     loader.generator.manual_seed(epoch_seed(sampler.seed, epoch) + 1 + 1_000 * sampler.rank)
 
 
