@@ -47,6 +47,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--overwrite", action="store_true", help="replace an existing non-empty output directory"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--reports",
+        choices=("synthetic", "iu"),
+        default="synthetic",
+        help="synthetic: SynthCXR reports written from drawn findings (default); iu: SynthCXR-IU, the real "
+        "IU X-Ray reports (from the torchxrayvision==1.5.7 wheel) with images rendered from their labels "
+        "(splits by uid hash 70/10/20; --train/--val/--test/--shift-test and --config do not apply)",
+    )
+    parser.add_argument(
+        "--iu-wheel",
+        metavar="PATH",
+        help="--reports iu: a local torchxrayvision-1.5.7 wheel (default: fetched with pip and cached)",
+    )
+    parser.add_argument(
+        "--limit", type=int, metavar="N", help="--reports iu: only the first N reports with findings"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
     from leadrrg.data.synth import SynthConfig, synthesize, write_contact_sheet
     from leadrrg.errors import LeadrrgError
 
+    if args.reports == "iu":
+        return _run_iu(args)
+    if args.iu_wheel or args.limit is not None:
+        raise LeadrrgError("--iu-wheel and --limit apply to --reports iu only")
     counts = {"train": args.train, "val": args.val, "test": args.test, "shift_test": args.shift_test}
     for split, n in counts.items():
         if n < 0:
@@ -90,4 +110,32 @@ def run(args: argparse.Namespace) -> int:
     if args.preview:
         sheet = write_contact_sheet(out, args.preview)
         print(f"wrote preview {sheet}")
+    return 0
+
+
+def _run_iu(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from leadrrg.data.synth_iu import synthesize_iu
+    from leadrrg.errors import LeadrrgError
+
+    if args.config or args.preview:
+        raise LeadrrgError("--config and --preview apply to --reports synthetic only")
+    start = time.perf_counter()
+    out = synthesize_iu(
+        args.out,
+        size=args.size,
+        seed=args.seed,
+        workers=args.workers,
+        wheel=args.iu_wheel,
+        limit=args.limit,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    counts = json.loads((out / "synth_iu.json").read_text())["counts"]
+    splits = ", ".join(f"{k} {v}" for k, v in counts["splits"].items())
+    print(
+        f"wrote {counts['written']} SynthCXR-IU studies to {out} ({splits}) in {time.perf_counter() - start:.1f} s"
+    )
     return 0
