@@ -236,3 +236,9 @@ def test_no_torch_import():
     code = "import sys, leadrrg.labeler, leadrrg.commands.label; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_kerley_b_lines_are_not_a_support_device():
+    labels = label_reports(["Moderate interstitial pulmonary edema with Kerley B lines."])
+    assert labels[0, OBSERVATIONS.index("Edema")] == 1.0
+    assert np.isnan(labels[0, OBSERVATIONS.index("Support Devices")])

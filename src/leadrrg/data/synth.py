@@ -64,8 +64,9 @@ DEVICES = (
     "central venous catheter",
     "picc",
     "pacemaker",
-    "sternotomy wires",
 )
+# Sternotomy wires are drawn and described (synth_render / synth_reports) but not sampled: like the CheXpert
+# labeler and the IU X-Ray annotations, leadrrg's labeler does not count them as a support device.
 
 # Which sides and zones each observation can take (the first zone is the usual one).
 _ALLOWED_SIDES: dict[str, tuple[str, ...]] = {
@@ -303,9 +304,9 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...], weights: list[floa
 
 def _random_devices(rng: np.random.Generator, critical_care: bool) -> tuple[str, ...]:
     if critical_care:
-        chosen = [d for d, p in zip(DEVICES, (0.7, 0.6, 0.6, 0.15, 0.05, 0.1)) if rng.random() < p]
+        chosen = [d for d, p in zip(DEVICES, (0.7, 0.6, 0.6, 0.15, 0.1)) if rng.random() < p]
     else:
-        chosen = [d for d, p in zip(DEVICES, (0.15, 0.15, 0.25, 0.25, 0.3, 0.3)) if rng.random() < p]
+        chosen = [d for d, p in zip(DEVICES, (0.15, 0.15, 0.25, 0.25, 0.4)) if rng.random() < p]
     if not chosen:
         chosen = [_pick(rng, DEVICES)]
     return tuple(chosen)

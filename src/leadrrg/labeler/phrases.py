@@ -103,7 +103,7 @@ PLAIN_MENTIONS: dict[str, tuple[str, str | None]] = {
         r"closure device|enteric tube|tubing|\w*stimulators?|bone anchors?|markers?|implantable \w+|shunt|"
         r"tips? (?:is |are )?(?:visualized |identified |seen |noted |located )?(?:in|at|over|overl\w*|project\w*"
         r"|terminat\w*|within|near|positioned|extends?))\b",
-        r"\bcardiac (?:contour|silhouette) lines?\b|\b(?:septal|kerley|fissure|azygoesophageal|paraspinal|"
+        r"\bcardiac (?:contour|silhouette) lines?\b|\b(?:septal|kerley(?: b)?|fissure|azygoesophageal|paraspinal|"
         r"paratracheal|pleural|skin|pleural reflection|mid|midclavicular|anterior junction|posterior junction)"
         r" lines?\b|\blines? of (?:the )?\w+|\blines? ?(?:of|up)\b|\bplate-?like|\bdiscoid|\blinear\b"
         r"|\bguidelines?\b|\b(?:eustachian|fallopian|bronchial|endobronchial|neural) tubes?\b|\bcolon\b"
