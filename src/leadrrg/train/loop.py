@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from leadrrg.config import RunConfig, load_config, save_config, to_dict
+from leadrrg.config import RunConfig, TrainConfig, load_config, save_config, to_dict
 from leadrrg.data.collate import move_batch
 from leadrrg.errors import LeadrrgError
 from leadrrg.tokenizer import ReportTokenizer
@@ -251,6 +251,35 @@ def _batch_stream(loader, sampler, state: TrainerState) -> Iterator[dict[str, An
         state.batch_in_epoch = 0
 
 
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterator[dict[str, Any]],
+    train_cfg: TrainConfig,
+    device: torch.device,
+    distributed: bool = False,
+) -> tuple[torch.Tensor, float]:
+    """One optimizer step over `grad_accum_steps` batches from `batches` (DDP gradient sync on the last
+    only); returns the mean (loss, lm_loss, cls_loss) (3,) and the gradient norm before clipping."""
+    losses = torch.zeros(3)
+    for micro in range(train_cfg.grad_accum_steps):
+        batch = next(batches)
+        last = micro == train_cfg.grad_accum_steps - 1
+        sync = model.no_sync() if (distributed and not last) else contextlib.nullcontext()
+        with sync:
+            with autocast_context(train_cfg.precision, device):
+                out = model(**move_batch(batch, device))
+            (out["loss"] / train_cfg.grad_accum_steps).backward()
+        terms = torch.stack([out["loss"].detach(), out["lm_loss"].detach(), out["cls_loss"].detach()])
+        losses += terms.float().cpu()
+    parameters = [p for p in model.parameters() if p.grad is not None]
+    max_norm = train_cfg.grad_clip if train_cfg.grad_clip > 0 else float("inf")
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return losses / train_cfg.grad_accum_steps, grad_norm
+
+
 def _seed_process(seed: int, rank: int) -> None:
     """The training RNG stream (dropout, augmentation) of this process."""
     random.seed(seed + rank)
@@ -335,32 +364,12 @@ def fit(
         while state.step < train_cfg.max_steps:
             started = time.perf_counter()
             lr_factor = set_learning_rates(optimizer, state.step, train_cfg)
-            losses = torch.zeros(3)
-            for micro in range(train_cfg.grad_accum_steps):
-                batch = next(stream)
-                last = micro == train_cfg.grad_accum_steps - 1
-                sync = contextlib.nullcontext() if (last or not ctx.enabled) else model.no_sync()
-                with sync:
-                    with autocast_context(train_cfg.precision, device):
-                        out = model(**move_batch(batch, device))
-                    (out["loss"] / train_cfg.grad_accum_steps).backward()
-                losses += (
-                    torch.stack([out["loss"].detach(), out["lm_loss"].detach(), out["cls_loss"].detach()])
-                    .float()
-                    .cpu()
-                )
-            losses /= train_cfg.grad_accum_steps
+            losses, grad_norm = train_step(model, optimizer, stream, train_cfg, device, ctx.enabled)
             if not math.isfinite(float(losses[0])):
                 raise LeadrrgError(
                     f"training diverged: the loss is {float(losses[0])} at step {state.step + 1}; "
                     f"lower train.lr (now {train_cfg.lr}) or raise train.warmup_steps"
                 )
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                [p for p in raw_model.parameters() if p.grad is not None],
-                train_cfg.grad_clip if train_cfg.grad_clip > 0 else float("inf"),
-            )
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             elapsed = time.perf_counter() - started
@@ -384,7 +393,7 @@ def fit(
                     "cls_loss": float(means[2]),
                     "lr": optimizer.param_groups[0]["lr"],
                     "lr_factor": lr_factor,
-                    "grad_norm": float(grad_norm),
+                    "grad_norm": grad_norm,
                     "studies_per_s": studies_per_step * window["steps"] / max(window["time"], 1e-9),
                     "epoch": state.studies_seen / (len(task.train_dataset) or 1),
                 }
