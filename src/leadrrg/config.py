@@ -187,24 +187,31 @@ class TrainConfig:
     batch_size: int = 16  # studies per step per process (before accumulation)
     grad_accum_steps: int = 1
     lr: float = 1e-3  # new modules (vision, projector, experts, injection) and from-scratch decoders
-    lr_llm: float = 2e-4  # pretrained LLM parameters (LoRA adapters)
-    weight_decay: float = 0.01
-    warmup_steps: int = 50
-    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    lr_llm: float = 2e-4  # pretrained LLM parameters (LoRA adapters) and a pretrained vision encoder
+    weight_decay: float = 0.01  # AdamW decoupled decay; none on norms, biases and embeddings
+    warmup_steps: int = 50  # linear warmup from lr / warmup_steps to lr
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at max_steps
     grad_clip: float = 1.0  # max global gradient norm; 0 disables
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU | fp32 | bf16
     eval_every: int = 200  # validation every N steps (0: only at the end)
-    eval_batches: int = 8  # validation batches per evaluation
-    save_every: int = 200  # checkpoint every N steps
-    log_every: int = 10
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    eval_batches: int = 8  # validation batches per evaluation (0: the whole val split)
+    save_every: int = 200  # checkpoint every N steps (0: only at the end)
+    log_every: int = 10  # a logs.jsonl / TensorBoard record every N steps
+    seed: int = 0  # model init, data order (per epoch) and augmentation (per position) follow it
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun, auto picks cuda:LOCAL_RANK)
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum_steps", "log_every"):
             _check_positive("train", name, getattr(self, name))
+        for name in ("warmup_steps", "eval_every", "eval_batches", "save_every", "weight_decay", "grad_clip"):
+            _check_positive("train", name, getattr(self, name), allow_zero=True)
         _check_positive("train", "lr", self.lr)
+        _check_positive("train", "lr_llm", self.lr_llm)
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise LeadrrgError(f"train.min_lr_ratio is {self.min_lr_ratio!r}; expected a number in [0, 1]")
         _check_choice("train", "precision", self.precision, PRECISIONS)
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.removeprefix("cuda:").isdigit()):
+            raise LeadrrgError(f"train.device is {self.device!r}; expected auto, cpu, cuda or cuda:N")
 
 
 STRATEGIES = ("greedy", "beam", "sample")
