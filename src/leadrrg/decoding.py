@@ -225,7 +225,6 @@ def greedy_or_sample(
     batch, device = inputs_embeds.shape[0], inputs_embeds.device
     sample = decode.strategy == "sample"
     tokens = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long, device=device)  # (B, N)
-    lengths = torch.full((batch,), max_new_tokens, dtype=torch.long, device=device)  # tokens before EOS
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     steps_gates: list[torch.Tensor] = []
     steps_alpha: list[torch.Tensor] = []
@@ -243,12 +242,13 @@ def greedy_or_sample(
             next_ids = next_ids.masked_fill(finished, pad_id)
             tokens[:, step] = next_ids
             processor.update(next_ids)
-            is_eos = next_ids == eos_id
-            lengths = torch.where(is_eos & ~finished, step, lengths)
-            finished |= is_eos
-            if step + 1 == max_new_tokens or bool(finished.all()):
+            finished |= next_ids == eos_id
+            if step + 1 == max_new_tokens or bool(finished.all()):  # the one host sync per step
                 break
             logits = decoder.step(next_ids)
+    # Tokens before the first EOS (the positions after it hold pad, or EOS itself when pad_id == eos_id).
+    is_eos = tokens == eos_id
+    lengths = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), max_new_tokens)
     lengths_list = lengths.tolist()
     token_ids = [row[:n] for row, n in zip(tokens.tolist(), lengths_list)]
     if not steps_gates:

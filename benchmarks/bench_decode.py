@@ -1,0 +1,194 @@
+"""Decoding speed: tokens/s of `generate_reports` with LEAD (fusion layerwise) and without experts (fusion none),
+and of Hugging Face `generate()` on the same base decoder with the same prompt embeddings.
+
+    .venv/bin/python benchmarks/bench_decode.py [--run RUN] [--batch-sizes 1 16] [--new-tokens 64] [--repeats 5]
+                                                [--threads 1] [--device cpu] [--set model.decoder.hidden_size=512]
+
+Models: the `demo` preset's model (random init, the zero-initialised projections W^l given small random values
+so that injection is active), or the run given with --run (its `none` twin then has the same architecture, random
+weights: speed does not depend on the values). Every configuration decodes greedily exactly --new-tokens tokens
+(EOS banned before that: `decode.min_new_tokens`, `min_new_tokens` for HF), so token counts match. Each timing
+covers the whole call, encode_study included (HF rows encode the study and build the prompt embeddings inside
+the timed region too). Repeats are interleaved across configurations; the median is reported.
+
+Rows: ours layerwise | ours none | HF generate() none (like for like with `ours none`) | HF generate() layerwise
+(HF's loop inside LEAD's injection scope). Ratios: LEAD / none (target: under 10% overhead) and ours / HF.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+
+def build_models(run: str | None, device: torch.device, overrides: list[str] = ()):
+    """(layerwise model, none model, tokenizer), both in eval mode on `device`; `overrides` change the demo
+    preset's config (e.g. model.decoder.hidden_size=512)."""
+    import dataclasses
+
+    import numpy as np
+
+    from leadrrg.config import InjectionConfig, apply_overrides, load_preset
+    from leadrrg.data.synth import sample_findings
+    from leadrrg.data.synth_reports import write_report
+    from leadrrg.model.lead import LeadModel
+    from leadrrg.tokenizer import ReportTokenizer
+
+    if run:
+        from leadrrg.train import load_run
+
+        lead, tokenizer, config = load_run(run, device=device)
+        model_config = config.model
+    else:
+        config = apply_overrides(load_preset("demo"), list(overrides))
+        model_config = config.model
+        rng = np.random.default_rng(0)
+        reports = [write_report(sample_findings(rng), rng) for _ in range(400)]
+        tokenizer = ReportTokenizer.train(reports, config.model.decoder.vocab_size)
+        torch.manual_seed(0)
+        lead = LeadModel(model_config, tokenizer.vocab_size, tokenizer.pad_id)
+        with torch.no_grad():  # W^l starts at zero: give it small values so that injection does work
+            lead.expert_projections.up.normal_(std=0.02)
+    if model_config.injection.fusion != "layerwise":
+        raise SystemExit("--run must be a fusion=layerwise run")
+    none_config = dataclasses.replace(
+        model_config, injection=dataclasses.replace(model_config.injection, fusion="none")
+    )
+    assert isinstance(none_config.injection, InjectionConfig)
+    torch.manual_seed(0)
+    none = LeadModel(none_config, tokenizer.vocab_size, tokenizer.pad_id)
+    return lead.to(device).eval(), none.to(device).eval(), tokenizer
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def ours(model, tokenizer, images, view_mask, new_tokens: int) -> int:
+    from leadrrg.config import DecodeConfig
+    from leadrrg.decoding import generate_reports
+
+    decode = DecodeConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, batch_size=images.shape[0])
+    reports = generate_reports(model, tokenizer, images, view_mask, decode)
+    return sum(len(report.token_ids) for report in reports)
+
+
+@torch.inference_mode()
+def hf(model, tokenizer, images, view_mask, new_tokens: int) -> int:
+    from leadrrg.decoding import prompt_inputs
+
+    context = model.encode_study(images, view_mask)
+    inputs_embeds, mask = prompt_inputs(model, tokenizer, context)
+    with model.injecting(context):  # a no-op scope for fusion=none
+        out = model.lm.generate(
+            inputs_embeds=inputs_embeds,
+            attention_mask=mask,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=tokenizer.eos_id,
+            pad_token_id=tokenizer.pad_id,
+            use_cache=True,
+        )
+    return out.shape[0] * out.shape[1]
+
+
+def check_same_tokens(model, tokenizer, images, view_mask, new_tokens: int) -> bool:
+    """Our greedy tokens equal HF generate()'s on the same model and prompt."""
+    from leadrrg.config import DecodeConfig
+    from leadrrg.decoding import generate_reports, prompt_inputs
+
+    decode = DecodeConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    ours_ids = [r.token_ids for r in generate_reports(model, tokenizer, images, view_mask, decode)]
+    with torch.inference_mode():
+        context = model.encode_study(images, view_mask)
+        inputs_embeds, mask = prompt_inputs(model, tokenizer, context)
+        with model.injecting(context):
+            hf_ids = model.lm.generate(
+                inputs_embeds=inputs_embeds,
+                attention_mask=mask,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                eos_token_id=tokenizer.eos_id,
+                pad_token_id=tokenizer.pad_id,
+            ).tolist()
+    return ours_ids == hf_ids
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--run", help="a trained fusion=layerwise run (default: the demo model, random init)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="override of the demo config (no --run)"
+    )
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    lead, none, tokenizer = build_models(args.run, device, args.overrides)
+    config = lead.config
+    print(
+        f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}; decoder "
+        f"{config.decoder.backbone} {config.decoder.num_layers}x{config.decoder.hidden_size}, "
+        f"{config.experts.num_experts} experts, vocab {tokenizer.vocab_size}; {args.new_tokens} new tokens, "
+        f"median of {args.repeats}"
+    )
+    rows = {
+        "ours layerwise": lambda *a: ours(lead, tokenizer, *a),
+        "ours none": lambda *a: ours(none, tokenizer, *a),
+        "HF generate() none": lambda *a: hf(none, tokenizer, *a),
+        "HF generate() layerwise": lambda *a: hf(lead, tokenizer, *a),
+    }
+    results: dict[tuple[str, int], float] = {}
+    for batch in args.batch_sizes:
+        generator = torch.Generator().manual_seed(batch)
+        size, views = config.vision.image_size, config.max_views
+        images = torch.randn(batch, views, config.vision.channels, size, size, generator=generator).to(device)
+        view_mask = torch.ones(batch, views, dtype=torch.bool, device=device)
+        same = check_same_tokens(none, tokenizer, images, view_mask, args.new_tokens)
+        same_lead = check_same_tokens(lead, tokenizer, images, view_mask, args.new_tokens)
+        print(f"batch {batch}: our greedy tokens equal HF generate()'s: none {same}, layerwise {same_lead}")
+        times: dict[str, list[float]] = {name: [] for name in rows}
+        for fn in rows.values():  # warm up
+            fn(images, view_mask, args.new_tokens)
+        for _ in range(args.repeats):
+            for name, fn in rows.items():
+                sync(device)
+                start = time.perf_counter()
+                tokens = fn(images, view_mask, args.new_tokens)
+                sync(device)
+                times[name].append(time.perf_counter() - start)
+                assert tokens == batch * args.new_tokens, (name, tokens)
+        for name in rows:
+            results[(name, batch)] = batch * args.new_tokens / statistics.median(times[name])
+
+    header = f"{'':26s}" + "".join(f"{f'batch {b} tok/s':>16s}" for b in args.batch_sizes)
+    print(header)
+    for name in rows:
+        print(f"{name:26s}" + "".join(f"{results[(name, b)]:16.1f}" for b in args.batch_sizes))
+    ratios = {
+        "LEAD / none (ours), time": lambda b: results[("ours none", b)] / results[("ours layerwise", b)],
+        "ours / HF, none, speed": lambda b: results[("ours none", b)] / results[("HF generate() none", b)],
+        "ours / HF, layerwise, speed": lambda b: (
+            results[("ours layerwise", b)] / results[("HF generate() layerwise", b)]
+        ),
+    }
+    for name, ratio in ratios.items():
+        print(f"{name:26s}" + "".join(f"{ratio(b):16.3f}" for b in args.batch_sizes))
+
+
+if __name__ == "__main__":
+    main()
