@@ -31,6 +31,7 @@ from torch import nn
 from leadrrg.config import RunConfig, TrainConfig, load_config, save_config, to_dict
 from leadrrg.data.collate import move_batch
 from leadrrg.errors import LeadrrgError
+from leadrrg.io import atomic_write_text
 from leadrrg.tokenizer import ReportTokenizer
 from leadrrg.train import checkpoint as ckpt
 from leadrrg.train.distributed import (
@@ -156,7 +157,7 @@ class RunLogger:
         if start_step > 0 and self.path.exists():  # drop records past the checkpoint we resume from
             lines = [line for line in self.path.read_text().splitlines() if line.strip()]
             kept = [line for line in lines if json.loads(line).get("step", 0) <= start_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
         self.handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
         from torch.utils.tensorboard import SummaryWriter
 
@@ -333,6 +334,7 @@ def fit(
     run_log = RunLogger(run_dir, ctx, state.step, train_cfg.max_steps, quiet)
     studies_per_step = train_cfg.batch_size * train_cfg.grad_accum_steps * ctx.world_size
     stream = _batch_stream(loader, sampler, state)
+    fit_started = time.perf_counter()
     window = {"loss": 0.0, "lm_loss": 0.0, "cls_loss": 0.0, "steps": 0, "time": 0.0}
 
     def run_validation() -> None:
@@ -396,6 +398,7 @@ def fit(
                     "grad_norm": grad_norm,
                     "studies_per_s": studies_per_step * window["steps"] / max(window["time"], 1e-9),
                     "epoch": state.studies_seen / (len(task.train_dataset) or 1),
+                    "wall_s": time.perf_counter() - fit_started,
                 }
                 run_log.log("train", state.step, record)
                 window = {"loss": 0.0, "lm_loss": 0.0, "cls_loss": 0.0, "steps": 0, "time": 0.0}
