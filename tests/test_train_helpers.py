@@ -30,6 +30,7 @@ TINY_TRAIN = [
     "train.log_every=1",
     "train.eval_batches=1",
     "train.device=cpu",
+    "data.num_workers=0",
 ]
 
 
