@@ -16,10 +16,11 @@ Injection depends only on the position's own hidden state, so cached and uncache
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from leadrrg.config import InjectionConfig
@@ -79,7 +80,14 @@ class ExpertProjections(nn.Module):
 
 
 class ExpertGate(nn.Module):
-    """The context-adaptive gate of one decoder layer (see the module docstring)."""
+    """The context-adaptive gate of one decoder layer (see the module docstring).
+
+    The per-study work is done once by `prepare` (Z^l -> a step function); each call of that function does the
+    per-token work only. With w_g = [w_h; w_c] and sum_k alpha_t,k = 1 the gate logit is
+        w_g . [LN(h_t); c_t] + b_g = w_h . LN(h_t) + alpha_t . (Z^l w_c + b_g),
+    so one matmul of LN(h_t) with [Z^l^T / sqrt(D), w_h] gives the K scores and the w_h term, and one matmul of
+    alpha_t with [Z^l, Z^l w_c + b_g] gives c_t and the rest of the logit. A static gate scales Z^l once.
+    Parameters (and so checkpoints) are those of the plain formula."""
 
     def __init__(self, model_size: int, mode: str, bias_init: float = 0.0):
         super().__init__()
@@ -100,18 +108,62 @@ class ExpertGate(nn.Module):
         self, hidden_states: torch.Tensor, expert_tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """hidden_states (B, T, D), expert_tokens Z^l (B, K, D) -> (new hidden (B, T, D), gate (B, T), alpha (B, T, K))."""
-        z = expert_tokens.to(hidden_states.dtype)
-        query = self.norm(hidden_states)  # (B, T, D)
-        scores = torch.einsum("btd,bkd->btk", query, z) / math.sqrt(z.shape[-1])
-        alpha = scores.softmax(dim=-1)  # (B, T, K)
-        context = torch.einsum("btk,bkd->btd", alpha, z)  # (B, T, D)
+        hidden, gate, alpha = self.prepare(expert_tokens, hidden_states.dtype)(hidden_states)
+        return hidden, gate_values(gate, alpha), alpha
+
+    def prepare(self, expert_tokens: torch.Tensor, dtype: torch.dtype | None = None) -> GateStep:
+        """Z^l (B, K, D) -> step(hidden (B, T, D)) -> (new hidden (B, T, D), gate, alpha (B, T, K)); gate is
+        (B, T, 1) (dynamic) or a 0-d tensor (static, open): `gate_values` makes it (B, T). Everything that
+        depends on the study only is computed here, inside autograd (gradients reach Z and the gate)."""
+        if dtype is None:
+            dtype = self.norm.weight.dtype
+        z = expert_tokens.to(dtype)  # (B, K, D)
+        batch, num_experts, size = z.shape
+        shape, weight, bias, eps = (size,), self.norm.weight, self.norm.bias, self.norm.eps
+        keys = z.transpose(1, 2) / math.sqrt(size)  # (B, D, K)
+
+        def other_dtype(hidden: torch.Tensor):
+            return self.prepare(expert_tokens, hidden.dtype)(hidden)
+
         if self.proj is not None:
-            gate = torch.sigmoid(self.proj(torch.cat([query, context], dim=-1))).squeeze(-1)  # (B, T)
-        elif self.bias is not None:
-            gate = torch.sigmoid(self.bias).expand(hidden_states.shape[:2])
+            w_g = self.proj.weight[0].to(dtype)  # (2D,)
+            keys = torch.cat([keys, w_g[:size].view(1, size, 1).expand(batch, size, 1)], dim=2)  # (B, D, K+1)
+            expert_logit = (z @ w_g[size:] + self.proj.bias.to(dtype)).unsqueeze(-1)  # Z w_c + b (B, K, 1)
+            values = torch.cat([z, expert_logit], dim=2)  # [Z, Z w_c + b] (B, K, D+1)
+
+            def step(hidden: torch.Tensor):
+                if hidden.dtype != dtype:
+                    return other_dtype(hidden)
+                scores = torch.bmm(F.layer_norm(hidden, shape, weight, bias, eps), keys)  # (B, T, K+1)
+                alpha = scores[..., :num_experts].softmax(dim=-1)  # (B, T, K)
+                out = torch.bmm(alpha, values)  # [c, alpha . (Z w_c + b)] (B, T, D+1)
+                gate = torch.sigmoid(out[..., size:] + scores[..., num_experts:])  # (B, T, 1)
+                return torch.addcmul(hidden, gate, out[..., :size]), gate, alpha
+
+            return step
+        if self.bias is not None:
+            gate = torch.sigmoid(self.bias).to(dtype)  # ()
+            values = z * gate  # g Z (B, K, D)
         else:
-            gate = hidden_states.new_ones(hidden_states.shape[:2])
-        return hidden_states + gate.unsqueeze(-1).to(hidden_states.dtype) * context, gate, alpha
+            gate = z.new_ones(())
+            values = z
+
+        def step(hidden: torch.Tensor):
+            if hidden.dtype != dtype:
+                return other_dtype(hidden)
+            scores = torch.bmm(F.layer_norm(hidden, shape, weight, bias, eps), keys)  # (B, T, K)
+            alpha = scores.softmax(dim=-1)
+            return hidden + torch.bmm(alpha, values), gate, alpha
+
+        return step
+
+
+GateStep = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def gate_values(gate: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """A step's gate ((B, T, 1) or 0-d) -> (B, T), given its alpha (B, T, K)."""
+    return gate.squeeze(-1).expand(alpha.shape[:2])
 
 
 class InjectionTrace:
@@ -125,7 +177,8 @@ class InjectionTrace:
         self._alpha: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]
 
     def add(self, layer_index: int, gate: torch.Tensor, alpha: torch.Tensor) -> None:
-        self._gates[layer_index].append(gate.detach().float())
+        """gate (B, T), or a step's (B, T, 1) / 0-d gate; alpha (B, T, K)."""
+        self._gates[layer_index].append(gate_values(gate.detach(), alpha).float())
         self._alpha[layer_index].append(alpha.detach().float())
 
     def gates(self) -> torch.Tensor:
@@ -142,10 +195,24 @@ class InjectionTrace:
                 items.clear()
 
 
+class _Injection:
+    """What one wrapped layer needs while a scope is open, in slots for a cheap per-step lookup."""
+
+    __slots__ = ("layer", "step", "trace", "index", "batch")
+
+    def __init__(
+        self, layer: nn.Module, step: GateStep, trace: InjectionTrace | None, index: int, batch: int
+    ):
+        self.layer, self.step, self.trace, self.index, self.batch = layer, step, trace, index, batch
+
+
 class InjectedLayer(nn.Module):
     """Wraps one HF decoder layer: applies the gate to the incoming hidden states when expert tokens are set,
     then calls the wrapped layer with every positional and keyword argument untouched and returns its output
-    (tuple or tensor) as is. Attribute misses are forwarded to the wrapped layer (e.g. `attention_type`)."""
+    (tuple or tensor) as is. Attribute misses are forwarded to the wrapped layer (e.g. `attention_type`).
+
+    `injecting` prepares the gate once per scope (`ExpertGate.prepare`) and leaves the result in `_injection`,
+    so that a decoding step does only the per-token work."""
 
     def __init__(self, layer: nn.Module, gate: ExpertGate, layer_index: int):
         super().__init__()
@@ -154,6 +221,7 @@ class InjectedLayer(nn.Module):
         self.layer_index = layer_index
         self.expert_tokens: torch.Tensor | None = None  # Z^l (B, K, D), set only inside `injecting`
         self.trace: InjectionTrace | None = None
+        self._injection: _Injection | None = None  # set with expert_tokens by `injecting`
 
     def __getattr__(self, name: str):
         try:
@@ -164,21 +232,28 @@ class InjectedLayer(nn.Module):
             return getattr(self.layer, name)
 
     def forward(self, *args, **kwargs):
-        if self.expert_tokens is not None:
-            if args:
-                hidden_states, args = args[0], args[1:]
-            else:
-                hidden_states = kwargs.pop("hidden_states")
-            if hidden_states.shape[0] != self.expert_tokens.shape[0]:
-                raise ValueError(
-                    f"expert tokens are set for {self.expert_tokens.shape[0]} studies but the decoder got a batch of "
-                    f"{hidden_states.shape[0]}; expand the StudyContext with index_select"
-                )
-            hidden_states, gate, alpha = self.gate(hidden_states, self.expert_tokens)
-            if self.trace is not None:
-                self.trace.add(self.layer_index, gate, alpha)
-            args = (hidden_states, *args)
-        return self.layer(*args, **kwargs)
+        injection = self._injection
+        if injection is None:
+            if self.expert_tokens is None:
+                return self.layer(*args, **kwargs)
+            injection = self._prepare(self.expert_tokens, self.trace)  # expert tokens set by hand
+        if args:
+            hidden_states, args = args[0], args[1:]
+        else:
+            hidden_states = kwargs.pop("hidden_states")
+        if hidden_states.shape[0] != injection.batch:
+            raise ValueError(
+                f"expert tokens are set for {injection.batch} studies but the decoder got a batch of "
+                f"{hidden_states.shape[0]}; expand the StudyContext with index_select"
+            )
+        hidden_states, gate, alpha = injection.step(hidden_states)
+        if injection.trace is not None:
+            injection.trace.add(injection.index, gate, alpha)
+        return injection.layer(hidden_states, *args, **kwargs)
+
+    def _prepare(self, expert_tokens: torch.Tensor, trace: InjectionTrace | None) -> _Injection:
+        step = self.gate.prepare(expert_tokens)
+        return _Injection(self.layer, step, trace, self.layer_index, expert_tokens.shape[0])
 
 
 @contextmanager
@@ -186,7 +261,8 @@ def injecting(
     layers: Sequence[InjectedLayer], expert_tokens: torch.Tensor, record: bool = False
 ) -> Iterator[InjectionTrace | None]:
     """Set Z^l (expert_tokens (B, L, K, D)) on every wrapped layer for the duration of the block; always cleared
-    on exit, including when the block raises. Yields an `InjectionTrace` when `record` is True, else None."""
+    on exit, including when the block raises. Yields an `InjectionTrace` when `record` is True, else None.
+    The gates' per-study work (`ExpertGate.prepare`) is done here, once per scope."""
     if expert_tokens.shape[1] != len(layers):
         raise ValueError(f"expert tokens for {expert_tokens.shape[1]} layers, decoder has {len(layers)}")
     if any(layer.expert_tokens is not None for layer in layers):
@@ -198,11 +274,13 @@ def injecting(
         for index, layer in enumerate(layers):
             layer.expert_tokens = expert_tokens[:, index]
             layer.trace = trace
+            layer._injection = layer._prepare(layer.expert_tokens, trace)
         yield trace
     finally:
         for layer in layers:
             layer.expert_tokens = None
             layer.trace = None
+            layer._injection = None
 
 
 def wrap_layers(
