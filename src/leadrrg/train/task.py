@@ -65,6 +65,15 @@ def load_split_studies(
     return studies
 
 
+def default_label_cache() -> Path:
+    """Where labeler output for unlabelled data sets is cached, keyed by report hash (shared across data sets;
+    versioned so a changed labeler does not reuse stale labels)."""
+    from leadrrg import __version__
+    from leadrrg.backbones import default_cache_dir
+
+    return default_cache_dir() / "labels" / f"report_labels-{__version__}.csv"
+
+
 def build_tokenizer(config: RunConfig, train_reports: list[str], ctx: DistContext) -> ReportTokenizer:
     """The pretrained LLM's tokenizer, or a BPE trained on the training reports (on rank 0, shared)."""
     decoder = config.model.decoder
@@ -109,6 +118,7 @@ def build_task(
 
     if not config.data.root:
         raise LeadrrgError("data.root is empty; pass --data DIR (a data root) or set data.root")
+    label_cache = label_cache or default_label_cache()
     train_studies = load_split_studies(config, TRAIN_SPLIT, label_cache if ctx.is_main else None)
     if not train_studies:
         raise LeadrrgError(
