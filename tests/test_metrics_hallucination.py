@@ -2,35 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import pytest
 
-from leadrrg.constants import NUM_OBSERVATIONS, OBSERVATIONS
 from leadrrg.metrics.hallucination import FINDINGS, hallucination_scores
 
-
-def label_rows(*rows: dict[str, float]) -> np.ndarray:
-    """(N, 14) float32 labeler-style array: NaN (not mentioned) except the given observations."""
-    labels = np.full((len(rows), NUM_OBSERVATIONS), math.nan, dtype=np.float32)
-    for i, row in enumerate(rows):
-        for name, value in row.items():
-            labels[i, OBSERVATIONS.index(name)] = value
-    return labels
-
-
 # The studies of test_metrics_clinical.py.
-REF = label_rows(
-    {"Cardiomegaly": 1, "Pleural Effusion": 1, "Edema": 0},
-    {"No Finding": 1},
-    {"Atelectasis": -1, "Pleural Effusion": 1, "Support Devices": 1},
-)
-HYP = label_rows(
-    {"Cardiomegaly": 1, "Edema": 1},
-    {"No Finding": 1},
-    {"Atelectasis": 1, "Pleural Effusion": 1, "Support Devices": 0},
-)
+from tests.test_metrics_clinical import HYP, REF, label_rows
 
 
 def test_hand_computed_values():

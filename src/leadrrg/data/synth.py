@@ -24,7 +24,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -455,15 +455,16 @@ def _check_counts(counts: dict[str, int]) -> None:
         raise LeadrrgError("all split counts are 0; expected at least one study to synthesise")
 
 
-def _iter_records(tasks: list[tuple], workers: int) -> Iterator[dict[str, Any]]:
+def parallel_map(work: Callable[[Any], Any], tasks: list[tuple], workers: int) -> Iterator[Any]:
+    """`work` over `tasks` in order, in `workers` spawned processes (`work` must be a module-level function)."""
     if workers <= 1 or len(tasks) < 2:
-        yield from map(_work, tasks)
+        yield from map(work, tasks)
         return
     import multiprocessing
 
     # spawn: safe even when the caller has torch (and its threads) loaded.
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        yield from pool.imap(_work, tasks, chunksize=max(1, min(64, len(tasks) // (workers * 8))))
+        yield from pool.imap(work, tasks, chunksize=max(1, min(64, len(tasks) // (workers * 8))))
 
 
 def synthesize(
@@ -499,7 +500,7 @@ def synthesize(
             for split in SPLITS
             for i in range(counts.get(split, 0))
         ]
-        records = _iter_records(tasks, workers)
+        records = parallel_map(_work, tasks, workers)
         if progress:
             from tqdm import tqdm
 

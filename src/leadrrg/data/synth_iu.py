@@ -57,7 +57,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ import numpy as np
 
 from leadrrg.constants import NUM_OBSERVATIONS, OBSERVATIONS
 from leadrrg.data.iu_reports import IuReport, load_iu_reports
-from leadrrg.data.synth import SynthConfig, findings_from_labels, render_image
+from leadrrg.data.synth import SynthConfig, findings_from_labels, parallel_map, render_image
 from leadrrg.data.text import SECTIONS, select_section
 from leadrrg.errors import LeadrrgError
 
@@ -143,17 +143,6 @@ def _work(task: tuple[str, list[int], int, int, str]) -> dict[str, Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(_png_bytes(image))
     return rendered
-
-
-def _iter_rendered(tasks: list[tuple], workers: int) -> Iterator[dict[str, Any]]:
-    if workers <= 1 or len(tasks) < 2:
-        yield from map(_work, tasks)
-        return
-    import multiprocessing
-
-    # spawn: safe even when the caller has torch (and its threads) loaded.
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        yield from pool.imap(_work, tasks, chunksize=max(1, min(64, len(tasks) // (workers * 8))))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -259,7 +248,7 @@ def synthesize_iu(
     tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the data set from other users
     try:
         tasks = [(r.uid, labels[i].tolist(), size, seed, str(tmp)) for i, r in enumerate(usable)]
-        rendered = _iter_rendered(tasks, workers)
+        rendered = parallel_map(_work, tasks, workers)
         if progress:
             from tqdm import tqdm
 
