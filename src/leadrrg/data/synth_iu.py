@@ -53,10 +53,7 @@ import hashlib
 import io
 import json
 import math
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -68,6 +65,7 @@ from leadrrg.data.iu_reports import IuReport, load_iu_reports
 from leadrrg.data.synth import SynthConfig, findings_from_labels, parallel_map, render_image
 from leadrrg.data.text import SECTIONS, select_section
 from leadrrg.errors import LeadrrgError
+from leadrrg.io import atomic_directory
 
 __all__ = ["IU_SPLITS", "image_labels", "iu_split", "label_statistics", "render_study", "synthesize_iu"]
 
@@ -241,12 +239,7 @@ def synthesize_iu(
     labels = image_labels(report_labels)  # (N, 14) 0/1
     splits = [iu_split(r.uid) for r in usable]
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the data set from other users
-    try:
+    with atomic_directory(out) as tmp:
         tasks = [(r.uid, labels[i].tolist(), size, seed, str(tmp)) for i, r in enumerate(usable)]
         rendered = parallel_map(_work, tasks, workers)
         if progress:
@@ -302,10 +295,4 @@ def synthesize_iu(
             "train": label_statistics(labels[split_array == "train"]),
         }
         (tmp / "synth_iu.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
