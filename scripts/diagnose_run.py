@@ -31,20 +31,45 @@ def micro_f1(truth: np.ndarray, predicted: np.ndarray) -> float:
     return 2 * tp / max(1.0, float(truth.sum() + predicted.sum()))
 
 
+def oracle_experts(model, studies, batch_size: int) -> None:
+    """Make the expert module return ground-truth logits (+-12) for `studies`, batch by batch, in order."""
+    truth = torch.tensor(np.array([s.labels for s in studies]), dtype=torch.float32)
+    columns = [OBSERVATIONS.index(name) for name in model.config.experts.names]
+    logits = (truth[:, columns] * 24.0 - 12.0).split(batch_size)  # (B, K) per batch
+    forward, batches = model.experts.forward, iter(logits)
+
+    def forward_with_truth(vision_tokens, token_mask):
+        features, _ = forward(vision_tokens, token_mask)
+        return features, next(batches).to(features)
+
+    model.experts.forward = forward_with_truth
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True)
     parser.add_argument("--split", default="shift_test")
     parser.add_argument("--limit", type=int, default=200)
+    parser.add_argument(
+        "--oracle",
+        action="store_true",
+        help="replace the experts' probabilities with the image's ground truth (p = 1 present, 0 absent): "
+        "does the decoder follow the expert channel when the experts are right?",
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(1)
     model, tokenizer, config = load_run(args.run)
     studies = load_studies(config.data, args.split)[: args.limit]
+    if args.oracle:
+        oracle_experts(model, studies, config.decode.batch_size)
     records = generate_split(model, tokenizer, config, studies, config.decode, evidence=True)
     truth = np.array([s.labels for s in studies])[:, FINDINGS] == 1  # (N, 13)
     said = label_reports([r["generated"] for r in records])[:, FINDINGS] == 1  # (N, 13)
-    print(f"{args.run} on {args.split} ({len(records)} studies, fusion {config.model.injection.fusion})")
+    oracle = ", oracle experts" if args.oracle else ""
+    print(
+        f"{args.run} on {args.split} ({len(records)} studies, fusion {config.model.injection.fusion}{oracle})"
+    )
     print(f"  report micro-F1 vs truth           {micro_f1(truth, said):.3f}")
     if records[0].get("expert_probs") is None:
         return
