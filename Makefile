@@ -17,11 +17,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/leadrrg demo --out $(DEMO_OUT)
 
+# Tests use tiny models: one intra-op thread each is fastest and avoids oversubscribing small machines.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -m ""
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m ""
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
