@@ -29,15 +29,6 @@ REPORTS = [
 MAX_NEW = 60  # the tiny decoder holds 96 positions; the prompt takes 35
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and far faster than on two oversubscribed shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tokenizer() -> ReportTokenizer:
     return ReportTokenizer.train(REPORTS * 8, vocab_size=300)

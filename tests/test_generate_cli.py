@@ -23,14 +23,6 @@ from tests.test_model_helpers import EXPERTS, perturb_zero_init, tiny_config
 SHORT = ["--set", "decode.max_new_tokens=6"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
     return make_jsonl(tmp_path_factory.mktemp("data"), counts={"train": 2, "test": 3}, views=2)
