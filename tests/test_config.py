@@ -34,7 +34,7 @@ def test_overrides_are_typed():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("model.injection.fusion=deep", "expected one of: layerwise, input, none"),
+        ("model.injection.fusion=deep", "expected one of: layerwise, input, aux, none"),
         ("train.max_stepz=3", "unknown config key 'train.max_stepz'"),
         ("train.max_steps=three", "must be an integer"),
         ("train.max_steps", "key.path=value"),

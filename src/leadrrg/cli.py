@@ -22,6 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "leadrrg.commands.evaluate",
         "score generated reports: NLG, clinical efficacy, hallucination",
     ),
+    "diagnose": (
+        "leadrrg.commands.diagnose",
+        "does the report follow the experts (oracle, flips), do the experts read the image (AUROC)?",
+    ),
     "demo": (
         "leadrrg.commands.demo",
         "synthesise, train, generate and evaluate the embedded default end to end",

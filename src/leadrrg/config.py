@@ -82,7 +82,7 @@ class ExpertConfig:
         return len(self.names)
 
 
-FUSIONS = ("layerwise", "input", "none")
+FUSIONS = ("layerwise", "input", "aux", "none")
 PROJECTIONS = ("per_layer", "shared")
 GATES = ("dynamic", "static", "open")
 CONFIDENCES = ("mixture", "product", "none")
@@ -90,9 +90,9 @@ CONFIDENCES = ("mixture", "product", "none")
 
 @dataclass
 class InjectionConfig:
-    fusion: str = (
-        "layerwise"  # layerwise (LEAD) | input (expert tokens as extra input tokens) | none (plain LVLM)
-    )
+    fusion: str = "layerwise"  # layerwise (LEAD) | input (expert tokens as extra input tokens) |
+    # aux (experts trained with the classification loss, nothing fused: the LVLM + classifier baseline) |
+    # none (plain LVLM, no experts)
     projection: str = "per_layer"  # per_layer: a W^l per decoder layer | shared: one W for all layers
     gate: str = "dynamic"  # dynamic: per-token gate | static: one learned scalar per layer | open: g = 1
     confidence: str = "mixture"  # mixture: p*e + (1-p)*a | product: p*e | none: e
@@ -146,6 +146,33 @@ class DecoderConfig:
             )
 
 
+BALANCES = ("none", "context")
+
+
+@dataclass
+class GroundingConfig:
+    """How the experts are trained and what the decoder is told during training (docs/FAITHFULNESS.md).
+
+    The paper's recipe (preset `lead_paper`) is truth_forcing=0, detach_experts=false, balance=none: the decoder
+    reads the experts' own probabilities and the LM loss trains the experts. The default makes the channel count:
+    the decoder learns that p means what it says, and the experts learn the image, not the co-occurrence prior."""
+
+    truth_forcing: float = 1.0  # share of training studies whose decoder reads the ground-truth labels as p
+    # (PromptMRG-style); the rest read the experts' own p. 0: always their own (the paper)
+    detach_experts: bool = True  # stop the LM loss at the expert features and probabilities: only L_cls trains
+    # the experts (two-stage classifiers as in RaDialog / CCD, in one pass)
+    balance: str = "context"  # expert BCE weights: none | context (each expert's label made independent of the
+    # other labels of the training data by inverse propensity weights: exclusive samples count more)
+    balance_clip: float = 10.0  # context weights are clipped to [1 / clip, clip]
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.truth_forcing <= 1.0:
+            raise LeadrrgError(f"grounding.truth_forcing is {self.truth_forcing!r}; expected a number in [0, 1]")
+        _check_choice("grounding", "balance", self.balance, BALANCES)
+        if not self.balance_clip >= 1.0:
+            raise LeadrrgError(f"grounding.balance_clip is {self.balance_clip!r}; expected a number >= 1")
+
+
 LABEL_POLICIES = ("ones", "ignore")
 
 
@@ -154,6 +181,7 @@ class ModelConfig:
     vision: VisionConfig = field(default_factory=VisionConfig)
     experts: ExpertConfig = field(default_factory=ExpertConfig)
     injection: InjectionConfig = field(default_factory=InjectionConfig)
+    grounding: GroundingConfig = field(default_factory=GroundingConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     max_views: int = 1  # views per study (IU X-Ray: 2); missing views are masked
     visual_pool: int = 1  # average-pool factor on the vision-token grid before the projector (1: keep all)
@@ -245,6 +273,9 @@ class DecodeConfig:
     no_repeat_ngram_size: int = 0  # 0 disables
     length_penalty: float = 1.0  # beam search score = logprob / length ** length_penalty
     batch_size: int = 16
+    expert_bias: float = 0.0  # CCD-style expert logit bias on finding-word tokens (leadrrg.expert_bias):
+    # strength multiplying log(p / (1 - p)) of each expert; 0 disables
+    expert_bias_gamma: float = 10.0  # the per-token bias is clipped to [-log gamma, log gamma] (> 1)
 
     def __post_init__(self) -> None:
         _check_choice("decode", "strategy", self.strategy, STRATEGIES)
@@ -261,6 +292,14 @@ class DecodeConfig:
         if not 0 < self.top_p <= 1:
             raise LeadrrgError(f"decode.top_p is {self.top_p!r}; expected a number in (0, 1]")
         _check_positive("decode", "repetition_penalty", self.repetition_penalty)
+        if not 0 <= self.expert_bias < float("inf"):  # NaN fails too
+            raise LeadrrgError(
+                f"decode.expert_bias is {self.expert_bias!r}; expected a finite non-negative number (0 disables)"
+            )
+        if not 1 < self.expert_bias_gamma < float("inf"):
+            raise LeadrrgError(
+                f"decode.expert_bias_gamma is {self.expert_bias_gamma!r}; expected a finite number > 1"
+            )
 
 
 @dataclass

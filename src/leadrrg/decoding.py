@@ -14,9 +14,12 @@ never read by the others) and its later tokens are discarded.
 
 Strategies (`DecodeConfig.strategy`): `greedy`; `sample` (temperature, top-k, top-p, drawn from an optional
 `torch.Generator` so a seed reproduces the output); `beam` (see `leadrrg.decoding_beam`; `num_beams = 1`
-is greedy, as in Hugging Face). Logit processing, in this order, for every strategy: CTRL repetition penalty on
-the tokens generated so far, `no_repeat_ngram_size` over the generated tokens, EOS banned before
-`min_new_tokens`; then temperature, top-k, top-p when sampling.
+is greedy, as in Hugging Face). Logit processing, in this order, for every strategy: the experts' logit bias
+(`decode.expert_bias` > 0: CCD-style, strength * clip(log(p / (1 - p)), +-log gamma) added at the first tokens of
+each expert's finding words, a (B, vocab) tensor built once per batch from `StudyContext.expert_probs`, see
+`leadrrg.expert_bias`; refused for a model without experts), CTRL repetition penalty on the tokens generated so
+far, `no_repeat_ngram_size` over the generated tokens, EOS banned before `min_new_tokens`; then temperature,
+top-k, top-p when sampling.
 
 Evidence (`return_evidence=True`, fusion=layerwise): row i of `gates` (steps, L) and `alpha` (steps, L, K) is the
 injection at the decoder position whose output distribution chose token i: the last prompt position for the
@@ -34,6 +37,8 @@ from dataclasses import dataclass
 import torch
 
 from leadrrg.config import DecodeConfig
+from leadrrg.errors import LeadrrgError
+from leadrrg.expert_bias import expert_logit_bias, finding_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -122,12 +127,22 @@ def take_evidence(trace) -> tuple[torch.Tensor, torch.Tensor] | None:
 
 
 class LogitsProcessor:
-    """Repetition penalty, no-repeat n-grams and the EOS ban before `min_new_tokens`, applied to (B, vocab)
-    logits given the tokens generated so far. Keeps a (B, vocab) `seen` mask for the repetition penalty."""
+    """The expert logit bias, repetition penalty, no-repeat n-grams and the EOS ban before `min_new_tokens`,
+    applied to (B, vocab) logits given the tokens generated so far. Keeps a (B, vocab) `seen` mask for the
+    repetition penalty. `logit_bias` (B, vocab) is added first (None: no bias, no cost)."""
 
-    def __init__(self, decode: DecodeConfig, eos_id: int, batch: int, vocab: int, device: torch.device):
+    def __init__(
+        self,
+        decode: DecodeConfig,
+        eos_id: int,
+        batch: int,
+        vocab: int,
+        device: torch.device,
+        logit_bias: torch.Tensor | None = None,
+    ):
         self.decode = decode
         self.eos_id = eos_id
+        self.logit_bias = logit_bias
         self.seen = (
             torch.zeros(batch, vocab, dtype=torch.bool, device=device)
             if decode.repetition_penalty != 1.0
@@ -137,13 +152,21 @@ class LogitsProcessor:
     @property
     def active(self) -> bool:
         d = self.decode
-        return self.seen is not None or d.no_repeat_ngram_size > 0 or d.min_new_tokens > 0
+        return (
+            self.logit_bias is not None
+            or self.seen is not None
+            or d.no_repeat_ngram_size > 0
+            or d.min_new_tokens > 0
+        )
 
     def __call__(self, logits: torch.Tensor, generated: torch.Tensor, step: int) -> torch.Tensor:
         """logits (B, vocab), generated (B, step) -> processed logits (B, vocab) (a new tensor when changed)."""
         if not self.active:
             return logits
-        logits = logits.float().clone()
+        if self.logit_bias is not None:
+            logits = logits.float() + self.logit_bias  # a new tensor
+        else:
+            logits = logits.float().clone()
         if self.seen is not None:
             penalty = self.decode.repetition_penalty
             penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
@@ -161,6 +184,8 @@ class LogitsProcessor:
             self.seen.scatter_(1, token_ids[:, None], True)
 
     def reorder(self, rows: torch.Tensor) -> None:
+        """Keep rows `rows` (beam search). The logit bias is not reordered: beams stay within their study,
+        whose rows all hold the same bias."""
         if self.seen is not None:
             self.seen = self.seen.index_select(0, rows)
 
@@ -220,8 +245,10 @@ def greedy_or_sample(
     record: bool,
     generator: torch.Generator | None,
     max_new_tokens: int,
+    logit_bias: torch.Tensor | None = None,
 ) -> Hypotheses:
-    """Batched greedy or sampled decoding with the KV cache; stops when every sequence has emitted EOS."""
+    """Batched greedy or sampled decoding with the KV cache; stops when every sequence has emitted EOS.
+    `logit_bias` (B, vocab) is added to the logits at every step (the expert bias)."""
     batch, device = inputs_embeds.shape[0], inputs_embeds.device
     sample = decode.strategy == "sample"
     tokens = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long, device=device)  # (B, N)
@@ -231,7 +258,7 @@ def greedy_or_sample(
     decoder = CachedDecoder(model, prompt_mask, max_new_tokens)
     with model.injecting(context, record=record) as trace:
         logits = decoder.prefill(inputs_embeds)  # (B, vocab)
-        processor = LogitsProcessor(decode, eos_id, batch, logits.shape[-1], device)
+        processor = LogitsProcessor(decode, eos_id, batch, logits.shape[-1], device, logit_bias)
         for step in range(max_new_tokens):
             evidence = take_evidence(trace)
             if evidence is not None:
@@ -292,8 +319,11 @@ def generate_reports(
     decode: DecodeConfig,
     return_evidence: bool = False,
     generator: torch.Generator | None = None,
+    expert_probs: torch.Tensor | None = None,
 ) -> list[GeneratedReport]:
     """Reports for a batch of studies: images (B, V, C, H, W), view_mask (B, V) bool -> B GeneratedReports.
+    `expert_probs` (B, K) replaces the experts' probabilities that the decoder reads (an oracle, a flipped
+    expert, a clinician's override); the reports then carry those probabilities.
 
     Runs under `torch.inference_mode()` with the model in eval mode (its previous mode is restored). The study
     context is computed once; the prompt is run once; each step feeds one token with the KV cache. `generator`
@@ -306,10 +336,13 @@ def generate_reports(
     try:
         with torch.inference_mode():
             images, view_mask = images.to(_device(model)), view_mask.to(_device(model))
-            context = model.encode_study(images, view_mask)
+            if expert_probs is not None:
+                expert_probs = torch.as_tensor(expert_probs, dtype=torch.float32, device=images.device)
+            context = model.encode_study(images, view_mask, expert_probs=expert_probs)
             inputs_embeds, prompt_mask = prompt_inputs(model, tokenizer, context)  # (B, P, D), (B, P)
             max_new = max_new_tokens_for(model, inputs_embeds.shape[1], decode)
             record = return_evidence and context.expert_tokens is not None
+            logit_bias = expert_bias_for(model, tokenizer, context, decode)  # (B, vocab) or None
             args = (
                 model,
                 context,
@@ -321,9 +354,11 @@ def generate_reports(
                 record,
             )
             if decode.strategy == "beam" and decode.num_beams > 1:
-                hypotheses = beam_search(*args, max_new_tokens=max_new)
+                hypotheses = beam_search(*args, max_new_tokens=max_new, logit_bias=logit_bias)
             else:
-                hypotheses = greedy_or_sample(*args, generator=generator, max_new_tokens=max_new)
+                hypotheses = greedy_or_sample(
+                    *args, generator=generator, max_new_tokens=max_new, logit_bias=logit_bias
+                )
             probs = context.expert_probs
     finally:
         model.train(was_training)
@@ -341,6 +376,23 @@ def generate_reports(
             )
         )
     return reports
+
+
+def expert_bias_for(model, tokenizer, context, decode: DecodeConfig) -> torch.Tensor | None:
+    """The CCD-style expert logit bias (B, vocab) from `context.expert_probs` (B, K), or None when
+    decode.expert_bias is 0 (see `leadrrg.expert_bias`)."""
+    if decode.expert_bias == 0:
+        return None
+    if context.expert_probs is None:
+        raise LeadrrgError(
+            f"decode.expert_bias is {decode.expert_bias!r} but this model has no experts (fusion none): "
+            "there are no expert probabilities to bias the words with; expected decode.expert_bias=0"
+        )
+    token_ids = finding_token_ids(tokenizer, list(model.config.experts.names))
+    vocab = model.lm.get_output_embeddings().weight.shape[0]
+    return expert_logit_bias(
+        context.expert_probs, token_ids, vocab, decode.expert_bias, decode.expert_bias_gamma
+    )
 
 
 def _device(model) -> torch.device:

@@ -64,8 +64,10 @@ def beam_search(
     pad_id: int,
     record: bool,
     max_new_tokens: int,
+    logit_bias: torch.Tensor | None = None,
 ) -> Hypotheses:
-    """inputs_embeds (B, P, D), prompt_mask (B, P) -> the best hypothesis per study (see the module docstring)."""
+    """inputs_embeds (B, P, D), prompt_mask (B, P) -> the best hypothesis per study (see the module docstring).
+    `logit_bias` (B, vocab), the expert bias, is added to every beam's logits at every step."""
     batch, device = inputs_embeds.shape[0], inputs_embeds.device
     num_beams = decode.num_beams
     decoder = CachedDecoder(model, prompt_mask, max_new_tokens)
@@ -77,6 +79,8 @@ def beam_search(
     logits = logits.index_select(0, expand)  # (B * nb, vocab)
     if evidence is not None:
         evidence = (evidence[0].index_select(0, expand), evidence[1].index_select(0, expand))
+    if logit_bias is not None:
+        logit_bias = logit_bias.index_select(0, expand)  # (B * nb, vocab)
     num_rows, vocab = logits.shape
     beam_scores = torch.zeros(batch, num_beams, device=device)
     beam_scores[:, 1:] = float("-inf")  # the first step expands beam 0 only (all beams are equal)
@@ -88,7 +92,7 @@ def beam_search(
         history_alpha = evidence[1].new_zeros(num_rows, 0, *evidence[1].shape[-2:])
     finished = [BeamHypotheses(num_beams, decode.length_penalty) for _ in range(batch)]
     done = [False] * batch
-    processor = LogitsProcessor(decode, eos_id, num_rows, vocab, device)
+    processor = LogitsProcessor(decode, eos_id, num_rows, vocab, device, logit_bias)
     row_base = (torch.arange(batch, device=device) * num_beams)[:, None]  # (B, 1)
     with model.injecting(context.index_select(expand), record=record) as trace:
         for step in range(max_new_tokens):

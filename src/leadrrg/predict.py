@@ -32,9 +32,12 @@ def generate_split(
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    expert_probs: Any = None,
 ) -> list[dict[str, Any]]:
     """Decode `studies` in batches of `batch_size` (default `decode.batch_size`) -> one record per study, in
-    order. Images are loaded with the run's vision settings (`config.model`) and `config.data.num_workers`."""
+    order. Images are loaded with the run's vision settings (`config.model`) and `config.data.num_workers`.
+    `expert_probs` (N, K), one row per study, replaces the probabilities the decoder reads (see
+    `generate_reports`)."""
     from torch.utils.data import DataLoader
 
     from leadrrg.data.dataset import StudyDataset
@@ -52,9 +55,15 @@ def generate_split(
         from tqdm import tqdm
 
         bar = tqdm(total=len(studies), unit="study", desc="generate", dynamic_ncols=True)
+    if expert_probs is not None:
+        expert_probs = torch.as_tensor(expert_probs, dtype=torch.float32)
+        if expert_probs.shape[0] != len(studies):
+            raise ValueError(f"expert_probs has {expert_probs.shape[0]} rows for {len(studies)} studies")
     records: list[dict[str, Any]] = []
     try:
         for batch in loader:
+            start = len(records)
+            rows = None if expert_probs is None else expert_probs[start : start + len(batch["images"])]
             reports = generate_reports(
                 model,
                 tokenizer,
@@ -63,6 +72,7 @@ def generate_split(
                 decode,
                 return_evidence=evidence,
                 generator=generator,
+                expert_probs=rows,
             )
             for report in reports:
                 study = studies[len(records)]

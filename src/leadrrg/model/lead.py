@@ -4,7 +4,13 @@ images (B, V, C, H, W) -> vision tokens (B, V*N, Dv) -> visual prompt tokens (B,
                        -> experts: e (B, K, De), s (B, K) -> Z^l (B, L, K, D) -> gated injection in every layer
 
 `fusion=layerwise` is LEAD; `fusion=input` appends the K confidence-weighted expert features (projected to D)
-as extra input tokens after the visual tokens and injects nothing; `fusion=none` is a plain LVLM (no experts).
+as extra input tokens after the visual tokens and injects nothing; `fusion=aux` trains the experts with the
+classification loss but fuses nothing (the LVLM + classifier baseline); `fusion=none` is a plain LVLM.
+
+What the decoder reads as p (`decoder_probs`): given probabilities (an oracle, a flip, a user's override), else
+the experts' own; during training ground truth for a `grounding.truth_forcing` share of the studies. With
+`grounding.detach_experts` the LM loss stops at the experts, and `grounding.balance=context` reweights their BCE
+so that co-occurring findings stop predicting each other (`model/balance.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from torch import nn
 from leadrrg.config import ModelConfig
 from leadrrg.constants import IGNORE_INDEX, OBSERVATIONS, UNCERTAIN
 from leadrrg.errors import LeadrrgError
+from leadrrg.model.balance import ContextBalance
 from leadrrg.model.decoder import BACKBONES, build_causal_lm, get_decoder_layers, set_decoder_layers
 from leadrrg.model.experts import ExpertModule
 from leadrrg.model.injection import (
@@ -40,16 +47,14 @@ class StudyContext:
 
     visual_tokens: (B, P, D) prompt tokens inserted after BOS (visual tokens, then K expert tokens with
     fusion=input); visual_mask: (B, P) bool, False for tokens of missing views; expert_logits: (B, K) or None
-    (fusion=none); expert_tokens: Z (B, L, K, D) for fusion=layerwise, else None."""
+    (fusion=none); expert_probs: (B, K) the probabilities the decoder was given (the experts' own unless
+    overridden); expert_tokens: Z (B, L, K, D) for fusion=layerwise, else None."""
 
     visual_tokens: torch.Tensor
     visual_mask: torch.Tensor
     expert_logits: torch.Tensor | None = None
+    expert_probs: torch.Tensor | None = None
     expert_tokens: torch.Tensor | None = None
-
-    @property
-    def expert_probs(self) -> torch.Tensor | None:
-        return None if self.expert_logits is None else torch.sigmoid(self.expert_logits)
 
     @property
     def num_prompt_tokens(self) -> int:
@@ -80,9 +85,14 @@ def expert_targets(labels: torch.Tensor, policy: str) -> tuple[torch.Tensor, tor
     return targets, weights
 
 
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor, policy: str) -> torch.Tensor:
-    """Weighted mean BCE-with-logits over the labelled (study, expert) pairs: (B, K), (B, K) -> scalar."""
+def classification_loss(
+    logits: torch.Tensor, labels: torch.Tensor, policy: str, balance: ContextBalance | None = None
+) -> torch.Tensor:
+    """Weighted mean BCE-with-logits over the labelled (study, expert) pairs: (B, K), (B, K) -> scalar.
+    `balance` multiplies each pair's weight by its context weight (see model/balance.py)."""
     targets, weights = expert_targets(labels, policy)
+    if balance is not None:
+        weights = weights * balance(targets)
     losses = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
     return (losses * weights).sum() / weights.sum().clamp(min=1.0)
 
@@ -135,6 +145,9 @@ class LeadModel(nn.Module):
             )
         self.projector = Projector(vision_size, model_size)
         self.experts = ExpertModule(config.experts, vision_size) if self.fusion != "none" else None
+        self.balance = None
+        if self.experts is not None and config.grounding.balance == "context":
+            self.balance = ContextBalance(num_experts, config.grounding.balance_clip)
         self.expert_input = None
         self.expert_projections = None
         if self.fusion == "input":
@@ -154,8 +167,16 @@ class LeadModel(nn.Module):
     # ----------------------------------------------------------------------------------------------
     # Pipeline
 
-    def encode_study(self, images: torch.Tensor, view_mask: torch.Tensor) -> StudyContext:
-        """images (B, V, C, H, W), view_mask (B, V) bool -> StudyContext (computed once per study)."""
+    def encode_study(
+        self,
+        images: torch.Tensor,
+        view_mask: torch.Tensor,
+        expert_probs: torch.Tensor | None = None,
+        expert_labels: torch.Tensor | None = None,
+    ) -> StudyContext:
+        """images (B, V, C, H, W), view_mask (B, V) bool -> StudyContext (computed once per study).
+        `expert_probs` (B, K) replaces the experts' probabilities for the decoder (oracle, flip, override);
+        `expert_labels` (B, 14 or K) are used in training only, for truth forcing (see `decoder_probs`)."""
         vision = self.vision(images, view_mask)  # tokens (B, V*N, Dv), token_mask (B, V*N)
         pooled, prompt_mask = pool_view_grids(
             vision.tokens, vision.token_mask, vision.num_views, vision.grid, self.config.visual_pool
@@ -164,14 +185,44 @@ class LeadModel(nn.Module):
         if self.experts is None:
             return StudyContext(visual_tokens, prompt_mask)
         features, expert_logits = self.experts(vision.tokens, vision.token_mask)  # (B, K, De), (B, K)
-        probs = torch.sigmoid(expert_logits)  # (B, K)
+        probs = self.decoder_probs(expert_logits, expert_probs, expert_labels)  # (B, K)
+        if self.config.grounding.detach_experts:
+            features = features.detach()  # the LM loss stops here: only L_cls trains the experts
         if self.expert_input is not None:
             expert_input = self.expert_input(features, probs)  # (B, K, D)
             visual_tokens = torch.cat([visual_tokens, expert_input], dim=1)  # (B, V*N' + K, D)
             prompt_mask = torch.cat([prompt_mask, prompt_mask.new_ones(expert_input.shape[:2])], dim=1)
-            return StudyContext(visual_tokens, prompt_mask, expert_logits)
+            return StudyContext(visual_tokens, prompt_mask, expert_logits, probs)
+        if self.expert_projections is None:  # fusion=aux: the experts are a side classifier
+            return StudyContext(visual_tokens, prompt_mask, expert_logits, probs)
         expert_tokens = self.expert_projections(features, probs)  # Z (B, L, K, D)
-        return StudyContext(visual_tokens, prompt_mask, expert_logits, expert_tokens)
+        return StudyContext(visual_tokens, prompt_mask, expert_logits, probs, expert_tokens)
+
+    def decoder_probs(
+        self,
+        expert_logits: torch.Tensor,
+        expert_probs: torch.Tensor | None = None,
+        expert_labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The probabilities p (B, K) the decoder reads: `expert_probs` when given, else sigmoid(expert_logits)
+        (detached with grounding.detach_experts); in training, a `grounding.truth_forcing` share of the studies
+        (rows) reads the ground-truth targets of `expert_labels` instead."""
+        if expert_probs is not None:
+            if expert_probs.shape != expert_logits.shape:
+                raise LeadrrgError(
+                    f"expert_probs have shape {tuple(expert_probs.shape)}; expected {tuple(expert_logits.shape)} "
+                    "(studies, experts)"
+                )
+            return expert_probs.to(expert_logits)
+        probs = torch.sigmoid(expert_logits)  # (B, K)
+        grounding = self.config.grounding
+        if grounding.detach_experts:
+            probs = probs.detach()
+        if self.training and expert_labels is not None and grounding.truth_forcing > 0:
+            targets, _ = expert_targets(self.select_expert_labels(expert_labels), self.config.label_policy)
+            forced = torch.rand(probs.shape[0], 1, device=probs.device) < grounding.truth_forcing  # (B, 1)
+            probs = torch.where(forced, targets.to(probs), probs)
+        return probs
 
     def embed_inputs(
         self, context: StudyContext, input_ids: torch.Tensor, attention_mask: torch.Tensor
@@ -195,7 +246,9 @@ class LeadModel(nn.Module):
         """Training losses. images (B, V, C, H, W), view_mask (B, V), input_ids / attention_mask / target_ids (B, T)
         (targets -100 outside the report), expert_labels (B, 14 or K) 1/0/-1/NaN ->
         {loss, lm_loss, cls_loss, expert_logits (B, K) or None for fusion=none}."""
-        context = self.encode_study(images, view_mask)  # visual (B, P, D), Z (B, L, K, D)
+        context = self.encode_study(
+            images, view_mask, expert_labels=expert_labels
+        )  # (B, P, D), Z (B, L, K, D)
         inputs_embeds, mask = self.embed_inputs(context, input_ids, attention_mask)  # (B, S, D), (B, S)
         prompt_targets = target_ids.new_full(context.visual_mask.shape, IGNORE_INDEX)  # (B, P)
         targets = insert_prompt_positions(target_ids, prompt_targets)  # (B, S)
@@ -207,7 +260,9 @@ class LeadModel(nn.Module):
         cls_loss = lm_loss.new_zeros(())
         if context.expert_logits is not None and expert_labels is not None:
             labels = self.select_expert_labels(expert_labels)  # (B, K)
-            cls_loss = classification_loss(context.expert_logits, labels, self.config.label_policy)
+            cls_loss = classification_loss(
+                context.expert_logits, labels, self.config.label_policy, self.balance
+            )
         loss = lm_loss + self.config.cls_loss_weight * cls_loss
         return {
             "loss": loss,

@@ -131,6 +131,7 @@ def build_task(
         tokenizer = build_tokenizer(config, [s.report for s in train_studies], ctx)
     torch.manual_seed(config.train.seed)  # the same initial weights on every rank and every run
     model = build_model(config, tokenizer)
+    fit_context_balance(model, train_studies)
     vision, max_views = config.model.vision, config.model.max_views
     skip = config.data.skip_bad_images
     train_dataset = StudyDataset(train_studies, vision, max_views, train=True, skip_bad_images=skip)
@@ -142,6 +143,21 @@ def build_task(
     check_batch_fits(len(train_dataset), config.train.batch_size, ctx.world_size)
     collator = ReportCollator(tokenizer, config.data.max_report_tokens)
     return TrainingTask(config, tokenizer, model, train_dataset, val_dataset, collator)
+
+
+def fit_context_balance(model: nn.Module, studies: list) -> None:
+    """Fit the experts' context balance (grounding.balance=context) on the training labels; the same on every
+    rank and on every resume (a deterministic fit of the same labels)."""
+    balance = getattr(model, "balance", None)
+    if balance is None:
+        return
+    import numpy as np
+
+    from leadrrg.model.lead import expert_targets
+
+    labels = torch.as_tensor(np.stack([s.labels for s in studies]), dtype=torch.float32)  # (N, 14)
+    targets, weights = expert_targets(model.select_expert_labels(labels), model.config.label_policy)
+    balance.fit(targets, weights)
 
 
 def check_batch_fits(num_studies: int, batch_size: int, world_size: int) -> None:

@@ -1,0 +1,62 @@
+"""`leadrrg diagnose --run RUN --split S [--limit N] [--oracle] [--flip N] [--json OUT.json]`: does the report
+follow the experts, and do the experts read the image? See `leadrrg.diagnose` for every measure."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from leadrrg.errors import LeadrrgError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--run", "--run-dir", dest="run", required=True, help="a run directory (leadrrg train --out)"
+    )
+    parser.add_argument(
+        "--split", default="shift_test", help="a split with ground-truth labels (default shift_test)"
+    )
+    parser.add_argument("--limit", type=int, default=200, help="first N studies of the split (default 200)")
+    parser.add_argument(
+        "--oracle",
+        action="store_true",
+        help="also generate with the experts' probabilities replaced by the truth (p = 1 present, 0 absent)",
+    )
+    parser.add_argument(
+        "--flip",
+        type=int,
+        default=0,
+        metavar="N",
+        help="flip one finding's probability in each of the first N studies and regenerate (0: off)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the order in which findings are flipped")
+    parser.add_argument("--json", dest="json_out", metavar="OUT.json", help="also write the measures as JSON")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
+
+
+def run(args: argparse.Namespace) -> int:
+    from leadrrg.commands.generate import check_run_dir, resolve_device
+    from leadrrg.data.manifests import load_studies
+    from leadrrg.diagnose import diagnose, format_diagnosis
+    from leadrrg.io import atomic_write_text
+    from leadrrg.train import load_run
+
+    if args.limit < 1:
+        raise LeadrrgError(f"--limit is {args.limit}; expected a positive number of studies")
+    if args.flip < 0:
+        raise LeadrrgError(f"--flip is {args.flip}; expected 0 (off) or a positive number of studies")
+    if args.json_out and Path(args.json_out).is_dir():
+        raise LeadrrgError(f"--json {args.json_out} is a directory; expected a file path")
+    check_run_dir(Path(args.run))
+    model, tokenizer, config = load_run(args.run, device=resolve_device(args.device))
+    studies = load_studies(config.data, args.split)[: args.limit]
+    if args.flip > len(studies):
+        raise LeadrrgError(f"--flip {args.flip} exceeds the {len(studies)} studies diagnosed (--limit)")
+    result = diagnose(model, tokenizer, config, studies, oracle=args.oracle, flip=args.flip, seed=args.seed)
+    result = {"run": str(args.run), "split": args.split, **result}
+    print(f"{args.run} on {args.split}: " + format_diagnosis(result))
+    if args.json_out:
+        atomic_write_text(args.json_out, json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json_out}")
+    return 0

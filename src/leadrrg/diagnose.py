@@ -1,0 +1,215 @@
+"""Does a run's report follow its experts, and do its experts read the image? (`leadrrg diagnose`)
+
+On a split with ground-truth labels (SynthCXR: the image's truth), for the first `limit` studies:
+
+- **own**: reports with the run's own experts; their findings (the labeler's reading, positive = 1) scored
+  against the truth (`report_f1_vs_truth`, micro-F1 over the 13 findings, No Finding excluded), the experts'
+  AUROC per finding and macro (`expert_auroc`, `expert_macro_auroc`), how well the report agrees with its own
+  experts (p > 0.5), and the mean gate per decoder layer over the generated tokens.
+- **oracle** (`oracle=True`): the experts' probabilities replaced by the truth (p = 1 present, 0 absent): how
+  good the reports are when the experts are right (`oracle_report_f1_vs_truth`).
+- **flip** (`flip=N`): for each of the first N studies one finding's probability is flipped (p > 0.5 -> 0,
+  else -> 1; the finding cycles through the 13 in a seeded order) and the report regenerated. The report
+  follows when its reading of that finding changes to the flipped value (asserted iff flipped on:
+  `flip_follow_rate`), and leaves the others alone when every other finding's reading is as in the
+  unflipped report (`flip_others_unchanged_rate`).
+
+The decoder's input is replaced through `generate_split(..., expert_probs=...)`, the same override a user has;
+nothing in the model is patched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from leadrrg.constants import OBSERVATIONS
+from leadrrg.errors import LeadrrgError
+from leadrrg.metrics.experts import binary_auroc
+
+FINDINGS: tuple[str, ...] = OBSERVATIONS[1:]  # the 13 findings (No Finding excluded)
+
+
+def micro_f1(truth: np.ndarray, predicted: np.ndarray) -> float | None:
+    """Micro-F1 of boolean arrays of one shape; None when neither has a positive."""
+    denominator = float(truth.sum() + predicted.sum())
+    if denominator == 0:
+        return None
+    return 2.0 * float((truth & predicted).sum()) / denominator
+
+
+def report_findings(texts: Sequence[str]) -> np.ndarray:
+    """(N, 13) bool: the findings each report asserts (the labeler's positive reading)."""
+    from leadrrg.labeler import label_reports
+
+    return label_reports(list(texts))[:, 1:] == 1
+
+
+def truth_probs(labels: np.ndarray, expert_names: Sequence[str]) -> np.ndarray:
+    """Ground-truth labels (N, 14) in CheXpert order -> oracle probabilities (N, K) in the experts' order."""
+    missing = [name for name in expert_names if name not in OBSERVATIONS]
+    if missing:
+        raise LeadrrgError(f"experts {missing} are not CheXpert observations; an oracle needs their truth")
+    columns = [OBSERVATIONS.index(name) for name in expert_names]
+    return (labels[:, columns] == 1).astype(np.float32)
+
+
+def flip_plan(num_studies: int, seed: int, findings: Sequence[str] = FINDINGS) -> list[str]:
+    """The finding flipped in each study: `findings` (default the 13) in a seeded order, cycled."""
+    order = list(np.random.default_rng(seed).permutation(len(findings)))
+    return [findings[order[i % len(findings)]] for i in range(num_studies)]
+
+
+def diagnose(
+    model,
+    tokenizer,
+    config,
+    studies: Sequence,
+    *,
+    oracle: bool = False,
+    flip: int = 0,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The measures of the module docstring for `studies` (each with 14 ground-truth labels) -> a JSON-ready
+    dict. `flip` > 0 flips one finding in each of the first `flip` studies."""
+    from leadrrg.predict import generate_split
+
+    studies = list(studies)
+    if not studies:
+        raise LeadrrgError("no studies to diagnose")
+    if any(s.labels is None for s in studies):
+        raise LeadrrgError("diagnose needs ground-truth labels for every study (e.g. a SynthCXR split)")
+    labels = np.stack([np.asarray(s.labels, dtype=np.float32) for s in studies])  # (N, 14)
+    truth = labels[:, 1:] == 1  # (N, 13)
+    decode = config.decode
+
+    def reports(probs: np.ndarray | None, subset: Sequence = studies, evidence: bool = False) -> list[dict]:
+        return generate_split(
+            model, tokenizer, config, subset, decode, evidence=evidence, expert_probs=probs, progress=progress
+        )
+
+    own = reports(None, evidence=True)
+    said = report_findings([r["generated"] for r in own])  # (N, 13)
+    result: dict[str, Any] = {
+        "studies": len(studies),
+        "fusion": config.model.injection.fusion,
+        "report_f1_vs_truth": micro_f1(truth, said),
+        "report_findings_per_study": float(said.sum(axis=1).mean()),
+        "truth_findings_per_study": float(truth.sum(axis=1).mean()),
+    }
+    names = list(config.model.experts.names)
+    has_experts = own[0].get("expert_probs") is not None
+    result["mean_gate_per_layer"] = mean_gates(own)
+    if not has_experts:
+        result.update(expert_macro_auroc=None, expert_auroc={})
+        if oracle or flip:
+            raise LeadrrgError(
+                f"this run has no experts (fusion {config.model.injection.fusion!r}); --oracle and --flip need them"
+            )
+        return result
+
+    probs = np.array([[r["expert_probs"][name] for name in names] for r in own], dtype=np.float32)  # (N, K)
+    finding_probs = np.stack(
+        [probs[:, names.index(f)] if f in names else np.full(len(own), np.nan) for f in FINDINGS], axis=1
+    )  # (N, 13)
+    aurocs = {
+        f: binary_auroc(finding_probs[:, i], truth[:, i].astype(float)) if f in names else None
+        for i, f in enumerate(FINDINGS)
+    }
+    present = [a for a in aurocs.values() if a is not None]
+    seen = np.nan_to_num(finding_probs, nan=0.0) > 0.5  # a finding without an expert is never "seen"
+    result.update(
+        expert_macro_auroc=float(np.mean(present)) if present else None,
+        expert_auroc=aurocs,
+        expert_f1_vs_truth=micro_f1(truth, seen),
+        report_agrees_with_experts_f1=micro_f1(seen, said),
+        omitted_despite_experts=int((truth & seen & ~said).sum()),
+        asserted_against_experts=int((said & ~seen).sum()),
+    )
+    if oracle:
+        oracle_said = report_findings([r["generated"] for r in reports(truth_probs(labels, names))])
+        result["oracle_report_f1_vs_truth"] = micro_f1(truth, oracle_said)
+    if flip:
+        result.update(flip_test(reports, studies[:flip], probs[:flip], said[:flip], names, seed))
+    return result
+
+
+def flip_test(
+    reports, studies: Sequence, probs: np.ndarray, said: np.ndarray, names: Sequence[str], seed: int
+) -> dict[str, Any]:
+    """Flip one finding per study (see the module docstring); probs (n, K) the run's own, said (n, 13) the
+    unflipped reports' findings -> follow and others-unchanged rates, overall and by direction."""
+    flippable = [f for f in FINDINGS if f in names]
+    if not flippable:
+        raise LeadrrgError(f"the run's experts {list(names)} include none of the findings; nothing to flip")
+    plan = flip_plan(len(studies), seed, flippable)
+    flipped = probs.copy()
+    target_on = np.zeros(len(studies), dtype=bool)
+    for i, finding in enumerate(plan):
+        k = names.index(finding)
+        target_on[i] = probs[i, k] <= 0.5
+        flipped[i, k] = 1.0 if target_on[i] else 0.0
+    after = report_findings([r["generated"] for r in reports(flipped, studies)])  # (n, 13)
+    index = np.array([FINDINGS.index(f) for f in plan])
+    rows = np.arange(len(studies))
+    follows = after[rows, index] == target_on  # (n,)
+    others = np.ones_like(after, dtype=bool)
+    others[rows, index] = False
+    unchanged = np.array([(after[i, others[i]] == said[i, others[i]]).all() for i in rows])  # (n,)
+    return {
+        "flip_studies": len(studies),
+        "flip_follow_rate": float(follows.mean()),
+        "flip_others_unchanged_rate": float(unchanged.mean()),
+        "flip_on_follow_rate": float(follows[target_on].mean()) if target_on.any() else None,
+        "flip_off_follow_rate": float(follows[~target_on].mean()) if (~target_on).any() else None,
+        "flip_findings": plan,
+    }
+
+
+def mean_gates(records: Sequence[dict]) -> list[float] | None:
+    """Mean gate per decoder layer over every generated token of `records` (None without layer-wise fusion)."""
+    gates = [np.asarray(r["evidence"]["gates"]) for r in records if (r.get("evidence") or {}).get("gates")]
+    if not gates:
+        return None
+    return [float(g) for g in np.concatenate(gates).mean(axis=0)]
+
+
+def format_diagnosis(result: dict[str, Any]) -> str:
+    """A printable table of `diagnose`'s result."""
+
+    def cell(value: Any) -> str:
+        return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    rows = [
+        ("report findings micro-F1 vs truth (own experts)", result.get("report_f1_vs_truth")),
+        ("report findings micro-F1 vs truth (oracle experts)", result.get("oracle_report_f1_vs_truth")),
+        ("expert macro AUROC vs truth", result.get("expert_macro_auroc")),
+        ("expert micro-F1 (p > 0.5) vs truth", result.get("expert_f1_vs_truth")),
+        ("report agrees with its experts (micro-F1)", result.get("report_agrees_with_experts_f1")),
+        ("findings per report / per image", None),
+        ("flip: report follows the flipped expert", result.get("flip_follow_rate")),
+        ("flip: ... when switched on / off", None),
+        ("flip: other findings unchanged", result.get("flip_others_unchanged_rate")),
+    ]
+    lines = [f"{result['studies']} studies, fusion {result['fusion']}"]
+    for label, value in rows:
+        if label.startswith("findings per"):
+            value = f"{result['report_findings_per_study']:.2f} / {result['truth_findings_per_study']:.2f}"
+        elif label.startswith("flip: ... "):
+            if "flip_follow_rate" not in result:
+                continue
+            value = f"{cell(result.get('flip_on_follow_rate'))} / {cell(result.get('flip_off_follow_rate'))}"
+        elif value is None and (label.startswith("flip") or "oracle" in label):
+            continue
+        lines.append(f"  {label:<52} {cell(value) if not isinstance(value, str) else value}")
+    gates = result.get("mean_gate_per_layer")
+    if gates:
+        lines.append(f"  {'mean gate per layer':<52} " + " ".join(f"{g:.3f}" for g in gates))
+    aurocs = result.get("expert_auroc") or {}
+    if aurocs:
+        lines.append("  expert AUROC per finding:")
+        lines += [f"    {name:<28} {cell(value)}" for name, value in aurocs.items()]
+    return "\n".join(lines)

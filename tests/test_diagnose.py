@@ -1,0 +1,115 @@
+"""`leadrrg diagnose`: the flip and oracle measures as contracts (fake decoders), and the command on a tiny run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from leadrrg.cli import main
+from leadrrg.config import DataConfig, RunConfig
+from leadrrg.diagnose import FINDINGS, flip_plan, flip_test, micro_f1, truth_probs
+from leadrrg.model.lead import LeadModel
+from leadrrg.tokenizer import ReportTokenizer
+from leadrrg.train.checkpoint import init_run_dir, save_model_weights
+from tests.fixtures_data import FIXTURE_REPORTS, make_jsonl
+from tests.test_model_helpers import perturb_zero_init, tiny_config
+
+NAMES = ["No Finding", *FINDINGS]
+SENTENCES = {  # one sentence the labeler reads as positive, per finding
+    "Enlarged Cardiomediastinum": "The mediastinum is widened.",
+    "Cardiomegaly": "There is cardiomegaly.",
+    "Lung Opacity": "There is an opacity in the right lung.",
+    "Lung Lesion": "There is a nodule in the left lung.",
+    "Edema": "There is pulmonary edema.",
+    "Consolidation": "There is consolidation in the left lower lobe.",
+    "Pneumonia": "There is pneumonia.",
+    "Atelectasis": "There is atelectasis at the left base.",
+    "Pneumothorax": "There is a right pneumothorax.",
+    "Pleural Effusion": "There is a left pleural effusion.",
+    "Pleural Other": "There is pleural thickening.",
+    "Fracture": "There is a rib fracture.",
+    "Support Devices": "A pacemaker is present.",
+}
+
+
+def _follower(probs: np.ndarray, studies) -> list[dict]:
+    """A decoder that writes exactly the findings with p > 0.5."""
+    texts = [
+        " ".join(SENTENCES[f] for f, p in zip(FINDINGS, row[1:]) if p > 0.5) or "Normal." for row in probs
+    ]
+    return [{"generated": t} for t in texts]
+
+
+def test_flip_test_scores_a_perfect_follower_and_a_decoder_that_ignores_p():
+    rng = np.random.default_rng(0)
+    probs = (rng.random((26, len(NAMES))) < 0.2).astype(np.float32)
+    studies = [SimpleNamespace(id=str(i)) for i in range(26)]
+    said = np.array([[p > 0.5 for p in row[1:]] for row in probs])
+
+    def follower(flipped, subset):
+        return _follower(flipped, subset)
+
+    result = flip_test(follower, studies, probs, said, NAMES, seed=0)
+    assert result["flip_follow_rate"] == 1.0 and result["flip_others_unchanged_rate"] == 1.0
+    assert sorted(set(result["flip_findings"])) == sorted(FINDINGS)  # 26 studies cycle through all 13
+
+    def ignorer(flipped, subset):
+        return _follower(probs[: len(subset)], subset)  # writes the unflipped findings
+
+    result = flip_test(ignorer, studies, probs, said, NAMES, seed=0)
+    assert result["flip_follow_rate"] == 0.0 and result["flip_others_unchanged_rate"] == 1.0
+
+
+def test_flip_plan_is_seeded_and_helpers():
+    assert flip_plan(13, 0) == flip_plan(13, 0) and flip_plan(13, 0) != flip_plan(13, 1)
+    assert micro_f1(np.array([True, False]), np.array([True, True])) == pytest.approx(2 / 3)
+    assert micro_f1(np.zeros(3, bool), np.zeros(3, bool)) is None
+    labels = np.full((1, 14), np.nan, dtype=np.float32)
+    labels[0, NAMES.index("Edema")] = 1
+    assert truth_probs(labels, ["Edema", "Cardiomegaly"]).tolist() == [[1.0, 0.0]]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    data = make_jsonl(tmp_path_factory.mktemp("data"), counts={"train": 2, "test": 4}, views=2)
+    run = tmp_path_factory.mktemp("run")
+    tokenizer = ReportTokenizer.train([findings for findings, _, _ in FIXTURE_REPORTS] * 4, vocab_size=300)
+    config = RunConfig(model=tiny_config(), data=DataConfig(format="jsonl", root=str(data)))
+    config.decode.max_new_tokens = 6
+    torch.manual_seed(0)
+    model = LeadModel(config.model, tokenizer.vocab_size, tokenizer.pad_id)
+    perturb_zero_init(model)
+    init_run_dir(run, config, tokenizer)
+    save_model_weights(model, run / "model.safetensors")
+    return run
+
+
+def test_diagnose_command_writes_every_measure(tiny_run, tmp_path, capsys):
+    out = tmp_path / "diag.json"
+    args = ["diagnose", "--run", str(tiny_run), "--split", "test", "--limit", "3", "--oracle", "--flip", "2"]
+    assert main(args + ["--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "report findings micro-F1 vs truth (oracle experts)" in printed
+        and "expert AUROC per finding" in printed
+    )
+    result = json.loads(out.read_text())
+    keys = {"report_f1_vs_truth", "oracle_report_f1_vs_truth", "expert_macro_auroc", "expert_auroc"}
+    keys |= {"flip_follow_rate", "flip_others_unchanged_rate", "mean_gate_per_layer"}
+    assert keys <= set(result) and result["studies"] == 3 and result["flip_studies"] == 2
+    assert len(result["mean_gate_per_layer"]) == 2 and all(0 < g < 1 for g in result["mean_gate_per_layer"])
+    assert 0.0 <= result["flip_follow_rate"] <= 1.0
+    assert set(result["expert_auroc"]) == set(FINDINGS) and result["expert_auroc"]["Fracture"] is None
+
+
+def test_diagnose_errors(tiny_run, tmp_path, capsys):
+    assert main(["diagnose", "--run", str(tmp_path / "none"), "--split", "test"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["diagnose", "--run", str(tiny_run), "--split", "test", "--limit", "2", "--flip", "5"]) == 2
+    assert "--flip 5 exceeds" in capsys.readouterr().err
+    assert main(["diagnose", "--run", str(tiny_run), "--split", "test", "--limit", "0"]) == 2

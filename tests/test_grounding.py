@@ -1,0 +1,127 @@
+"""Grounding switches: context balance, truth forcing, detached experts, expert-probability overrides, aux fusion."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from leadrrg.config import GroundingConfig
+from leadrrg.errors import LeadrrgError
+from leadrrg.model.balance import ContextBalance
+from leadrrg.model.lead import expert_targets
+from tests.test_model_helpers import EXPERTS, build, perturb_zero_init, tiny_batch, tiny_config
+
+
+def _correlated_targets(n: int = 4000, seed: int = 0) -> torch.Tensor:
+    """Three labels: A and B co-occur (B follows A 90% of the time), C independent."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.rand(n, generator=g) < 0.3
+    b = torch.where(a, torch.rand(n, generator=g) < 0.9, torch.rand(n, generator=g) < 0.05)
+    c = torch.rand(n, generator=g) < 0.2
+    return torch.stack([a, b, c], dim=1).float()
+
+
+def _weighted_correlation(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> float:
+    w = w / w.sum()
+    mx, my = (w * x).sum(), (w * y).sum()
+    cov = (w * (x - mx) * (y - my)).sum()
+    return float(cov / ((w * (x - mx) ** 2).sum() * (w * (y - my) ** 2).sum()).sqrt())
+
+
+def test_context_balance_decorrelates_each_label_from_the_others():
+    targets = _correlated_targets()
+    balance = ContextBalance(3, clip=10.0)
+    assert torch.equal(balance(targets), torch.ones_like(targets))  # before fit: no reweighting
+    balance.fit(targets)
+    weights = balance(targets)  # (N, 3)
+    assert torch.allclose(weights.mean(dim=0), torch.ones(3), atol=1e-4)
+    # B's expert: B without its partner A (exclusive) counts more than B with A.
+    exclusive = (targets[:, 1] == 1) & (targets[:, 0] == 0)
+    together = (targets[:, 1] == 1) & (targets[:, 0] == 1)
+    assert weights[exclusive, 1].mean() > 3 * weights[together, 1].mean()
+    assert _weighted_correlation(targets[:, 0], targets[:, 1], torch.ones(len(targets))) > 0.7
+    assert abs(_weighted_correlation(targets[:, 1], targets[:, 0], weights[:, 1])) < 0.05
+    # An independent label keeps weights close to one.
+    assert (weights[:, 2] - 1).abs().max() < 0.2
+    assert weights.max() <= 10.0 * balance.scale.max() + 1e-6
+
+
+def test_context_balance_fit_is_deterministic_and_respects_ignored_entries():
+    targets = _correlated_targets(n=500)
+    first, second = ContextBalance(3, 10.0), ContextBalance(3, 10.0)
+    first.fit(targets)
+    second.fit(targets.clone())
+    assert torch.equal(first.coef, second.coef)
+    ignored = torch.ones_like(targets)
+    ignored[:, 1] = 0
+    third = ContextBalance(3, 10.0)
+    third.fit(targets, ignored)
+    assert float(third.coef[1, 1]) == 0.0  # no labelled entries: nothing fitted for that expert
+
+
+def test_grounding_config_validates():
+    with pytest.raises(LeadrrgError, match="truth_forcing"):
+        GroundingConfig(truth_forcing=1.5)
+    with pytest.raises(LeadrrgError, match="truth_forcing"):
+        GroundingConfig(truth_forcing=float("nan"))
+    with pytest.raises(LeadrrgError, match="balance"):
+        GroundingConfig(balance="inverse")
+
+
+def _model(**grounding):
+    config = tiny_config()
+    for key, value in grounding.items():
+        setattr(config.grounding, key, value)
+    model = build(config)
+    perturb_zero_init(model)
+    return model
+
+
+def test_truth_forcing_feeds_ground_truth_in_training_only():
+    model = _model(truth_forcing=1.0)
+    batch = tiny_batch()
+    targets, _ = expert_targets(model.select_expert_labels(batch["expert_labels"]), "ones")
+    model.train()
+    context = model.encode_study(batch["images"], batch["view_mask"], expert_labels=batch["expert_labels"])
+    assert torch.equal(context.expert_probs, targets)
+    model.eval()
+    context = model.encode_study(batch["images"], batch["view_mask"], expert_labels=batch["expert_labels"])
+    assert torch.allclose(context.expert_probs, torch.sigmoid(context.expert_logits))
+    paper = _model(truth_forcing=0.0).train()
+    context = paper.encode_study(batch["images"], batch["view_mask"], expert_labels=batch["expert_labels"])
+    assert torch.allclose(context.expert_probs, torch.sigmoid(context.expert_logits))
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_detached_experts_get_no_lm_gradient(detach):
+    model = _model(truth_forcing=0.0, detach_experts=detach).train()
+    model(**tiny_batch())["lm_loss"].backward()
+    expert_grads = [p.grad for p in model.experts.parameters()]
+    reached = any(g is not None and g.abs().sum() > 0 for g in expert_grads)
+    assert reached is (not detach)
+    assert model.expert_projections.up.grad.abs().sum() > 0  # the injection itself still trains
+
+
+def test_expert_probability_override_reaches_the_decoder():
+    model = _model()
+    batch = tiny_batch()
+    own = model.encode_study(batch["images"], batch["view_mask"])
+    forced = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    override = model.encode_study(batch["images"], batch["view_mask"], expert_probs=forced)
+    assert torch.equal(override.expert_probs, forced) and torch.equal(
+        override.expert_logits, own.expert_logits
+    )
+    assert not torch.allclose(override.expert_tokens, own.expert_tokens)
+    with pytest.raises(LeadrrgError, match="expert_probs have shape"):
+        model.encode_study(batch["images"], batch["view_mask"], expert_probs=forced[:, :2])
+
+
+def test_aux_fusion_trains_experts_and_fuses_nothing():
+    model = build(tiny_config(fusion="aux")).train()
+    out = model(**tiny_batch())
+    assert out["expert_logits"].shape == (2, len(EXPERTS)) and out["cls_loss"] > 0
+    assert model.injected_layers() == [] and model.expert_projections is None
+    context = model.encode_study(tiny_batch()["images"], tiny_batch()["view_mask"])
+    assert context.expert_tokens is None and context.expert_probs.shape == (2, len(EXPERTS))
+    out["loss"].backward()
+    assert all(p.grad is not None for p in model.experts.parameters())
