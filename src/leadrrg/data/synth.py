@@ -11,31 +11,49 @@ writes a data set directory:
     DIR/synth_config.json         the prior the studies were drawn from
 
 Everything is written into a temporary sibling directory that is renamed to DIR only when complete.
-numpy and Pillow only (no torch).
+numpy and Pillow only (no torch). The shared types live in `synth_types`, the prior in `synth_prior`, the
+renderer in `synth_render` and the report writer in `synth_reports`; their public names are importable
+from here too.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import io
 import json
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from leadrrg.constants import NUM_OBSERVATIONS, OBSERVATIONS
+from leadrrg.constants import OBSERVATIONS
+from leadrrg.data.synth_prior import findings_from_labels, marginal_prevalence, sample_findings
 from leadrrg.data.synth_render import render_image
 from leadrrg.data.synth_reports import write_report
+from leadrrg.data.synth_types import (
+    DEVICES,
+    FINDING_NAMES,
+    SEVERITIES,
+    SIDES,
+    SPLITS,
+    ZONES,
+    Finding,
+    Findings,
+    Syndrome,
+    SynthConfig,
+)
 from leadrrg.errors import LeadrrgError
 from leadrrg.io import atomic_directory
 
 __all__ = [
+    "DEVICES",
+    "FINDING_NAMES",
+    "SEVERITIES",
+    "SIDES",
     "SPLITS",
+    "ZONES",
     "Finding",
     "Findings",
     "Syndrome",
@@ -50,335 +68,6 @@ __all__ = [
     "write_contact_sheet",
     "write_report",
 ]
-
-SPLITS: tuple[str, ...] = ("train", "val", "test", "shift_test")
-FINDING_NAMES: tuple[str, ...] = OBSERVATIONS[1:]  # everything but No Finding
-SEVERITIES = ("mild", "moderate", "large")
-SIDES = ("right", "left", "bilateral")
-ZONES = ("upper", "middle", "lower")
-DEVICES = (
-    "endotracheal tube",
-    "nasogastric tube",
-    "central venous catheter",
-    "picc",
-    "pacemaker",
-)
-# Sternotomy wires are drawn and described (synth_render / synth_reports) but not sampled: like the CheXpert
-# labeler and the IU X-Ray annotations, leadrrg's labeler does not count them as a support device.
-
-# Which sides and zones each observation can take (the first zone is the usual one).
-_ALLOWED_SIDES: dict[str, tuple[str, ...]] = {
-    "Enlarged Cardiomediastinum": ("bilateral",),
-    "Cardiomegaly": ("bilateral",),
-    "Edema": ("bilateral",),
-    "Support Devices": ("bilateral",),
-    "Lung Lesion": ("right", "left"),
-    "Fracture": ("right", "left"),
-    "Pneumothorax": ("right", "left"),
-    "Consolidation": ("right", "left"),
-    "Pneumonia": ("right", "left"),
-}
-_ALLOWED_ZONES: dict[str, tuple[str, ...]] = {
-    "Lung Opacity": ("lower", "middle", "upper"),
-    "Lung Lesion": ("upper", "middle", "lower"),
-    "Consolidation": ("lower", "upper", "middle"),
-    "Pneumonia": ("lower", "upper", "middle"),
-    "Pleural Other": ("middle", "upper"),
-    "Pneumothorax": ("upper",),
-}
-
-
-# --------------------------------------------------------------------------------------------------
-# Findings
-
-
-@dataclass(frozen=True)
-class Finding:
-    """Attributes of one present observation."""
-
-    severity: str = "moderate"  # mild | moderate | large (small/moderate/large effusion, nodule vs mass, ...)
-    side: str = "bilateral"  # right | left | bilateral: the PATIENT's side (right is the image's left)
-    zone: str = "lower"  # upper | middle | lower lung zone
-    devices: tuple[str, ...] = ()  # Support Devices only: entries of DEVICES
-
-
-@dataclass
-class Findings:
-    """The observations present in one study (CheXpert names) with their attributes."""
-
-    present: dict[str, Finding] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for name in self.present:
-            if name not in FINDING_NAMES:
-                raise LeadrrgError(f"unknown finding {name!r}; expected one of: {', '.join(FINDING_NAMES)}")
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.present
-
-    def get(self, name: str) -> Finding | None:
-        return self.present.get(name)
-
-    def positives(self) -> list[str]:
-        """Present observations in CheXpert order (No Finding when nothing but devices is present)."""
-        names = [name for name in FINDING_NAMES if name in self.present]
-        return names if self.labels()[0] == 0 else ["No Finding", *names]
-
-    def labels(self) -> np.ndarray:
-        """(14,) int64 0/1 in CheXpert order; No Finding = 1 iff nothing but Support Devices is present."""
-        out = np.zeros(NUM_OBSERVATIONS, dtype=np.int64)
-        for i, name in enumerate(OBSERVATIONS):
-            out[i] = int(name in self.present)
-        out[0] = int(not any(name != "Support Devices" for name in self.present))
-        return out
-
-    def to_dict(self) -> dict[str, dict[str, Any]]:
-        return {
-            name: {**dataclasses.asdict(f), "devices": list(f.devices)}
-            for name, f in sorted(self.present.items(), key=lambda kv: OBSERVATIONS.index(kv[0]))
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, dict[str, Any]]) -> Findings:
-        return cls(
-            {
-                name: Finding(**{**attrs, "devices": tuple(attrs.get("devices", ()))})
-                for name, attrs in data.items()
-            }
-        )
-
-
-# --------------------------------------------------------------------------------------------------
-# The prior
-
-
-@dataclass
-class Syndrome:
-    """A latent clinical picture that brings several findings together (the language prior)."""
-
-    name: str
-    rate: float  # probability that a study has this syndrome
-    findings: dict[str, float]  # P(observation present | syndrome)
-    same_side: bool = True  # lateral findings of the syndrome share one side
-    bilateral: float = 0.0  # probability that its lateralisable findings are bilateral
-
-
-def _default_background() -> dict[str, float]:
-    return {
-        "Enlarged Cardiomediastinum": 0.03,
-        "Cardiomegaly": 0.05,
-        "Lung Opacity": 0.07,
-        "Lung Lesion": 0.05,
-        "Edema": 0.015,
-        "Consolidation": 0.02,
-        "Pneumonia": 0.02,
-        "Atelectasis": 0.06,
-        "Pneumothorax": 0.03,
-        "Pleural Effusion": 0.03,
-        "Pleural Other": 0.03,
-        "Fracture": 0.04,
-        "Support Devices": 0.07,
-    }
-
-
-def _default_syndromes() -> list[Syndrome]:
-    return [
-        Syndrome(
-            "heart_failure",
-            0.12,
-            {"Cardiomegaly": 0.9, "Pleural Effusion": 0.7, "Edema": 0.7, "Enlarged Cardiomediastinum": 0.25},
-            same_side=True,
-            bilateral=0.6,
-        ),
-        Syndrome(
-            "infection",
-            0.10,
-            {"Pneumonia": 0.85, "Consolidation": 0.8, "Lung Opacity": 0.25, "Pleural Effusion": 0.2},
-        ),
-        Syndrome(
-            "critical_care",
-            0.08,
-            {"Support Devices": 0.95, "Atelectasis": 0.6, "Pleural Effusion": 0.3, "Edema": 0.2},
-            bilateral=0.4,
-        ),
-        Syndrome("trauma", 0.04, {"Fracture": 0.9, "Pneumothorax": 0.5, "Lung Opacity": 0.3}),
-    ]
-
-
-def _default_implications() -> list[list]:
-    return [["Pleural Effusion", "Atelectasis", 0.45], ["Consolidation", "Pneumonia", 0.3]]
-
-
-@dataclass
-class SynthConfig:
-    """Prevalences and co-occurrence of the train prior, and the report style. JSON-serialisable."""
-
-    background: dict[str, float] = field(default_factory=_default_background)  # independent base rates
-    syndromes: list[Syndrome] = field(default_factory=_default_syndromes)  # correlated clusters
-    implications: list[list] = field(
-        default_factory=_default_implications
-    )  # [cause, effect, P(effect|cause)]
-    severity_weights: list[float] = field(default_factory=lambda: [0.45, 0.35, 0.2])  # mild, moderate, large
-    side_coupling: float = 0.85  # prior: P(a lateral finding takes the study's dominant side)
-    hedge_rate: float = 0.08  # share of positive sentences hedged ("likely", "may represent")
-    negative_rate: float = 0.8  # P(each relevant negative is stated)
-
-    def __post_init__(self) -> None:
-        self.syndromes = [s if isinstance(s, Syndrome) else Syndrome(**s) for s in self.syndromes]
-        names = set(FINDING_NAMES)
-        for where, mapping in [("background", self.background)] + [
-            (f"syndromes[{s.name}].findings", s.findings) for s in self.syndromes
-        ]:
-            for name, p in mapping.items():
-                if name not in names:
-                    raise LeadrrgError(f"synth config {where}: unknown observation {name!r}")
-                if not 0.0 <= p <= 1.0:
-                    raise LeadrrgError(f"synth config {where}[{name!r}] is {p!r}; expected a probability")
-        for rule in self.implications:
-            if len(rule) != 3 or rule[0] not in names or rule[1] not in names or not 0 <= rule[2] <= 1:
-                raise LeadrrgError(
-                    f"synth config implication {rule!r}; expected [cause, effect, probability]"
-                )
-        if (
-            len(self.severity_weights) != 3
-            or min(self.severity_weights) < 0
-            or sum(self.severity_weights) <= 0
-        ):
-            raise LeadrrgError("synth config severity_weights must be three non-negative weights")
-        for name in ("side_coupling", "hedge_rate", "negative_rate"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise LeadrrgError(f"synth config {name} is {getattr(self, name)!r}; expected a probability")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SynthConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise LeadrrgError(
-                f"unknown synth config keys {sorted(unknown)}; expected: {', '.join(sorted(known))}"
-            )
-        return cls(**data)
-
-
-def _sample_presence(rng: np.random.Generator, config: SynthConfig, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Prior draw of which findings are present: (n, 13) bool over FINDING_NAMES, (n, S) active syndromes."""
-    index = {name: i for i, name in enumerate(FINDING_NAMES)}
-    background = np.array([config.background.get(name, 0.0) for name in FINDING_NAMES])
-    present = rng.random((n, len(FINDING_NAMES))) < background
-    active = np.zeros((n, len(config.syndromes)), dtype=bool)
-    for s, syndrome in enumerate(config.syndromes):
-        active[:, s] = rng.random(n) < syndrome.rate
-        probs = np.array([syndrome.findings.get(name, 0.0) for name in FINDING_NAMES])
-        present |= active[:, s : s + 1] & (rng.random((n, len(FINDING_NAMES))) < probs)
-    for cause, effect, p in config.implications:
-        present[:, index[effect]] |= present[:, index[cause]] & (rng.random(n) < p)
-    return present, active
-
-
-@functools.lru_cache(maxsize=16)
-def _marginals_cached(config_json: str) -> tuple[float, ...]:
-    config = SynthConfig.from_dict(json.loads(config_json))
-    present, _ = _sample_presence(np.random.default_rng(20260204), config, 200_000)
-    return tuple(present.mean(axis=0).tolist())
-
-
-def marginal_prevalence(config: SynthConfig) -> dict[str, float]:
-    """Marginal prevalence of each finding under the prior (Monte Carlo, fixed seed, 200k draws)."""
-    return dict(zip(FINDING_NAMES, _marginals_cached(config.to_json())))
-
-
-def _pick(rng: np.random.Generator, options: tuple[str, ...], weights: list[float] | None = None) -> str:
-    if weights is None:
-        return options[int(rng.integers(len(options)))]
-    w = np.asarray(weights, dtype=float)
-    return options[int(rng.choice(len(options), p=w / w.sum()))]
-
-
-def _random_devices(rng: np.random.Generator, critical_care: bool) -> tuple[str, ...]:
-    if critical_care:
-        chosen = [d for d, p in zip(DEVICES, (0.7, 0.6, 0.6, 0.15, 0.1)) if rng.random() < p]
-    else:
-        chosen = [d for d, p in zip(DEVICES, (0.15, 0.15, 0.25, 0.25, 0.4)) if rng.random() < p]
-    if not chosen:
-        chosen = [_pick(rng, DEVICES)]
-    return tuple(chosen)
-
-
-def _attributes(
-    rng: np.random.Generator,
-    name: str,
-    config: SynthConfig,
-    side: str | None = None,
-    zone: str | None = None,
-    critical_care: bool = False,
-) -> Finding:
-    severity = _pick(rng, SEVERITIES, config.severity_weights)
-    sides = _ALLOWED_SIDES.get(name, SIDES)
-    if side not in sides:
-        side = _pick(rng, sides, [0.4, 0.4, 0.2][: len(sides)] if len(sides) == 3 else None)
-    zones = _ALLOWED_ZONES.get(name, ("lower",))
-    if zone not in zones:
-        zone = _pick(rng, zones)
-    devices = _random_devices(rng, critical_care) if name == "Support Devices" else ()
-    return Finding(severity=severity, side=side, zone=zone, devices=devices)
-
-
-def sample_findings(
-    rng: np.random.Generator, config: SynthConfig | None = None, independent: bool = False
-) -> Findings:
-    """Draw one study's findings.
-
-    independent=False: the train prior (syndromes couple findings, their sides and zones).
-    independent=True: each finding independently at the prior's marginal prevalence, attributes independent
-    too (the shift split, where following the prior instead of the image produces hallucinations)."""
-    config = config or SynthConfig()
-    if independent:
-        marginals = np.array(list(marginal_prevalence(config).values()))
-        present = rng.random(len(FINDING_NAMES)) < marginals
-        return Findings(
-            {name: _attributes(rng, name, config) for name, on in zip(FINDING_NAMES, present) if on}
-        )
-    present, active = _sample_presence(rng, config, 1)
-    present, active = present[0], active[0]
-    # The study's dominant side and zone: the syndromes' findings share them.
-    main_side = _pick(rng, ("right", "left"))
-    bilateral = any(
-        s.bilateral > 0 and rng.random() < s.bilateral for s, on in zip(config.syndromes, active) if on
-    )
-    main_zone = _pick(rng, ZONES, [0.25, 0.15, 0.6])
-    critical_care = any(on and s.name == "critical_care" for s, on in zip(config.syndromes, active))
-    out: dict[str, Finding] = {}
-    for name, on in zip(FINDING_NAMES, present):
-        if not on:
-            continue
-        side = None
-        if rng.random() < config.side_coupling:
-            side = "bilateral" if bilateral and name in ("Pleural Effusion", "Atelectasis") else main_side
-        out[name] = _attributes(rng, name, config, side, main_zone, critical_care)
-    return Findings(out)
-
-
-def findings_from_labels(
-    labels: Any, rng: np.random.Generator, config: SynthConfig | None = None
-) -> Findings:
-    """Findings for given 14 CheXpert labels (1 present; 0, -1 and NaN absent), with random attributes."""
-    values = np.asarray(labels, dtype=np.float64).reshape(-1)
-    if values.shape != (NUM_OBSERVATIONS,):
-        raise LeadrrgError(f"labels have {values.size} values; expected {NUM_OBSERVATIONS} in CheXpert order")
-    config = config or SynthConfig()
-    return Findings(
-        {
-            name: _attributes(rng, name, config)
-            for name, v in zip(OBSERVATIONS, values)
-            if name != "No Finding" and v == 1
-        }
-    )
 
 
 # --------------------------------------------------------------------------------------------------
