@@ -92,6 +92,17 @@ def test_truth_forcing_feeds_ground_truth_in_training_only():
     assert torch.allclose(context.expert_probs, torch.sigmoid(context.expert_logits))
 
 
+def test_truth_jitter_keeps_the_threshold():
+    model = _model(truth_forcing=1.0, truth_jitter=0.5).train()
+    batch = tiny_batch(batch=64)
+    targets, _ = expert_targets(model.select_expert_labels(batch["expert_labels"]), "ones")
+    probs = model.encode_study(
+        batch["images"], batch["view_mask"], expert_labels=batch["expert_labels"]
+    ).expert_probs
+    assert ((probs > 0.5) == (targets == 1)).all() and probs.std() > 0.05
+    assert ((probs - targets).abs() <= 0.5).all()
+
+
 @pytest.mark.parametrize("detach", [True, False])
 def test_detached_experts_get_no_lm_gradient(detach):
     model = _model(truth_forcing=0.0, detach_experts=detach).train()
@@ -125,3 +136,18 @@ def test_aux_fusion_trains_experts_and_fuses_nothing():
     assert context.expert_tokens is None and context.expert_probs.shape == (2, len(EXPERTS))
     out["loss"].backward()
     assert all(p.grad is not None for p in model.experts.parameters())
+
+
+def test_visual_dropout_masks_whole_studies_in_training_only():
+    model = _model(visual_dropout=0.5)
+    mask = torch.ones(400, 10, dtype=torch.bool)
+    dropped = model.drop_visual_tokens(mask)
+    rows = dropped.any(dim=1)
+    assert torch.equal(dropped.all(dim=1), rows)  # a study keeps all its visual tokens or none
+    assert 120 < int((~rows).sum()) < 280
+    batch = tiny_batch()
+    model.eval()
+    before = model(**batch)["lm_loss"]
+    assert torch.equal(before, model(**batch)["lm_loss"])  # eval: nothing dropped, deterministic
+    with pytest.raises(LeadrrgError, match="visual_dropout"):
+        GroundingConfig(visual_dropout=1.0)

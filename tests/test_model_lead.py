@@ -136,8 +136,9 @@ _SWITCHES = (
     [dict(fusion="layerwise", projection=p, gate=g, confidence=c) for p, g, c in
      itertools.product(["per_layer", "shared"], ["dynamic", "static", "open"], ["mixture", "product", "none"])]
     + [dict(fusion="layerwise", projection=p, rank=4) for p in ["per_layer", "shared"]]
-    + [dict(fusion="input", confidence=c) for c in ["mixture", "product", "none"]]
-    + [dict(fusion="none")]
+    + [dict(fusion="layerwise", confidence="explicit")]
+    + [dict(fusion="input", confidence=c) for c in ["mixture", "explicit", "product", "none"]]
+    + [dict(fusion="aux"), dict(fusion="none")]
 )  # fmt: skip
 
 

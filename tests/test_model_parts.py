@@ -70,12 +70,14 @@ def test_pool_and_project_view_grids():
     assert Projector(8, 12)(pooled).shape == (2, 8, 12)
 
 
-@pytest.mark.parametrize("mode", ["mixture", "product", "none"])
+@pytest.mark.parametrize("mode", ["mixture", "explicit", "product", "none"])
 def test_confidence_weighting(mode):
     features, probs, absent = torch.randn(2, 3, 4), torch.rand(2, 3), torch.randn(3, 4)
-    out = confidence_weighting(features, probs, absent, mode)
+    present = torch.randn(3, 4)
+    out = confidence_weighting(features, probs, absent, mode, present)
     expected = {
         "mixture": probs[..., None] * features + (1 - probs[..., None]) * absent,
+        "explicit": probs[..., None] * (features + present) + (1 - probs[..., None]) * absent,
         "product": probs[..., None] * features,
         "none": features,
     }[mode]

@@ -85,7 +85,7 @@ class ExpertConfig:
 FUSIONS = ("layerwise", "input", "aux", "none")
 PROJECTIONS = ("per_layer", "shared")
 GATES = ("dynamic", "static", "open")
-CONFIDENCES = ("mixture", "product", "none")
+CONFIDENCES = ("mixture", "explicit", "product", "none")
 
 
 @dataclass
@@ -95,7 +95,8 @@ class InjectionConfig:
     # none (plain LVLM, no experts)
     projection: str = "per_layer"  # per_layer: a W^l per decoder layer | shared: one W for all layers
     gate: str = "dynamic"  # dynamic: per-token gate | static: one learned scalar per layer | open: g = 1
-    confidence: str = "mixture"  # mixture: p*e + (1-p)*a | product: p*e | none: e
+    confidence: str = "explicit"  # explicit: p*(e+u) + (1-p)*a (default) | mixture: p*e + (1-p)*a (the
+    # paper's) | product: p*e | none: e
     rank: int = 0  # 0: full-rank W^l; r > 0: W^l = U^l V with a shared V (for 7B-class decoders)
     gate_bias_init: float = 0.0  # initial gate bias b_g (sigmoid(0) = 0.5); W^l starts at zero regardless
 
@@ -159,15 +160,35 @@ class GroundingConfig:
 
     truth_forcing: float = 1.0  # share of training studies whose decoder reads the ground-truth labels as p
     # (PromptMRG-style); the rest read the experts' own p. 0: always their own (the paper)
-    detach_experts: bool = True  # stop the LM loss at the expert features and probabilities: only L_cls trains
+    truth_jitter: float = 0.0  # forced truth is softened to p ~ U(1 - j, 1) (present) / U(0, j) (absent), so
+    # the decoder learns the experts' threshold (p > 0.5 means present) on soft probabilities like theirs; 0: 0/1
+    detach_experts: bool = (
+        True  # stop the LM loss at the expert features and probabilities: only L_cls trains
+    )
     # the experts (two-stage classifiers as in RaDialog / CCD, in one pass)
-    balance: str = "context"  # expert BCE weights: none | context (each expert's label made independent of the
+    balance: str = (
+        "context"  # expert BCE weights: none | context (each expert's label made independent of the
+    )
     # other labels of the training data by inverse propensity weights: exclusive samples count more)
     balance_clip: float = 10.0  # context weights are clipped to [1 / clip, clip]
+    visual_dropout: float = (
+        0.0  # share of training studies whose visual prompt tokens are masked out, so that
+    )
+    # the decoder must write their findings from the experts (modality dropout: the gated path is the way in)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.truth_forcing <= 1.0:
-            raise LeadrrgError(f"grounding.truth_forcing is {self.truth_forcing!r}; expected a number in [0, 1]")
+            raise LeadrrgError(
+                f"grounding.truth_forcing is {self.truth_forcing!r}; expected a number in [0, 1]"
+            )
+        if not 0.0 <= self.truth_jitter <= 0.5:
+            raise LeadrrgError(
+                f"grounding.truth_jitter is {self.truth_jitter!r}; expected a number in [0, 0.5]"
+            )
+        if not 0.0 <= self.visual_dropout < 1.0:
+            raise LeadrrgError(
+                f"grounding.visual_dropout is {self.visual_dropout!r}; expected a number in [0, 1)"
+            )
         _check_choice("grounding", "balance", self.balance, BALANCES)
         if not self.balance_clip >= 1.0:
             raise LeadrrgError(f"grounding.balance_clip is {self.balance_clip!r}; expected a number >= 1")

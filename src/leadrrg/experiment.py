@@ -2,7 +2,10 @@
 
 Shared by `leadrrg demo` and `leadrrg bench faithfulness`. Re-entrant: a run directory that already
 holds a run is resumed (a finished run trains zero more steps), and predictions / metrics already
-written for a split are reused, so an interrupted demo or benchmark continues where it stopped.
+written for a split are reused when they were made by the same weights (trained steps) with the same
+decoding settings (recorded as `provenance` in metrics.json), so an interrupted demo or benchmark
+continues where it stopped and a changed one never reports stale results. Decode-time variants (e.g. an
+expert logit bias) reuse another run's weights and write their predictions and metrics to `results_dir`.
 """
 
 from __future__ import annotations
@@ -48,9 +51,13 @@ def run_experiment(
     *,
     meteor: bool = True,
     quiet: bool = False,
+    results_dir: str | Path | None = None,
+    decode_overrides: Sequence[str] = (),
 ) -> ExperimentResult:
     """Train `config` into `run_dir` (resuming what is there), then for each split write
-    `preds_<split>.jsonl` and collect its metrics into `run_dir/metrics.json` (split -> metrics)."""
+    `preds_<split>.jsonl` and collect its metrics into `metrics.json` (split -> metrics), both in `results_dir`
+    (default `run_dir`), decoding with the run's decode settings plus `decode_overrides` (`decode.*=...`)."""
+    from leadrrg.config import apply_overrides, to_dict
     from leadrrg.data.manifests import load_studies
     from leadrrg.evaluate import evaluate_predictions
     from leadrrg.predict import generate_split
@@ -58,19 +65,25 @@ def run_experiment(
     from leadrrg.train.checkpoint import is_run_dir
 
     run_dir = Path(run_dir)
+    results_dir = Path(results_dir) if results_dir is not None else run_dir
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     summary = train(config, run_dir, resume=is_run_dir(run_dir), quiet=quiet)
     seconds["train"] = time.perf_counter() - start
 
     model, tokenizer, run_config = load_run(run_dir)
-    metrics_path = run_dir / METRICS
+    run_config = apply_overrides(run_config, list(decode_overrides))
+    provenance = {"steps": summary.get("steps"), "decode": to_dict(run_config.decode)}
+    results_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = results_dir / METRICS
     all_metrics: dict[str, Any] = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    made_by = all_metrics.pop("provenance", {})
     result = ExperimentResult(run_dir, summary, seconds=seconds)
     for split in splits:
-        preds_path = run_dir / PREDICTIONS.format(split=split)
+        preds_path = results_dir / PREDICTIONS.format(split=split)
+        current = made_by.get(split) == provenance
         start = time.perf_counter()
-        if preds_path.is_file():
+        if preds_path.is_file() and current:
             records = read_jsonl(preds_path)
         else:
             studies = load_studies(run_config.data, split)
@@ -78,14 +91,64 @@ def run_experiment(
                 model, tokenizer, run_config, studies, run_config.decode, progress=not quiet
             )
             write_jsonl(preds_path, records)
+            all_metrics.pop(split, None)
         seconds[f"generate_{split}"] = time.perf_counter() - start
         start = time.perf_counter()
         if split not in all_metrics:
             all_metrics[split] = evaluate_predictions(
                 records, split=split, section=run_config.data.section, meteor=meteor
             )
-            atomic_write_text(metrics_path, json.dumps(all_metrics, indent=2) + "\n")
+            made_by[split] = provenance
+            atomic_write_text(
+                metrics_path, json.dumps({**all_metrics, "provenance": made_by}, indent=2) + "\n"
+            )
         seconds[f"evaluate_{split}"] = time.perf_counter() - start
         result.metrics[split] = all_metrics[split]
         result.predictions[split] = records
     return result
+
+
+DIAGNOSIS = "diagnosis.json"
+
+
+def diagnose_experiment(
+    run_dir: str | Path,
+    splits: Sequence[str],
+    steps: int,
+    *,
+    results_dir: str | Path | None = None,
+    decode_overrides: Sequence[str] = (),
+    deep_split: str | None = "shift_test",
+    flip: int = 100,
+) -> dict[str, dict[str, Any]]:
+    """`leadrrg.diagnose` on each split of a trained run (expert AUROC, report F1 vs truth, gates); on
+    `deep_split` also the oracle and `flip` flips. Written to `results_dir/diagnosis.json` (split -> measures)
+    and reused while the run's step count (`steps`, as trained) and decode settings are unchanged. Runs without
+    experts get {}."""
+    from leadrrg.config import apply_overrides, to_dict
+    from leadrrg.data.manifests import load_studies
+    from leadrrg.diagnose import diagnose
+    from leadrrg.train import load_run
+
+    run_dir = Path(run_dir)
+    results_dir = Path(results_dir) if results_dir is not None else run_dir
+    path = results_dir / DIAGNOSIS
+    model, tokenizer, config = load_run(run_dir)
+    if config.model.injection.fusion == "none":
+        return {}
+    config = apply_overrides(config, list(decode_overrides))
+    provenance = {"steps": steps, "decode": to_dict(config.decode)}
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    if saved.get("provenance") != provenance:
+        saved = {}
+    for split in splits:
+        if split in saved:
+            continue
+        studies = load_studies(config.data, split)
+        deep = split == deep_split
+        saved[split] = diagnose(
+            model, tokenizer, config, studies, oracle=deep, flip=min(flip, len(studies)) if deep else 0
+        )
+        atomic_write_text(path, json.dumps({**saved, "provenance": provenance}, indent=2) + "\n")
+    saved.pop("provenance", None)
+    return saved

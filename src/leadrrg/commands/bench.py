@@ -13,19 +13,81 @@ import argparse
 import json
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# variant -> config overrides (on top of the preset); the first is the baseline the others are read against.
-VARIANTS: dict[str, tuple[str, ...]] = {
-    "lvlm": ("model.injection.fusion=none",),
-    "input": ("model.injection.fusion=input",),
-    "lead": (),
-    "lead_shared_proj": ("model.injection.projection=shared",),
-    "lead_static_gate": ("model.injection.gate=static",),
-    "lead_open_gate": ("model.injection.gate=open",),
-    "lead_no_confidence": ("model.injection.confidence=none",),
+
+@dataclass(frozen=True)
+class Variant:
+    """One benchmark variant: config overrides on top of the preset, decode-time overrides, and (for
+    decoding-time variants) the variant whose trained runs it decodes with."""
+
+    overrides: tuple[str, ...] = ()
+    decode: tuple[str, ...] = ()
+    trained_as: str | None = None
+    about: str = ""
+
+
+# The paper's recipe (joint training, L_LM + 4 x BCE, the decoder reads the experts' own p).
+PAPER = (
+    "model.injection.confidence=mixture",
+    "model.grounding.truth_forcing=0",
+    "model.grounding.detach_experts=false",
+    "model.grounding.balance=none",
+)
+
+VARIANTS: dict[str, Variant] = {
+    "lvlm": Variant(("model.injection.fusion=none",), about="plain LVLM, no experts"),
+    "lvlm_cls": Variant(
+        ("model.injection.fusion=aux",), about="LVLM + the same experts and L_cls, nothing fused"
+    ),
+    "lvlm_cls_bias": Variant(
+        decode=("decode.expert_bias=1.0",),
+        trained_as="lvlm_cls",
+        about="lvlm_cls + a CCD-style logit bias from the experts on finding words at decoding",
+    ),
+    "lead": Variant(about="LEAD, the default recipe"),
+    "lead_paper": Variant(PAPER, about="LEAD as the paper describes it"),
+    # Ablations of the default LEAD: one technique removed, or one architectural switch changed.
+    "lead_no_truth_forcing": Variant(("model.grounding.truth_forcing=0",), about="decoder reads its own p"),
+    "lead_half_truth_forcing": Variant(
+        ("model.grounding.truth_forcing=0.5",), about="truth for half the studies"
+    ),
+    "lead_no_detach": Variant(("model.grounding.detach_experts=false",), about="LM loss trains the experts"),
+    "lead_no_balance": Variant(("model.grounding.balance=none",), about="plain BCE for the experts"),
+    "lead_mixture": Variant(
+        ("model.injection.confidence=mixture",), about="p e + (1 - p) a, no present vector"
+    ),
+    "lead_truth_jitter": Variant(("model.grounding.truth_jitter=0.5",), about="forced truth softened"),
+    "lead_visual_dropout": Variant(("model.grounding.visual_dropout=0.5",), about="visual tokens dropped"),
+    "input": Variant(("model.injection.fusion=input",), about="expert tokens as extra input tokens"),
+    "lead_shared_proj": Variant(("model.injection.projection=shared",), about="one W for all layers"),
+    "lead_static_gate": Variant(("model.injection.gate=static",), about="one learned scalar per layer"),
+    "lead_open_gate": Variant(("model.injection.gate=open",), about="g = 1"),
+    "lead_no_confidence": Variant(
+        ("model.injection.confidence=none",), about="e instead of p (e + u) + (1 - p) a"
+    ),
 }
+MAIN_VARIANTS = ("lvlm", "lvlm_cls", "lvlm_cls_bias", "lead", "lead_paper")
+
+
+def parse_variants(text: str) -> list[str]:
+    """`main`, `all` or a comma-separated list of variant names."""
+    from leadrrg.errors import LeadrrgError
+
+    if text == "main":
+        return list(MAIN_VARIANTS)
+    if text == "all":
+        return list(VARIANTS)
+    variants = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise LeadrrgError(
+            f"unknown variant(s) {', '.join(unknown)}; expected main, all or some of: {', '.join(VARIANTS)}"
+        )
+    return variants
+
 
 # (column header, metric key) of the results table; `gt_` metrics compare with the image's ground truth.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -51,7 +113,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faith.add_argument("--preset", default="demo", help="preset every variant starts from")
     faith.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     faith.add_argument(
-        "--variants", default=",".join(VARIANTS), help=f"comma-separated subset of: {', '.join(VARIANTS)}"
+        "--variants",
+        default="main",
+        help=f"main ({', '.join(MAIN_VARIANTS)}), all, or a comma-separated subset of: {', '.join(VARIANTS)}",
     )
     faith.add_argument("--splits", default="test,shift_test", help="evaluation splits present in the data")
     faith.add_argument("--train", type=int, default=2000, help="SynthCXR training studies when synthesising")
@@ -66,6 +130,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="typed dotted override applied to every variant (the shared budget), repeatable",
     )
     faith.add_argument("--no-meteor", action="store_true", help="skip METEOR (it starts a Java VM per run)")
+    faith.add_argument(
+        "--flip",
+        type=int,
+        default=100,
+        metavar="N",
+        help="diagnosis of every run with experts (leadrrg diagnose): expert AUROC and report F1 vs truth on every "
+        "split, oracle and N flips on shift_test (0: no diagnosis)",
+    )
 
 
 def aggregate(values: list[float | None]) -> tuple[float | None, float | None]:
@@ -92,19 +164,40 @@ def results_table(results: dict[str, dict[str, dict[str, dict[str, Any]]]], spli
     return "\n".join(lines)
 
 
+# (column header, metric key, split or None for the deep split) of the diagnosis table.
+DIAGNOSIS_COLUMNS: tuple[tuple[str, str, str | None], ...] = (
+    ("expert macro AUROC (test)", "diag_expert_macro_auroc", "test"),
+    ("expert macro AUROC (shift)", "diag_expert_macro_auroc", "shift_test"),
+    ("report F1 vs truth, own experts (shift)", "diag_report_f1_vs_truth", "shift_test"),
+    ("report F1 vs truth, oracle experts (shift)", "diag_oracle_report_f1_vs_truth", "shift_test"),
+    ("flip: follows", "diag_flip_follow_rate", "shift_test"),
+    ("flip: others unchanged", "diag_flip_others_unchanged_rate", "shift_test"),
+)
+
+
+def diagnosis_table(results: dict[str, dict[str, dict[str, dict[str, Any]]]]) -> str:
+    """Markdown table of the diagnosis measures (mean ± std over seeds) for the variants that have them."""
+    header = "| variant | seeds | " + " | ".join(name for name, _, _ in DIAGNOSIS_COLUMNS) + " |"
+    lines = [header, "|" + "---|" * (len(DIAGNOSIS_COLUMNS) + 2)]
+    for variant, by_seed in results.items():
+        cells, seeds = [], 0
+        for _, key, split in DIAGNOSIS_COLUMNS:
+            values = [metrics.get(split, {}).get(key) for metrics in by_seed.values()]
+            seeds = max(seeds, sum(v is not None for v in values))
+            mean, spread = aggregate(values)
+            cells.append("n/a" if mean is None else f"{mean:.3f} ± {spread:.3f}")
+        if seeds:
+            lines.append(f"| {variant} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def run(args: argparse.Namespace) -> int:
     from leadrrg.config import apply_overrides, load_preset
-    from leadrrg.errors import LeadrrgError
-    from leadrrg.experiment import run_experiment
+    from leadrrg.experiment import diagnose_experiment, run_experiment
 
     out = Path(args.out)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise LeadrrgError(
-            f"unknown variant(s) {', '.join(unknown)}; expected some of: {', '.join(VARIANTS)}"
-        )
+    variants = parse_variants(args.variants)
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
 
     data_dir = Path(args.data) if args.data else out / "data"
@@ -118,19 +211,42 @@ def run(args: argparse.Namespace) -> int:
     results: dict[str, dict[str, dict[str, Any]]] = {}
     started = time.perf_counter()
     for variant in variants:
+        spec = VARIANTS[variant]
+        trained_as = spec.trained_as or variant
         for seed in seeds:
             config = apply_overrides(
                 load_preset(args.preset),
-                base + list(args.overrides) + list(VARIANTS[variant]) + [f"train.seed={seed}"],
+                base + list(args.overrides) + list(VARIANTS[trained_as].overrides) + [f"train.seed={seed}"],
             )
             print(f"== {variant} seed {seed} ({time.perf_counter() - started:.0f} s elapsed)", flush=True)
             result = run_experiment(
-                config, out / variant / f"seed{seed}", splits, meteor=not args.no_meteor, quiet=True
+                config,
+                out / trained_as / f"seed{seed}",
+                splits,
+                meteor=not args.no_meteor,
+                quiet=True,
+                results_dir=out / variant / f"seed{seed}",
+                decode_overrides=spec.decode,
             )
-            results.setdefault(variant, {})[str(seed)] = {
+            by_split = {
                 split: {k: v for k, v in metrics.items() if not isinstance(v, dict)}
                 for split, metrics in result.metrics.items()
-            } | {"train": result.train_summary}
+            }
+            if args.flip:
+                diagnosis = diagnose_experiment(
+                    out / trained_as / f"seed{seed}",
+                    splits,
+                    result.train_summary["steps"],
+                    results_dir=out / variant / f"seed{seed}",
+                    decode_overrides=spec.decode,
+                    flip=args.flip,
+                )
+                for split, measures in diagnosis.items():
+                    by_split[split].update(
+                        {f"diag_{k}": v for k, v in measures.items() if not isinstance(v, (dict, list))}
+                    )
+                    by_split[split]["diag_expert_auroc"] = measures.get("expert_auroc")
+            results.setdefault(variant, {})[str(seed)] = by_split | {"train": result.train_summary}
 
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     command = (
@@ -138,13 +254,16 @@ def run(args: argparse.Namespace) -> int:
         + " ".join(
             f"--{k.replace('_', '-')} {v}"
             for k, v in vars(args).items()
-            if k in ("out", "data", "preset", "seeds", "variants", "splits") and v
+            if k in ("out", "data", "preset", "seeds", "variants", "splits", "flip") and v
         )
         + "".join(f" --set {o}" for o in args.overrides)
     )
     parts = [f"Command: `{command}`", ""]
     for split in splits:
         parts += [f"### {split}", "", results_table(results, split), ""]
+    diagnosis = diagnosis_table(results)
+    if diagnosis:
+        parts += ["### diagnosis (leadrrg diagnose)", "", diagnosis, ""]
     (out / "results.md").write_text("\n".join(parts))
     print("\n".join(parts))
     print(f"benchmark finished in {time.perf_counter() - started:.0f} s; results in {out / 'results.md'}")

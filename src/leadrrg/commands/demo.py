@@ -1,8 +1,10 @@
 """`leadrrg demo --out DIR`: the main job on the embedded default, end to end on a laptop CPU.
 
-Synthesises SynthCXR (`DIR/data`), trains LEAD with the `demo` preset (`DIR/run`), generates reports for
-the test and shift_test splits, evaluates them, and prints the metrics and a few reports beside their
-references. Everything lands under DIR; running it again reuses what is complete and resumes the rest.
+Synthesises SynthCXR (`DIR/data`), trains LEAD with the `demo` preset (`DIR/lead`) and the plain LVLM on the same
+data and budget (`DIR/lvlm`), generates reports for the test and shift_test splits, evaluates them (each run's
+`metrics.json` holds both splits), and prints the two models side by side, a few reports, and one flip example:
+the same image with one expert forced off and on. Everything lands under DIR; running it again reuses what is
+complete and still current and resumes the rest; data synthesised with other sizes is refused, not reused.
 """
 
 from __future__ import annotations
@@ -13,19 +15,20 @@ from pathlib import Path
 from typing import Any
 
 SPLITS = ("test", "shift_test")
+MODELS = (("lvlm", "plain LVLM", ("model.injection.fusion=none",)), ("lead", "LEAD", ()))
 
 # (label, metric key, format) rows of the summary table.
 SUMMARY_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("hallucination rate (vs image truth)", "gt_hallucination_rate", ".3f"),
+    ("reports with a hallucination", "gt_reports_with_hallucination", ".3f"),
+    ("omission rate (vs image truth)", "gt_omission_rate", ".3f"),
+    ("CE-14 micro F1 (vs image truth)", "gt_ce14_micro_f1", ".3f"),
+    ("CE-14 micro F1 (vs reference)", "ce14_micro_f1", ".3f"),
+    ("CE-5 macro F1 (vs reference)", "ce5_macro_f1", ".3f"),
     ("BLEU-4", "bleu_4", ".3f"),
     ("METEOR", "meteor", ".3f"),
     ("ROUGE-L", "rouge_l", ".3f"),
     ("CIDEr", "cider", ".3f"),
-    ("CE-14 micro F1 (vs reference)", "ce14_micro_f1", ".3f"),
-    ("CE-5 macro F1 (vs reference)", "ce5_macro_f1", ".3f"),
-    ("CE-14 micro F1 (vs image truth)", "gt_ce14_micro_f1", ".3f"),
-    ("hallucination rate (vs image truth)", "gt_hallucination_rate", ".3f"),
-    ("reports with a hallucination", "gt_reports_with_hallucination", ".3f"),
-    ("omission rate (vs image truth)", "gt_omission_rate", ".3f"),
 )
 
 
@@ -48,30 +51,98 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (it starts a Java VM)")
 
 
-def format_summary(metrics: dict[str, dict[str, Any]]) -> str:
-    splits = list(metrics)
-    lines = [f"{'metric':<38}" + "".join(f"{s:>12}" for s in splits)]
-    for label, key, fmt in SUMMARY_ROWS:
+def format_summary(metrics: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """metrics: model label -> split -> metrics; one column per (split, model)."""
+    columns = [(split, label) for split in SPLITS for label in metrics if split in metrics[label]]
+    lines = [f"{'':<38}" + "".join(f"{split:>14}" for split, _ in columns)]
+    lines.append(f"{'metric':<38}" + "".join(f"{label:>14}" for _, label in columns))
+    for name, key, fmt in SUMMARY_ROWS:
         cells = []
-        for split in splits:
-            value = metrics[split].get(key)
-            cells.append(f"{'n/a' if value is None else format(value, fmt):>12}")
-        lines.append(f"{label:<38}" + "".join(cells))
+        for split, label in columns:
+            value = metrics[label][split].get(key)
+            cells.append(f"{'n/a' if value is None else format(value, fmt):>14}")
+        lines.append(f"{name:<38}" + "".join(cells))
     return "\n".join(lines)
 
 
-def format_examples(records: list[dict[str, Any]], count: int) -> str:
+def format_examples(by_model: dict[str, list[dict[str, Any]]], count: int) -> str:
     from leadrrg.constants import OBSERVATIONS
 
+    labels = list(by_model)
     blocks = []
-    for record in records[:count]:
+    for index, record in enumerate(by_model[labels[0]][:count]):
         truth = [name for name, value in zip(OBSERVATIONS, record.get("labels") or []) if value == 1]
-        blocks.append(
-            f"  [{record['id']}] image truth: {', '.join(truth) or 'n/a'}\n"
-            f"    reference: {record['reference']}\n"
-            f"    generated: {record['generated']}"
-        )
+        lines = [
+            f"  [{record['id']}] image truth: {', '.join(truth) or 'n/a'}",
+            f"    reference: {record['reference']}",
+        ]
+        lines += [f"    {label + ':':<11}{by_model[label][index]['generated']}" for label in labels]
+        blocks.append("\n".join(lines))
     return "\n".join(blocks)
+
+
+def check_data(data_dir: Path, counts: dict[str, int], size: int, seed: int) -> None:
+    """Refuse to reuse SynthCXR data synthesised with other counts, size or seed (a stale demo)."""
+    import json
+
+    from leadrrg.errors import LeadrrgError
+
+    found: dict[str, int] = {}
+    with open(data_dir / "manifest.jsonl", encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                split = json.loads(line)["split"]
+                found[split] = found.get(split, 0) + 1
+    meta_path = data_dir / "synth_meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    asked = {"counts": counts, "size": size, "seed": seed}
+    have = {"counts": found, "size": meta.get("size", size), "seed": meta.get("seed", seed)}
+    if have != asked:
+        raise LeadrrgError(
+            f"{data_dir} holds SynthCXR data made with {have}, not the {asked} asked for; "
+            "use another --out or delete that folder"
+        )
+
+
+def flip_example(run_dir: Path, split: str, search: int = 32) -> str:
+    """One image, one expert forced off and on: the two reports LEAD writes (the first of `search` studies with
+    a true finding its expert sees)."""
+    import numpy as np
+
+    from leadrrg.constants import OBSERVATIONS
+    from leadrrg.data.manifests import load_studies
+    from leadrrg.predict import generate_split
+    from leadrrg.train import load_run
+
+    model, tokenizer, config = load_run(run_dir)
+    studies = load_studies(config.data, split)[:search]
+    records = generate_split(model, tokenizer, config, studies, config.decode, evidence=True)
+    names = list(config.model.experts.names)
+    pick = None
+    for index, record in enumerate(records):  # a study with a finding its experts see
+        probs = record.get("expert_probs") or {}
+        truth = [n for n, v in zip(OBSERVATIONS, record.get("labels") or []) if v == 1 and n != "No Finding"]
+        seen = [n for n in truth if n in names and probs.get(n, 0.0) > 0.5]
+        if seen:
+            pick = (index, seen[0])
+            break
+    if pick is None:
+        return "  (no shift_test study with a finding its experts see: no flip example)"
+    index, finding = pick
+    study = studies[index]
+    own = np.array([[records[index]["expert_probs"][n] for n in names]], dtype=np.float32)
+    reports = {}
+    for value in (0.0, 1.0):
+        forced = own.copy()
+        forced[0, names.index(finding)] = value
+        reports[value] = generate_split(
+            model, tokenizer, config, [study], config.decode, expert_probs=forced
+        )[0]
+    return (
+        f"  [{study.id}] {', '.join(study.images)}; its {finding} expert says p = {own[0, names.index(finding)]:.2f}\n"
+        f"    {finding} forced off (p = 0): {reports[0.0]['generated']}\n"
+        f"    {finding} forced on  (p = 1): {reports[1.0]['generated']}"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,29 +153,51 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     out = Path(args.out)
     data_dir = out / "data"
+    overrides = [f"data.root={data_dir}", f"train.seed={args.seed}", f"model.vision.image_size={args.size}"]
+    configs = {
+        name: apply_overrides(load_preset("demo"), overrides + list(args.overrides) + list(switches))
+        for name, _, switches in MODELS
+    }  # a bad --set fails here, before anything is synthesised
+    counts = {"train": args.train, "val": args.eval, "test": args.eval, "shift_test": args.eval}
     if (data_dir / "manifest.jsonl").is_file():
-        print(f"[1/3] SynthCXR: reusing {data_dir}")
+        check_data(data_dir, counts, args.size, args.seed)
+        print(f"[1/4] SynthCXR: reusing {data_dir}")
     else:
-        print(f"[1/3] SynthCXR: synthesising {args.train} training studies at {args.size} px into {data_dir}")
-        counts = {"train": args.train, "val": args.eval, "test": args.eval, "shift_test": args.eval}
+        print(f"[1/4] SynthCXR: synthesising {args.train} training studies at {args.size} px into {data_dir}")
         synthesize(
             data_dir, counts, size=args.size, seed=args.seed, workers=args.workers, config=None, progress=True
         )
+        from leadrrg.io import atomic_write_text
+
+        atomic_write_text(data_dir / "synth_meta.json", f'{{"size": {args.size}, "seed": {args.seed}}}\n')
     synth_s = time.perf_counter() - started
 
-    config = load_preset("demo")
-    overrides = [f"data.root={data_dir}", f"train.seed={args.seed}", f"model.vision.image_size={args.size}"]
-    config = apply_overrides(config, overrides + list(args.overrides))
-    print(f"[2/3] training LEAD ({config.train.max_steps} steps, preset demo) into {out / 'run'}")
-    result = run_experiment(config, out / "run", SPLITS, meteor=not args.no_meteor)
+    results = {}
+    for step, (name, label, _) in enumerate(MODELS, start=2):
+        config = configs[name]
+        print(f"[{step}/4] training {label} ({config.train.max_steps} steps, preset demo) into {out / name}")
+        results[label] = run_experiment(config, out / name, SPLITS, meteor=not args.no_meteor)
 
-    print("[3/3] results (metrics in", result.run_dir / "metrics.json", ")")
-    print(format_summary(result.metrics))
+    print(
+        "\nresults on the same data and budget (metrics in",
+        out / "lead" / "metrics.json, lvlm/metrics.json):",
+    )
+    print(format_summary({label: result.metrics for label, result in results.items()}))
     for split in SPLITS:
         print(f"\nexamples from {split}:")
-        print(format_examples(result.predictions[split], args.examples))
+        print(
+            format_examples(
+                {label: result.predictions[split] for label, result in results.items()}, args.examples
+            )
+        )
+    print("\nflip example (LEAD follows its experts: the same image, one expert forced off and on):")
+    print(flip_example(out / "lead", "shift_test"))
     total = time.perf_counter() - started
-    stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in result.seconds.items())
+    stages = ", ".join(
+        f"{label} {name} {seconds:.0f} s"
+        for label, r in results.items()
+        for name, seconds in r.seconds.items()
+    )
     print(
         f"\ndemo finished in {total:.0f} s (synthesis {synth_s:.0f} s, {stages}); everything is under {out}"
     )

@@ -1,6 +1,7 @@
 """LEAD's layer-wise injection of expert evidence into an unmodified HF decoder.
 
-- `confidence_weighting`: e~_k = p_k e_k + (1 - p_k) a_k (`mixture`), p_k e_k (`product`) or e_k (`none`).
+- `confidence_weighting`: e~_k = p_k e_k + (1 - p_k) a_k (`mixture`), p_k (e_k + u_k) + (1 - p_k) a_k
+  (`explicit`), p_k e_k (`product`) or e_k (`none`).
 - `ExpertProjections`: Z^l = W^l e~ for every decoder layer l, computed once per study (B, L, K, D).
   W^l starts at zero, so a fresh model computes exactly what its base LLM computes.
 - `ExpertGate`: before layer l, for every position t:
@@ -27,9 +28,15 @@ from leadrrg.config import InjectionConfig
 
 
 def confidence_weighting(
-    features: torch.Tensor, probs: torch.Tensor, absent: torch.Tensor | None, mode: str
+    features: torch.Tensor,
+    probs: torch.Tensor,
+    absent: torch.Tensor | None,
+    mode: str,
+    present: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """features (B, K, De), probs (B, K), absent (K, De) -> confidence-weighted features (B, K, De)."""
+    """features (B, K, De), probs (B, K), absent / present (K, De) -> confidence-weighted features (B, K, De).
+    `explicit`: p (e + u) + (1 - p) a, a learned "present" vector u per expert on top of the mixture, so p is
+    carried by two fixed vectors and cannot vanish when e and a are alike."""
     if mode == "none":
         return features
     p = probs.unsqueeze(-1)  # (B, K, 1)
@@ -37,6 +44,8 @@ def confidence_weighting(
         return p * features
     if mode == "mixture":
         return p * features + (1.0 - p) * absent
+    if mode == "explicit":
+        return p * (features + present) + (1.0 - p) * absent
     raise ValueError(f"unknown confidence mode {mode!r}")
 
 
@@ -55,9 +64,12 @@ class ExpertProjections(nn.Module):
         num_maps = num_layers if config.projection == "per_layer" else 1
         self.absent = (
             nn.Parameter(torch.randn(num_experts, expert_size) * 0.02)
-            if config.confidence == "mixture"
+            if config.confidence in ("mixture", "explicit")
             else None
         )
+        self.present = (
+            nn.Parameter(torch.randn(num_experts, expert_size)) if config.confidence == "explicit" else None
+        )  # unit-scale like the LayerNorm'd features, so that p is visible from the start
         if config.rank > 0:
             self.down = nn.Parameter(
                 torch.randn(expert_size, config.rank) / math.sqrt(expert_size)
@@ -69,7 +81,7 @@ class ExpertProjections(nn.Module):
 
     def weighted_features(self, features: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         """(B, K, De), (B, K) -> e~ (B, K, De)."""
-        return confidence_weighting(features, probs, self.absent, self.confidence)
+        return confidence_weighting(features, probs, self.absent, self.confidence, self.present)
 
     def forward(self, features: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         x = self.weighted_features(features, probs)  # (B, K, De)

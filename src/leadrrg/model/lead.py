@@ -117,12 +117,17 @@ class ExpertInputTokens(nn.Module):
         super().__init__()
         self.confidence = confidence
         self.absent = (
-            nn.Parameter(torch.randn(num_experts, expert_size) * 0.02) if confidence == "mixture" else None
+            nn.Parameter(torch.randn(num_experts, expert_size) * 0.02)
+            if confidence in ("mixture", "explicit")
+            else None
+        )
+        self.present = (
+            nn.Parameter(torch.randn(num_experts, expert_size)) if confidence == "explicit" else None
         )
         self.proj = nn.Linear(expert_size, model_size)
 
     def forward(self, features: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-        return self.proj(confidence_weighting(features, probs, self.absent, self.confidence))
+        return self.proj(confidence_weighting(features, probs, self.absent, self.confidence, self.present))
 
 
 class LeadModel(nn.Module):
@@ -206,7 +211,7 @@ class LeadModel(nn.Module):
     ) -> torch.Tensor:
         """The probabilities p (B, K) the decoder reads: `expert_probs` when given, else sigmoid(expert_logits)
         (detached with grounding.detach_experts); in training, a `grounding.truth_forcing` share of the studies
-        (rows) reads the ground-truth targets of `expert_labels` instead."""
+        (rows) reads the ground-truth targets of `expert_labels` instead, softened by `grounding.truth_jitter`."""
         if expert_probs is not None:
             if expert_probs.shape != expert_logits.shape:
                 raise LeadrrgError(
@@ -220,8 +225,12 @@ class LeadModel(nn.Module):
             probs = probs.detach()
         if self.training and expert_labels is not None and grounding.truth_forcing > 0:
             targets, _ = expert_targets(self.select_expert_labels(expert_labels), self.config.label_policy)
+            targets = targets.to(probs)
+            if grounding.truth_jitter > 0:  # p ~ U(1 - j, 1) when present, U(0, j) when absent
+                shift = torch.rand_like(targets) * grounding.truth_jitter
+                targets = targets + shift * (1.0 - 2.0 * targets)
             forced = torch.rand(probs.shape[0], 1, device=probs.device) < grounding.truth_forcing  # (B, 1)
-            probs = torch.where(forced, targets.to(probs), probs)
+            probs = torch.where(forced, targets, probs)
         return probs
 
     def embed_inputs(
@@ -249,6 +258,8 @@ class LeadModel(nn.Module):
         context = self.encode_study(
             images, view_mask, expert_labels=expert_labels
         )  # (B, P, D), Z (B, L, K, D)
+        if self.training and self.config.grounding.visual_dropout > 0:
+            context.visual_mask = self.drop_visual_tokens(context.visual_mask)
         inputs_embeds, mask = self.embed_inputs(context, input_ids, attention_mask)  # (B, S, D), (B, S)
         prompt_targets = target_ids.new_full(context.visual_mask.shape, IGNORE_INDEX)  # (B, P)
         targets = insert_prompt_positions(target_ids, prompt_targets)  # (B, S)
@@ -306,6 +317,20 @@ class LeadModel(nn.Module):
             )
         with injecting(self.injected_layers(), context.expert_tokens, record=record) as trace:
             yield trace
+
+    def drop_visual_tokens(self, visual_mask: torch.Tensor) -> torch.Tensor:
+        """Training-time modality dropout: for a `grounding.visual_dropout` share of the studies (rows) the visual
+        prompt tokens are masked out of attention (expert input tokens of fusion=input stay): (B, P) -> (B, P)."""
+        num_visual = visual_mask.shape[1] - (
+            self.config.experts.num_experts if self.expert_input is not None else 0
+        )
+        drop = (
+            torch.rand(visual_mask.shape[0], 1, device=visual_mask.device)
+            < self.config.grounding.visual_dropout
+        )
+        keep = torch.ones_like(visual_mask)
+        keep[:, :num_visual] = ~drop
+        return visual_mask & keep
 
     # ----------------------------------------------------------------------------------------------
     # Helpers for training and decoding
