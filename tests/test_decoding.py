@@ -67,10 +67,12 @@ def trained(tokenizer, studies) -> LeadModel:
     return fit_model(tokenizer, studies)
 
 
-def fit_model(tokenizer: ReportTokenizer, studies, steps: int = 120, lr: float = 4e-3) -> LeadModel:
-    """A layer-wise model fitted to write REPORTS[i] for study i (a few seconds)."""
+def fit_model(
+    tokenizer: ReportTokenizer, studies, steps: int = 120, lr: float = 4e-3, fusion: str = "layerwise"
+) -> LeadModel:
+    """A model (layer-wise unless told) fitted to write REPORTS[i] for study i (a few seconds)."""
     images, view_mask = studies
-    model = make_model(tokenizer)
+    model = make_model(tokenizer, fusion)
     prompt = [tokenizer.bos_id, *tokenizer.prompt_ids]
     sequences = [[*prompt, *tokenizer.encode(report), tokenizer.eos_id] for report in REPORTS]
     length = max(map(len, sequences))
@@ -239,8 +241,8 @@ def test_beam_with_one_beam_is_greedy(trained, tokenizer, studies):
 
 def test_beam_finds_more_probable_reports_than_greedy(trained, tokenizer, studies):
     # Unseen images: the fitted model hesitates, and greedy's early choices can lead to less probable reports.
-    images = torch.randn(4, 2, 1, 32, 32, generator=torch.Generator().manual_seed(10))
-    view_mask = studies[1]
+    images = torch.randn(12, 2, 1, 32, 32, generator=torch.Generator().manual_seed(10))
+    view_mask = studies[1].repeat(3, 1)
     greedy = generate(trained, tokenizer, (images, view_mask), max_new_tokens=8)
     beam = generate(
         trained,

@@ -44,8 +44,10 @@ def studies() -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def trained(tokenizer, studies):
-    """Fitted to write REPORTS[i] for study i (a few seconds); reports 0 and 1 mention an effusion."""
-    return fit_model(tokenizer, studies)
+    """Fitted to write REPORTS[i] for study i (a few seconds); reports 0 and 1 mention an effusion. The experts are
+    a side classifier (fusion aux, the lvlm_cls baseline the bias is for): without the bias the decoder ignores p
+    (a layer-wise LEAD decoder follows p by itself)."""
+    return fit_model(tokenizer, studies, fusion="aux")
 
 
 def token_of(tokenizer: ReportTokenizer, word: str) -> int:

@@ -89,11 +89,13 @@ def classification_loss(
     logits: torch.Tensor, labels: torch.Tensor, policy: str, balance: ContextBalance | None = None
 ) -> torch.Tensor:
     """Weighted mean BCE-with-logits over the labelled (study, expert) pairs: (B, K), (B, K) -> scalar.
-    `balance` multiplies each pair's weight by its context weight (see model/balance.py)."""
+    `balance` multiplies each pair's loss by its context weight (see model/balance.py); those importance weights
+    have mean 1 over the training set, so the normaliser stays the count of labelled pairs (and the mean over
+    equal batches of DDP ranks is the mean of the global batch)."""
     targets, weights = expert_targets(labels, policy)
-    if balance is not None:
-        weights = weights * balance(targets)
     losses = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
+    if balance is not None:
+        losses = losses * balance(targets)
     return (losses * weights).sum() / weights.sum().clamp(min=1.0)
 
 
