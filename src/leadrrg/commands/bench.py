@@ -257,6 +257,7 @@ def run(args: argparse.Namespace) -> int:
             if k in ("out", "data", "preset", "seeds", "variants", "splits", "flip") and v
         )
         + "".join(f" --set {o}" for o in args.overrides)
+        + (" --no-meteor" if args.no_meteor else "")
     )
     parts = [f"Command: `{command}`", ""]
     for split in splits:
