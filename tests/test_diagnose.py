@@ -8,16 +8,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 
 from leadrrg.cli import main
-from leadrrg.config import DataConfig, RunConfig
 from leadrrg.diagnose import FINDINGS, flip_plan, flip_test, micro_f1, truth_probs
-from leadrrg.model.lead import LeadModel
-from leadrrg.tokenizer import ReportTokenizer
-from leadrrg.train.checkpoint import init_run_dir, save_model_weights
-from tests.fixtures_data import FIXTURE_REPORTS, make_jsonl
-from tests.test_model_helpers import perturb_zero_init, tiny_config
+from tests.fixtures_data import make_jsonl
+from tests.test_generate_cli import write_tiny_run
 
 NAMES = ["No Finding", *FINDINGS]
 SENTENCES = {  # one sentence the labeler reads as positive, per finding
@@ -77,16 +72,7 @@ def test_flip_plan_is_seeded_and_helpers():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     data = make_jsonl(tmp_path_factory.mktemp("data"), counts={"train": 2, "test": 4}, views=2)
-    run = tmp_path_factory.mktemp("run")
-    tokenizer = ReportTokenizer.train([findings for findings, _, _ in FIXTURE_REPORTS] * 4, vocab_size=300)
-    config = RunConfig(model=tiny_config(), data=DataConfig(format="jsonl", root=str(data)))
-    config.decode.max_new_tokens = 6
-    torch.manual_seed(0)
-    model = LeadModel(config.model, tokenizer.vocab_size, tokenizer.pad_id)
-    perturb_zero_init(model)
-    init_run_dir(run, config, tokenizer)
-    save_model_weights(model, run / "model.safetensors")
-    return run
+    return write_tiny_run(tmp_path_factory.mktemp("run"), data, max_new_tokens=6)
 
 
 def test_diagnose_command_writes_every_measure(tiny_run, tmp_path, capsys):

@@ -28,18 +28,23 @@ def data_root(tmp_path_factory) -> Path:
     return make_jsonl(tmp_path_factory.mktemp("data"), counts={"train": 2, "test": 3}, views=2)
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, data_root) -> Path:
-    """A run directory as leadrrg train writes it: config.json, tokenizer/, model.safetensors."""
-    run = tmp_path_factory.mktemp("run")
+def write_tiny_run(run: Path, data_root: Path, max_new_tokens: int | None = None) -> Path:
+    """A run directory as leadrrg train writes it (config.json, tokenizer/, model.safetensors), untrained."""
     tokenizer = ReportTokenizer.train([findings for findings, _, _ in FIXTURE_REPORTS] * 4, vocab_size=300)
     config = RunConfig(model=tiny_config(), data=DataConfig(format="jsonl", root=str(data_root)))
+    if max_new_tokens is not None:
+        config.decode.max_new_tokens = max_new_tokens
     torch.manual_seed(0)
     model = LeadModel(config.model, tokenizer.vocab_size, tokenizer.pad_id)
     perturb_zero_init(model)
     init_run_dir(run, config, tokenizer)
     save_model_weights(model, run / "model.safetensors")
     return run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, data_root) -> Path:
+    return write_tiny_run(tmp_path_factory.mktemp("run"), data_root)
 
 
 def lines(path: Path) -> list[dict]:
