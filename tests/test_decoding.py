@@ -34,13 +34,17 @@ def tokenizer() -> ReportTokenizer:
     return ReportTokenizer.train(REPORTS * 8, vocab_size=300)
 
 
-@pytest.fixture(scope="module")
-def studies() -> tuple[torch.Tensor, torch.Tensor]:
+def two_view_studies() -> tuple[torch.Tensor, torch.Tensor]:
     """Four studies of two views; studies 1 and 3 lack their second view."""
     images = torch.randn(4, 2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     view_mask = torch.ones(4, 2, dtype=torch.bool)
     view_mask[1, 1] = view_mask[3, 1] = False
     return images, view_mask
+
+
+@pytest.fixture(scope="module")
+def studies() -> tuple[torch.Tensor, torch.Tensor]:
+    return two_view_studies()
 
 
 def make_model(tokenizer: ReportTokenizer, fusion: str = "layerwise", seed: int = 0) -> LeadModel:

@@ -15,7 +15,7 @@ from leadrrg.decoding import LogitsProcessor, generate_reports
 from leadrrg.errors import LeadrrgError
 from leadrrg.expert_bias import FINDING_WORDS, expert_logit_bias, finding_token_ids
 from leadrrg.tokenizer import ReportTokenizer
-from tests.test_decoding import REPORTS, fit_model, ids_of, make_model, random_model
+from tests.test_decoding import REPORTS, fit_model, ids_of, make_model, random_model, two_view_studies
 from tests.test_model_helpers import EXPERTS
 
 # The decoding tests' reports plus the experts' other finding words, so that a 400-token BPE holds
@@ -36,10 +36,7 @@ def tokenizer() -> ReportTokenizer:
 
 @pytest.fixture(scope="module")
 def studies() -> tuple[torch.Tensor, torch.Tensor]:
-    images = torch.randn(4, 2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
-    view_mask = torch.ones(4, 2, dtype=torch.bool)
-    view_mask[1, 1] = view_mask[3, 1] = False
-    return images, view_mask
+    return two_view_studies()
 
 
 @pytest.fixture(scope="module")

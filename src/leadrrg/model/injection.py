@@ -49,6 +49,20 @@ def confidence_weighting(
     raise ValueError(f"unknown confidence mode {mode!r}")
 
 
+def confidence_vectors(
+    mode: str, num_experts: int, expert_size: int
+) -> tuple[nn.Parameter | None, nn.Parameter | None]:
+    """The learned (absent a, present u) vectors (K, De) that `confidence_weighting` needs for `mode` (None where
+    unused). u is unit-scale like the LayerNorm'd features, so that p is visible from the start."""
+    absent = (
+        nn.Parameter(torch.randn(num_experts, expert_size) * 0.02)
+        if mode in ("mixture", "explicit")
+        else None
+    )
+    present = nn.Parameter(torch.randn(num_experts, expert_size)) if mode == "explicit" else None
+    return absent, present
+
+
 class ExpertProjections(nn.Module):
     """Confidence weighting and the layer-specific projections: (e (B, K, De), p (B, K)) -> Z (B, L, K, D).
 
@@ -62,14 +76,7 @@ class ExpertProjections(nn.Module):
         self.confidence = config.confidence
         self.num_layers = num_layers
         num_maps = num_layers if config.projection == "per_layer" else 1
-        self.absent = (
-            nn.Parameter(torch.randn(num_experts, expert_size) * 0.02)
-            if config.confidence in ("mixture", "explicit")
-            else None
-        )
-        self.present = (
-            nn.Parameter(torch.randn(num_experts, expert_size)) if config.confidence == "explicit" else None
-        )  # unit-scale like the LayerNorm'd features, so that p is visible from the start
+        self.absent, self.present = confidence_vectors(config.confidence, num_experts, expert_size)
         if config.rank > 0:
             self.down = nn.Parameter(
                 torch.randn(expert_size, config.rank) / math.sqrt(expert_size)

@@ -33,6 +33,7 @@ from leadrrg.model.injection import (
     ExpertProjections,
     InjectedLayer,
     InjectionTrace,
+    confidence_vectors,
     confidence_weighting,
     injecting,
     wrap_layers,
@@ -118,14 +119,7 @@ class ExpertInputTokens(nn.Module):
     def __init__(self, confidence: str, num_experts: int, expert_size: int, model_size: int):
         super().__init__()
         self.confidence = confidence
-        self.absent = (
-            nn.Parameter(torch.randn(num_experts, expert_size) * 0.02)
-            if confidence in ("mixture", "explicit")
-            else None
-        )
-        self.present = (
-            nn.Parameter(torch.randn(num_experts, expert_size)) if confidence == "explicit" else None
-        )
+        self.absent, self.present = confidence_vectors(confidence, num_experts, expert_size)
         self.proj = nn.Linear(expert_size, model_size)
 
     def forward(self, features: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
