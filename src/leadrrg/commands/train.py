@@ -30,12 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace):
     """The run config: the preset (or, with --resume, the run's own config.json), then --data, then --set."""
-    from leadrrg.config import apply_overrides, load_config, load_preset
+    from leadrrg.config import apply_overrides, load_preset, load_run_config
 
     if args.preset:
         config = load_preset(args.preset)
     elif args.resume:
-        config = load_config(Path(args.out) / "config.json")
+        config = load_run_config(Path(args.out) / "config.json")
     else:
         raise LeadrrgError("no --preset given; expected e.g. --preset demo (or --resume to continue a run)")
     overrides = list(args.overrides)
