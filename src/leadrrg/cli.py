@@ -18,6 +18,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("leadrrg.commands.data", "check a data root (counts, unreadable images, empty reports, labels)"),
     "train": ("leadrrg.commands.train", "train a LEAD model (or a baseline) from a preset"),
     "generate": ("leadrrg.commands.generate", "write reports for a data split or for given images"),
+    "serve": ("leadrrg.commands.serve", "serve reports over HTTP, with a web page showing the evidence"),
+    "explain": (
+        "leadrrg.commands.explain",
+        "one study's report and its evidence as a self-contained HTML page (and a PNG heatmap)",
+    ),
     "evaluate": (
         "leadrrg.commands.evaluate",
         "score generated reports: NLG, clinical efficacy, hallucination",

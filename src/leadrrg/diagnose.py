@@ -171,7 +171,9 @@ def flip_test(
 
 def mean_gates(records: Sequence[dict]) -> list[float] | None:
     """Mean gate per decoder layer over every generated token of `records` (None without layer-wise fusion)."""
-    gates = [np.asarray(r["evidence"]["gates"]) for r in records if (r.get("evidence") or {}).get("gates")]
+    from leadrrg.inference.evidence import gate_rows
+
+    gates = [np.asarray(rows) for rows in (gate_rows(r.get("evidence")) for r in records) if rows]
     if not gates:
         return None
     return [float(g) for g in np.concatenate(gates).mean(axis=0)]
