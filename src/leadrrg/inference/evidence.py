@@ -23,6 +23,7 @@ chosen because of it; alpha is which expert the token attended to, not a causal 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,11 +37,15 @@ TOP_EXPERTS = 3
 def token_pieces(tokenizer, token_ids: Sequence[int]) -> list[str]:
     """The text each token adds to the decoded report (incremental decoding, so spaces and merged bytes read
     as they do in the report)."""
-    pieces, previous = [], ""
+    pieces, emitted = [], ""
     for end in range(1, len(token_ids) + 1):
         text = tokenizer.decode(token_ids[:end])
-        pieces.append(text[len(previous) :] if text.startswith(previous) else text)
-        previous = text
+        if text.endswith("\ufffd") and end < len(token_ids):
+            pieces.append("")  # an incomplete UTF-8 sequence: its text comes with a later token
+            continue
+        common = len(os.path.commonprefix([emitted, text]))
+        pieces.append(text[common:])
+        emitted = text
     return pieces
 
 

@@ -14,7 +14,6 @@ image (400), a full queue (429, with Retry-After). Clients upload bytes; the ser
 Unexpected failures answer 500 with a generic message and are logged; no traceback reaches a client.
 """
 
-from __future__ import annotations
 
 import asyncio
 import logging
