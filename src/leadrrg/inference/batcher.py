@@ -1,7 +1,7 @@
 """Dynamic batching for the service: concurrent requests are decoded together in one `ReportGenerator.decode`.
 
 A request's prepared study waits in a bounded asyncio queue; one loop takes the first waiting study, gathers more
-for up to `max_wait_s` (or until `max_batch`), and decodes the batch on one worker thread (the model is not
+for up to `max_wait_s` (or until `max_batch`; 1 ms at most when the last batch held one study), and decodes the batch on one worker thread (the model is not
 thread-safe; torch releases the GIL, so the event loop keeps accepting requests). A full queue refuses at once
 (`QueueFull`, which the service answers with 429): under overload, clients are told to retry instead of waiting
 without bound.
@@ -46,6 +46,7 @@ class Batcher:
         self.executor: ThreadPoolExecutor | None = None
         self.batches = 0  # decoded batches (for /v1/model and tests)
         self.studies = 0
+        self.last_batch = 0  # studies in the last decoded batch
 
     async def start(self) -> None:
         self.queue = asyncio.Queue(maxsize=self.max_queue)
@@ -76,7 +77,11 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self.queue.get()]
-            deadline = loop.time() + self.max_wait_s
+            # Wait for company only under concurrency (the last batch held more than one study): a lone client
+            # pays no wait, and under load the clients answered by the last batch can join this one instead of
+            # forming a second, half-full group that alternates with the first.
+            wait = self.max_wait_s if self.last_batch > 1 else min(self.max_wait_s, 0.001)
+            deadline = loop.time() + wait
             while len(batch) < self.max_batch:
                 try:
                     batch.append(self.queue.get_nowait())
@@ -118,4 +123,5 @@ class Batcher:
                 result.evidence.pop("full", None)
         self.batches += 1
         self.studies += len(batch)
+        self.last_batch = len(batch)
         return results

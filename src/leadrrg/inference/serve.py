@@ -39,7 +39,7 @@ class ServeConfig:
     host: str = "127.0.0.1"  # loopback unless told otherwise
     port: int = 8000
     max_batch: int = 16  # studies decoded together
-    max_wait_ms: float = 10.0  # how long the first waiting study waits for company
+    max_wait_ms: float = 40.0  # how long the first waiting study waits for company (under concurrency only)
     max_queue: int = 64  # studies waiting beyond the running batch; more get 429
     max_request_bytes: int = 32 * 1024 * 1024  # 413 above this
     max_pixels: int = 25_000_000  # per image (decompression bombs); a 4300 x 4300 radiograph is 18.5M
