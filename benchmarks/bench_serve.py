@@ -154,12 +154,18 @@ def offline(run: Path, paths: list[Path], studies: int, threads: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--run", help="trained run directory (default: an untrained demo-preset model)")
     parser.add_argument("--images", help="folder of PNG/JPEG/DICOM images (default: 16 SynthCXR renders)")
-    parser.add_argument("--requests", type=int, default=48, help="requests per concurrency level (default 48)")
+    parser.add_argument(
+        "--requests", type=int, default=48, help="requests per concurrency level (default 48)"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads, server and offline alike")
-    parser.add_argument("--max-wait-ms", type=float, default=40.0, help="the server's batching wait (its default)")
+    parser.add_argument(
+        "--max-wait-ms", type=float, default=40.0, help="the server's batching wait (its default)"
+    )
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
@@ -167,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         scratch = Path(scratch)
         run = Path(args.run) if args.run else untrained_demo_run(scratch / "run")
         if args.images:
-            paths = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".dcm"))[:64]
+            paths = sorted(
+                p
+                for p in Path(args.images).iterdir()
+                if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".dcm")
+            )[:64]
         else:
             paths = synth_images(scratch / "images", 16)
         files = [(p.name, p.read_bytes()) for p in paths]
@@ -183,15 +193,21 @@ def main(argv: list[str] | None = None) -> int:
             server.terminate()
             server.wait(timeout=30)
 
-    print(f"run: {args.run or 'untrained demo preset'}; {len(files)} images; {args.threads} torch threads; CPU")
+    print(
+        f"run: {args.run or 'untrained demo preset'}; {len(files)} images; {args.threads} torch threads; CPU"
+    )
     print(f"offline generate_batch at batch 16: {offline_rate:.2f} reports/s")
-    print(f"{'concurrency':>11} {'requests':>8} {'reports/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'errors':>6} {'batch':>6}")
+    print(
+        f"{'concurrency':>11} {'requests':>8} {'reports/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'errors':>6} {'batch':>6}"
+    )
     for level in levels:
         print(f"{level['concurrency']:>11} {level['requests']:>8} {level['reports_per_s']:>10.2f} "
               f"{level['p50_ms']:>8.0f} {level['p95_ms']:>8.0f} {level['errors']:>6} {level['mean_batch']:>6.1f}")  # fmt: skip
     ratio = levels[-1]["reports_per_s"] / offline_rate
     errors = sum(level["errors"] for level in levels)
-    print(f"served at concurrency 16 / offline: {ratio:.2f} (target >= 0.8: {'met' if ratio >= 0.8 else 'NOT met'})")
+    print(
+        f"served at concurrency 16 / offline: {ratio:.2f} (target >= 0.8: {'met' if ratio >= 0.8 else 'NOT met'})"
+    )
     print(f"errors: {errors} (target 0: {'met' if errors == 0 else 'NOT met'})")
     print(f"burst of {burst_result['requests']} with {burst_result['corrupt']} corrupt files: "
           f"{'4xx for exactly the corrupt ones, 200 for the rest' if burst_result['exact'] else 'NOT exact: ' + str(burst_result['statuses'])}")  # fmt: skip

@@ -29,12 +29,21 @@ def run_dir(tmp_path_factory):
 def test_explain_writes_one_offline_html_file_and_a_heatmap(run_dir, tmp_path, capsys):
     image = write_png(tmp_path / "frontal.png", seed=5)
     html, png = tmp_path / "study.html", tmp_path / "gates.png"
-    assert main(["explain", "--run", str(run_dir), "--images", str(image), "--out", str(html), "--png", str(png)]) == 0
+    assert (
+        main(
+            ["explain", "--run", str(run_dir), "--images", str(image), "--out", str(html), "--png", str(png)]
+        )
+        == 0
+    )
     text = html.read_text()
     assert 'src="static/' not in text and 'href="static/' not in text  # everything inlined
     assert not re.search(r"(src|href)=\"https?://", text)
-    embedded = json.loads(re.search(r"window\.LEADRRG_EMBEDDED = (.*?);</script>", text).group(1).replace("<\\/", "</"))
-    assert embedded["result"]["evidence"]["layers"] == 2 and embedded["images"][0]["url"].startswith("data:image/png")
+    embedded = json.loads(
+        re.search(r"window\.LEADRRG_EMBEDDED = (.*?);</script>", text).group(1).replace("<\\/", "</")
+    )
+    assert embedded["result"]["evidence"]["layers"] == 2 and embedded["images"][0]["url"].startswith(
+        "data:image/png"
+    )
     with Image.open(png) as heatmap:
         assert heatmap.format == "PNG" and heatmap.width > 100
     out = capsys.readouterr().out
@@ -42,9 +51,13 @@ def test_explain_writes_one_offline_html_file_and_a_heatmap(run_dir, tmp_path, c
 
 
 def test_python_dash_m_and_one_version():
-    result = subprocess.run([sys.executable, "-m", "leadrrg", "--version"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "leadrrg", "--version"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0 and result.stdout.strip() == f"leadrrg {leadrrg.__version__}"
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert 'dynamic = ["version"]' in pyproject and "\nversion =" not in pyproject.split("[project.optional")[0]
+    assert (
+        'dynamic = ["version"]' in pyproject and "\nversion =" not in pyproject.split("[project.optional")[0]
+    )
     assert (ROOT / "LICENSE").read_text().lstrip().startswith("Apache License")
     assert "research use only" in leadrrg.__doc__.lower()

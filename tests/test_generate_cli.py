@@ -81,13 +81,31 @@ def test_evidence_beam_and_limit(run_dir, tmp_path):
         assert 1 <= steps <= 6 and evidence["experts"] == EXPERTS and evidence["layers"] == 2
         for token in evidence["tokens"]:
             assert len(token["gates"]) == 2 and abs(token["gate"] - sum(token["gates"]) / 2) < 2e-3
-            assert len(token["experts"]) == 3 and sum(w for _, w in token["experts"]) == pytest.approx(1, abs=3e-3)
+            assert len(token["experts"]) == 3 and sum(w for _, w in token["experts"]) == pytest.approx(
+                1, abs=3e-3
+            )
         assert "full" not in evidence
 
 
 def test_full_evidence_has_the_tensors(run_dir, tmp_path):
     out = tmp_path / "preds.jsonl"
-    assert main(["generate", "--run", str(run_dir), "--out", str(out), "--limit", "1", "--evidence", "full", *SHORT]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--run",
+                str(run_dir),
+                "--out",
+                str(out),
+                "--limit",
+                "1",
+                "--evidence",
+                "full",
+                *SHORT,
+            ]
+        )
+        == 0
+    )
     (record,) = lines(out)
     full = record["evidence"]["full"]
     steps = len(record["evidence"]["tokens"])

@@ -51,7 +51,9 @@ def test_folder_grouping_glob_and_csv(folder, tmp_path):
     globbed = find_studies(str(folder / "p1" / "*" / "*.png"))
     assert [s.id for s in globbed] == ["s1", "s2"] and len(globbed[1].images) == 2
     csv = tmp_path / "studies.csv"
-    csv.write_text("study_id,path\na,scans/p1/s1/1_frontal.png\nb,scans/loose.png\na,scans/p1/s1/2_lateral.png\n")
+    csv.write_text(
+        "study_id,path\na,scans/p1/s1/1_frontal.png\nb,scans/loose.png\na,scans/p1/s1/2_lateral.png\n"
+    )
     from_csv = find_studies(str(csv))
     assert [(s.id, len(s.images)) for s in from_csv] == [("a", 2), ("b", 1)]
     assert Path(from_csv[0].images[0]).is_file()
@@ -84,7 +86,18 @@ def test_a_folder_without_reports_bad_images_listed_never_fatal(run_dir, folder,
 
 def test_an_interrupted_run_resumes_and_skips_finished_studies(run_dir, folder, tmp_path, capsys):
     out = tmp_path / "preds.jsonl"
-    args = ["generate", "--run", str(run_dir), "--inputs", str(folder), "--out", str(out), "--batch-size", "1", *SHORT]
+    args = [
+        "generate",
+        "--run",
+        str(run_dir),
+        "--inputs",
+        str(folder),
+        "--out",
+        str(out),
+        "--batch-size",
+        "1",
+        *SHORT,
+    ]
     assert main([*args, "--limit", "2"]) == 0
     first = out.read_text()
     with open(out, "a") as handle:
@@ -101,7 +114,16 @@ def test_an_interrupted_run_resumes_and_skips_finished_studies(run_dir, folder, 
 
 def test_evidence_in_inputs_mode(run_dir, folder, tmp_path):
     out = tmp_path / "preds.jsonl"
-    args = ["generate", "--run", str(run_dir), "--inputs", str(folder / "p1"), "--out", str(out), "--evidence"]
+    args = [
+        "generate",
+        "--run",
+        str(run_dir),
+        "--inputs",
+        str(folder / "p1"),
+        "--out",
+        str(out),
+        "--evidence",
+    ]
     assert main([*args, *SHORT]) == 0
     for record in lines(out):
         assert record["evidence"]["layers"] == 2 and "full" not in record["evidence"]

@@ -76,7 +76,10 @@ def test_batch_equals_one_by_one_and_generate_split(generator, images, run_dir):
         generator.model,
         generator.tokenizer,
         generator.config,
-        [Study(str(i), "", [str(p) for p in (s if isinstance(s, list) else [s])], "") for i, s in enumerate(studies)],
+        [
+            Study(str(i), "", [str(p) for p in (s if isinstance(s, list) else [s])], "")
+            for i, s in enumerate(studies)
+        ],
         generator.config.decode,
     )
     assert [r["generated"] for r in records] == [r.report for r in batch]
@@ -120,7 +123,9 @@ def test_full_evidence_and_the_compact_numbers(generator, images):
         # from the rounded tensors: the listed expert holds the largest share, up to rounding
         assert weight == pytest.approx(float(weights[t, EXPERTS.index(name)]), abs=3e-3)
         assert weight == pytest.approx(float(weights[t].max()), abs=3e-3)
-    assert evidence["layers"] == 2 and generator.generate(images[0], evidence=True).evidence.get("full") is None
+    assert (
+        evidence["layers"] == 2 and generator.generate(images[0], evidence=True).evidence.get("full") is None
+    )
 
 
 def test_expert_weights_are_gate_weighted_shares():
@@ -129,7 +134,12 @@ def test_expert_weights_are_gate_weighted_shares():
     weights = expert_weights(gates, alpha)
     assert torch.allclose(weights, torch.tensor([[0.9, 0.1], [0.75, 0.25]]))
     evidence = compact_evidence(["a", " b"], gates, alpha, ["X", "Y"])
-    assert evidence["tokens"][0] == {"text": "a", "gate": 0.5, "gates": [1.0, 0.0], "experts": [["X", 0.9], ["Y", 0.1]]}
+    assert evidence["tokens"][0] == {
+        "text": "a",
+        "gate": 0.5,
+        "gates": [1.0, 0.0],
+        "experts": [["X", 0.9], ["Y", 0.1]],
+    }
     assert compact_evidence(["a"], None, None, [])["tokens"] == [{"text": "a"}]
 
 

@@ -46,7 +46,13 @@ def browser():
 
     options = Options()
     options.binary_location = found[0]
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,1400"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1200,1400",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=found[1]), options=options)
     driver.set_page_load_timeout(WAIT_S)
@@ -78,7 +84,9 @@ def check_rendered(driver, tokens_expected: int | None = None) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(driver, WAIT_S).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done")
+    WebDriverWait(driver, WAIT_S).until(
+        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done"
+    )
     assert driver.find_element(By.ID, "report").text.strip()
     bars = driver.find_elements(By.CSS_SELECTOR, "#experts .expert-bar")
     assert len(bars) == len(EXPERTS) and {b.text.split("\n")[0] for b in bars} == set(EXPERTS)

@@ -100,7 +100,9 @@ def test_bad_input_gets_a_4xx_json_error_naming_it(server, png):
     assert status == 400 and "reads no paths" in body["error"]
     data, kind = multipart_body([("a.png", png)], {"evidence": "maybe"})
     assert request(url + "/v1/reports", "POST", data, {"Content-Type": kind})[0] == 400
-    status, body = request(url + "/v1/reports", "POST", b"--x\r\nbroken", {"Content-Type": "multipart/form-data"})
+    status, body = request(
+        url + "/v1/reports", "POST", b"--x\r\nbroken", {"Content-Type": "multipart/form-data"}
+    )
     assert 400 <= status < 500 and "error" in body
     assert request(url + "/v1/nothing")[0] == 404
 
@@ -113,7 +115,9 @@ def test_request_size_limit_by_header_and_by_stream(server):
     host, port = url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=30)  # chunked: no Content-Length
     chunks = (data[i : i + 65536] for i in range(0, len(data), 65536))
-    connection.request("POST", "/v1/reports", body=chunks, headers={"Content-Type": kind}, encode_chunked=True)
+    connection.request(
+        "POST", "/v1/reports", body=chunks, headers={"Content-Type": kind}, encode_chunked=True
+    )
     response = connection.getresponse()
     assert response.status == 413 and b"limit" in response.read()
     connection.close()

@@ -16,7 +16,9 @@ PLAIN_EVERY_S = 30.0
 class Progress:
     """`with Progress(total, "generate") as bar: bar.update(n)`; `enabled=False` shows nothing."""
 
-    def __init__(self, total: int | None, desc: str, unit: str = "studies", enabled: bool = True, stream=None):
+    def __init__(
+        self, total: int | None, desc: str, unit: str = "studies", enabled: bool = True, stream=None
+    ):
         self.total, self.desc, self.unit = total, desc, unit
         self.stream = stream or sys.stderr
         self.enabled = enabled
@@ -26,7 +28,9 @@ class Progress:
         if enabled and _is_tty(self.stream):
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, unit=unit[:-1] if unit.endswith("s") else unit, file=self.stream)
+            self.bar = tqdm(
+                total=total, desc=desc, unit=unit[:-1] if unit.endswith("s") else unit, file=self.stream
+            )
 
     def update(self, n: int = 1) -> None:
         self.count += n

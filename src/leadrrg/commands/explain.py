@@ -16,7 +16,9 @@ from leadrrg.errors import LeadrrgError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, help="trained run directory (written by leadrrg train)")
-    parser.add_argument("--images", nargs="+", required=True, metavar="IMAGE", help="one study's views, frontal first")
+    parser.add_argument(
+        "--images", nargs="+", required=True, metavar="IMAGE", help="one study's views, frontal first"
+    )
     parser.add_argument("--out", required=True, help="the HTML file to write")
     parser.add_argument("--png", help="also write the tokens x layers gate heatmap as a PNG")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
@@ -52,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
     images, view_mask = generator.prepare_arrays(views)
     (result,) = generator.decode(images[None], view_mask[None], None, evidence=True)
     names = [Path(path).name for path in args.images]
-    html = explain_html(result.to_dict(), [(n, preview_png(v)) for n, v in zip(names, views)], Path(args.run).name)
+    html = explain_html(
+        result.to_dict(), [(n, preview_png(v)) for n, v in zip(names, views)], Path(args.run).name
+    )
     atomic_write_text(args.out, html)
     print(result.report)
     if result.evidence and result.evidence["layers"]:

@@ -73,8 +73,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=0, help="seed of the sampling generator (decode.strategy=sample)"
     )
     parser.add_argument("--json", action="store_true", help="image mode: print one JSON object")
-    parser.add_argument("--restart", action="store_true", help="inputs mode: overwrite --out instead of resuming")
-    parser.add_argument("--study-column", help="inputs CSV: the study id column (default: study_id, study or id)")
+    parser.add_argument(
+        "--restart", action="store_true", help="inputs mode: overwrite --out instead of resuming"
+    )
+    parser.add_argument(
+        "--study-column", help="inputs CSV: the study id column (default: study_id, study or id)"
+    )
     parser.add_argument("--path-column", help="inputs CSV: the image path column (default: path, image, ...)")
 
 
@@ -182,12 +186,18 @@ def generate_for_inputs(args, generator, studies) -> int:
     done = set() if args.restart else finished_ids(out)
     todo = [study for study in studies if study.id not in done]
     if done:
-        print(f"resuming: {len(studies) - len(todo)} of {len(studies)} studies already in {out}", file=sys.stderr)
+        print(
+            f"resuming: {len(studies) - len(todo)} of {len(studies)} studies already in {out}",
+            file=sys.stderr,
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     size = args.batch_size or generator.config.decode.batch_size
     evidence = evidence_mode(args)
     written = failed = bad_count = 0
-    with open(out, "w" if args.restart else "a", encoding="utf-8") as handle, Progress(len(todo), "generate") as bar:
+    with (
+        open(out, "w" if args.restart else "a", encoding="utf-8") as handle,
+        Progress(len(todo), "generate") as bar,
+    ):
         for start in range(0, len(todo), size):
             chunk = todo[start : start + size]
             records: dict[str, dict] = {}

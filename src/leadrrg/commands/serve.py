@@ -20,7 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = ServeConfig()
     parser.add_argument("--run", required=True, help="trained run directory (written by leadrrg train)")
     parser.add_argument("--host", default=defaults.host, help="address to listen on (default: loopback only)")
-    parser.add_argument("--port", type=int, default=defaults.port, help=f"TCP port (default: {defaults.port})")
+    parser.add_argument(
+        "--port", type=int, default=defaults.port, help=f"TCP port (default: {defaults.port})"
+    )
     parser.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
     parser.add_argument("--max-batch", type=int, default=defaults.max_batch, help="studies decoded together")
     parser.add_argument(
@@ -49,9 +51,7 @@ def run(args: argparse.Namespace) -> int:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
-        raise LeadrrgError(
-            "leadrrg serve needs FastAPI and uvicorn: pip install 'leadrrg[serve]'"
-        ) from None
+        raise LeadrrgError("leadrrg serve needs FastAPI and uvicorn: pip install 'leadrrg[serve]'") from None
     from leadrrg.commands.generate import check_run_dir, resolve_device
     from leadrrg.config import apply_overrides
     from leadrrg.inference.api import load
@@ -59,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
 
     for text in args.overrides:
         if not text.strip().startswith("decode."):
-            raise LeadrrgError(f"--set {text!r}: only decode.* can be changed when serving (the model is trained)")
+            raise LeadrrgError(
+                f"--set {text!r}: only decode.* can be changed when serving (the model is trained)"
+            )
     settings = ServeConfig(
         host=args.host,
         port=args.port,
@@ -72,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     check_run_dir(Path(args.run))
     generator = load(args.run, device=resolve_device(args.device))
     generator.config = apply_overrides(generator.config, args.overrides)
-    print(f"leadrrg serve: {args.run} on http://{args.host}:{args.port}/ (research use only; not for clinical use)")
+    print(
+        f"leadrrg serve: {args.run} on http://{args.host}:{args.port}/ (research use only; not for clinical use)"
+    )
     serve(generator, settings, log_level=args.log_level)
     return 0

@@ -67,7 +67,9 @@ def resolve_device(name: str | torch.device) -> torch.device:
     except RuntimeError:
         raise LeadrrgError(f"device {name!r} is not a device; expected auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise LeadrrgError(f"device {name}: CUDA is not available on this machine; use --device cpu (or auto)")
+        raise LeadrrgError(
+            f"device {name}: CUDA is not available on this machine; use --device cpu (or auto)"
+        )
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise LeadrrgError(f"device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
@@ -80,7 +82,9 @@ def load(run_dir: str | Path, device: str | torch.device = "auto", seed: int = 0
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise LeadrrgError(f"run directory {run_dir} does not exist; expected the --out directory of leadrrg train")
+        raise LeadrrgError(
+            f"run directory {run_dir} does not exist; expected the --out directory of leadrrg train"
+        )
     device = resolve_device(device)
     model, tokenizer, config = load_run(run_dir, device=device)
     return ReportGenerator(model, tokenizer, config, seed=seed, name=run_dir.name)
@@ -243,12 +247,16 @@ class ReportGenerator:
             if isinstance(override, Mapping):
                 missing = [n for n in names if n not in override]
                 if missing:
-                    raise LeadrrgError(f"expert_probs lacks {missing}; expected a probability for every expert")
+                    raise LeadrrgError(
+                        f"expert_probs lacks {missing}; expected a probability for every expert"
+                    )
                 rows.append([float(override[n]) for n in names])
             else:
                 values = [float(v) for v in override]
                 if len(values) != len(names):
-                    raise LeadrrgError(f"expert_probs has {len(values)} values; expected {len(names)} (one per expert)")
+                    raise LeadrrgError(
+                        f"expert_probs has {len(values)} values; expected {len(names)} (one per expert)"
+                    )
                 rows.append(values)
         probs = torch.tensor(rows, dtype=torch.float32)
         if not bool(((probs >= 0) & (probs <= 1)).all()):

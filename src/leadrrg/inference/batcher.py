@@ -10,6 +10,7 @@ without bound.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -56,10 +57,8 @@ class Batcher:
     async def stop(self) -> None:
         if self.task is not None:
             self.task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self.task
-            except asyncio.CancelledError:
-                pass
         if self.executor is not None:
             self.executor.shutdown(wait=True)
 
@@ -116,7 +115,9 @@ class Batcher:
         images = torch.stack([item.images for item in batch])  # (B, V, C, S, S)
         view_mask = torch.stack([item.view_mask for item in batch])  # (B, V)
         results = self.decode(images, view_mask, evidence)
-        for item, result in zip(batch, results):  # evidence only for those who asked, at the detail they asked
+        for item, result in zip(
+            batch, results
+        ):  # evidence only for those who asked, at the detail they asked
             if not item.evidence:
                 result.evidence = None
             elif item.evidence is True and result.evidence is not None:

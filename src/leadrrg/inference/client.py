@@ -1,6 +1,6 @@
 """A small standard-library client for the service (tests, benchmarks, scripts): no extra dependency.
 
-    status, body = post_report("http://127.0.0.1:8000", [("frontal.png", png_bytes)], evidence=True)
+status, body = post_report("http://127.0.0.1:8000", [("frontal.png", png_bytes)], evidence=True)
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 
-def multipart_body(files: Sequence[tuple[str, bytes]], fields: dict[str, str] | None = None) -> tuple[bytes, str]:
+def multipart_body(
+    files: Sequence[tuple[str, bytes]], fields: dict[str, str] | None = None
+) -> tuple[bytes, str]:
     """(file name, bytes) pairs as repeated `images` parts, plus text fields -> (body, content type)."""
     boundary = uuid.uuid4().hex
     parts = []
@@ -32,7 +34,11 @@ def multipart_body(files: Sequence[tuple[str, bytes]], fields: dict[str, str] | 
 
 
 def request(
-    url: str, method: str = "GET", body: bytes | None = None, headers: dict[str, str] | None = None, timeout=60
+    url: str,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout=60,
 ) -> tuple[int, Any]:
     """-> (status, parsed JSON body or text)."""
     parts = urlsplit(url)

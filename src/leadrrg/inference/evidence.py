@@ -53,7 +53,9 @@ def expert_weights(gates: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """gates (T, L), alpha (T, L, K) -> (T, K): each expert's share of the injected context per token."""
     gates = gates.float()
     total = gates.sum(dim=1, keepdim=True)  # (T, 1)
-    weights = torch.where(total > 0, gates / total.clamp_min(1e-12), torch.full_like(gates, 1 / gates.shape[1]))
+    weights = torch.where(
+        total > 0, gates / total.clamp_min(1e-12), torch.full_like(gates, 1 / gates.shape[1])
+    )
     return (weights[..., None] * alpha.float()).sum(dim=1)  # (T, K)
 
 

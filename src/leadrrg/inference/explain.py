@@ -24,7 +24,9 @@ def evidence_table(evidence: dict[str, Any], limit: int | None = None) -> str:
     for token in tokens:
         experts = ", ".join(f"{name} {weight:.2f}" for name, weight in token.get("experts", []))
         gate = token.get("gate")
-        lines.append(f"{token['text'].strip()[:16]:<16} {'' if gate is None else f'{gate:.3f}':>6}  {experts}")
+        lines.append(
+            f"{token['text'].strip()[:16]:<16} {'' if gate is None else f'{gate:.3f}':>6}  {experts}"
+        )
     return "\n".join(lines)
 
 

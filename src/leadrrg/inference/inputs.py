@@ -106,10 +106,14 @@ def to_gray(image: Any, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except ImportError:  # pragma: no cover - Pillow is a dependency
         Image = None
     if Image is not None and isinstance(image, Image.Image):
-        from leadrrg.data.images import _pil_to_gray  # the PNG reader's own conversion (16-bit, palette, alpha)
+        from leadrrg.data.images import (
+            _pil_to_gray,
+        )  # the PNG reader's own conversion (16-bit, palette, alpha)
 
         if image.width * image.height > max_pixels:
-            raise ImageTooLarge(f"PIL image of {image.width}x{image.height} pixels is over the limit of {max_pixels}")
+            raise ImageTooLarge(
+                f"PIL image of {image.width}x{image.height} pixels is over the limit of {max_pixels}"
+            )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             image.load()
@@ -129,9 +133,13 @@ def _array_to_gray(array: np.ndarray, max_pixels: int) -> np.ndarray:
             luma = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
             array = luma.astype(array.dtype) if np.issubdtype(array.dtype, np.integer) else luma
     if array.ndim != 2 or min(array.shape) < 1:
-        raise LeadrrgError(f"an image array of shape {array.shape} cannot be read; expected (H, W) or (H, W, 1|3|4)")
+        raise LeadrrgError(
+            f"an image array of shape {array.shape} cannot be read; expected (H, W) or (H, W, 1|3|4)"
+        )
     if array.size > max_pixels:
-        raise ImageTooLarge(f"image array of {array.shape[1]}x{array.shape[0]} is over the limit of {max_pixels}")
+        raise ImageTooLarge(
+            f"image array of {array.shape[1]}x{array.shape[0]} is over the limit of {max_pixels}"
+        )
     if array.dtype == np.uint8:
         return array.astype(np.float32) / 255.0
     if array.dtype == np.uint16:

@@ -14,7 +14,6 @@ image (400), a full queue (429, with Retry-After). Clients upload bytes; the ser
 Unexpected failures answer 500 with a generic message and are logged; no traceback reaches a client.
 """
 
-
 import asyncio
 import logging
 import socket
@@ -23,7 +22,6 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Any
 
-from leadrrg.data.images import MAX_PIXELS
 from leadrrg.errors import LeadrrgError
 from leadrrg.inference.batcher import Batcher, QueueFull
 from leadrrg.inference.inputs import ImageTooLarge, UnsupportedImage, decode_bytes
@@ -31,7 +29,12 @@ from leadrrg.inference.inputs import ImageTooLarge, UnsupportedImage, decode_byt
 logger = logging.getLogger(__name__)
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
-PAGE_FILES = {"app.js": "text/javascript", "style.css": "text/css", "index.html": "text/html", "docs.html": "text/html"}
+PAGE_FILES = {
+    "app.js": "text/javascript",
+    "style.css": "text/css",
+    "index.html": "text/html",
+    "docs.html": "text/html",
+}
 
 
 @dataclass
@@ -108,8 +111,8 @@ def create_app(generator, settings: ServeConfig | None = None):
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, Response
-    from starlette.exceptions import HTTPException
     from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
 
     import leadrrg
 
@@ -208,8 +211,11 @@ def create_app(generator, settings: ServeConfig | None = None):
             evidence = _evidence_flag(form.get("evidence"))
             uploads = form.getlist("images")
             if not uploads:
-                raise RequestError(400, "no `images` file in the upload; expected 1 to "
-                                   f"{generator.max_views} PNG, JPEG or DICOM files")
+                raise RequestError(
+                    400,
+                    "no `images` file in the upload; expected 1 to "
+                    f"{generator.max_views} PNG, JPEG or DICOM files",
+                )
             if len(uploads) > generator.max_views:
                 raise RequestError(
                     400,

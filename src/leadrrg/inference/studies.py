@@ -32,7 +32,9 @@ class InputStudy:
     images: list[str]
 
 
-def find_studies(spec: str, study_column: str | None = None, path_column: str | None = None) -> list[InputStudy]:
+def find_studies(
+    spec: str, study_column: str | None = None, path_column: str | None = None
+) -> list[InputStudy]:
     """A folder, glob pattern or CSV file -> studies in a stable order (see the module docstring)."""
     path = Path(spec).expanduser()
     if path.is_dir():
@@ -46,7 +48,9 @@ def find_studies(spec: str, study_column: str | None = None, path_column: str | 
         studies = group_by_folder(_image_files(matches), _fixed_prefix(path))
         where = f"pattern {spec!r}"
     elif path.is_file():
-        raise LeadrrgError(f"--inputs {spec} is a file but not a .csv; expected a folder, a glob pattern or a CSV file")
+        raise LeadrrgError(
+            f"--inputs {spec} is a file but not a .csv; expected a folder, a glob pattern or a CSV file"
+        )
     else:
         raise LeadrrgError(f"--inputs {spec} does not exist; expected a folder, a glob pattern or a CSV file")
     if not studies:
@@ -61,7 +65,11 @@ def group_by_folder(files: list[Path], root: Path) -> list[InputStudy]:
             relative = file.relative_to(root)
         except ValueError:
             relative = file
-        key = relative.with_suffix("").as_posix() if relative.parent == Path(".") else relative.parent.as_posix()
+        key = (
+            relative.with_suffix("").as_posix()
+            if relative.parent == Path(".")
+            else relative.parent.as_posix()
+        )
         groups.setdefault(key, []).append(str(file))
     return [InputStudy(key, sorted(paths)) for key, paths in sorted(groups.items())]
 
@@ -92,16 +100,16 @@ def _column(path: Path, columns: list[str], given: str | None, candidates: tuple
     for name in candidates:
         if name in columns:
             return name
-    raise LeadrrgError(f"{path} has no {what} column; expected one of {list(candidates)} (its columns: {columns})")
+    raise LeadrrgError(
+        f"{path} has no {what} column; expected one of {list(candidates)} (its columns: {columns})"
+    )
 
 
 def _image_files(paths: list[Path]) -> list[Path]:
     keep = []
     for path in paths:
         suffix = path.suffix.lower()
-        if suffix in PIL_SUFFIXES or suffix in DICOM_SUFFIXES:
-            keep.append(path)
-        elif not suffix and _has_dicom_magic(path):
+        if suffix in PIL_SUFFIXES or suffix in DICOM_SUFFIXES or not suffix and _has_dicom_magic(path):
             keep.append(path)
     return keep
 
