@@ -73,7 +73,9 @@ def preset_file(path: Path):
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise LeadrrgError(f"preset file {path} does not exist; expected a preset name or a JSON file") from None
+        raise LeadrrgError(
+            f"preset file {path} does not exist; expected a preset name or a JSON file"
+        ) from None
     except json.JSONDecodeError as exc:
         raise LeadrrgError(f"preset file {path} is not valid JSON ({exc})") from None
     if not isinstance(data, dict):

@@ -205,8 +205,8 @@ class ReportGenerator:
         expert_probs: torch.Tensor | None = None,
     ) -> list[ReportResult]:
         """The one code path: images (B, V, C, S, S), view_mask (B, V) -> B results. `expert_probs` (B, K)
-        replaces the experts' probabilities (see `leadrrg.decoding.generate_reports`)."""
-        from leadrrg.decoding import generate_reports
+        replaces the experts' probabilities (see `leadrrg.inference.decoding.generate_reports`)."""
+        from leadrrg.inference.decoding import generate_reports
 
         if evidence not in EVIDENCE_MODES:
             raise LeadrrgError(f"evidence is {evidence!r}; expected False, True or 'full'")
