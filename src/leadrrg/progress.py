@@ -69,3 +69,11 @@ def _is_tty(stream) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def progress_iter(iterable, total: int | None, desc: str, unit: str = "studies"):
+    """Yield from `iterable`, showing a `Progress` of one step per item."""
+    with Progress(total, desc, unit=unit) as bar:
+        for item in iterable:
+            yield item
+            bar.update(1)
