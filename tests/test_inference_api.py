@@ -149,3 +149,14 @@ def test_token_pieces_join_to_the_report(generator):
     ids = tokenizer.encode(text)
     pieces = token_pieces(tokenizer, ids)
     assert len(pieces) == len(ids) and "".join(pieces) == tokenizer.decode(ids)
+
+
+def test_an_unavailable_device_is_one_clear_error(run_dir):
+    from leadrrg.inference.api import resolve_device
+
+    assert resolve_device("cpu").type == "cpu" and resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(LeadrrgError, match="not a device"):
+        resolve_device("tpu-ish")
+    if not torch.cuda.is_available():
+        with pytest.raises(LeadrrgError, match="CUDA is not available"):
+            leadrrg.load(run_dir, device="cuda")
