@@ -29,6 +29,7 @@ from leadrrg.inference.inputs import ImageTooLarge, UnsupportedImage, decode_byt
 logger = logging.getLogger(__name__)
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+DECODE_SLOTS = 4  # uploads decoded at once
 PAGE_FILES = {
     "app.js": "text/javascript",
     "style.css": "text/css",
@@ -140,6 +141,8 @@ def create_app(generator, settings: ServeConfig | None = None):
         lifespan=lifespan,
     )
     app.state.batcher = batcher
+    # Decoding an upload can take a few hundred MB (a 25M-pixel DICOM in float64): a few at a time.
+    decode_slots = asyncio.Semaphore(DECODE_SLOTS)
     app.state.generator = generator
 
     def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -235,7 +238,8 @@ def create_app(generator, settings: ServeConfig | None = None):
         views = []
         for name, data in contents:
             try:
-                views.append(await run_in_threadpool(decode_bytes, data, name, settings.max_pixels))
+                async with decode_slots:
+                    views.append(await run_in_threadpool(decode_bytes, data, name, settings.max_pixels))
             except UnsupportedImage as exc:
                 raise RequestError(415, str(exc)) from None
             except ImageTooLarge as exc:
