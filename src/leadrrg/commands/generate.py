@@ -31,7 +31,8 @@ from leadrrg.config import DATA_FORMATS
 from leadrrg.errors import LeadrrgError
 from leadrrg.inference.api import resolve_device as _resolve_device
 
-OVERRIDABLE = ("decode.", "data.")  # --set may change decoding and data reading, never the trained model
+OVERRIDABLE = ("decode.", "data.")
+LOAD_THREADS = 2  # --inputs: images are read by this many threads, one batch ahead of decoding  # --set may change decoding and data reading, never the trained model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -177,7 +178,10 @@ def generate_for_split(args, generator) -> int:
 
 
 def generate_for_inputs(args, generator, studies) -> int:
-    from leadrrg.inference.inputs import to_gray
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
     from leadrrg.progress import Progress
 
     out = Path(args.out)
@@ -198,46 +202,56 @@ def generate_for_inputs(args, generator, studies) -> int:
         open(out, "w" if args.restart else "a", encoding="utf-8") as handle,
         Progress(len(todo), "generate") as bar,
     ):
-        for start in range(0, len(todo), size):
-            chunk = todo[start : start + size]
-            records: dict[str, dict] = {}
-            ready = []  # (study, images, view_mask)
-            for study in chunk:
-                views, bad = [], []
-                for path in study.images[: generator.max_views]:
-                    try:
-                        views.append(to_gray(path))
-                    except Exception as exc:  # a bad image is listed, never fatal
-                        bad.append({"path": path, "reason": str(exc)})
-                bad_count += len(bad)
-                record = {"id": study.id, "images": study.images}
-                if bad:
-                    record["bad_images"] = bad
-                records[study.id] = record
-                if views:
-                    ready.append((study, *generator.prepare_arrays(views)))
-                else:
-                    record["error"] = "no readable image: " + "; ".join(b["reason"] for b in bad)
-            if ready:
-                import torch
-
-                images = torch.stack([r[1] for r in ready])
-                view_mask = torch.stack([r[2] for r in ready])
-                for (study, _, _), result in zip(ready, generator.decode(images, view_mask, None, evidence)):
-                    records[study.id].update(result.to_dict())
-            for study in chunk:
-                record = records[study.id]
-                failed += "error" in record
-                written += "error" not in record
-                handle.write(json.dumps(record, allow_nan=False) + "\n")
-            handle.flush()
-            bar.update(len(chunk))
+        chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+        with ThreadPoolExecutor(LOAD_THREADS) as pool:
+            submit = lambda chunk: [pool.submit(read_views, s, generator.max_views) for s in chunk]  # noqa: E731
+            pending = submit(chunks[0]) if chunks else []
+            for index, chunk in enumerate(chunks):
+                loaded = [future.result() for future in pending]
+                pending = submit(chunks[index + 1]) if index + 1 < len(chunks) else []  # read ahead
+                records, ready = [], []  # ready: (position, images, view_mask)
+                for study, (views, bad) in zip(chunk, loaded):
+                    bad_count += len(bad)
+                    record = {"id": study.id, "images": study.images}
+                    if bad:
+                        record["bad_images"] = bad
+                    if views:
+                        ready.append((len(records), *generator.prepare_arrays(views)))
+                    else:
+                        record["error"] = "no readable image: " + "; ".join(b["reason"] for b in bad)
+                    records.append(record)
+                if ready:
+                    images = torch.stack([r[1] for r in ready])
+                    view_mask = torch.stack([r[2] for r in ready])
+                    for (position, _, _), result in zip(
+                        ready, generator.decode(images, view_mask, None, evidence)
+                    ):
+                        records[position].update(result.to_dict())
+                for record in records:
+                    failed += "error" in record
+                    written += "error" not in record
+                    handle.write(json.dumps(record, allow_nan=False) + "\n")
+                handle.flush()
+                bar.update(len(chunk))
     print(
         f"wrote {written} reports to {out} ({failed} studies without a readable image, {bad_count} bad images; "
         "listed in their lines under 'error' / 'bad_images')"
         + (f"; {len(studies) - len(todo)} studies were already done" if done else "")
     )
     return 0
+
+
+def read_views(study, max_views: int) -> tuple[list, list[dict]]:
+    """A study's first `max_views` images as gray arrays, and {path, reason} for each that could not be read."""
+    from leadrrg.inference.inputs import to_gray
+
+    views, bad = [], []
+    for path in study.images[:max_views]:
+        try:
+            views.append(to_gray(path))
+        except Exception as exc:  # a bad image is listed, never fatal
+            bad.append({"path": path, "reason": str(exc)})
+    return views, bad
 
 
 def finished_ids(out: Path) -> set[str]:
