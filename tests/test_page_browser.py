@@ -132,6 +132,25 @@ def test_upload_in_a_real_browser(browser, run_dir, synth_png, tmp_path):
         assert "notes.png" in browser.find_element(By.ID, "status").text
 
 
+def test_a_dicom_upload_shows_the_preview_the_model_read(browser, run_dir, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.test_images import write_dicom
+
+    stored = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 3) % 4096
+    dicom = write_dicom(tmp_path / "frontal.dcm", stored)
+    with BackgroundServer(create_app(leadrrg.load(run_dir, device="cpu"), ServeConfig())) as url:
+        browser.get(url + "/")
+        browser.find_element(By.ID, "file").send_keys(str(dicom))
+        assert "no preview" in browser.find_element(By.ID, "views").text  # the browser cannot draw DICOM
+        browser.find_element(By.ID, "submit").click()
+        check_rendered(browser)
+        WebDriverWait(browser, WAIT_S).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#views img"))
+        image = browser.find_element(By.CSS_SELECTOR, "#views img")
+        assert image.get_attribute("src").startswith("data:image/png;base64,")
+
+
 def test_explain_page_opens_offline_in_a_real_browser(browser, run_dir, synth_png, tmp_path):
     from leadrrg.cli import main
 

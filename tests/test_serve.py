@@ -72,6 +72,21 @@ def test_a_report_with_and_without_evidence(server, png, generator):
     assert status == 200 and "full" in body["evidence"]
 
 
+def test_dicom_upload_and_previews(server, tmp_path):
+    import numpy as np
+
+    from tests.test_images import write_dicom
+
+    url, _ = server
+    stored = (np.arange(48 * 40, dtype=np.uint16).reshape(48, 40) * 7) % 4096
+    dicom = write_dicom(tmp_path / "scan", stored).read_bytes()  # no suffix: recognised by content
+    status, body = post_report(url, [("scan", dicom)])
+    assert status == 200 and "previews" not in body
+    data, kind = multipart_body([("scan", dicom)], {"preview": "true"})
+    status, body = request(url + "/v1/reports", "POST", data, {"Content-Type": kind})
+    assert status == 200 and body["previews"][0].startswith("data:image/png;base64,")
+
+
 def _bomb() -> bytes:
     from PIL import Image
 

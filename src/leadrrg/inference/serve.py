@@ -1,7 +1,8 @@
 """The HTTP service (`leadrrg serve`): FastAPI over the same `ReportGenerator` a notebook uses.
 
-    POST /v1/reports   multipart: file field `images` (1..max_views, PNG / JPEG / DICOM), optional form field
-                       `evidence` = true | full  ->  {"report", "findings", "expert_probs"[, "evidence"]}
+    POST /v1/reports   multipart: file field `images` (1..max_views, PNG / JPEG / DICOM), optional form fields
+                       `evidence` = true | full, `preview` = true  ->  {"report", "findings", "expert_probs",
+                       "views"[, "evidence"][, "previews": PNG data URIs of the views as the model read them]}
     GET  /healthz      {"status": "ok"}
     GET  /v1/model     what is loaded: run name, model and decode settings, versions, the service's limits
     GET  /             the web page (`page/`), which needs nothing from the network
@@ -196,6 +197,7 @@ def create_app(generator, settings: ServeConfig | None = None):
                                 "DICOM), frontal first",
                             },
                             "evidence": {"type": "string", "enum": ["false", "true", "full"]},
+                            "preview": {"type": "string", "enum": ["false", "true"]},
                         },
                     }
                 }
@@ -212,6 +214,7 @@ def create_app(generator, settings: ServeConfig | None = None):
         form = await request.form(max_files=generator.max_views + 1, max_fields=8)
         try:
             evidence = _evidence_flag(form.get("evidence"))
+            preview = _evidence_flag(form.get("preview")) is True
             uploads = form.getlist("images")
             if not uploads:
                 raise RequestError(
@@ -253,6 +256,10 @@ def create_app(generator, settings: ServeConfig | None = None):
             return error(429, f"the server is busy ({exc}); retry shortly", headers={"Retry-After": "1"})
         out = result.to_dict()
         out["views"] = len(views)
+        if preview:  # what the model read, as small PNGs (the page shows DICOM uploads this way)
+            from leadrrg.inference.explain import data_uri, preview_png
+
+            out["previews"] = [data_uri(await run_in_threadpool(preview_png, view)) for view in views]
         return out
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -152,6 +152,8 @@ async function submit() {
   const form = new FormData();
   for (const file of chosen) form.append("images", file, file.name);
   form.append("evidence", "true");
+  const dicom = chosen.some((file) => isDicomName(file.name));
+  if (dicom) form.append("preview", "true");
   $("submit").disabled = true;
   setStatus("writing the report...", false);
   const started = performance.now();
@@ -163,6 +165,7 @@ async function submit() {
       return;
     }
     render(body);
+    if (body.previews) showViews(chosen.map((file, i) => ({ name: file.name, url: body.previews[i] })));
     setStatus(`done in ${((performance.now() - started) / 1000).toFixed(2)} s`, false);
     document.body.dataset.state = "done";
   } catch (err) {
