@@ -107,7 +107,7 @@ class ReportGenerator:
     (the service runs every batch on one worker thread)."""
 
     def __init__(self, model, tokenizer, config: RunConfig, seed: int = 0, name: str = ""):
-        self.model = model.eval()
+        self.model = model  # generate_reports switches to eval mode and back; loading leaves it in eval
         self.tokenizer = tokenizer
         self.config = config
         self.name = name
