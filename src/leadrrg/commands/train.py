@@ -42,18 +42,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace):
     """The run config: the preset (or, with --resume, the run's own config.json), then --data, then --set."""
-    from leadrrg.config import apply_overrides, load_config, load_preset
+    from leadrrg.config import apply_overrides, load_preset, load_run_config
 
     if args.preset and (args.preset.endswith(".json") or Path(args.preset).is_file()):
         config = preset_file(Path(args.preset))
     elif args.preset:
         config = load_preset(args.preset)
     elif getattr(args, "config", None):
-        config = load_config(args.config)
+        config = load_run_config(args.config)  # a run's config.json keeps the behaviour it was trained with
     elif args.resume:
         if not args.out:
             raise LeadrrgError("--resume needs --out, the run directory to continue")
-        config = load_config(Path(args.out) / "config.json")
+        config = load_run_config(Path(args.out) / "config.json")
     else:
         raise LeadrrgError(
             "no --preset given (nor --config); expected e.g. --preset demo (or --resume to continue a run)"

@@ -40,7 +40,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from leadrrg.config import RunConfig, load_config, save_config
+from leadrrg.config import RunConfig, load_run_config, save_config
 from leadrrg.errors import LeadrrgError
 from leadrrg.io import atomic_write_text
 from leadrrg.tokenizer import ReportTokenizer
@@ -310,7 +310,7 @@ def load_run(
             raise LeadrrgError(
                 f"{run_dir} is not a trained leadrrg run: {name} is missing (train one with `leadrrg train`)"
             )
-    config = load_config(run_dir / CONFIG_FILE)
+    config = load_run_config(run_dir / CONFIG_FILE)
     tokenizer = ReportTokenizer.load(run_dir / TOKENIZER_DIR)
     model = build_model(config, tokenizer)
     load_model_weights(model, run_dir / MODEL_FILE)
