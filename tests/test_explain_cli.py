@@ -61,3 +61,9 @@ def test_python_dash_m_and_one_version():
     )
     assert (ROOT / "LICENSE").read_text().lstrip().startswith("Apache License")
     assert "research use only" in leadrrg.__doc__.lower()
+
+
+def test_building_the_command_line_does_not_import_torch():
+    code = "import sys; from leadrrg.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr

@@ -29,7 +29,6 @@ from pathlib import Path
 
 from leadrrg.config import DATA_FORMATS
 from leadrrg.errors import LeadrrgError
-from leadrrg.inference.api import resolve_device as _resolve_device
 
 OVERRIDABLE = ("decode.", "data.")
 LOAD_THREADS = 2  # --inputs: images are read by this many threads, one batch ahead of decoding  # --set may change decoding and data reading, never the trained model
@@ -132,6 +131,8 @@ def check_run_dir(run_dir: Path) -> None:
 
 
 def resolve_device(name: str):
+    from leadrrg.inference.api import resolve_device as _resolve_device
+
     try:
         return _resolve_device(name)
     except LeadrrgError as exc:

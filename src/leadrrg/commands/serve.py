@@ -15,7 +15,7 @@ from leadrrg.errors import LeadrrgError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from leadrrg.inference.serve import ServeConfig
+    from leadrrg.inference.settings import ServeConfig
 
     defaults = ServeConfig()
     parser.add_argument("--run", required=True, help="trained run directory (written by leadrrg train)")
@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     from leadrrg.commands.generate import check_run_dir, resolve_device
     from leadrrg.config import apply_overrides
     from leadrrg.inference.api import load
-    from leadrrg.inference.serve import ServeConfig, serve
+    from leadrrg.inference.serve import serve
+    from leadrrg.inference.settings import ServeConfig
 
     for text in args.overrides:
         if not text.strip().startswith("decode."):
