@@ -35,3 +35,8 @@ def test_preset_file_and_out_errors(capsys, tmp_path):
     assert "expected a JSON object" in capsys.readouterr().err
     assert main(["train", "--preset", "demo"]) == 2
     assert "--out is required" in capsys.readouterr().err
+
+
+def test_log_level_is_a_top_level_option(capsys):
+    assert main(["--log-level", "debug", "train", "--preset", "demo", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["preset"] == "demo"

@@ -43,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="typed override of a decode.* field (repeatable), e.g. decode.strategy=beam",
     )
-    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error"), help="also uvicorn's"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
