@@ -156,9 +156,10 @@ def test_a_burst_is_batched_and_only_the_bad_files_fail(server, png):
 
 
 def test_a_full_queue_refuses_at_once():
-    release = threading.Event()
+    release, decoding = threading.Event(), threading.Event()
 
     def slow_decode(images, view_mask, evidence):
+        decoding.set()
         release.wait(10)
         return [type("R", (), {"evidence": None})() for _ in range(images.shape[0])]
 
@@ -169,9 +170,10 @@ def test_a_full_queue_refuses_at_once():
         await batcher.start()
         study = (torch.zeros(1, 1, 4, 4), torch.ones(1, dtype=torch.bool))
         running = asyncio.create_task(batcher.submit(*study))
-        await asyncio.sleep(0.05)  # the first study is being decoded; the queue is empty again
+        while not decoding.is_set():  # the first study is being decoded; the queue is empty again
+            await asyncio.sleep(0.01)
         waiting = [asyncio.create_task(batcher.submit(*study)) for _ in range(2)]
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # both wait in the queue, which holds 2
         with pytest.raises(QueueFull):
             await batcher.submit(*study)
         release.set()
