@@ -204,3 +204,48 @@ def test_page_files_ship_in_the_package():
 
     root = Path(leadrrg.__file__).parent / "inference" / "page"
     assert {p.name for p in root.iterdir()} >= set(PAGE_FILES)
+
+
+def test_the_serve_command_listens_on_loopback(generator, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    run_dir = tmp_path / "run"
+    from leadrrg.train.checkpoint import init_run_dir, save_model_weights
+
+    init_run_dir(run_dir, generator.config, generator.tokenizer)
+    save_model_weights(generator.model, run_dir / "model.safetensors")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        sys.executable,
+        "-m",
+        "leadrrg",
+        "serve",
+        "--run",
+        str(run_dir),
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+    ]
+    server = subprocess.Popen(
+        command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline, status = time.monotonic() + 90, None
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                status = request(f"http://127.0.0.1:{port}/healthz", timeout=2)[0]
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert status == 200
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)[0].decode()
+    assert f"http://127.0.0.1:{port}/" in output and "not for clinical use" in output
