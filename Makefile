@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[dev,gguf]"
+	$(PY) -m pip install -q -e ".[dev,gguf,serve]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -31,6 +31,13 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff format src tests benchmarks scripts
 	$(VENV)/bin/ruff check --fix src tests benchmarks scripts
+
+# Speed benchmarks that finish in a few minutes on 2 CPU cores (untrained demo-preset models; pass RUN=dir for a
+# trained one). Figures are printed; none of them is a test.
+RUN ?=
+bench: $(STAMP)
+	$(PY) benchmarks/bench_serve.py $(if $(RUN),--run $(RUN))
+	$(PY) benchmarks/bench_decode.py $(if $(RUN),--run $(RUN)) --repeats 3
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

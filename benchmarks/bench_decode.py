@@ -70,7 +70,7 @@ def sync(device: torch.device) -> None:
 
 def ours(model, tokenizer, images, view_mask, new_tokens: int) -> int:
     from leadrrg.config import DecodeConfig
-    from leadrrg.decoding import generate_reports
+    from leadrrg.inference.decoding import generate_reports
 
     decode = DecodeConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, batch_size=images.shape[0])
     reports = generate_reports(model, tokenizer, images, view_mask, decode)
@@ -79,7 +79,7 @@ def ours(model, tokenizer, images, view_mask, new_tokens: int) -> int:
 
 @torch.inference_mode()
 def hf(model, tokenizer, images, view_mask, new_tokens: int) -> int:
-    from leadrrg.decoding import prompt_inputs
+    from leadrrg.inference.decoding import prompt_inputs
 
     context = model.encode_study(images, view_mask)
     inputs_embeds, mask = prompt_inputs(model, tokenizer, context)
@@ -101,7 +101,7 @@ def hf(model, tokenizer, images, view_mask, new_tokens: int) -> int:
 def check_same_tokens(model, tokenizer, images, view_mask, new_tokens: int) -> bool:
     """Our greedy tokens equal HF generate()'s on the same model and prompt."""
     from leadrrg.config import DecodeConfig
-    from leadrrg.decoding import generate_reports, prompt_inputs
+    from leadrrg.inference.decoding import generate_reports, prompt_inputs
 
     decode = DecodeConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
     ours_ids = [r.token_ids for r in generate_reports(model, tokenizer, images, view_mask, decode)]

@@ -8,12 +8,13 @@ import math
 import pytest
 import torch
 
-import leadrrg.decoding
+import leadrrg.inference.decoding
 from leadrrg.config import DecodeConfig
 from leadrrg.constants import OBSERVATIONS
-from leadrrg.decoding import LogitsProcessor, generate_reports
 from leadrrg.errors import LeadrrgError
 from leadrrg.expert_bias import FINDING_WORDS, expert_logit_bias, finding_token_ids
+from leadrrg.inference.decoding import generate_reports
+from leadrrg.inference.steps import LogitsProcessor
 from leadrrg.tokenizer import ReportTokenizer
 from tests.test_decoding import REPORTS, fit_model, ids_of, make_model, random_model, two_view_studies
 from tests.test_model_helpers import EXPERTS
@@ -149,8 +150,8 @@ def test_zero_strength_changes_nothing_and_builds_nothing(trained, tokenizer, st
     def fail(*args, **kwargs):
         raise AssertionError("no bias is built at expert_bias = 0")
 
-    monkeypatch.setattr(leadrrg.decoding, "expert_logit_bias", fail)
-    monkeypatch.setattr(leadrrg.decoding, "finding_token_ids", fail)
+    monkeypatch.setattr(leadrrg.inference.decoding, "expert_logit_bias", fail)
+    monkeypatch.setattr(leadrrg.inference.decoding, "finding_token_ids", fail)
     for decode in ({}, {"strategy": "beam", "num_beams": 3}):
         same = generate(trained, tokenizer, studies, expert_bias=0.0, expert_bias_gamma=50.0, **decode)
         assert ids_of(same) == plain, decode

@@ -76,11 +76,41 @@ def test_evidence_beam_and_limit(run_dir, tmp_path):
     assert len(records) == 2
     for record in records:
         assert list(record["expert_probs"]) == EXPERTS
-        evidence = record["evidence"]
+        evidence = record["evidence"]  # the compact format of leadrrg.inference.evidence
         steps = len(evidence["tokens"])
-        assert 1 <= steps <= 6 and evidence["experts"] == EXPERTS
-        assert len(evidence["gates"]) == steps and all(len(row) == 2 for row in evidence["gates"])
-        assert all(abs(sum(weights) - 1) < 1e-3 for row in evidence["alpha"] for weights in row)
+        assert 1 <= steps <= 6 and evidence["experts"] == EXPERTS and evidence["layers"] == 2
+        for token in evidence["tokens"]:
+            assert len(token["gates"]) == 2 and abs(token["gate"] - sum(token["gates"]) / 2) < 2e-3
+            assert len(token["experts"]) == 3 and sum(w for _, w in token["experts"]) == pytest.approx(
+                1, abs=3e-3
+            )
+        assert "full" not in evidence
+
+
+def test_full_evidence_has_the_tensors(run_dir, tmp_path):
+    out = tmp_path / "preds.jsonl"
+    assert (
+        main(
+            [
+                "generate",
+                "--run",
+                str(run_dir),
+                "--out",
+                str(out),
+                "--limit",
+                "1",
+                "--evidence",
+                "full",
+                *SHORT,
+            ]
+        )
+        == 0
+    )
+    (record,) = lines(out)
+    full = record["evidence"]["full"]
+    steps = len(record["evidence"]["tokens"])
+    assert len(full["gates"]) == steps and all(len(row) == 2 for row in full["gates"])
+    assert all(abs(sum(weights) - 1) < 1e-2 for row in full["alpha"] for weights in row)
 
 
 def test_generate_split_does_not_depend_on_the_batch_size(run_dir, data_root):
@@ -104,8 +134,9 @@ def test_images_mode_prints_the_report_and_sorted_probabilities(run_dir, tmp_pat
     args = ["generate", "--run", str(run_dir), "--images", str(image), str(image), "--json", "--evidence"]
     assert main([*args, *SHORT]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result["expert_probs"]) == set(EXPERTS) and isinstance(result["generated"], str)
-    assert len(result["evidence"]["gates"]) == len(result["evidence"]["tokens"])
+    assert set(result["expert_probs"]) == set(EXPERTS) and isinstance(result["report"], str)
+    assert len(result["findings"]) == 14 and len(result["images"]) == 2
+    assert all(len(token["gates"]) == 2 for token in result["evidence"]["tokens"])
 
 
 def test_errors_are_clear(run_dir, data_root, tmp_path, capsys):

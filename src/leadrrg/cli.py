@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from leadrrg import __version__
 from leadrrg.errors import LeadrrgError
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -18,6 +21,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("leadrrg.commands.data", "check a data root (counts, unreadable images, empty reports, labels)"),
     "train": ("leadrrg.commands.train", "train a LEAD model (or a baseline) from a preset"),
     "generate": ("leadrrg.commands.generate", "write reports for a data split or for given images"),
+    "serve": ("leadrrg.commands.serve", "serve reports over HTTP, with a web page showing the evidence"),
+    "explain": (
+        "leadrrg.commands.explain",
+        "one study's report and its evidence as a self-contained HTML page (and a PNG heatmap)",
+    ),
     "evaluate": (
         "leadrrg.commands.evaluate",
         "score generated reports: NLG, clinical efficacy, hallucination",
@@ -43,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="leadrrg", description="leadrrg: chest X-ray reports that stay faithful to the image (LEAD)."
     )
     parser.add_argument("--version", action="version", version=f"leadrrg {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=LOG_LEVELS,
+        help="messages shown on stderr (default: warning)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         try:
@@ -60,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

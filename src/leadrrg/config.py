@@ -76,7 +76,9 @@ class ExpertConfig:
         if not self.names:
             raise LeadrrgError("experts.names is empty; expected at least one expert name")
         if self.readout not in EXPERT_READOUTS:
-            raise LeadrrgError(f"experts.readout is {self.readout!r}; expected one of {', '.join(EXPERT_READOUTS)}")
+            raise LeadrrgError(
+                f"experts.readout is {self.readout!r}; expected one of {', '.join(EXPERT_READOUTS)}"
+            )
         _check_positive("experts", "hidden_size", self.hidden_size)
         _check_positive("experts", "num_heads", self.num_heads)
         if self.hidden_size % self.num_heads:

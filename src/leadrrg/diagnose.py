@@ -167,14 +167,18 @@ def flip_test(
         "flip_off_follow_rate": float(follows[~target_on].mean()) if (~target_on).any() else None,
         "flip_findings": plan,
         "flip_follow_by_finding": {
-            f: float(follows[[i for i, g in enumerate(plan) if g == f]].mean()) for f in flippable if f in plan
+            f: float(follows[[i for i, g in enumerate(plan) if g == f]].mean())
+            for f in flippable
+            if f in plan
         },
     }
 
 
 def mean_gates(records: Sequence[dict]) -> list[float] | None:
     """Mean gate per decoder layer over every generated token of `records` (None without layer-wise fusion)."""
-    gates = [np.asarray(r["evidence"]["gates"]) for r in records if (r.get("evidence") or {}).get("gates")]
+    from leadrrg.inference.evidence import gate_rows
+
+    gates = [np.asarray(rows) for rows in (gate_rows(r.get("evidence")) for r in records) if rows]
     if not gates:
         return None
     return [float(g) for g in np.concatenate(gates).mean(axis=0)]

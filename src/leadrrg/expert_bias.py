@@ -3,7 +3,7 @@
 log(p / (1 - p)), clipped to [-log gamma, log gamma], times a strength (`DecodeConfig.expert_bias`).
 
 It is a baseline of the faithfulness benchmark: a model whose experts are a side classifier, not fused into the
-decoder, still lets them steer the words. `leadrrg.decoding.generate_reports` builds the (B, vocab) bias once per
+decoder, still lets them steer the words. `leadrrg.inference.decoding.generate_reports` builds the (B, vocab) bias once per
 batch from `StudyContext.expert_probs` and adds it to the logits at every step, for every strategy.
 
 Each word is tokenised as it appears inside a sentence (after a space), as written (lower case, or an acronym

@@ -2,9 +2,10 @@
 
 One record per study: `id`, `reference` (the study's target report), `generated`, `labels` (14 ground-truth
 values in CheXpert order, null for not mentioned, only when the data has labels) and, with `evidence=True`,
-`expert_probs` (name -> probability) and `evidence` = {`tokens`: the text of each generated token, `gates`:
-(steps, L), `alpha`: (steps, L, K), `experts`: the K names} (gates / alpha null unless fusion=layerwise).
-Used by `leadrrg generate`, the demo and the benchmarks.
+`expert_probs` (name -> probability, null for a model without experts) and `evidence`, the compact per-token
+evidence of `leadrrg.inference.evidence` (`evidence="full"` adds the full tensors).
+Decoding goes through `ReportGenerator.decode`, the API's one code path. Used by `leadrrg generate --split`,
+`diagnose`, the demo and the benchmarks.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import torch
 
 from leadrrg.config import DecodeConfig, RunConfig
 from leadrrg.data.manifests import Study
-from leadrrg.decoding import GeneratedReport, generate_reports
+from leadrrg.inference.api import ReportGenerator, ReportResult
+from leadrrg.inference.evidence import DECIMALS
 
-EVIDENCE_DECIMALS = 4  # gates / alpha / probabilities rounded in the JSON records
+EVIDENCE_DECIMALS = DECIMALS  # probabilities rounded in the JSON records
 
 
 def generate_split(
@@ -28,7 +30,7 @@ def generate_split(
     config: RunConfig,
     studies: Sequence[Study],
     decode: DecodeConfig,
-    evidence: bool = False,
+    evidence: bool | str = False,
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
@@ -37,12 +39,16 @@ def generate_split(
     """Decode `studies` in batches of `batch_size` (default `decode.batch_size`) -> one record per study, in
     order. Images are loaded with the run's vision settings (`config.model`) and `config.data.num_workers`.
     `expert_probs` (N, K), one row per study, replaces the probabilities the decoder reads (see
-    `generate_reports`)."""
+    `generate_reports`). `generator` seeds sampling."""
     from torch.utils.data import DataLoader
 
     from leadrrg.data.dataset import StudyDataset
+    from leadrrg.progress import Progress
 
     studies = list(studies)
+    api = ReportGenerator(model, tokenizer, config)
+    if generator is not None:
+        api.sampler = generator
     dataset = StudyDataset(studies, config.model.vision, config.model.max_views, train=False)
     loader = DataLoader(
         dataset,
@@ -50,66 +56,31 @@ def generate_split(
         shuffle=False,
         num_workers=config.data.num_workers,
     )
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(studies), unit="study", desc="generate", dynamic_ncols=True)
     if expert_probs is not None:
         expert_probs = torch.as_tensor(expert_probs, dtype=torch.float32)
         if expert_probs.shape[0] != len(studies):
             raise ValueError(f"expert_probs has {expert_probs.shape[0]} rows for {len(studies)} studies")
     records: list[dict[str, Any]] = []
-    try:
+    with Progress(len(studies), "generate", enabled=progress) as bar:
         for batch in loader:
             start = len(records)
             rows = None if expert_probs is None else expert_probs[start : start + len(batch["images"])]
-            reports = generate_reports(
-                model,
-                tokenizer,
-                batch["images"],
-                batch["view_mask"],
-                decode,
-                return_evidence=evidence,
-                generator=generator,
-                expert_probs=rows,
-            )
-            for report in reports:
-                study = studies[len(records)]
-                records.append(prediction_record(study, report, tokenizer, evidence))
-            if bar is not None:
-                bar.update(len(reports))
-    finally:
-        if bar is not None:
-            bar.close()
+            results = api.decode(batch["images"], batch["view_mask"], decode, evidence, rows)
+            for result in results:
+                records.append(prediction_record(studies[len(records)], result, evidence))
+            bar.update(len(results))
     return records
 
 
-def prediction_record(study: Study, report: GeneratedReport, tokenizer, evidence: bool) -> dict[str, Any]:
-    record: dict[str, Any] = {"id": study.id, "reference": study.report, "generated": report.text}
+def prediction_record(study: Study, result: ReportResult, evidence: bool | str) -> dict[str, Any]:
+    record: dict[str, Any] = {"id": study.id, "reference": study.report, "generated": result.report}
     if study.labels is not None:
         record["labels"] = [None if math.isnan(value) else float(value) for value in study.labels.tolist()]
     if evidence:
         record["expert_probs"] = (
-            None
-            if report.expert_probs is None
-            else {name: round(p, EVIDENCE_DECIMALS) for name, p in report.expert_probs.items()}
+            {name: round(p, EVIDENCE_DECIMALS) for name, p in result.expert_probs.items()}
+            if result.expert_probs
+            else None
         )
-        record["evidence"] = evidence_record(report, tokenizer)
+        record["evidence"] = result.evidence
     return record
-
-
-def evidence_record(report: GeneratedReport, tokenizer) -> dict[str, Any]:
-    """{tokens, gates (steps, L) or None, alpha (steps, L, K) or None, experts} as JSON-ready lists."""
-    return {
-        "tokens": [tokenizer.decode([token_id]) for token_id in report.token_ids],
-        "gates": _rounded(report.gates),
-        "alpha": _rounded(report.alpha),
-        "experts": list(report.expert_probs) if report.expert_probs is not None else None,
-    }
-
-
-def _rounded(tensor: torch.Tensor | None) -> list | None:
-    if tensor is None:
-        return None
-    return torch.round(tensor.float(), decimals=EVIDENCE_DECIMALS).tolist()

@@ -1,14 +1,23 @@
-"""`leadrrg generate`: reports from a trained run, for a data split or for one study's images.
+"""`leadrrg generate`: reports from a trained run, for a data split, a folder of studies, or one study's images.
 
     leadrrg generate --run RUN --data DIR --split test --out preds.jsonl [--limit N] [--evidence]
                      [--set decode.strategy=beam --set decode.num_beams=4 ...]
+    leadrrg generate --run RUN --inputs DIR | "GLOB" | FILE.csv --out preds.jsonl [--evidence]
     leadrrg generate --run RUN --images frontal.png [lateral.png] [--json] [--evidence]
 
-Data mode writes one JSON object a line (`id`, `reference`, `generated`, ground-truth `labels` when the data
-has them, and `expert_probs` + `evidence` with --evidence; see `leadrrg.predict`), atomically: the file is
-complete or absent. The data layout and report section come from the run's config (data.format,
-data.section, data.clean); --data replaces data.root and --format data.format. Image mode prints the report
-and the experts' probabilities, most probable first (or one JSON object with --json).
+Data mode (`--data` / the run's data.root) writes one JSON object a line (`id`, `reference`, `generated`,
+ground-truth `labels` when the data has them, and `expert_probs` + `evidence` with --evidence; see
+`leadrrg.predict`), atomically: the file is complete or absent. The data layout and report section come from
+the run's config (data.format, data.section, data.clean); --data replaces data.root and --format data.format.
+
+Inputs mode needs no reports: studies come from a folder, a glob or a CSV (`leadrrg.inference.studies`); each
+line is `{"id", "images", "report", "findings", "expert_probs"[, "evidence"][, "bad_images"]}`, or `{"id",
+"images", "error"}` for a study none of whose images could be read. Lines are appended batch by batch, so an
+interrupted run resumes where it stopped (finished studies are skipped; `--restart` starts over). Bad images
+are listed in their study's line and counted at the end; they never stop the batch.
+
+Image mode prints the report, the labeler's findings and the experts' probabilities, most probable first (or one
+JSON object with --json, the API's `ReportResult.to_dict()`).
 """
 
 from __future__ import annotations
@@ -21,7 +30,8 @@ from pathlib import Path
 from leadrrg.config import DATA_FORMATS
 from leadrrg.errors import LeadrrgError
 
-OVERRIDABLE = ("decode.", "data.")  # --set may change decoding and data reading, never the trained model
+OVERRIDABLE = ("decode.", "data.")
+LOAD_THREADS = 2  # --inputs: images are read by this many threads, one batch ahead of decoding  # --set may change decoding and data reading, never the trained model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,16 +39,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--data", help="data root (default: the run's data.root)")
     source.add_argument(
+        "--inputs",
+        metavar="DIR|GLOB|CSV",
+        help="studies without reports: a folder (one study per sub-folder), a quoted glob, or a CSV with "
+        "study_id,path columns",
+    )
+    source.add_argument(
         "--images", nargs="+", metavar="IMAGE", help="one study's image files (PNG/JPEG/DICOM), frontal first"
     )
     parser.add_argument("--split", default="test", help="split to generate for (default: test)")
-    parser.add_argument("--out", help="predictions JSONL to write (data mode)")
+    parser.add_argument("--out", help="predictions JSONL to write (data and inputs mode)")
     parser.add_argument("--format", choices=DATA_FORMATS, help="data layout (default: the run's data.format)")
-    parser.add_argument("--limit", type=int, help="generate for the first N studies of the split only")
+    parser.add_argument("--limit", type=int, help="generate for the first N studies only")
     parser.add_argument(
         "--evidence",
-        action="store_true",
-        help="also write the expert probabilities and per-token gates / expert weights (alpha)",
+        nargs="?",
+        const="compact",
+        choices=("compact", "full"),
+        help="also write the expert probabilities and per-token evidence (text, gates, top experts); "
+        "--evidence full adds the full gate and expert-weight tensors",
     )
     parser.add_argument(
         "--set",
@@ -54,13 +73,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=0, help="seed of the sampling generator (decode.strategy=sample)"
     )
     parser.add_argument("--json", action="store_true", help="image mode: print one JSON object")
+    parser.add_argument(
+        "--restart", action="store_true", help="inputs mode: overwrite --out instead of resuming"
+    )
+    parser.add_argument(
+        "--study-column", help="inputs CSV: the study id column (default: study_id, study or id)"
+    )
+    parser.add_argument("--path-column", help="inputs CSV: the image path column (default: path, image, ...)")
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from leadrrg.config import apply_overrides
-    from leadrrg.train import load_run
+    from leadrrg.inference.api import load
 
     check_run_dir(Path(args.run))
     for text in args.overrides:
@@ -74,15 +98,24 @@ def run(args: argparse.Namespace) -> int:
         raise LeadrrgError(f"--batch-size is {args.batch_size}; expected a positive number")
     if args.images is None and not args.out:
         raise LeadrrgError(
-            "--out is required when generating for a data split (or give --images for one study)"
+            "--out is required when generating for a data split or --inputs (or give --images for one study)"
         )
-    device = resolve_device(args.device)
-    model, tokenizer, config = load_run(args.run, device=device)
-    config = apply_overrides(config, args.overrides)
-    generator = torch.Generator(device=device).manual_seed(args.seed)
+    studies = None
+    if args.inputs is not None:  # find the studies before paying for the model
+        from leadrrg.inference.studies import find_studies
+
+        studies = find_studies(args.inputs, args.study_column, args.path_column)
+    generator = load(args.run, device=resolve_device(args.device), seed=args.seed)
+    generator.config = apply_overrides(generator.config, args.overrides)
     if args.images is not None:
-        return generate_for_images(args, model, tokenizer, config, generator)
-    return generate_for_split(args, model, tokenizer, config, generator)
+        return generate_for_images(args, generator)
+    if studies is not None:
+        return generate_for_inputs(args, generator, studies)
+    return generate_for_split(args, generator)
+
+
+def evidence_mode(args) -> bool | str:
+    return {None: False, "compact": True, "full": "full"}[args.evidence]
 
 
 def check_run_dir(run_dir: Path) -> None:
@@ -98,24 +131,20 @@ def check_run_dir(run_dir: Path) -> None:
 
 
 def resolve_device(name: str):
-    import torch
+    from leadrrg.inference.api import resolve_device as _resolve_device
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise LeadrrgError(f"--device {name!r} is not a device; expected auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise LeadrrgError(f"--device {name}: CUDA is not available on this machine")
-    return device
+        return _resolve_device(name)
+    except LeadrrgError as exc:
+        raise LeadrrgError(f"--{exc}") from None
 
 
-def generate_for_split(args, model, tokenizer, config, generator) -> int:
+def generate_for_split(args, generator) -> int:
     from leadrrg.data.manifests import load_studies
     from leadrrg.io import atomic_open
     from leadrrg.predict import generate_split
 
+    config = generator.config
     if args.data:
         config.data.root = args.data
     if args.format:
@@ -128,15 +157,15 @@ def generate_for_split(args, model, tokenizer, config, generator) -> int:
     if not studies:
         raise LeadrrgError(f"split {args.split!r} of {config.data.root} has no studies to generate for")
     records = generate_split(
-        model,
-        tokenizer,
+        generator.model,
+        generator.tokenizer,
         config,
         studies,
         config.decode,
-        evidence=args.evidence,
+        evidence=evidence_mode(args),
         batch_size=args.batch_size,
-        generator=generator,
-        progress=sys.stderr.isatty(),
+        generator=generator.sampler,
+        progress=True,
     )
     with atomic_open(args.out, "w", encoding="utf-8") as handle:
         for record in records:
@@ -149,48 +178,135 @@ def generate_for_split(args, model, tokenizer, config, generator) -> int:
     return 0
 
 
-def generate_for_images(args, model, tokenizer, config, generator) -> int:
-    from leadrrg.data.dataset import StudyDataset
-    from leadrrg.data.manifests import Study
-    from leadrrg.decoding import expert_probs_sorted, generate_reports
-    from leadrrg.predict import evidence_record
+def generate_for_inputs(args, generator, studies) -> int:
+    from concurrent.futures import ThreadPoolExecutor
 
-    max_views = config.model.max_views
-    if len(args.images) > max_views:
-        raise LeadrrgError(
-            f"{len(args.images)} images given but this model reads at most {max_views} view(s) per study "
-            "(model.max_views); give one study's views, frontal first"
+    import torch
+
+    from leadrrg.progress import Progress
+
+    out = Path(args.out)
+    if args.limit is not None:
+        studies = studies[: args.limit]
+    done = set() if args.restart else finished_ids(out)
+    todo = [study for study in studies if study.id not in done]
+    if done:
+        print(
+            f"resuming: {len(studies) - len(todo)} of {len(studies)} studies already in {out}",
+            file=sys.stderr,
         )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    size = args.batch_size or generator.config.decode.batch_size
+    evidence = evidence_mode(args)
+    written = failed = bad_count = 0
+    with (
+        open(out, "w" if args.restart else "a", encoding="utf-8") as handle,
+        Progress(len(todo), "generate") as bar,
+    ):
+        chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+        with ThreadPoolExecutor(LOAD_THREADS) as pool:
+            submit = lambda chunk: [pool.submit(read_views, s, generator.max_views) for s in chunk]  # noqa: E731
+            pending = submit(chunks[0]) if chunks else []
+            for index, chunk in enumerate(chunks):
+                loaded = [future.result() for future in pending]
+                pending = submit(chunks[index + 1]) if index + 1 < len(chunks) else []  # read ahead
+                records, ready = [], []  # ready: (position, images, view_mask)
+                for study, (views, bad) in zip(chunk, loaded):
+                    bad_count += len(bad)
+                    record = {"id": study.id, "images": study.images}
+                    if bad:
+                        record["bad_images"] = bad
+                    if views:
+                        ready.append((len(records), *generator.prepare_arrays(views)))
+                    else:
+                        record["error"] = "no readable image: " + "; ".join(b["reason"] for b in bad)
+                    records.append(record)
+                if ready:
+                    images = torch.stack([r[1] for r in ready])
+                    view_mask = torch.stack([r[2] for r in ready])
+                    for (position, _, _), result in zip(
+                        ready, generator.decode(images, view_mask, None, evidence)
+                    ):
+                        records[position].update(result.to_dict())
+                for record in records:
+                    failed += "error" in record
+                    written += "error" not in record
+                    handle.write(json.dumps(record, allow_nan=False) + "\n")
+                handle.flush()
+                bar.update(len(chunk))
+    print(
+        f"wrote {written} reports to {out} ({failed} studies without a readable image, {bad_count} bad images; "
+        "listed in their lines under 'error' / 'bad_images')"
+        + (f"; {len(studies) - len(todo)} studies were already done" if done else "")
+    )
+    return 0
+
+
+def read_views(study, max_views: int) -> tuple[list, list[dict]]:
+    """A study's first `max_views` images as gray arrays, and {path, reason} for each that could not be read."""
+    from leadrrg.inference.inputs import to_gray
+
+    views, bad = [], []
+    for path in study.images[:max_views]:
+        try:
+            views.append(to_gray(path))
+        except Exception as exc:  # a bad image is listed, never fatal
+            bad.append({"path": path, "reason": str(exc)})
+    return views, bad
+
+
+def finished_ids(out: Path) -> set[str]:
+    """Ids of the complete lines of an earlier run's output; a torn last line (killed mid-write) is removed."""
+    if not out.is_file():
+        return set()
+    ids, keep = set(), []
+    raw = out.read_text(encoding="utf-8")
+    for line in raw.splitlines(keepends=True):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if not line.endswith("\n") or not isinstance(record, dict) or "id" not in record:
+            break
+        ids.add(str(record["id"]))
+        keep.append(line)
+    if "".join(keep) != raw:
+        from leadrrg.io import atomic_write_text
+
+        atomic_write_text(out, "".join(keep))
+    return ids
+
+
+def generate_for_images(args, generator) -> int:
     paths = [str(Path(path).expanduser().resolve()) for path in args.images]
     for path in paths:
         if not Path(path).is_file():
             raise LeadrrgError(f"image {path} does not exist; expected a PNG, JPEG or DICOM file")
-    study = Study(id="study", split="", images=paths, report="")
-    item = StudyDataset([study], config.model.vision, max_views, train=False)[0]  # LeadrrgError if unreadable
-    (report,) = generate_reports(
-        model,
-        tokenizer,
-        item["images"][None],
-        item["view_mask"][None],
-        config.decode,
-        return_evidence=args.evidence,
-        generator=generator,
-    )
-    ranked = expert_probs_sorted(report)
+    if len(paths) > generator.max_views:
+        raise LeadrrgError(
+            f"{len(paths)} images given but this model reads at most {generator.max_views} view(s) per study "
+            "(model.max_views); give one study's views, frontal first"
+        )
+    result = generator.generate(paths, evidence=evidence_mode(args))
     if args.json:
-        out = {"images": paths, "generated": report.text, "expert_probs": dict(ranked) or None}
-        if args.evidence:
-            out["evidence"] = evidence_record(report, tokenizer)
-        print(json.dumps(out, indent=2))
+        print(json.dumps(result.to_dict(), indent=2))
         return 0
-    print(report.text)
+    print(result.report)
+    said = {name: value for name, value in result.findings.items() if value is not None}
+    if said:
+        words = {1: "present", 0: "absent", -1: "uncertain"}
+        print()
+        print("Findings in the report (labeler):", ", ".join(f"{n} {words[v]}" for n, v in said.items()))
+    ranked = sorted(result.expert_probs.items(), key=lambda item: -item[1])
     if ranked:
         print()
         print("Expert probabilities:")
         width = max(len(name) for name, _ in ranked)
         for name, prob in ranked:
             print(f"  {name:<{width}}  {prob:.3f}")
-    if args.evidence and report.gates is not None:
+    if result.evidence and result.evidence["layers"]:
+        from leadrrg.inference.explain import evidence_table
+
         print()
-        print("Mean gate per layer:", " ".join(f"{g:.3f}" for g in report.gates.mean(dim=0).tolist()))
+        print(evidence_table(result.evidence))
     return 0

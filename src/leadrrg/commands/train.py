@@ -1,4 +1,9 @@
-"""`leadrrg train --preset NAME --data DIR --out RUN [--set key=value ...] [--resume]`."""
+"""`leadrrg train --preset NAME|FILE.json --data DIR --out RUN [--set key=value ...] [--resume]`.
+
+`--preset` takes a shipped preset's name or a JSON file of the same form (partial; defaults fill the rest);
+`--config FILE.json` a full run config (e.g. another run's config.json). `--print-config` prints the resolved
+config (preset, then --data, then --set) as JSON and exits without training.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,16 @@ from leadrrg.errors import LeadrrgError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", help="named preset (e.g. demo); optional with --resume")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--preset", help="named preset (e.g. demo) or a preset JSON file; optional with --resume"
+    )
+    source.add_argument("--config", help="a full run config JSON file (e.g. another run's config.json)")
     parser.add_argument("--data", help="data root directory (sets data.root)")
-    parser.add_argument("--out", required=True, help="run directory to create (or to continue with --resume)")
+    parser.add_argument("--out", help="run directory to create (or to continue with --resume)")
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved config as JSON and exit (no training)"
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -32,16 +44,44 @@ def build_config(args: argparse.Namespace):
     """The run config: the preset (or, with --resume, the run's own config.json), then --data, then --set."""
     from leadrrg.config import apply_overrides, load_preset, load_run_config
 
-    if args.preset:
+    if args.preset and (args.preset.endswith(".json") or Path(args.preset).is_file()):
+        config = preset_file(Path(args.preset))
+    elif args.preset:
         config = load_preset(args.preset)
+    elif getattr(args, "config", None):
+        config = load_run_config(args.config)  # a run's config.json keeps the behaviour it was trained with
     elif args.resume:
+        if not args.out:
+            raise LeadrrgError("--resume needs --out, the run directory to continue")
         config = load_run_config(Path(args.out) / "config.json")
     else:
-        raise LeadrrgError("no --preset given; expected e.g. --preset demo (or --resume to continue a run)")
+        raise LeadrrgError(
+            "no --preset given (nor --config); expected e.g. --preset demo (or --resume to continue a run)"
+        )
     overrides = list(args.overrides)
     if args.data:
         overrides.insert(0, f"data.root={args.data}")
     return apply_overrides(config, overrides) if overrides else config
+
+
+def preset_file(path: Path):
+    """A preset JSON file of the shipped presets' form (partial) -> RunConfig."""
+    import json
+
+    from leadrrg.config import RunConfig, from_dict
+
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise LeadrrgError(
+            f"preset file {path} does not exist; expected a preset name or a JSON file"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise LeadrrgError(f"preset file {path} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise LeadrrgError(f"preset file {path} holds {type(data).__name__}; expected a JSON object")
+    data.setdefault("preset", path.stem)
+    return from_dict(RunConfig, data)
 
 
 def train(config, out_dir, resume: bool = False, **kwargs: Any) -> dict[str, Any]:
@@ -66,6 +106,15 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     config = build_config(args)
+    if args.print_config:
+        import json
+
+        from leadrrg.config import to_dict
+
+        print(json.dumps(to_dict(config), indent=2))
+        return 0
+    if not args.out:
+        raise LeadrrgError("--out is required: the run directory to create (or to continue with --resume)")
     summary = train(config, args.out, resume=args.resume, quiet=args.quiet)
     if summary.get("world_size", 1) == 1 or _is_rank_zero():
         print(format_summary(summary), file=sys.stdout)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import io
 import json
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -187,9 +186,9 @@ def synthesize(
         ]
         records = parallel_map(_work, tasks, workers)
         if progress:
-            from tqdm import tqdm
+            from leadrrg.progress import progress_iter  # a bar on a terminal, plain lines in a log
 
-            records = tqdm(records, total=len(tasks), desc="synth", unit="study", file=sys.stderr)
+            records = progress_iter(records, len(tasks), "synth")
         with open(tmp / "manifest.jsonl", "w", encoding="utf-8") as manifest:
             annotation: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
             for record in records:

@@ -243,9 +243,9 @@ def synthesize_iu(
         tasks = [(r.uid, labels[i].tolist(), size, seed, str(tmp)) for i, r in enumerate(usable)]
         rendered = parallel_map(_work, tasks, workers)
         if progress:
-            from tqdm import tqdm
+            from leadrrg.progress import progress_iter  # a bar on a terminal, plain lines in a log
 
-            rendered = tqdm(rendered, total=len(tasks), desc="synth-iu", unit="study", file=sys.stderr)
+            rendered = progress_iter(rendered, len(tasks), "synth-iu")
         annotation: dict[str, list[dict[str, Any]]] = {split: [] for split in IU_SPLITS}
         with open(tmp / "manifest.jsonl", "w", encoding="utf-8") as manifest:
             for i, attributes in enumerate(rendered):

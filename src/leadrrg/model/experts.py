@@ -73,8 +73,12 @@ class ExpertModule(nn.Module):
         inputs = queries + attended  # (B, K, De)
         if self.max_projection is not None:
             strongest = memory.masked_fill(~token_mask[..., None], float("-inf")).amax(dim=1)  # (B, Dv)
-            strongest = strongest.masked_fill(~token_mask.any(dim=1, keepdim=True), 0.0)  # a study without views
-            inputs = inputs + self.max_projection(strongest)[:, None, :]  # the same evidence offered to every expert
+            strongest = strongest.masked_fill(
+                ~token_mask.any(dim=1, keepdim=True), 0.0
+            )  # a study without views
+            inputs = (
+                inputs + self.max_projection(strongest)[:, None, :]
+            )  # the same evidence offered to every expert
         features = self.norm(self.mlp(inputs))  # (B, K, De)
         logits = torch.einsum("bkd,kd->bk", features, self.classifier_weight) + self.classifier_bias  # (B, K)
         return features, logits

@@ -112,6 +112,7 @@ class RunLogger:
         self.quiet = quiet
         self.writer = None
         self.bar = None
+        self.plain = None
         if not self.enabled:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -132,6 +133,10 @@ class RunLogger:
             self.bar = tqdm(
                 total=max_steps, initial=start_step, unit="step", desc="train", dynamic_ncols=True
             )
+        elif not quiet:  # a log file or pipe: a plain line every 30 s, no carriage returns
+            from leadrrg.progress import Progress
+
+            self.plain = Progress(max_steps - start_step, "train", unit="steps")
 
     def log(self, kind: str, step: int, values: dict[str, Any]) -> None:
         if not self.enabled:
@@ -153,10 +158,14 @@ class RunLogger:
     def advance(self) -> None:
         if self.bar is not None:
             self.bar.update(1)
+        if self.plain is not None:
+            self.plain.update(1)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+        if self.plain is not None:
+            self.plain.close()
         if self.writer is not None:
             self.writer.close()
             self.handle.close()

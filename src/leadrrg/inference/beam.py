@@ -1,4 +1,4 @@
-"""Batched beam search with the KV cache for `leadrrg.decoding.generate_reports`.
+"""Batched beam search with the KV cache for `leadrrg.inference.decoding.generate_reports`.
 
 The prompt runs once per study; its cache, attention mask and StudyContext are then repeated to
 B * num_beams rows. Each step scores every (beam, token) continuation of a study by its summed log-probability,
@@ -16,8 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from leadrrg.config import DecodeConfig
-from leadrrg.decoding import CachedDecoder, Hypotheses, LogitsProcessor, take_evidence
+from leadrrg.inference.steps import CachedDecoder, DecodeState, Hypotheses, LogitsProcessor, take_evidence
 
 
 class BeamHypotheses:
@@ -54,20 +53,12 @@ class BeamHypotheses:
         return self.items[0]
 
 
-def beam_search(
-    model,
-    context,
-    inputs_embeds: torch.Tensor,
-    prompt_mask: torch.Tensor,
-    decode: DecodeConfig,
-    eos_id: int,
-    pad_id: int,
-    record: bool,
-    max_new_tokens: int,
-    logit_bias: torch.Tensor | None = None,
-) -> Hypotheses:
+def beam_search(state: DecodeState) -> Hypotheses:
     """inputs_embeds (B, P, D), prompt_mask (B, P) -> the best hypothesis per study (see the module docstring).
     `logit_bias` (B, vocab), the expert bias, is added to every beam's logits at every step."""
+    model, context, decode = state.model, state.context, state.decode
+    inputs_embeds, prompt_mask, record = state.inputs_embeds, state.prompt_mask, state.record
+    eos_id, max_new_tokens, logit_bias = state.eos_id, state.max_new_tokens, state.logit_bias
     batch, device = inputs_embeds.shape[0], inputs_embeds.device
     num_beams = decode.num_beams
     decoder = CachedDecoder(model, prompt_mask, max_new_tokens)

@@ -1,0 +1,72 @@
+"""`leadrrg explain`: one study's report and its evidence as one self-contained HTML file (and a PNG heatmap).
+
+    leadrrg explain --run RUN --images frontal.png [lateral.dcm] --out study.html [--png heatmap.png]
+
+The HTML is the service's web page with the result and the images inlined: it opens offline. The table of tokens,
+gates and top experts is also printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from leadrrg.errors import LeadrrgError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, help="trained run directory (written by leadrrg train)")
+    parser.add_argument(
+        "--images", nargs="+", required=True, metavar="IMAGE", help="one study's views, frontal first"
+    )
+    parser.add_argument("--out", required=True, help="the HTML file to write")
+    parser.add_argument("--png", help="also write the tokens x layers gate heatmap as a PNG")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="typed override of a decode.* field (repeatable)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from leadrrg.commands.generate import check_run_dir, resolve_device
+    from leadrrg.config import apply_overrides
+    from leadrrg.inference.api import load
+    from leadrrg.inference.explain import evidence_table, explain_html, heatmap_png, preview_png
+    from leadrrg.inference.inputs import to_gray
+    from leadrrg.io import atomic_open, atomic_write_text
+
+    for text in args.overrides:
+        if not text.strip().startswith("decode."):
+            raise LeadrrgError(f"--set {text!r}: only decode.* can be changed here (the model is trained)")
+    check_run_dir(Path(args.run))
+    generator = load(args.run, device=resolve_device(args.device))
+    generator.config = apply_overrides(generator.config, args.overrides)
+    if len(args.images) > generator.max_views:
+        raise LeadrrgError(
+            f"{len(args.images)} images given but this model reads at most {generator.max_views} view(s) per study"
+        )
+    views = [to_gray(path) for path in args.images]
+    images, view_mask = generator.prepare_arrays(views)
+    (result,) = generator.decode(images[None], view_mask[None], None, evidence=True)
+    names = [Path(path).name for path in args.images]
+    html = explain_html(
+        result.to_dict(), [(n, preview_png(v)) for n, v in zip(names, views)], Path(args.run).name
+    )
+    atomic_write_text(args.out, html)
+    print(result.report)
+    if result.evidence and result.evidence["layers"]:
+        print()
+        print(evidence_table(result.evidence))
+    print(f"\nwrote {args.out}")
+    if args.png:
+        if not (result.evidence and result.evidence["layers"]):
+            raise LeadrrgError("--png: this model does not inject layer-wise, so there are no gates to draw")
+        with atomic_open(args.png, "wb") as handle:
+            handle.write(heatmap_png(result.evidence))
+        print(f"wrote {args.png}")
+    return 0

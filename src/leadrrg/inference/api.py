@@ -1,0 +1,299 @@
+"""The Python API: `leadrrg.load(run_dir)` -> a `ReportGenerator`, loaded once, for one study or many.
+
+    import leadrrg
+    generator = leadrrg.load("runs/demo/lead")              # device="auto": CUDA when available
+    result = generator.generate("frontal.png", evidence=True)
+    print(result.report, result.findings, result.expert_probs)
+    results = generator.generate_batch([["a.png", "a_lat.dcm"], ["b.png"]], num_beams=3, strategy="beam")
+
+`ReportGenerator.decode` is the one code path from image tensors to results; `generate`, `generate_batch`, the
+`leadrrg generate` command, the HTTP service and `leadrrg.predict.generate_split` (evaluation, diagnosis, the
+demo) all go through it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from leadrrg.config import DecodeConfig, RunConfig
+from leadrrg.constants import OBSERVATIONS
+from leadrrg.errors import LeadrrgError
+from leadrrg.inference.evidence import DECIMALS, compact_evidence, token_pieces
+from leadrrg.inference.inputs import study_tensors, to_gray
+
+EVIDENCE_MODES = (False, True, "full")
+
+
+@dataclass
+class ReportResult:
+    """One study's report. `expert_probs`: observation -> probability (empty for a model without experts);
+    `findings`: the labeler's reading of the report, observation -> 1 (present), 0 (absent), -1 (uncertain) or
+    None (not mentioned); `evidence`: the compact per-token evidence (`leadrrg.inference.evidence`) when asked;
+    `images`: the study's image paths when it was given as paths."""
+
+    report: str
+    expert_probs: dict[str, float]
+    findings: dict[str, int | None]
+    evidence: dict[str, Any] | None = None
+    images: list[str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "report": self.report,
+            "findings": self.findings,
+            "expert_probs": {name: round(p, DECIMALS) for name, p in self.expert_probs.items()},
+        }
+        if self.evidence is not None:
+            out["evidence"] = self.evidence
+        if self.images is not None:
+            out["images"] = self.images
+        return out
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """'auto' (CUDA when available) | 'cpu' | 'cuda' | 'cuda:N' -> a device; LeadrrgError when unavailable."""
+    if isinstance(name, torch.device):
+        name = str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise LeadrrgError(f"device {name!r} is not a device; expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LeadrrgError(
+            f"device {name}: CUDA is not available on this machine; use --device cpu (or auto)"
+        )
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise LeadrrgError(f"device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def load(run_dir: str | Path, device: str | torch.device = "auto", seed: int = 0) -> ReportGenerator:
+    """Load a trained run directory (written by `leadrrg train`) for inference, once. `seed` seeds sampling
+    (decode.strategy=sample)."""
+    from leadrrg.train import load_run
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise LeadrrgError(
+            f"run directory {run_dir} does not exist; expected the --out directory of leadrrg train"
+        )
+    device = resolve_device(device)
+    model, tokenizer, config = load_run(run_dir, device=device)
+    return ReportGenerator(model, tokenizer, config, seed=seed, name=run_dir.name)
+
+
+def label_findings(report: str) -> dict[str, int | None]:
+    """The rule-based labeler's reading of a report: observation -> 1, 0, -1 or None (not mentioned)."""
+    import math
+
+    from leadrrg.labeler import label_text
+
+    return {
+        name: None if math.isnan(value) else int(value)
+        for name, value in zip(OBSERVATIONS, label_text(report).tolist())
+    }
+
+
+class ReportGenerator:
+    """A loaded model with its tokenizer and run config. Not thread-safe: call it from one thread at a time
+    (the service runs every batch on one worker thread)."""
+
+    def __init__(self, model, tokenizer, config: RunConfig, seed: int = 0, name: str = ""):
+        self.model = model  # generate_reports switches to eval mode and back; loading leaves it in eval
+        self.tokenizer = tokenizer
+        self.config = config
+        self.name = name
+        self.device = next(model.parameters()).device
+        self.sampler = torch.Generator(device=self.device).manual_seed(seed)
+
+    @property
+    def max_views(self) -> int:
+        return self.config.model.max_views
+
+    @property
+    def expert_names(self) -> list[str]:
+        """The experts' observation names ([] for a model without experts, fusion none)."""
+        if self.config.model.injection.fusion == "none":
+            return []
+        return list(self.config.model.experts.names)
+
+    def decode_config(self, **overrides: Any) -> DecodeConfig:
+        """The run's decode settings with keyword overrides (e.g. strategy="beam", num_beams=4), validated."""
+        fields = {f.name for f in dataclasses.fields(DecodeConfig)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise LeadrrgError(f"unknown decode setting(s) {unknown}; expected some of {sorted(fields)}")
+        return dataclasses.replace(self.config.decode, **overrides)
+
+    # ----------------------------------------------------------------------------------------------
+    # Inputs
+
+    def prepare(self, images: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """One study (an image or a list of its views, frontal first) -> images (V, C, S, S), view_mask (V,)."""
+        views = list(images) if isinstance(images, (list, tuple)) else [images]
+        return self.prepare_arrays([to_gray(view) for view in views])
+
+    def prepare_arrays(self, views: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gray float32 (H, W) views in [0, 1] -> images (V, C, S, S), view_mask (V,)."""
+        return study_tensors(views, self.config.model.vision, self.max_views)
+
+    # ----------------------------------------------------------------------------------------------
+    # Generation
+
+    def generate(
+        self,
+        images: Any,
+        evidence: bool | str = False,
+        expert_probs: Mapping[str, float] | Sequence[float] | None = None,
+        **decode_overrides: Any,
+    ) -> ReportResult:
+        """A report for one study: `images` is one view or a list of views (path to PNG / JPEG / DICOM, PIL
+        image, array, tensor). `evidence`: False, True (compact) or "full" (also the (T, L) gates and (T, L, K)
+        expert weights). `expert_probs` replaces what the experts read (name -> p, or K numbers)."""
+        decode = self.decode_config(**decode_overrides)
+        study_images, view_mask = self.prepare(images)
+        rows = None if expert_probs is None else self._expert_rows([expert_probs])
+        (result,) = self.decode(study_images[None], view_mask[None], decode, evidence, rows)
+        result.images = _paths(images)
+        return result
+
+    def generate_batch(
+        self,
+        studies: Iterable[Any],
+        evidence: bool | str = False,
+        batch_size: int | None = None,
+        progress: bool = False,
+        **decode_overrides: Any,
+    ) -> list[ReportResult]:
+        """Reports for many studies (each as in `generate`), decoded `batch_size` at a time (default
+        decode.batch_size), in order. Results do not depend on the batch size."""
+        decode = self.decode_config(**decode_overrides)
+        studies = list(studies)
+        size = batch_size or decode.batch_size
+        if size < 1:
+            raise LeadrrgError(f"batch_size is {size}; expected a positive number")
+        from leadrrg.progress import Progress
+
+        results: list[ReportResult] = []
+        with Progress(len(studies), "generate", enabled=progress) as bar:
+            for start in range(0, len(studies), size):
+                chunk = studies[start : start + size]
+                prepared = [self.prepare(study) for study in chunk]
+                images = torch.stack([p[0] for p in prepared])
+                view_mask = torch.stack([p[1] for p in prepared])
+                batch = self.decode(images, view_mask, decode, evidence)
+                for study, result in zip(chunk, batch):
+                    result.images = _paths(study)
+                results += batch
+                bar.update(len(batch))
+        return results
+
+    def decode(
+        self,
+        images: torch.Tensor,
+        view_mask: torch.Tensor,
+        decode: DecodeConfig | None = None,
+        evidence: bool | str = False,
+        expert_probs: torch.Tensor | None = None,
+    ) -> list[ReportResult]:
+        """The one code path: images (B, V, C, S, S), view_mask (B, V) -> B results. `expert_probs` (B, K)
+        replaces the experts' probabilities (see `leadrrg.inference.decoding.generate_reports`)."""
+        from leadrrg.inference.decoding import generate_reports
+
+        if evidence not in EVIDENCE_MODES:
+            raise LeadrrgError(f"evidence is {evidence!r}; expected False, True or 'full'")
+        reports = generate_reports(
+            self.model,
+            self.tokenizer,
+            images,
+            view_mask,
+            decode or self.config.decode,
+            return_evidence=bool(evidence),
+            generator=self.sampler,
+            expert_probs=expert_probs,
+        )
+        results = []
+        for report in reports:
+            result = ReportResult(
+                report=report.text,
+                expert_probs=dict(report.expert_probs or {}),
+                findings=label_findings(report.text),
+            )
+            if evidence:
+                result.evidence = compact_evidence(
+                    token_pieces(self.tokenizer, report.token_ids),
+                    report.gates,
+                    report.alpha,
+                    self.expert_names,
+                    full=evidence == "full",
+                )
+            results.append(result)
+        return results
+
+    def _expert_rows(self, overrides: list) -> torch.Tensor:
+        names = self.expert_names
+        if not names:
+            raise LeadrrgError("expert_probs given but this model has no experts (fusion none)")
+        rows = []
+        for override in overrides:
+            if isinstance(override, Mapping):
+                missing = [n for n in names if n not in override]
+                if missing:
+                    raise LeadrrgError(
+                        f"expert_probs lacks {missing}; expected a probability for every expert"
+                    )
+                rows.append([float(override[n]) for n in names])
+            else:
+                values = [float(v) for v in override]
+                if len(values) != len(names):
+                    raise LeadrrgError(
+                        f"expert_probs has {len(values)} values; expected {len(names)} (one per expert)"
+                    )
+                rows.append(values)
+        probs = torch.tensor(rows, dtype=torch.float32)
+        if not bool(((probs >= 0) & (probs <= 1)).all()):
+            raise LeadrrgError("expert_probs must lie in [0, 1]")
+        return probs
+
+    def summary(self) -> dict[str, Any]:
+        """What is loaded: the run's name, model and decode settings, versions (for `GET /v1/model`)."""
+        import transformers
+
+        import leadrrg
+
+        model = self.config.model
+        return {
+            "run": self.name,
+            "preset": self.config.preset,
+            "fusion": model.injection.fusion,
+            "experts": self.expert_names,
+            "max_views": model.max_views,
+            "image_size": model.vision.image_size,
+            "vision": model.vision.name,
+            "decoder": model.decoder.backbone,
+            "decode": dataclasses.asdict(self.config.decode),
+            "device": str(self.device),
+            "versions": {
+                "leadrrg": leadrrg.__version__,
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+            },
+        }
+
+
+def _paths(images: Any) -> list[str] | None:
+    """A study's image paths as strings when every view was given as a path, else None."""
+    import os
+
+    views = list(images) if isinstance(images, (list, tuple)) else [images]
+    if views and all(isinstance(v, (str, os.PathLike)) for v in views):
+        return [str(v) for v in views]
+    return None

@@ -1,0 +1,114 @@
+"""Evidence a person can read: per generated token its text, mean gate, per-layer gates and top experts.
+
+    {"format": "leadrrg.evidence/1",
+     "experts": [K expert names], "layers": L,
+     "tokens": [{"text": " heart", "gate": 0.213, "gates": [L per-layer gates],
+                 "experts": [["Cardiomegaly", 0.412], ["Edema", 0.201], ["No Finding", 0.133]]}, ...],
+     "full": {"gates": (T, L), "alpha": (T, L, K)}}     <- only with evidence="full"
+
+- `text` is the token's piece of the report as it reads in context (with its leading space), so joining the
+  texts gives the report.
+- `gates[l]` is g in h <- h + g * c before decoder layer l at the position whose output chose this token: how much
+  of the experts' context entered that layer (0 = nothing, 1 = all of it). `gate` is their mean over layers.
+- An expert's weight is its share of what was injected: sum_l g_l * alpha_l,k / sum_l g_l, where alpha_l is the
+  token's attention over the K experts in layer l (when every gate is 0, the plain mean of alpha over layers).
+  The top `TOP_EXPERTS` are listed, largest first.
+- Every number is rounded to `DECIMALS` places. A model without layer-wise injection (fusion none / input / aux)
+  has tokens with text only and `layers` 0.
+
+What it does not prove: a gate says how much expert context entered the residual stream, not that the word was
+chosen because of it; alpha is which expert the token attended to, not a causal attribution. Flipping an expert
+(`leadrrg diagnose --flip`) is the causal test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+EVIDENCE_FORMAT = "leadrrg.evidence/1"
+DECIMALS = 3
+TOP_EXPERTS = 3
+
+
+def token_pieces(tokenizer, token_ids: Sequence[int]) -> list[str]:
+    """The text each token adds to the decoded report (incremental decoding, so spaces and merged bytes read
+    as they do in the report)."""
+    pieces, emitted = [], ""
+    for end in range(1, len(token_ids) + 1):
+        text = tokenizer.decode(token_ids[:end])
+        if text.endswith("\ufffd") and end < len(token_ids):
+            pieces.append("")  # an incomplete UTF-8 sequence: its text comes with a later token
+            continue
+        common = len(os.path.commonprefix([emitted, text]))
+        pieces.append(text[common:])
+        emitted = text
+    return pieces
+
+
+def expert_weights(gates: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """gates (T, L), alpha (T, L, K) -> (T, K): each expert's share of the injected context per token."""
+    gates = gates.float()
+    total = gates.sum(dim=1, keepdim=True)  # (T, 1)
+    weights = torch.where(
+        total > 0, gates / total.clamp_min(1e-12), torch.full_like(gates, 1 / gates.shape[1])
+    )
+    return (weights[..., None] * alpha.float()).sum(dim=1)  # (T, K)
+
+
+def compact_evidence(
+    pieces: Sequence[str],
+    gates: torch.Tensor | None,
+    alpha: torch.Tensor | None,
+    expert_names: Sequence[str],
+    full: bool = False,
+) -> dict[str, Any]:
+    """The compact evidence of one report (see the module docstring). gates (T, L), alpha (T, L, K) or None."""
+    names = list(expert_names)
+    if gates is None or alpha is None:
+        tokens = [{"text": piece} for piece in pieces]
+        return {"format": EVIDENCE_FORMAT, "experts": names, "layers": 0, "tokens": tokens}
+    weights = expert_weights(gates, alpha)  # (T, K)
+    k = min(TOP_EXPERTS, len(names))
+    top = weights.topk(k, dim=-1) if k else None
+    tokens = []
+    for t, piece in enumerate(pieces):
+        row = gates[t]
+        tokens.append(
+            {
+                "text": piece,
+                "gate": _round(row.mean().item()),
+                "gates": [_round(g) for g in row.tolist()],
+                "experts": [
+                    [names[i], _round(w)] for w, i in zip(top.values[t].tolist(), top.indices[t].tolist())
+                ]
+                if top is not None
+                else [],
+            }
+        )
+    evidence: dict[str, Any] = {
+        "format": EVIDENCE_FORMAT,
+        "experts": names,
+        "layers": int(gates.shape[1]),
+        "tokens": tokens,
+    }
+    if full:
+        evidence["full"] = {
+            "gates": torch.round(gates.float(), decimals=DECIMALS).tolist(),
+            "alpha": torch.round(alpha.float(), decimals=DECIMALS).tolist(),
+        }
+    return evidence
+
+
+def gate_rows(evidence: dict[str, Any] | None) -> list[list[float]]:
+    """(T, L) per-layer gates of a compact evidence record ([] without layer-wise injection)."""
+    if not evidence:
+        return []
+    return [token["gates"] for token in evidence.get("tokens", []) if "gates" in token]
+
+
+def _round(value: float) -> float:
+    return round(float(value), DECIMALS)

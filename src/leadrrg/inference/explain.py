@@ -1,0 +1,96 @@
+"""One study's report and evidence for people: a text table, a self-contained HTML page, a PNG heatmap.
+
+`explain_html` writes the web page of the service (`page/`) as one file with its script, style, the result and
+the images inlined, so it opens offline, in a paper's supplement or a notebook (`IPython.display.HTML`).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+PREVIEW_SIDE = 512  # embedded images are downsized to this longer side
+
+
+def evidence_table(evidence: dict[str, Any], limit: int | None = None) -> str:
+    """Per token: its text, mean gate and top experts, one line each."""
+    tokens = evidence.get("tokens", [])[:limit]
+    lines = [f"{'token':<16} {'gate':>6}  top experts (share of the injected context)"]
+    for token in tokens:
+        experts = ", ".join(f"{name} {weight:.2f}" for name, weight in token.get("experts", []))
+        gate = token.get("gate")
+        lines.append(
+            f"{token['text'].strip()[:16]:<16} {'' if gate is None else f'{gate:.3f}':>6}  {experts}"
+        )
+    return "\n".join(lines)
+
+
+def preview_png(gray: np.ndarray) -> bytes:
+    """float32 (H, W) in [0, 1] -> 8-bit PNG bytes, longer side at most PREVIEW_SIDE."""
+    from PIL import Image
+
+    image = Image.fromarray(np.clip(gray * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def explain_html(result: dict[str, Any], images: Sequence[tuple[str, bytes]], name: str = "") -> str:
+    """The web page with `result` (ReportResult.to_dict(), with evidence) and (name, PNG bytes) views inlined."""
+    from leadrrg.inference.serve import page_text
+
+    page = page_text("index.html")
+    style = page_text("style.css")
+    script = page_text("app.js")
+    embedded = {
+        "name": name,
+        "result": result,
+        "images": [{"name": view_name, "url": data_uri(png)} for view_name, png in images],
+    }
+    data = json.dumps(embedded, allow_nan=False).replace("</", "<\\/")
+    page = page.replace('<link rel="stylesheet" href="static/style.css">', f"<style>\n{style}</style>")
+    script = script.replace("</", "<\\/")
+    page = page.replace(
+        '<script src="static/app.js"></script>',
+        f"<script>window.LEADRRG_EMBEDDED = {data};</script>\n<script>\n{script}</script>",
+    )
+    return page
+
+
+def heatmap_png(evidence: dict[str, Any], cell: int = 14) -> bytes:
+    """A tokens x layers gate heatmap (rows: tokens, labelled; columns: layers) as PNG bytes."""
+    from PIL import Image, ImageDraw
+
+    tokens = [t for t in evidence.get("tokens", []) if "gates" in t]
+    if not tokens:
+        raise ValueError("no gates to draw: the model does not inject layer-wise")
+    gates = np.array([t["gates"] for t in tokens], dtype=np.float32)  # (T, L)
+    top = max(float(gates.max()), 1e-9)
+    label_width, header = 120, 18
+    width, height = label_width + cell * gates.shape[1] + 10, header + cell * len(tokens) + 24
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    for layer in range(gates.shape[1]):
+        draw.text((label_width + layer * cell + 2, 2), str(layer), fill="black")
+    for row, token in enumerate(tokens):
+        y = header + row * cell
+        draw.text((4, y), token["text"].strip()[:16], fill="black")
+        for layer, gate in enumerate(gates[row]):
+            strength = float(gate) / top
+            colour = (255, int(255 - 132 * strength), int(255 - 255 * strength))
+            x = label_width + layer * cell
+            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=colour)
+    draw.text((4, height - 16), f"gate, darkest = {top:.3f}; columns: decoder layers", fill="black")
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()

@@ -1,0 +1,337 @@
+"""The HTTP service (`leadrrg serve`): FastAPI over the same `ReportGenerator` a notebook uses.
+
+    POST /v1/reports   multipart: file field `images` (1..max_views, PNG / JPEG / DICOM), optional form fields
+                       `evidence` = true | full, `preview` = true  ->  {"report", "findings", "expert_probs",
+                       "views"[, "evidence"][, "previews": PNG data URIs of the views as the model read them]}
+    GET  /healthz      {"status": "ok"}
+    GET  /v1/model     what is loaded: run name, model and decode settings, versions, the service's limits
+    GET  /             the web page (`page/`), which needs nothing from the network
+    GET  /docs         the API's description, rendered locally from /openapi.json
+
+Requests are batched dynamically (`leadrrg.inference.batcher`). Limits, each a 4xx JSON `{"error": "..."}` that
+names the problem: a body over `max_request_bytes` (413), an image over `max_pixels` (413), more images than the
+model's views or none (400), content that is not PNG / JPEG / DICOM whatever its file name (415), an unreadable
+image (400), a full queue (429, with Retry-After). Clients upload bytes; the server never opens a path it is sent.
+Unexpected failures answer 500 with a generic message and are logged; no traceback reaches a client.
+"""
+
+import asyncio
+import logging
+import socket
+import threading
+from dataclasses import asdict
+from importlib import resources
+from typing import Any
+
+from leadrrg.errors import LeadrrgError
+from leadrrg.inference.batcher import Batcher, QueueFull
+from leadrrg.inference.inputs import ImageTooLarge, UnsupportedImage, decode_bytes
+from leadrrg.inference.settings import ServeConfig
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+DECODE_SLOTS = 4  # uploads decoded at once
+PAGE_FILES = {
+    "app.js": "text/javascript",
+    "style.css": "text/css",
+    "index.html": "text/html",
+    "docs.html": "text/html",
+}
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class RequestError(Exception):
+    """A bad request: answered with `status` and `{"error": message}`."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a Content-Length over the limit before reading anything; a body that streams
+    past the limit raises BodyTooLarge inside the app (answered 413 there)."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            from starlette.responses import JSONResponse
+
+            message = f"the request is {length.decode(errors='replace')} bytes; the limit is {self.max_bytes}"
+            return await JSONResponse({"error": message}, status_code=413)(scope, receive, send)
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge()
+            return message
+
+        return await self.app(scope, limited_receive, send)
+
+
+def page_text(name: str) -> str:
+    return resources.files("leadrrg.inference").joinpath("page", name).read_text(encoding="utf-8")
+
+
+def create_app(generator, settings: ServeConfig | None = None):
+    """The FastAPI app serving `generator` (a ReportGenerator)."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+
+    import leadrrg
+
+    settings = settings or ServeConfig()
+    batcher = Batcher(
+        lambda images, mask, evidence: generator.decode(images, mask, None, evidence),
+        max_batch=settings.max_batch,
+        max_wait_s=settings.max_wait_ms / 1000,
+        max_queue=settings.max_queue,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(
+        title="leadrrg",
+        version=leadrrg.__version__,
+        description="Chest X-ray reports with LEAD, and the evidence behind each word. Research use only; not "
+        "for clinical use.",
+        docs_url=None,  # FastAPI's docs page loads its scripts from a CDN; ours (/docs) is local
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.batcher = batcher
+    # Decoding an upload can take a few hundred MB (a 25M-pixel DICOM in float64): a few at a time.
+    decode_slots = asyncio.Semaphore(DECODE_SLOTS)
+    app.state.generator = generator
+
+    def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+    @app.exception_handler(RequestError)
+    async def _request_error(request, exc: RequestError):
+        return error(exc.status, exc.message)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request, exc):
+        return error(413, f"the request body is over the limit of {settings.max_request_bytes} bytes")
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request, exc: HTTPException):
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request, exc):
+        return error(400, f"invalid request: {exc.errors()}")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request, exc):
+        logger.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error(500, "internal error while writing the report (logged on the server)")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/model")
+    async def model_info() -> dict[str, Any]:
+        info = generator.summary()
+        info["service"] = {**asdict(settings), "batches": batcher.batches, "studies": batcher.studies}
+        info["notice"] = "research use only; not for clinical use"
+        return info
+
+    upload_schema = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["images"],
+                        "properties": {
+                            "images": {
+                                "type": "array",
+                                "items": {"type": "string", "format": "binary"},
+                                "description": f"1 to {generator.max_views} views of one study (PNG, JPEG, "
+                                "DICOM), frontal first",
+                            },
+                            "evidence": {"type": "string", "enum": ["false", "true", "full"]},
+                            "preview": {"type": "string", "enum": ["false", "true"]},
+                        },
+                    }
+                }
+            },
+        }
+    }
+
+    @app.post("/v1/reports", openapi_extra=upload_schema)
+    async def reports(request: Request) -> dict[str, Any]:
+        """One study's report, the labeler's findings, the experts' probabilities and (when asked) evidence."""
+        content_type = request.headers.get("content-type", "")
+        if not content_type.startswith("multipart/form-data"):
+            raise RequestError(415, "expected a multipart/form-data upload with one `images` file per view")
+        form = await request.form(max_files=generator.max_views + 1, max_fields=8)
+        try:
+            evidence = _evidence_flag(form.get("evidence"))
+            preview = _evidence_flag(form.get("preview")) is True
+            uploads = form.getlist("images")
+            if not uploads:
+                raise RequestError(
+                    400,
+                    "no `images` file in the upload; expected 1 to "
+                    f"{generator.max_views} PNG, JPEG or DICOM files",
+                )
+            if len(uploads) > generator.max_views:
+                raise RequestError(
+                    400,
+                    f"{len(uploads)} images uploaded but this model reads at most {generator.max_views} view(s) "
+                    "per study; send one study's views, frontal first",
+                )
+            contents = []
+            for index, upload in enumerate(uploads, start=1):
+                if isinstance(upload, str):
+                    raise RequestError(
+                        400,
+                        f"images #{index} is a text field; upload the file's bytes (the server reads no paths)",
+                    )
+                contents.append((_upload_name(upload, index), await upload.read()))
+        finally:
+            await form.close()
+        views = []
+        for name, data in contents:
+            try:
+                async with decode_slots:
+                    views.append(await run_in_threadpool(decode_bytes, data, name, settings.max_pixels))
+            except UnsupportedImage as exc:
+                raise RequestError(415, str(exc)) from None
+            except ImageTooLarge as exc:
+                raise RequestError(413, str(exc)) from None
+            except LeadrrgError as exc:
+                raise RequestError(400, str(exc)) from None
+        images, view_mask = await run_in_threadpool(generator.prepare_arrays, views)
+        try:
+            result = await batcher.submit(images, view_mask, evidence)
+        except QueueFull as exc:
+            return error(429, f"the server is busy ({exc}); retry shortly", headers={"Retry-After": "1"})
+        out = result.to_dict()
+        out["views"] = len(views)
+        if preview:  # what the model read, as small PNGs (the page shows DICOM uploads this way)
+            from leadrrg.inference.explain import data_uri, preview_png
+
+            out["previews"] = [data_uri(await run_in_threadpool(preview_png, view)) for view in views]
+        return out
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page_text("index.html"))
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(page_text("docs.html"))
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str) -> Response:
+        if name not in PAGE_FILES or name.endswith(".html"):
+            raise RequestError(404, f"no static file {name!r}")
+        return Response(page_text(name), media_type=PAGE_FILES[name])
+
+    return BodyLimit(app, settings.max_request_bytes) if settings.max_request_bytes else app
+
+
+def _evidence_flag(value: Any) -> bool | str:
+    if value is None:
+        return False
+    text = str(value).strip().lower()
+    if text in ("", "false", "0", "no"):
+        return False
+    if text in ("true", "1", "yes"):
+        return True
+    if text == "full":
+        return "full"
+    raise RequestError(400, f"evidence is {str(value)[:40]!r}; expected true, false or full")
+
+
+def _upload_name(upload, index: int) -> str:
+    """`images #2 ("lateral.dcm")` for messages; the client's file name is shown, never used."""
+    name = (getattr(upload, "filename", None) or "").replace("\\", "/").rsplit("/", 1)[-1][:80]
+    return f'images #{index} ("{name}")' if name else f"images #{index}"
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK or host.startswith("127.")
+
+
+# --------------------------------------------------------------------------------------------------
+# Running it
+
+
+def serve(generator, settings: ServeConfig, log_level: str = "info") -> None:
+    """Run the service in the foreground until interrupted."""
+    import uvicorn
+
+    if not is_loopback(settings.host):
+        logger.warning(
+            "listening on %s: reachable from other machines; leadrrg has no authentication (research use only)",
+            settings.host,
+        )
+    uvicorn.run(create_app(generator, settings), host=settings.host, port=settings.port, log_level=log_level)
+
+
+class BackgroundServer:
+    """A live server on loopback in a background thread (tests, benchmarks): `with BackgroundServer(app) as
+    url: ...`. Binds port 0 (a free port) unless given one."""
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"):
+        import uvicorn
+
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind((host, port))
+        self.host, self.port = self.socket.getsockname()[:2]
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on"))
+        self.thread = threading.Thread(target=self._run, name="leadrrg-serve", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.run(self.server.serve(sockets=[self.socket]))
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> str:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.02)
+        return self.url
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.socket.close()

@@ -1,0 +1,207 @@
+"""The parts both decoding loops share (`leadrrg.inference.decoding` greedy / sampling, `leadrrg.inference.beam`):
+the cached decoder, the prompt, evidence capture, logit processing, and `DecodeState`, what a loop is given.
+A leaf module: it imports neither loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from leadrrg.config import DecodeConfig
+
+
+@dataclass
+class DecodeState:
+    """What a decoding loop needs, prepared once per batch by `generate_reports`."""
+
+    model: Any  # LeadModel
+    context: Any  # StudyContext of the batch
+    inputs_embeds: torch.Tensor  # (B, P, D) the prompt [BOS, visual tokens, "Findings:"]
+    prompt_mask: torch.Tensor  # (B, P)
+    decode: DecodeConfig
+    eos_id: int
+    pad_id: int
+    record: bool  # keep per-token gates / alpha (evidence)
+    max_new_tokens: int
+    logit_bias: torch.Tensor | None = None  # (B, vocab) the expert bias, or None
+
+
+# --------------------------------------------------------------------------------------------------
+# The cached decoder: prompt once, then one token per call
+
+
+class CachedDecoder:
+    """Runs the LM on the prompt once, then on one new token per call with the KV cache.
+
+    The attention mask is preallocated for the whole generation: (B, P + max_new_tokens), the prompt part
+    copied from the study's mask (missing views masked), the rest ones. Call inside `model.injecting`."""
+
+    def __init__(self, model, prompt_mask: torch.Tensor, max_new_tokens: int):
+        batch, prompt_length = prompt_mask.shape
+        self.model = model
+        self.mask = prompt_mask.new_ones(batch, prompt_length + max_new_tokens)  # (B, P + N)
+        self.mask[:, :prompt_length] = prompt_mask
+        self.length = 0  # positions in the cache
+        self.cache = None
+
+    def prefill(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """inputs_embeds (B, P, D) -> next-token logits (B, vocab) at the last prompt position."""
+        self.length = inputs_embeds.shape[1]
+        out = self.model.lm_forward(
+            inputs_embeds, self.mask[:, : self.length], use_cache=True, logits_to_keep=1
+        )
+        self.cache = out.past_key_values
+        return out.logits[:, -1]
+
+    def step(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """token_ids (B,) -> next-token logits (B, vocab); the cache grows by one position."""
+        self.length += 1
+        embeds = self.model.embed_tokens(token_ids[:, None])  # (B, 1, D)
+        out = self.model.lm_forward(
+            embeds, self.mask[:, : self.length], past_key_values=self.cache, use_cache=True
+        )
+        self.cache = out.past_key_values
+        return out.logits[:, -1]
+
+    def repeat_interleave(self, repeats: int) -> None:
+        """Each row repeated `repeats` times (beam search: B studies -> B * num_beams beams)."""
+        self.cache.batch_repeat_interleave(repeats)
+        self.mask = self.mask.repeat_interleave(repeats, dim=0)
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep rows `rows` (B',) of the cache and mask, in that order (beam search)."""
+        self.cache.reorder_cache(rows)
+        self.mask = self.mask.index_select(0, rows)
+
+
+def prompt_inputs(model, tokenizer, context) -> tuple[torch.Tensor, torch.Tensor]:
+    """[BOS, visual tokens, "Findings:"] for every study: -> inputs_embeds (B, P, D), attention mask (B, P)."""
+    batch = context.visual_tokens.shape[0]
+    ids = torch.tensor([tokenizer.bos_id, *tokenizer.prompt_ids], device=context.visual_tokens.device)
+    ids = ids.expand(batch, -1)  # (B, 1 + prompt)
+    return model.embed_inputs(context, ids, torch.ones_like(ids))
+
+
+def take_evidence(trace) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The last recorded position of an InjectionTrace -> (gates (B, L), alpha (B, L, K)); clears the trace so
+    that each call only concatenates one forward's entries."""
+    if trace is None:
+        return None
+    gates, alpha = trace.gates()[:, -1], trace.alpha()[:, -1]
+    trace.clear()
+    return gates, alpha
+
+
+# --------------------------------------------------------------------------------------------------
+# Logit processing
+
+
+class LogitsProcessor:
+    """The expert logit bias, repetition penalty, no-repeat n-grams and the EOS ban before `min_new_tokens`,
+    applied to (B, vocab) logits given the tokens generated so far. Keeps a (B, vocab) `seen` mask for the
+    repetition penalty. `logit_bias` (B, vocab) is added first (None: no bias, no cost)."""
+
+    def __init__(
+        self,
+        decode: DecodeConfig,
+        eos_id: int,
+        batch: int,
+        vocab: int,
+        device: torch.device,
+        logit_bias: torch.Tensor | None = None,
+    ):
+        self.decode = decode
+        self.eos_id = eos_id
+        self.logit_bias = logit_bias
+        self.seen = (
+            torch.zeros(batch, vocab, dtype=torch.bool, device=device)
+            if decode.repetition_penalty != 1.0
+            else None
+        )
+
+    @property
+    def active(self) -> bool:
+        d = self.decode
+        return (
+            self.logit_bias is not None
+            or self.seen is not None
+            or d.no_repeat_ngram_size > 0
+            or d.min_new_tokens > 0
+        )
+
+    def __call__(self, logits: torch.Tensor, generated: torch.Tensor, step: int) -> torch.Tensor:
+        """logits (B, vocab), generated (B, step) -> processed logits (B, vocab) (a new tensor when changed)."""
+        if not self.active:
+            return logits
+        if self.logit_bias is not None:
+            logits = logits.float() + self.logit_bias  # a new tensor
+        else:
+            logits = logits.float().clone()
+        if self.seen is not None:
+            penalty = self.decode.repetition_penalty
+            penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
+            logits = torch.where(self.seen, penalised, logits)
+        n = self.decode.no_repeat_ngram_size
+        if n > 0 and step >= n:
+            logits.masked_fill_(banned_ngram_tokens(generated, n, logits.shape[-1]), float("-inf"))
+        if step < self.decode.min_new_tokens:
+            logits[:, self.eos_id] = float("-inf")
+        return logits
+
+    def update(self, token_ids: torch.Tensor) -> None:
+        """Record the tokens just chosen (B,)."""
+        if self.seen is not None:
+            self.seen.scatter_(1, token_ids[:, None], True)
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep rows `rows` (beam search). The logit bias is not reordered: beams stay within their study,
+        whose rows all hold the same bias."""
+        if self.seen is not None:
+            self.seen = self.seen.index_select(0, rows)
+
+
+def banned_ngram_tokens(generated: torch.Tensor, n: int, vocab: int) -> torch.Tensor:
+    """generated (B, T) -> (B, vocab) bool: tokens that would repeat an n-gram already in `generated`, i.e. the
+    last token of every earlier n-gram whose first n-1 tokens equal the last n-1 generated tokens."""
+    windows = generated.unfold(1, n, 1)  # (B, T - n + 1, n)
+    prefix = generated[:, generated.shape[1] - (n - 1) :]  # (B, n - 1)
+    match = (windows[..., :-1] == prefix[:, None, :]).all(dim=-1)  # (B, T - n + 1)
+    counts = torch.zeros(generated.shape[0], vocab, device=generated.device)
+    counts.scatter_add_(1, windows[..., -1], match.float())
+    return counts > 0
+
+
+def sample_next(
+    logits: torch.Tensor, decode: DecodeConfig, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Temperature, top-k, top-p (nucleus), then a draw: logits (B, vocab) -> token ids (B,)."""
+    logits = logits.float() / decode.temperature
+    if decode.top_k > 0:
+        k = min(decode.top_k, logits.shape[-1])
+        kth = logits.topk(k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if decode.top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        # Drop a token when the tokens ranked above it already hold top_p; the top token always stays.
+        drop_sorted = (probs.cumsum(dim=-1) - probs) >= decode.top_p
+        drop = drop_sorted.scatter(1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Greedy and sampling
+
+
+@dataclass
+class Hypotheses:
+    """Decoded token ids per study (EOS excluded) and, with evidence, (steps, L) / (steps, L, K) per study."""
+
+    token_ids: list[list[int]]
+    gates: list[torch.Tensor] | None = None
+    alpha: list[torch.Tensor] | None = None
