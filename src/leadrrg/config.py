@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,9 +29,19 @@ def _check_choice(owner: str, name: str, value: Any, choices: tuple) -> None:
 
 
 def _check_positive(owner: str, name: str, value: float, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise LeadrrgError(
-            f"{owner}.{name} is {value!r}; expected a {'non-negative' if allow_zero else 'positive'} number"
+            f"{owner}.{name} is {value!r}; expected a finite {'non-negative' if allow_zero else 'positive'} number"
+        )
+
+
+def _check_range(
+    owner: str, name: str, value: float, low: float, high: float, high_open: bool = False
+) -> None:
+    """low <= value <= high (or < high); NaN fails."""
+    if not (low <= value <= high) or (high_open and value == high):
+        raise LeadrrgError(
+            f"{owner}.{name} is {value!r}; expected a number in [{low}, {high}{')' if high_open else ']'}"
         )
 
 
@@ -58,6 +69,7 @@ class VisionConfig:
         for name in ("image_size", "channels", "hidden_size", "num_layers", "num_heads", "patch_size"):
             _check_positive("vision", name, getattr(self, name))
         _check_positive("vision", "std", self.std)
+        _check_range("vision", "mean", self.mean, -1e6, 1e6)
 
 
 @dataclass
@@ -72,6 +84,10 @@ class ExpertConfig:
             raise LeadrrgError("experts.names is empty; expected at least one expert name")
         _check_positive("experts", "hidden_size", self.hidden_size)
         _check_positive("experts", "num_heads", self.num_heads)
+        _check_positive("experts", "mlp_ratio", self.mlp_ratio)
+        duplicates = sorted({name for name in self.names if self.names.count(name) > 1})
+        if duplicates:
+            raise LeadrrgError(f"experts.names repeats {duplicates}; expected each expert once")
         if self.hidden_size % self.num_heads:
             raise LeadrrgError(
                 f"experts.hidden_size ({self.hidden_size}) must be divisible by experts.num_heads ({self.num_heads})"
@@ -106,6 +122,7 @@ class InjectionConfig:
         _check_choice("injection", "gate", self.gate, GATES)
         _check_choice("injection", "confidence", self.confidence, CONFIDENCES)
         _check_positive("injection", "rank", self.rank, allow_zero=True)
+        _check_range("injection", "gate_bias_init", self.gate_bias_init, -1e3, 1e3)
 
 
 @dataclass
@@ -139,6 +156,10 @@ class DecoderConfig:
         ):
             _check_positive("decoder", name, getattr(self, name))
         _check_positive("decoder", "lora_r", self.lora_r, allow_zero=True)
+        _check_positive("decoder", "lora_alpha", self.lora_alpha)
+        _check_positive("decoder", "vocab_size", self.vocab_size)
+        _check_range("decoder", "dropout", self.dropout, 0.0, 1.0, high_open=True)
+        _check_range("decoder", "lora_dropout", self.lora_dropout, 0.0, 1.0, high_open=True)
         _check_choice("decoder", "load_dtype", self.load_dtype, ("float32", "bfloat16", "float16"))
         if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
             raise LeadrrgError(
@@ -233,6 +254,7 @@ class DataConfig:
     label_file: str | None = None  # CheXpert-format labels (CSV or JSON lines), relative to root or absolute;
     # joined by MIMIC study_id / CheXpert Plus path_to_image / id (defaults: see data/manifests.py)
     skip_bad_images: bool = False  # skip unreadable images with a count instead of failing
+    allow_outside_root: bool = False  # accept image paths that resolve (symlinks followed) outside `root`
     num_workers: int = 0  # DataLoader worker processes
 
     def __post_init__(self) -> None:
@@ -240,6 +262,7 @@ class DataConfig:
         _check_choice("data", "section", self.section, SECTIONS)
         _check_choice("data", "clean", self.clean, ("r2gen", "none"))
         _check_positive("data", "max_report_tokens", self.max_report_tokens)
+        _check_positive("data", "num_workers", self.num_workers, allow_zero=True)
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -313,6 +336,8 @@ class DecodeConfig:
         if not 0 < self.top_p <= 1:
             raise LeadrrgError(f"decode.top_p is {self.top_p!r}; expected a number in (0, 1]")
         _check_positive("decode", "repetition_penalty", self.repetition_penalty)
+        _check_positive("decode", "batch_size", self.batch_size)
+        _check_range("decode", "length_penalty", self.length_penalty, -1e3, 1e3)
         if not 0 <= self.expert_bias < float("inf"):  # NaN fails too
             raise LeadrrgError(
                 f"decode.expert_bias is {self.expert_bias!r}; expected a finite non-negative number (0 disables)"
@@ -377,9 +402,14 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             raise LeadrrgError(f"config key {where!r} must be an integer, got {value!r}") from None
     if tp is float:
         try:
-            return float(value)
+            if isinstance(value, bool):
+                raise TypeError
+            number = float(value)
         except (TypeError, ValueError):
             raise LeadrrgError(f"config key {where!r} must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise LeadrrgError(f"config key {where!r} must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise LeadrrgError(f"config key {where!r} must be a string, got {value!r}")
@@ -389,6 +419,9 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
 
 def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
     """Build dataclass `cls` from a (possibly partial) dict; unknown keys fail with the valid ones."""
+    if not isinstance(data, dict):
+        where = f"config key {prefix!r}" if prefix else "a config"
+        raise LeadrrgError(f"{where} must be a JSON object, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -398,6 +431,19 @@ def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
             raise LeadrrgError(f"unknown config key {where!r}; expected one of: {', '.join(names)}")
         kwargs[key] = _convert(value, hints[key], where)
     return cls(**kwargs)
+
+
+def first_difference(
+    a: Any, b: Any, prefix: str = "", now: str = "now", saved: str = "in the run"
+) -> str | None:
+    """The first dotted key at which `a` (now) and `b` (saved) differ, as "key (b in the run, a now)"; None if equal."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            found = first_difference(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key, now, saved)
+            if found:
+                return found
+        return None
+    return None if a == b else f"{prefix} ({b!r} {saved}, {a!r} {now})"
 
 
 def merge_dicts(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -466,11 +512,19 @@ def save_config(config: Any, path: str | Path) -> None:
 
 
 def load_config(path: str | Path, cls: type[C] = RunConfig) -> C:  # type: ignore[assignment]
+    from leadrrg.io import read_text
+
     path = Path(path)
+    text = read_text(path, "config file", "a leadrrg config (JSON)")
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise LeadrrgError(f"config file {path} does not exist") from None
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise LeadrrgError(f"config file {path} is not valid JSON ({exc})") from None
-    return from_dict(cls, data)
+    if not isinstance(data, dict):
+        raise LeadrrgError(
+            f"config file {path} holds a JSON {type(data).__name__}; expected an object (a RunConfig)"
+        )
+    try:
+        return from_dict(cls, data)
+    except LeadrrgError as exc:
+        raise LeadrrgError(f"config file {path}: {exc}") from None

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from leadrrg.config import DATA_FORMATS
 from leadrrg.errors import LeadrrgError
+from leadrrg.io import check_output_file, path_problem
 
 OVERRIDABLE = ("decode.", "data.")  # --set may change decoding and data reading, never the trained model
 
@@ -76,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         raise LeadrrgError(
             "--out is required when generating for a data split (or give --images for one study)"
         )
+    if args.out:
+        check_output_file(args.out, "--out")
     device = resolve_device(args.device)
     model, tokenizer, config = load_run(args.run, device=device)
     config = apply_overrides(config, args.overrides)
@@ -86,9 +89,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def check_run_dir(run_dir: Path) -> None:
-    if not run_dir.is_dir():
+    problem = path_problem(run_dir, "directory")
+    if problem:
         raise LeadrrgError(
-            f"run directory {run_dir} does not exist; expected the --out directory of leadrrg train"
+            f"run directory {run_dir} {problem}; expected the --out directory of leadrrg train"
         )
     if not (run_dir / "model.safetensors").is_file():
         raise LeadrrgError(
@@ -112,6 +116,7 @@ def resolve_device(name: str):
 
 
 def generate_for_split(args, model, tokenizer, config, generator) -> int:
+    from leadrrg.data.dataset import raise_on_bad_images
     from leadrrg.data.manifests import load_studies
     from leadrrg.io import atomic_open
     from leadrrg.predict import generate_split
@@ -127,6 +132,7 @@ def generate_for_split(args, model, tokenizer, config, generator) -> int:
         studies = studies[: args.limit]
     if not studies:
         raise LeadrrgError(f"split {args.split!r} of {config.data.root} has no studies to generate for")
+    raise_on_bad_images(studies, config.model.max_views, f"split {args.split!r} of {config.data.root}")
     records = generate_split(
         model,
         tokenizer,
@@ -163,8 +169,9 @@ def generate_for_images(args, model, tokenizer, config, generator) -> int:
         )
     paths = [str(Path(path).expanduser().resolve()) for path in args.images]
     for path in paths:
-        if not Path(path).is_file():
-            raise LeadrrgError(f"image {path} does not exist; expected a PNG, JPEG or DICOM file")
+        problem = path_problem(path)
+        if problem:
+            raise LeadrrgError(f"image {path} {problem}; expected a PNG, JPEG or DICOM file")
     study = Study(id="study", split="", images=paths, report="")
     item = StudyDataset([study], config.model.vision, max_views, train=False)[0]  # LeadrrgError if unreadable
     (report,) = generate_reports(
