@@ -176,7 +176,7 @@ def test_missing_split_lists_the_available_ones(tmp_path: Path) -> None:
 
 
 def test_missing_root_and_files(tmp_path: Path) -> None:
-    with pytest.raises(LeadrrgError, match="not a directory"):
+    with pytest.raises(LeadrrgError, match="nope does not exist"):
         load_studies(DataConfig(format="jsonl", root=str(tmp_path / "nope")), "train")
     with pytest.raises(LeadrrgError, match="manifest.jsonl"):
         load_studies(DataConfig(format="jsonl", root=str(tmp_path)), "train")
