@@ -26,7 +26,9 @@ from tests.test_train_helpers import TINY_MODEL, TINY_TRAIN
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return (
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
 
 
 def corrupt_png(path: Path) -> Path:
@@ -145,7 +147,9 @@ def build_cases(ws: Workspace) -> dict[str, Case]:
     for entry in ws.manifest(root):
         if entry["split"] in annotation:
             relative = str(Path(entry["images"][0]).relative_to("images"))
-            annotation[entry["split"]].append({"id": entry["id"], "report": entry["report"], "image_path": [relative]})
+            annotation[entry["split"]].append(
+                {"id": entry["id"], "report": entry["report"], "image_path": [relative]}
+            )
     (root / "annotation.json").write_text(json.dumps(annotation))
     _non_utf8(root / "annotation.json")
     add("data_check/non_utf8_annotation", Case(check_argv(root, "iu_xray"), ("annotation.json", "UTF-8")))
@@ -162,10 +166,16 @@ def build_cases(ws: Workspace) -> dict[str, Case]:
     unterminated = folder / "unterminated.csv"
     unterminated.write_text('Reports\n"no effusion.\nheart normal.\n"lungs clear."\nno pneumothorax.\n')
     out = folder / "labels.csv"
-    add("label/unterminated_quote", Case(["label", str(unterminated), "--out", str(out)], ("unterminated.csv", "line 2"), absent=(out,)))
+    add(
+        "label/unterminated_quote",
+        Case(["label", str(unterminated), "--out", str(out)], ("unterminated.csv", "line 2"), absent=(out,)),
+    )
     ragged = folder / "ragged.csv"
     ragged.write_text("id,Reports\n1,heart normal.\n2,no effusion,extra\n")
-    add("label/ragged_row", Case(["label", str(ragged), "--out", str(out)], ("ragged.csv", "line 3"), absent=(out,)))
+    add(
+        "label/ragged_row",
+        Case(["label", str(ragged), "--out", str(out)], ("ragged.csv", "line 3"), absent=(out,)),
+    )
     root = ws.data("label_csv_unterminated")
     (root / "labels.csv").write_text('id,Cardiomegaly\ns0000,"1.0\ns0001,0.0\n')
     out = root.parent / "out"
@@ -183,7 +193,10 @@ def build_cases(ws: Workspace) -> dict[str, Case]:
     ws.write_manifest(root, entries)
     out = root.parent / "out"
     add("data_check/path_escape", Case(check_argv(root), ("../outside.png", "outside the data root")))
-    add("train/path_escape", Case(train_argv(root, out), ("../outside.png", "outside the data root"), absent=(out,)))
+    add(
+        "train/path_escape",
+        Case(train_argv(root, out), ("../outside.png", "outside the data root"), absent=(out,)),
+    )
     root = ws.data("absolute_path")
     entries = ws.manifest(root)
     test_index = next(i for i, e in enumerate(entries) if e["split"] == "test")
@@ -192,7 +205,9 @@ def build_cases(ws: Workspace) -> dict[str, Case]:
     preds = root.parent / "preds.jsonl"
     add(
         "generate/absolute_path",
-        Case(generate_argv(ws.run_dir, root, preds), ("/etc/passwd", "outside the data root"), absent=(preds,)),
+        Case(
+            generate_argv(ws.run_dir, root, preds), ("/etc/passwd", "outside the data root"), absent=(preds,)
+        ),
     )
     root = ws.data("symlink_escape")
     target = ws.image_of(root, "train")
@@ -227,34 +242,63 @@ def build_cases(ws: Workspace) -> dict[str, Case]:
     bad = corrupt_png(ws.image_of(root, "test"))
     preds = root.parent / "preds.jsonl"
     add("generate/corrupt_png", Case(generate_argv(ws.run_dir, root, preds), (str(bad),), absent=(preds,)))
-    add("generate/images_corrupt_png", Case(["generate", "--run", str(ws.run_dir), "--images", str(bad)], (str(bad),)))
+    add(
+        "generate/images_corrupt_png",
+        Case(["generate", "--run", str(ws.run_dir), "--images", str(bad)], (str(bad),)),
+    )
 
     # Output paths that cannot be written.
     folder = ws.fresh("outputs")
     good_preds = folder / "good_preds.jsonl"
-    good_preds.write_text(json.dumps({"id": "a", "reference": "Heart normal.", "generated": "Heart normal."}) + "\n")
+    good_preds.write_text(
+        json.dumps({"id": "a", "reference": "Heart normal.", "generated": "Heart normal."}) + "\n"
+    )
     a_dir, a_file = folder / "a_dir", folder / "a_file"
     a_dir.mkdir()
     a_file.write_text("not a directory\n")
-    add("evaluate/out_is_directory", Case(["evaluate", "--preds", str(good_preds), "--out", str(a_dir), "--no-meteor"], (str(a_dir), "directory")))
-    add("generate/out_is_directory", Case(generate_argv(ws.run_dir, ws.data_root, a_dir), (str(a_dir), "directory")))
-    add("train/out_is_file", Case(train_argv(ws.data_root, a_file), (str(a_file), "is a file"), present=(a_file,)))
+    add(
+        "evaluate/out_is_directory",
+        Case(
+            ["evaluate", "--preds", str(good_preds), "--out", str(a_dir), "--no-meteor"],
+            (str(a_dir), "directory"),
+        ),
+    )
+    add(
+        "generate/out_is_directory",
+        Case(generate_argv(ws.run_dir, ws.data_root, a_dir), (str(a_dir), "directory")),
+    )
+    add(
+        "train/out_is_file",
+        Case(train_argv(ws.data_root, a_file), (str(a_file), "is a file"), present=(a_file,)),
+    )
     add("train/out_under_a_file", Case(train_argv(ws.data_root, a_file / "run"), (str(a_file), "is a file")))
-    add("generate/run_is_file", Case(["generate", "--run", str(a_file), "--images", str(a_file)], (str(a_file), "is a file")))
+    add(
+        "generate/run_is_file",
+        Case(["generate", "--run", str(a_file), "--images", str(a_file)], (str(a_file), "is a file")),
+    )
 
     # Predictions with labels outside 1/0/-1/null.
     for name, value in (("two", "2"), ("nan", "NaN"), ("infinity", "Infinity")):
         path = folder / f"labels_{name}.jsonl"
         labels = "[" + ", ".join([value] + ["null"] * 13) + "]"
-        path.write_text(f'{{"id": "a", "reference": "Heart normal.", "generated": "Heart normal.", "labels": {labels}}}\n')
+        path.write_text(
+            f'{{"id": "a", "reference": "Heart normal.", "generated": "Heart normal.", "labels": {labels}}}\n'
+        )
         metrics = folder / f"metrics_{name}.json"
         add(
             f"evaluate/gt_label_{name}",
-            Case(["evaluate", "--preds", str(path), "--out", str(metrics), "--no-meteor"], (str(path), "labels"), absent=(metrics,)),
+            Case(
+                ["evaluate", "--preds", str(path), "--out", str(metrics), "--no-meteor"],
+                (str(path), "labels"),
+                absent=(metrics,),
+            ),
         )
     path = folder / "non_utf8_preds.jsonl"
     path.write_bytes(b'{"id": "a", "reference": "Heart \xe9", "generated": "x"}\n')
-    add("evaluate/non_utf8_preds", Case(["evaluate", "--preds", str(path), "--out", str(folder / "m.json")], (str(path), "UTF-8")))
+    add(
+        "evaluate/non_utf8_preds",
+        Case(["evaluate", "--preds", str(path), "--out", str(folder / "m.json")], (str(path), "UTF-8")),
+    )
 
     # Broken run directories.
     run = ws.run("config_image_size")
@@ -262,43 +306,72 @@ def build_cases(ws: Workspace) -> dict[str, Case]:
     config["model"]["vision"]["image_size"] = 64
     (run / "config.json").write_text(json.dumps(config))
     preds = run.parent / "preds.jsonl"
-    add("generate/config_image_size_changed", Case(generate_argv(run, ws.data_root, preds), ("config.json", "model.vision.image_size"), absent=(preds,)))
+    add(
+        "generate/config_image_size_changed",
+        Case(
+            generate_argv(run, ws.data_root, preds),
+            ("config.json", "model.vision.image_size"),
+            absent=(preds,),
+        ),
+    )
     run = ws.run("config_architecture")
     config = json.loads((run / "config.json").read_text())
     config["model"]["decoder"]["hidden_size"] = 64
     config["model"]["experts"]["names"] = config["model"]["experts"]["names"][:3]
     (run / "config.json").write_text(json.dumps(config))
-    add("generate/config_architecture_changed", Case(generate_argv(run, ws.data_root, run.parent / "p.jsonl"), ("config.json",)))
+    add(
+        "generate/config_architecture_changed",
+        Case(generate_argv(run, ws.data_root, run.parent / "p.jsonl"), ("config.json",)),
+    )
     run = ws.run("config_list")
     (run / "config.json").write_text("[]\n")
-    add("generate/config_is_a_list", Case(generate_argv(run, ws.data_root, run.parent / "p.jsonl"), ("config.json", "list")))
+    add(
+        "generate/config_is_a_list",
+        Case(generate_argv(run, ws.data_root, run.parent / "p.jsonl"), ("config.json", "list")),
+    )
     run = ws.run("truncated_tokenizer")
     tokenizer_file = run / "tokenizer" / "tokenizer.json"
     tokenizer_file.write_bytes(tokenizer_file.read_bytes()[:100])
-    add("generate/truncated_tokenizer", Case(generate_argv(run, ws.data_root, run.parent / "p.jsonl"), (str(run / "tokenizer"),)))
+    add(
+        "generate/truncated_tokenizer",
+        Case(generate_argv(run, ws.data_root, run.parent / "p.jsonl"), (str(run / "tokenizer"),)),
+    )
     run = ws.run("tokenizer_meta")
     (run / "tokenizer" / "leadrrg_tokenizer.json").write_text('{"kind": "bpe",')
-    add("generate/invalid_tokenizer_meta", Case(generate_argv(run, ws.data_root, run.parent / "p.jsonl"), ("leadrrg_tokenizer.json",)))
+    add(
+        "generate/invalid_tokenizer_meta",
+        Case(generate_argv(run, ws.data_root, run.parent / "p.jsonl"), ("leadrrg_tokenizer.json",)),
+    )
     run = ws.run("bit_flip")
     weights = run / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-7] ^= 0x10  # a bit in the last tensor's data
     weights.unlink()  # model.safetensors is a hard link to checkpoint/model.safetensors: damage one copy
     weights.write_bytes(bytes(data))
-    add("generate/bit_flipped_weights", Case(generate_argv(run, ws.data_root, run.parent / "p.jsonl"), (str(weights), "damaged")))
+    add(
+        "generate/bit_flipped_weights",
+        Case(generate_argv(run, ws.data_root, run.parent / "p.jsonl"), (str(weights), "damaged")),
+    )
     run = ws.run("unfinished")
     config = json.loads((run / "config.json").read_text())
     config["train"]["max_steps"] = 10
     (run / "config.json").write_text(json.dumps(config))
     add(
         "generate/unfinished_run_warns",
-        Case(generate_argv(run, ws.data_root, run.parent / "p.jsonl"), ("unfinished", "2 of train.max_steps=10"), rc=0),
+        Case(
+            generate_argv(run, ws.data_root, run.parent / "p.jsonl"),
+            ("unfinished", "2 of train.max_steps=10"),
+            rc=0,
+        ),
     )
     run = ws.run("corrupt_trainer_state")
     (run / "checkpoint" / "trainer_state.json").write_text('{"step": 2, "epo')
     add(
         "train/resume_corrupt_trainer_state",
-        Case(["train", "--out", str(run), "--resume", "--quiet", "--set", "train.max_steps=3"], ("trainer_state.json", "damaged")),
+        Case(
+            ["train", "--out", str(run), "--resume", "--quiet", "--set", "train.max_steps=3"],
+            ("trainer_state.json", "damaged"),
+        ),
     )
 
     # Overrides the config layer refuses, naming the key.
@@ -317,7 +390,10 @@ def build_cases(ws: Workspace) -> dict[str, Case]:
         ("temperature_nan", "decode.temperature=nan", "decode.temperature"),
         ("negative_batch", "decode.batch_size=-2", "decode.batch_size"),
     ):
-        add(f"generate/{name}", Case(generate_argv(ws.run_dir, ws.data_root, preds, "--set", override), (key,), absent=(preds,)))
+        add(
+            f"generate/{name}",
+            Case(generate_argv(ws.run_dir, ws.data_root, preds, "--set", override), (key,), absent=(preds,)),
+        )
 
     # Data sets that cannot be used.
     root = ws.data("duplicate_ids")
@@ -334,12 +410,75 @@ def build_cases(ws: Workspace) -> dict[str, Case]:
     bad_config = folder / "synth.json"
     bad_config.write_text('{"background": 3}')
     out = folder / "data"
-    add("synth/config_wrong_type", Case(["synth", "--out", str(out), "--train", "2", "--config", str(bad_config)], (str(bad_config), "background"), absent=(out,)))
+    add(
+        "synth/config_wrong_type",
+        Case(
+            ["synth", "--out", str(out), "--train", "2", "--config", str(bad_config)],
+            (str(bad_config), "background"),
+            absent=(out,),
+        ),
+    )
     foreign = folder / "thesis"
     foreign.mkdir()
     (foreign / "chapter1.tex").write_text("months of work\n")
     add(
         "synth/overwrite_foreign_directory",
-        Case(["synth", "--out", str(foreign), "--train", "2", "--overwrite"], (str(foreign), "not a leadrrg synth"), present=(foreign / "chapter1.tex",)),
+        Case(
+            ["synth", "--out", str(foreign), "--train", "2", "--overwrite"],
+            (str(foreign), "not a leadrrg synth"),
+            present=(foreign / "chapter1.tex",),
+        ),
     )
     return cases
+
+
+# The names build_cases gives (the parametrised test is collected before the corpus is built).
+CASE_NAMES: tuple[str, ...] = (
+    "data_check/non_utf8_manifest",
+    "train/non_utf8_manifest",
+    "generate/non_utf8_manifest",
+    "data_check/non_utf8_annotation",
+    "train/non_utf8_label_csv",
+    "label/unterminated_quote",
+    "label/ragged_row",
+    "train/label_csv_unterminated_quote",
+    "data_check/path_escape",
+    "train/path_escape",
+    "generate/absolute_path",
+    "data_check/symlink_escape",
+    "train/corrupt_png",
+    "train/truncated_jpeg",
+    "train/corrupt_val_png",
+    "train/undecodable_png_in_loader_worker",
+    "generate/corrupt_png",
+    "generate/images_corrupt_png",
+    "evaluate/out_is_directory",
+    "generate/out_is_directory",
+    "train/out_is_file",
+    "train/out_under_a_file",
+    "generate/run_is_file",
+    "evaluate/gt_label_two",
+    "evaluate/gt_label_nan",
+    "evaluate/gt_label_infinity",
+    "evaluate/non_utf8_preds",
+    "generate/config_image_size_changed",
+    "generate/config_architecture_changed",
+    "generate/config_is_a_list",
+    "generate/truncated_tokenizer",
+    "generate/invalid_tokenizer_meta",
+    "generate/bit_flipped_weights",
+    "generate/unfinished_run_warns",
+    "train/resume_corrupt_trainer_state",
+    "train/lr_nan",
+    "train/lr_infinity",
+    "train/negative_size",
+    "train/unknown_choice",
+    "train/max_positions_short",
+    "train/negative_workers",
+    "generate/temperature_nan",
+    "generate/negative_batch",
+    "data_check/duplicate_ids",
+    "data_check/no_usable_study",
+    "synth/config_wrong_type",
+    "synth/overwrite_foreign_directory",
+)
