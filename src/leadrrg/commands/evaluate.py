@@ -68,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.out, "--out")
     records = read_predictions(args.preds)
     try:
-        metrics = evaluate_predictions(records, split=args.split, section=args.section, meteor=not args.no_meteor)
+        metrics = evaluate_predictions(
+            records, split=args.split, section=args.section, meteor=not args.no_meteor
+        )
     except LeadrrgError as exc:
         raise LeadrrgError(f"{args.preds}: {exc}") from None
     atomic_write_text(args.out, json.dumps(metrics, indent=2, allow_nan=False) + "\n")

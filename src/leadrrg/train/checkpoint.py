@@ -172,6 +172,12 @@ def load_model_weights(model: nn.Module, path: str | Path) -> None:
         )
 
 
+def weights_checksum(path: str | Path) -> str | None:
+    """The checksum saved in a weights file's header (None for files written before checksums)."""
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        return (handle.metadata() or {}).get("tensors_sha256")
+
+
 def check_weights_file(
     path: Path, model: nn.Module, tensors: dict[str, torch.Tensor], metadata: dict
 ) -> None:
