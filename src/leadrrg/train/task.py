@@ -49,7 +49,8 @@ def load_split_studies(
     config: RunConfig, split: str, label_cache: Path | None, required: bool = True
 ) -> list:
     """Studies of `split`, with missing labels filled by the rule-based labeler (cached by report)."""
-    from leadrrg.data.manifests import labels_from_labeler, load_studies
+    from leadrrg.data.labels import labels_from_labeler
+    from leadrrg.data.manifests import load_studies
 
     try:
         studies = load_studies(config.data, split)
