@@ -67,9 +67,9 @@ class VisionConfig:
 
     def __post_init__(self) -> None:
         for name in ("image_size", "channels", "hidden_size", "num_layers", "num_heads", "patch_size"):
-            _check_positive("vision", name, getattr(self, name))
-        _check_positive("vision", "std", self.std)
-        _check_range("vision", "mean", self.mean, -1e6, 1e6)
+            _check_positive("model.vision", name, getattr(self, name))
+        _check_positive("model.vision", "std", self.std)
+        _check_range("model.vision", "mean", self.mean, -1e6, 1e6)
 
 
 @dataclass
@@ -81,16 +81,16 @@ class ExpertConfig:
 
     def __post_init__(self) -> None:
         if not self.names:
-            raise LeadrrgError("experts.names is empty; expected at least one expert name")
-        _check_positive("experts", "hidden_size", self.hidden_size)
-        _check_positive("experts", "num_heads", self.num_heads)
-        _check_positive("experts", "mlp_ratio", self.mlp_ratio)
+            raise LeadrrgError("model.experts.names is empty; expected at least one expert name")
+        _check_positive("model.experts", "hidden_size", self.hidden_size)
+        _check_positive("model.experts", "num_heads", self.num_heads)
+        _check_positive("model.experts", "mlp_ratio", self.mlp_ratio)
         duplicates = sorted({name for name in self.names if self.names.count(name) > 1})
         if duplicates:
-            raise LeadrrgError(f"experts.names repeats {duplicates}; expected each expert once")
+            raise LeadrrgError(f"model.experts.names repeats {duplicates}; expected each expert once")
         if self.hidden_size % self.num_heads:
             raise LeadrrgError(
-                f"experts.hidden_size ({self.hidden_size}) must be divisible by experts.num_heads ({self.num_heads})"
+                f"model.experts.hidden_size ({self.hidden_size}) must be divisible by model.experts.num_heads ({self.num_heads})"
             )
 
     @property
@@ -117,12 +117,12 @@ class InjectionConfig:
     gate_bias_init: float = 0.0  # initial gate bias b_g (sigmoid(0) = 0.5); W^l starts at zero regardless
 
     def __post_init__(self) -> None:
-        _check_choice("injection", "fusion", self.fusion, FUSIONS)
-        _check_choice("injection", "projection", self.projection, PROJECTIONS)
-        _check_choice("injection", "gate", self.gate, GATES)
-        _check_choice("injection", "confidence", self.confidence, CONFIDENCES)
-        _check_positive("injection", "rank", self.rank, allow_zero=True)
-        _check_range("injection", "gate_bias_init", self.gate_bias_init, -1e3, 1e3)
+        _check_choice("model.injection", "fusion", self.fusion, FUSIONS)
+        _check_choice("model.injection", "projection", self.projection, PROJECTIONS)
+        _check_choice("model.injection", "gate", self.gate, GATES)
+        _check_choice("model.injection", "confidence", self.confidence, CONFIDENCES)
+        _check_positive("model.injection", "rank", self.rank, allow_zero=True)
+        _check_range("model.injection", "gate_bias_init", self.gate_bias_init, -1e3, 1e3)
 
 
 @dataclass
@@ -154,17 +154,17 @@ class DecoderConfig:
             "intermediate_size",
             "max_positions",
         ):
-            _check_positive("decoder", name, getattr(self, name))
-        _check_positive("decoder", "lora_r", self.lora_r, allow_zero=True)
-        _check_positive("decoder", "lora_alpha", self.lora_alpha)
-        _check_positive("decoder", "vocab_size", self.vocab_size)
-        _check_range("decoder", "dropout", self.dropout, 0.0, 1.0, high_open=True)
-        _check_range("decoder", "lora_dropout", self.lora_dropout, 0.0, 1.0, high_open=True)
-        _check_choice("decoder", "load_dtype", self.load_dtype, ("float32", "bfloat16", "float16"))
+            _check_positive("model.decoder", name, getattr(self, name))
+        _check_positive("model.decoder", "lora_r", self.lora_r, allow_zero=True)
+        _check_positive("model.decoder", "lora_alpha", self.lora_alpha)
+        _check_positive("model.decoder", "vocab_size", self.vocab_size)
+        _check_range("model.decoder", "dropout", self.dropout, 0.0, 1.0, high_open=True)
+        _check_range("model.decoder", "lora_dropout", self.lora_dropout, 0.0, 1.0, high_open=True)
+        _check_choice("model.decoder", "load_dtype", self.load_dtype, ("float32", "bfloat16", "float16"))
         if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
             raise LeadrrgError(
-                f"decoder.hidden_size ({self.hidden_size}) must be divisible by decoder.num_heads ({self.num_heads}), "
-                f"and num_heads by decoder.num_kv_heads ({self.num_kv_heads})"
+                f"model.decoder.hidden_size ({self.hidden_size}) must be divisible by model.decoder.num_heads ({self.num_heads}), "
+                f"and num_heads by model.decoder.num_kv_heads ({self.num_kv_heads})"
             )
 
 
@@ -200,19 +200,21 @@ class GroundingConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.truth_forcing <= 1.0:
             raise LeadrrgError(
-                f"grounding.truth_forcing is {self.truth_forcing!r}; expected a number in [0, 1]"
+                f"model.grounding.truth_forcing is {self.truth_forcing!r}; expected a number in [0, 1]"
             )
         if not 0.0 <= self.truth_jitter <= 0.5:
             raise LeadrrgError(
-                f"grounding.truth_jitter is {self.truth_jitter!r}; expected a number in [0, 0.5]"
+                f"model.grounding.truth_jitter is {self.truth_jitter!r}; expected a number in [0, 0.5]"
             )
         if not 0.0 <= self.visual_dropout < 1.0:
             raise LeadrrgError(
-                f"grounding.visual_dropout is {self.visual_dropout!r}; expected a number in [0, 1)"
+                f"model.grounding.visual_dropout is {self.visual_dropout!r}; expected a number in [0, 1)"
             )
-        _check_choice("grounding", "balance", self.balance, BALANCES)
+        _check_choice("model.grounding", "balance", self.balance, BALANCES)
         if not self.balance_clip >= 1.0:
-            raise LeadrrgError(f"grounding.balance_clip is {self.balance_clip!r}; expected a number >= 1")
+            raise LeadrrgError(
+                f"model.grounding.balance_clip is {self.balance_clip!r}; expected a number >= 1"
+            )
 
 
 LABEL_POLICIES = ("ones", "ignore")
