@@ -352,6 +352,19 @@ def build_cases(ws: Workspace) -> dict[str, Case]:
         "generate/bit_flipped_weights",
         Case(generate_argv(run, ws.data_root, run.parent / "p.jsonl"), (str(weights), "damaged")),
     )
+    add(
+        "diagnose/bit_flipped_weights",
+        Case(["diagnose", "--run", str(run), "--split", "test"], (str(weights), "damaged")),
+    )
+    json_out = ws.fresh("diagnose") / "a_file"
+    json_out.write_text("x")
+    add(
+        "diagnose/json_under_a_file",
+        Case(
+            ["diagnose", "--run", str(ws.run_dir), "--split", "test", "--json", str(json_out / "d.json")],
+            (str(json_out),),
+        ),
+    )
     run = ws.run("unfinished")
     config = json.loads((run / "config.json").read_text())
     config["train"]["max_steps"] = 10
@@ -394,6 +407,12 @@ def build_cases(ws: Workspace) -> dict[str, Case]:
             f"generate/{name}",
             Case(generate_argv(ws.run_dir, ws.data_root, preds, "--set", override), (key,), absent=(preds,)),
         )
+
+    demo = ws.fresh("demo") / "out"
+    add(
+        "demo/lr_nan",
+        Case(["demo", "--out", str(demo), "--set", "train.lr=nan"], ("train.lr",), absent=(demo / "data",)),
+    )
 
     # Data sets that cannot be used.
     root = ws.data("duplicate_ids")
@@ -467,6 +486,8 @@ CASE_NAMES: tuple[str, ...] = (
     "generate/truncated_tokenizer",
     "generate/invalid_tokenizer_meta",
     "generate/bit_flipped_weights",
+    "diagnose/bit_flipped_weights",
+    "diagnose/json_under_a_file",
     "generate/unfinished_run_warns",
     "train/resume_corrupt_trainer_state",
     "train/lr_nan",
@@ -477,6 +498,7 @@ CASE_NAMES: tuple[str, ...] = (
     "train/negative_workers",
     "generate/temperature_nan",
     "generate/negative_batch",
+    "demo/lr_nan",
     "data_check/duplicate_ids",
     "data_check/no_usable_study",
     "synth/config_wrong_type",
