@@ -387,6 +387,24 @@ def build_cases(ws: Workspace) -> dict[str, Case]:
         ),
     )
 
+    run = ws.run("damaged_optimizer_state")
+    state = json.loads((run / "checkpoint" / "trainer_state.json").read_text())
+    del state["optimizer"]["scalars"]
+    (run / "checkpoint" / "trainer_state.json").write_text(json.dumps(state))
+    add(
+        "train/resume_damaged_optimizer_state",
+        Case(["train", "--out", str(run), "--resume", "--quiet"], ("trainer_state.json", "damaged")),
+    )
+    nothing = ws.fresh("resume_nothing") / "run"
+    add(
+        "train/resume_without_a_run",
+        Case(
+            ["train", "--out", str(nothing), "--resume"],
+            (str(nothing), "not a leadrrg run"),
+            absent=(nothing,),
+        ),
+    )
+
     # Overrides the config layer refuses, naming the key.
     out = ws.fresh("overrides") / "out"
     for name, override, key in (
@@ -396,6 +414,7 @@ def build_cases(ws: Workspace) -> dict[str, Case]:
         ("unknown_choice", "model.injection.fusion=sideways", "injection.fusion"),
         ("max_positions_short", "model.decoder.max_positions=16", "max_positions"),
         ("negative_workers", "data.num_workers=-1", "data.num_workers"),
+        ("unknown_expert_name", "model.experts.names=Cardiomegaly,Heart", "model.experts.names"),
     ):
         add(f"train/{name}", Case(train_argv(ws.data_root, out, override), (key,), absent=(out,)))
     preds = out.parent / "preds.jsonl"
@@ -490,12 +509,15 @@ CASE_NAMES: tuple[str, ...] = (
     "diagnose/json_under_a_file",
     "generate/unfinished_run_warns",
     "train/resume_corrupt_trainer_state",
+    "train/resume_damaged_optimizer_state",
+    "train/resume_without_a_run",
     "train/lr_nan",
     "train/lr_infinity",
     "train/negative_size",
     "train/unknown_choice",
     "train/max_positions_short",
     "train/negative_workers",
+    "train/unknown_expert_name",
     "generate/temperature_nan",
     "generate/negative_batch",
     "demo/lr_nan",

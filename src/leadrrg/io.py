@@ -177,7 +177,7 @@ def read_text(path: str | Path, what: str, expected: str) -> str:
         line = data[: exc.start].count(b"\n") + 1
         raise LeadrrgError(
             f"{what} {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}); "
-            f"expected {expected} in UTF-8"
+            f"expected {expected}, encoded as UTF-8"
         ) from None
 
 

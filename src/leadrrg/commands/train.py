@@ -35,6 +35,10 @@ def build_config(args: argparse.Namespace):
     if args.preset:
         config = load_preset(args.preset)
     elif args.resume:
+        if not (Path(args.out) / "config.json").is_file():
+            raise LeadrrgError(
+                f"cannot resume: {args.out} is not a leadrrg run (no config.json); start it without --resume"
+            )
         config = load_config(Path(args.out) / "config.json")
     else:
         raise LeadrrgError("no --preset given; expected e.g. --preset demo (or --resume to continue a run)")

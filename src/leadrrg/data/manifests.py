@@ -196,7 +196,7 @@ def _read_manifest(data: DataConfig) -> list[Record]:
     root = Path(data.root)
     path = root / MANIFEST_NAME
     content = read_text(
-        path, "manifest", f"a {data.format} data root to hold {MANIFEST_NAME} (one JSON study per line)"
+        path, "manifest", f"{MANIFEST_NAME} (one JSON study per line) in a {data.format} data root"
     )
     expected = 'an object with "id", "split", "images" (list of paths), "report" (or "findings"/"impression")'
     records = []
@@ -276,7 +276,7 @@ def _read_annotation(data: DataConfig) -> list[Record]:
     text = read_text(
         path,
         "annotation file",
-        f"a {data.format} data root to hold R2Gen's {ANNOTATION_NAME} and an {IMAGES_DIR}/ folder",
+        f"R2Gen's {ANNOTATION_NAME} beside an {IMAGES_DIR}/ folder in a {data.format} data root",
     )
     try:
         annotation = json.loads(text)

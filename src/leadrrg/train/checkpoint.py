@@ -27,6 +27,7 @@ checkpoint; `recover_checkpoint_dir` puts `.ckpt-old` back if a kill fell betwee
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -34,6 +35,7 @@ import logging
 import os
 import random
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -377,6 +379,18 @@ def read_trainer_state(checkpoint_dir: str | Path) -> dict[str, Any]:
     if missing:
         raise LeadrrgError(f"{path} lacks {missing}; expected the trainer state that leadrrg train writes")
     return state
+
+
+@contextlib.contextmanager
+def damaged_checkpoint(checkpoint_dir: Path) -> Iterator[None]:
+    """Turn what a damaged trainer state makes the optimizer / RNG restore raise into a LeadrrgError naming it."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+        raise LeadrrgError(
+            f"{Path(checkpoint_dir) / STATE_FILE} is damaged ({type(exc).__name__}: {exc}); the run cannot be "
+            "resumed from it (generation still reads model.safetensors)"
+        ) from None
 
 
 def update_trainer_state(run_dir: str | Path, values: dict[str, Any]) -> None:

@@ -293,10 +293,12 @@ def fit(
     optimizer, param_names = build_optimizer(raw_model, train_cfg)
     if saved_state is not None:
         optimizer_tensors, _ = ckpt.read_safetensors(resume_from / ckpt.OPTIMIZER_FILE)
-        ckpt.load_optimizer_state(optimizer, param_names, optimizer_tensors, saved_state["optimizer"])
+        with ckpt.damaged_checkpoint(resume_from):
+            ckpt.load_optimizer_state(optimizer, param_names, optimizer_tensors, saved_state["optimizer"])
         rng_states = saved_state.get("rng", [])
-        if len(rng_states) == ctx.world_size:
-            ckpt.restore_rng_state(rng_states[ctx.rank])
+        if isinstance(rng_states, list) and len(rng_states) == ctx.world_size:
+            with ckpt.damaged_checkpoint(resume_from):
+                ckpt.restore_rng_state(rng_states[ctx.rank])
         else:
             logger.warning(
                 "checkpoint has RNG states for %d processes, now %d: RNG reseeded",

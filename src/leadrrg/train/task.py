@@ -128,6 +128,7 @@ def build_task(
     val_studies = load_split_studies(config, VAL_SPLIT, label_cache if ctx.is_main else None, required=False)
     if not val_studies:
         logger.warning("no %r split in %s: training without validation", VAL_SPLIT, config.data.root)
+    check_expert_names(config)
     vision, max_views = config.model.vision, config.model.max_views
     skip = config.data.skip_bad_images
     if not skip:  # every image the run will read is checked (headers) before the first step
@@ -152,6 +153,20 @@ def build_task(
     check_batch_fits(len(train_dataset), config.train.batch_size, ctx.world_size)
     collator = ReportCollator(tokenizer, config.data.max_report_tokens)
     return TrainingTask(config, tokenizer, model, train_dataset, val_dataset, collator)
+
+
+def check_expert_names(config: RunConfig) -> None:
+    """Training supervises each expert with its CheXpert label: every expert must be named after one."""
+    from leadrrg.constants import OBSERVATIONS
+
+    if config.model.injection.fusion == "none":
+        return
+    unknown = [name for name in config.model.experts.names if name not in OBSERVATIONS]
+    if unknown:
+        raise LeadrrgError(
+            f"model.experts.names has {unknown}, not CheXpert observations; training supervises each expert with "
+            f"its label, so expected names among: {', '.join(OBSERVATIONS)}"
+        )
 
 
 def check_sequence_fits(model: nn.Module, tokenizer: ReportTokenizer, config: RunConfig) -> None:
