@@ -172,3 +172,26 @@ def test_a_killed_synth_leaves_no_partial_folder_for_good(tmp_path):
     (stale / "manifest.jsonl").write_text("")
     synthesize(tmp_path / "data", {"train": 1}, size=32)
     assert not stale.exists() and (tmp_path / "data" / "manifest.jsonl").is_file()
+
+
+def test_a_data_error_mid_training_saves_the_steps_done_first(good):
+    from leadrrg.errors import LeadrrgError
+    from leadrrg.train.loop import train
+    from tests.test_train_helpers import tiny_config
+
+    root, workspace = _copy(good, "bad_train_decode")
+    out = root.parent / "run"
+    config = tiny_config(root, "data.format=jsonl", "train.save_every=0", "train.eval_every=0")
+
+    def break_every_image(step, record):  # after step 2 (no checkpoint yet), no training image decodes
+        if step == 2:
+            for entry in workspace.manifest(root):
+                undecodable_png(root / entry["images"][0])
+
+    with pytest.raises(LeadrrgError, match="could not be decoded .*the 2 steps trained so far are saved"):
+        train(config, out, callbacks=[break_every_image], quiet=True)
+    assert json.loads((out / "checkpoint" / "trainer_state.json").read_text())["step"] == 2
+    shutil.rmtree(root / "images")
+    shutil.copytree(good[1] / "images", root / "images")
+    assert main(["train", "--out", str(out), "--resume", "--quiet"]) == 0
+    assert json.loads((out / "checkpoint" / "trainer_state.json").read_text())["step"] == 4

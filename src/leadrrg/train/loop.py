@@ -5,6 +5,10 @@ sync on the last one only) -> clip -> AdamW step at the scheduled lr. Every `log
 TensorBoard record; every `eval_every` steps validation (loss and a cheap clinical check from the
 expert logits: macro AUROC / F1, no generation); every `save_every` steps and at the end a checkpoint.
 Metrics and checkpointing live here and in `checkpoint.py`, never in the model.
+
+Nothing trained is lost to a failure after it: a step's checkpoint is written before its validation, a
+validation that fails is logged and skipped, and a data error in a training step (an image that does not
+decode) first saves the steps completed so far (single process), then stops with the error.
 """
 
 from __future__ import annotations
@@ -339,7 +343,11 @@ def fit(
                     ckpt.update_trainer_state(run_dir, {name: getattr(state, name) for name in fields})
         barrier(ctx)
 
+    saved_step = state.step
+
     def save() -> None:
+        nonlocal saved_step
+        saved_step = state.step
         rng_states = all_gather_objects(ckpt.capture_rng_state(), ctx)
         if ctx.is_main:
             trainer_state = {
@@ -359,7 +367,19 @@ def fit(
         while state.step < train_cfg.max_steps:
             started = time.perf_counter()
             lr_factor = set_learning_rates(optimizer, state.step, train_cfg)
-            losses, grad_norm = train_step(model, optimizer, stream, train_cfg, device, ctx.enabled)
+            position = (state.epoch, state.batch_in_epoch)
+            try:
+                losses, grad_norm = train_step(model, optimizer, stream, train_cfg, device, ctx.enabled)
+            except LeadrrgError as exc:  # raised before the optimizer step: the weights are the last step's
+                if ctx.enabled or state.step == saved_step:
+                    raise
+                state.epoch, state.batch_in_epoch = position  # a resume re-reads this step's batches
+                optimizer.zero_grad(set_to_none=True)
+                save()
+                raise LeadrrgError(
+                    f"{exc} (the {state.step} steps trained so far are saved: fix the input and continue with "
+                    f"`leadrrg train --resume --out {run_dir}`)"
+                ) from None
             if not math.isfinite(float(losses[0])):
                 raise LeadrrgError(
                     f"training diverged: the loss is {float(losses[0])} at step {state.step + 1}; "
