@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = args.log_level == "debug"
-    logging.basicConfig(level=args.log_level.upper(), format="leadrrg: %(levelname)s: %(message)s")
+    # Our messages at the chosen level; other libraries' (Pillow's debug chatter) at warnings and above.
+    logging.basicConfig(level=logging.WARNING, format="leadrrg: %(levelname)s: %(message)s")
+    logging.getLogger("leadrrg").setLevel(args.log_level.upper())
     try:
         return int(args._run(args) or 0)
     except LeadrrgError as exc:

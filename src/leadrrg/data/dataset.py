@@ -170,9 +170,8 @@ class StudyDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         study = self.studies[index]
         images, view_mask = self.load_views(study)
-        for offset in range(
-            1, len(self.studies)
-        ):  # skip_bad_images: no view decoded, the next study stands in
+        # skip_bad_images: when none of the study's views decodes, the next study stands in.
+        for offset in range(1, len(self.studies)):
             if view_mask.any():
                 break
             study = self.studies[(index + offset) % len(self.studies)]
