@@ -231,12 +231,13 @@ def build_cases(ws: Workspace) -> dict[str, Case]:
     bad = corrupt_png(ws.image_of(root, "val"))
     out = root.parent / "out"
     add("train/corrupt_val_png", Case(train_argv(root, out), (str(bad), "'val' split"), absent=(out,)))
-    root = ws.data("undecodable_train_png_worker")
-    bad = undecodable_png(ws.image_of(root, "train"))
-    out = root.parent / "out"
+    root = ws.data("undecodable_test_png_worker")  # passes the header check; fails in a DataLoader worker
+    bad = undecodable_png(ws.image_of(root, "test"))
+    preds = root.parent / "preds.jsonl"
+    argv = generate_argv(ws.run_dir, root, preds, "--set", "data.num_workers=1")
     add(
-        "train/undecodable_png_in_loader_worker",
-        Case(train_argv(root, out, "data.num_workers=1"), (str(bad), "could not be decoded"), absent=(out,)),
+        "generate/undecodable_png_in_loader_worker",
+        Case(argv, (str(bad), "could not be decoded"), absent=(preds,)),
     )
     root = ws.data("corrupt_test_png")
     bad = corrupt_png(ws.image_of(root, "test"))
@@ -487,7 +488,7 @@ CASE_NAMES: tuple[str, ...] = (
     "train/corrupt_png",
     "train/truncated_jpeg",
     "train/corrupt_val_png",
-    "train/undecodable_png_in_loader_worker",
+    "generate/undecodable_png_in_loader_worker",
     "generate/corrupt_png",
     "generate/images_corrupt_png",
     "evaluate/out_is_directory",

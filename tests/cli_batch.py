@@ -3,7 +3,7 @@ captured stdout / stderr, for the robustness suite (tests/test_robustness.py).
 
     python -m tests.cli_batch CASES.json RESULTS.json
 
-CASES.json: {name: [argv...]}; RESULTS.json: {name: {"rc": int, "stdout": str, "stderr": str}}. An exception that
+CASES.json: {name: [argv...]}; RESULTS.json: {name: {"rc": int, "stdout": str, "stderr": str, "seconds": float}}. An exception that
 escapes `leadrrg.cli.main` is printed as a traceback into that case's stderr and gives rc -1.
 """
 
@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -24,6 +25,7 @@ def run_one(argv: list[str]) -> dict:
     for name in (None, "leadrrg.labeler"):  # handlers bound to an earlier case's stderr
         logging.getLogger(name).handlers.clear()
     out, err = io.StringIO(), io.StringIO()
+    started = time.perf_counter()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             rc = main(argv)
@@ -32,7 +34,8 @@ def run_one(argv: list[str]) -> dict:
         except BaseException:  # noqa: BLE001 (reported, not raised: the test says which case)
             traceback.print_exc()
             rc = -1
-    return {"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue()}
+    seconds = time.perf_counter() - started
+    return {"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue(), "seconds": seconds}
 
 
 def main(cases_path: str, results_path: str) -> None:
