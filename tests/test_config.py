@@ -8,6 +8,7 @@ from leadrrg.config import (
     from_dict,
     load_config,
     load_preset,
+    load_run_config,
     preset_names,
     save_config,
     to_dict,
@@ -61,3 +62,12 @@ def test_every_preset_loads():
 def test_unknown_preset_lists_valid_names():
     with pytest.raises(LeadrrgError, match="expected one of: .*demo"):
         load_preset("nope")
+
+
+def test_a_run_saved_before_a_default_changed_keeps_its_old_behaviour(tmp_path):
+    data = to_dict(RunConfig())
+    del data["model"]["experts"]["readout"]  # saved before experts.readout existed (the paper's readout)
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    assert load_run_config(tmp_path / "config.json").model.experts.readout == "query"
+    save_config(RunConfig(), tmp_path / "new.json")
+    assert load_run_config(tmp_path / "new.json").model.experts.readout == RunConfig().model.experts.readout

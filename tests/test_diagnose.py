@@ -52,12 +52,14 @@ def test_flip_test_scores_a_perfect_follower_and_a_decoder_that_ignores_p():
     result = flip_test(follower, studies, probs, said, NAMES, seed=0)
     assert result["flip_follow_rate"] == 1.0 and result["flip_others_unchanged_rate"] == 1.0
     assert sorted(set(result["flip_findings"])) == sorted(FINDINGS)  # 26 studies cycle through all 13
+    assert result["flip_follow_by_finding"] == {f: 1.0 for f in FINDINGS}
 
     def ignorer(flipped, subset):
         return _follower(probs[: len(subset)], subset)  # writes the unflipped findings
 
     result = flip_test(ignorer, studies, probs, said, NAMES, seed=0)
     assert result["flip_follow_rate"] == 0.0 and result["flip_others_unchanged_rate"] == 1.0
+    assert set(result["flip_follow_by_finding"].values()) == {0.0}
 
 
 def test_flip_plan_is_seeded_and_helpers():

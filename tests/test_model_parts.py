@@ -209,3 +209,26 @@ def test_lead_model_with_hf_vision_encoder_trains_it_as_pretrained(tmp_path):
     model = build(tiny_config(vision=frozen))
     assert model.trainable_parameter_groups()["pretrained"] == []
     assert not model.train().vision.encoder.model.training  # a frozen encoder stays in eval mode
+
+
+def test_expert_readouts_max_pooled_evidence_reaches_every_expert():
+    torch.manual_seed(0)
+    config = ExpertConfig(names=["a", "b"], hidden_size=8, num_heads=2)
+    assert config.readout == "query_max"
+    tokens, mask = torch.randn(2, 6, 16), torch.ones(2, 6, dtype=torch.bool)
+    paper = ExpertModule(ExpertConfig(names=["a", "b"], hidden_size=8, num_heads=2, readout="query"), 16)
+    assert paper.max_projection is None
+    experts = ExpertModule(config, 16)
+    # A spike in one token's channels moves the logits through the max even where attention barely looks.
+    spiked = tokens.clone()
+    spiked[:, 3] += 10.0 * torch.randn(16)
+    assert not torch.allclose(experts(spiked, mask)[1], experts(tokens, mask)[1])
+    # Masked tokens are not evidence, and a study without any valid token stays finite.
+    masked = mask.clone()
+    masked[:, 3] = False
+    assert torch.allclose(experts(spiked, masked)[1], experts(tokens, masked)[1], atol=1e-6)
+    empty = torch.zeros_like(mask)
+    empty[0] = True
+    assert torch.isfinite(experts(tokens, empty)[0]).all()
+    with pytest.raises(LeadrrgError, match="experts.readout"):
+        ExpertConfig(readout="mean")

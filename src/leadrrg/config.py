@@ -72,16 +72,25 @@ class VisionConfig:
         _check_range("model.vision", "mean", self.mean, -1e6, 1e6)
 
 
+EXPERT_READOUTS = ("query", "query_max")
+
+
 @dataclass
 class ExpertConfig:
     names: list[str] = field(default_factory=lambda: list(OBSERVATIONS))  # one expert per observation
     hidden_size: int = 128  # De, width of an expert feature
     num_heads: int = 4  # heads of the experts' cross-attention over vision tokens
     mlp_ratio: float = 2.0  # per-expert MLP width as a multiple of De
+    readout: str = "query_max"  # query: each expert reads only its attended vision feature (the paper) |
+    # query_max: each expert also reads the vision tokens' max-pooled feature (the strongest local evidence)
 
     def __post_init__(self) -> None:
         if not self.names:
             raise LeadrrgError("model.experts.names is empty; expected at least one expert name")
+        if self.readout not in EXPERT_READOUTS:
+            raise LeadrrgError(
+                f"model.experts.readout is {self.readout!r}; expected one of: {', '.join(EXPERT_READOUTS)}"
+            )
         _check_positive("model.experts", "hidden_size", self.hidden_size)
         _check_positive("model.experts", "num_heads", self.num_heads)
         _check_positive("model.experts", "mlp_ratio", self.mlp_ratio)
@@ -513,6 +522,13 @@ def save_config(config: Any, path: str | Path) -> None:
     atomic_write_text(path, json.dumps(to_dict(config), indent=2) + "\n")
 
 
+# Settings whose default changed after runs were saved without them: a run's config.json that lacks one was
+# trained with the old behaviour, so it keeps it (the new default applies to new runs only).
+RUN_DEFAULTS_BEFORE_CHANGE: dict[tuple[str, ...], Any] = {
+    ("model", "experts", "readout"): "query",
+}
+
+
 def load_config(path: str | Path, cls: type[C] = RunConfig) -> C:  # type: ignore[assignment]
     from leadrrg.io import read_text
 
@@ -530,3 +546,17 @@ def load_config(path: str | Path, cls: type[C] = RunConfig) -> C:  # type: ignor
         return from_dict(cls, data)
     except LeadrrgError as exc:
         raise LeadrrgError(f"config file {path}: {exc}") from None
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """A trained run's config.json, with settings it predates filled by the behaviour it was trained with."""
+    config = load_config(path)
+    data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+    missing = []
+    for key, old in RUN_DEFAULTS_BEFORE_CHANGE.items():
+        node = data
+        for part in key[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and key[-1] not in node:
+            missing.append(f"{'.'.join(key)}={json.dumps(old) if not isinstance(old, str) else old}")
+    return apply_overrides(config, missing) if missing else config

@@ -166,6 +166,11 @@ def flip_test(
         "flip_on_follow_rate": float(follows[target_on].mean()) if target_on.any() else None,
         "flip_off_follow_rate": float(follows[~target_on].mean()) if (~target_on).any() else None,
         "flip_findings": plan,
+        "flip_follow_by_finding": {
+            f: float(follows[[i for i, g in enumerate(plan) if g == f]].mean())
+            for f in flippable
+            if f in plan
+        },
     }
 
 

@@ -31,6 +31,7 @@ class Variant:
 
 # The paper's recipe (joint training, L_LM + 4 x BCE, the decoder reads the experts' own p).
 PAPER = (
+    "model.experts.readout=query",
     "model.injection.confidence=mixture",
     "model.grounding.truth_forcing=0",
     "model.grounding.detach_experts=false",
@@ -55,6 +56,9 @@ VARIANTS: dict[str, Variant] = {
         ("model.grounding.truth_forcing=0.5",), about="truth for half the studies"
     ),
     "lead_no_detach": Variant(("model.grounding.detach_experts=false",), about="LM loss trains the experts"),
+    "lead_query_readout": Variant(
+        ("model.experts.readout=query",), about="experts read only their attended feature (no max-pooled one)"
+    ),
     "lead_no_balance": Variant(("model.grounding.balance=none",), about="plain BCE for the experts"),
     "lead_mixture": Variant(
         ("model.injection.confidence=mixture",), about="p e + (1 - p) a, no present vector"

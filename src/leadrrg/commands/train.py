@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace):
     """The run config: the preset (or, with --resume, the run's own config.json), then --data, then --set."""
-    from leadrrg.config import apply_overrides, load_config, load_preset
+    from leadrrg.config import apply_overrides, load_preset, load_run_config
 
     if args.preset:
         config = load_preset(args.preset)
@@ -39,7 +39,7 @@ def build_config(args: argparse.Namespace):
             raise LeadrrgError(
                 f"cannot resume: {args.out} is not a leadrrg run (no config.json); start it without --resume"
             )
-        config = load_config(Path(args.out) / "config.json")
+        config = load_run_config(Path(args.out) / "config.json")
     else:
         raise LeadrrgError("no --preset given; expected e.g. --preset demo (or --resume to continue a run)")
     overrides = list(args.overrides)

@@ -3,6 +3,11 @@
 K learned queries attend over the vision tokens in one multi-head cross-attention; a per-expert MLP
 (batched with per-expert weights) refines each expert's feature and a per-expert classifier gives its
 logit: vision tokens (B, N, Dv) -> expert features e (B, K, De), logits s (B, K).
+
+Readout (`ExpertConfig.readout`): `query` is the paper's expert (query + attended feature). `query_max` adds
+the vision tokens' channel-wise max, projected to De, to every expert's input: the softmax of one
+cross-attention averages over tokens and dilutes a finding that covers a few of them (a nodule, a rib
+fracture, a thin tube); the max keeps it (multiple-instance pooling). Measured in docs/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class ExpertModule(nn.Module):
         k, width = config.num_experts, config.hidden_size
         self.queries = nn.Parameter(torch.randn(k, width) * 0.02)
         self.kv_norm = nn.LayerNorm(vision_size)
+        self.max_projection = nn.Linear(vision_size, width) if config.readout == "query_max" else None
         self.attention = nn.MultiheadAttention(
             width, config.num_heads, kdim=vision_size, vdim=vision_size, batch_first=True
         )
@@ -64,6 +70,15 @@ class ExpertModule(nn.Module):
         attended, _ = self.attention(
             queries, memory, memory, key_padding_mask=~token_mask, need_weights=False
         )
-        features = self.norm(self.mlp(queries + attended))  # (B, K, De)
+        inputs = queries + attended  # (B, K, De)
+        if self.max_projection is not None:
+            strongest = memory.masked_fill(~token_mask[..., None], float("-inf")).amax(dim=1)  # (B, Dv)
+            strongest = strongest.masked_fill(
+                ~token_mask.any(dim=1, keepdim=True), 0.0
+            )  # a study without views
+            inputs = (
+                inputs + self.max_projection(strongest)[:, None, :]
+            )  # the same evidence offered to every expert
+        features = self.norm(self.mlp(inputs))  # (B, K, De)
         logits = torch.einsum("bkd,kd->bk", features, self.classifier_weight) + self.classifier_bias  # (B, K)
         return features, logits

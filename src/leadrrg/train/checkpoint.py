@@ -45,7 +45,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from leadrrg.config import RunConfig, first_difference, load_config, save_config, to_dict
+from leadrrg.config import RunConfig, first_difference, load_run_config, save_config, to_dict
 from leadrrg.errors import LeadrrgError
 from leadrrg.io import atomic_write_text, path_problem
 from leadrrg.tokenizer import ReportTokenizer
@@ -424,7 +424,7 @@ def load_run(
             raise LeadrrgError(
                 f"{run_dir} is not a trained leadrrg run: {name} is missing (train one with `leadrrg train`)"
             )
-    config = load_config(run_dir / CONFIG_FILE)
+    config = load_run_config(run_dir / CONFIG_FILE)
     tokenizer = ReportTokenizer.load(run_dir / TOKENIZER_DIR)
     model = build_model(config, tokenizer)
     load_model_weights(model, run_dir / MODEL_FILE)

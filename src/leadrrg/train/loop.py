@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from leadrrg.config import RunConfig, TrainConfig, first_difference, load_config, save_config, to_dict
+from leadrrg.config import RunConfig, TrainConfig, first_difference, load_run_config, save_config, to_dict
 from leadrrg.data.collate import move_batch
 from leadrrg.errors import LeadrrgError
 from leadrrg.io import atomic_write_text, check_output_dir
@@ -473,7 +473,7 @@ def train(
                 raise LeadrrgError(
                     f"cannot resume: {out_dir} is not a leadrrg run (no {ckpt.CONFIG_FILE}); start it without --resume"
                 )
-            saved = load_config(out_dir / ckpt.CONFIG_FILE)
+            saved = load_run_config(out_dir / ckpt.CONFIG_FILE)
             difference = first_difference(to_dict(config.model), to_dict(saved.model), "model")
             if difference:
                 raise LeadrrgError(
