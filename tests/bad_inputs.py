@@ -161,6 +161,35 @@ def build_cases(ws: Workspace) -> dict[str, Case]:
         Case(train_argv(root, out, "data.label_file=labels.csv"), ("labels.csv", "UTF-8"), absent=(out,)),
     )
 
+    # The other layouts' data files: CheXpert Plus's CSV and label JSON lines, MIMIC-CXR's label CSV.
+    from tests.fixtures_data import make_chexpert_plus, make_mimic_cxr
+
+    root = make_chexpert_plus(ws.fresh("chexpert_plus_ragged") / "data")
+    csv_path = root / "df_chexpert_plus_240401.csv"
+    rows = csv_path.read_text().split("\n")
+    rows[3] += ",an extra field"
+    csv_path.write_text("\n".join(rows))
+    add(
+        "data_check/chexpert_plus_ragged_row",
+        Case(check_argv(root, "chexpert_plus"), (str(csv_path), "line 4")),
+    )
+    root = make_chexpert_plus(ws.fresh("chexpert_plus_labels") / "data")
+    labels = root / "chexbert_labels" / "findings_fixed.json"
+    labels.write_text(labels.read_text() + '{"path_to_image": "train/x.jpg", "Edema": \n')
+    add(
+        "data_check/chexpert_plus_torn_label_line",
+        Case(check_argv(root, "chexpert_plus"), (str(labels), "line 21")),
+    )
+    root = make_mimic_cxr(ws.fresh("mimic_label_value") / "data")
+    labels = root / "mimic-cxr-2.0.0-chexpert.csv"
+    rows = labels.read_text().split("\n")
+    rows[1] = rows[1].replace("1.0", "2.0", 1) if "1.0" in rows[1] else rows[1].replace(",0.0", ",2.0", 1)
+    labels.write_text("\n".join(rows))
+    add(
+        "data_check/mimic_label_value_two",
+        Case(check_argv(root, "mimic_cxr"), (str(labels), "line 2", "'2.0'")),
+    )
+
     # Malformed CSV: never rows merged or shifted.
     folder = ws.fresh("label_csv")
     unterminated = folder / "unterminated.csv"
@@ -478,6 +507,9 @@ CASE_NAMES: tuple[str, ...] = (
     "generate/non_utf8_manifest",
     "data_check/non_utf8_annotation",
     "train/non_utf8_label_csv",
+    "data_check/chexpert_plus_ragged_row",
+    "data_check/chexpert_plus_torn_label_line",
+    "data_check/mimic_label_value_two",
     "label/unterminated_quote",
     "label/ragged_row",
     "train/label_csv_unterminated_quote",
