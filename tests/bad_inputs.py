@@ -222,6 +222,7 @@ def build_cases(ws: Workspace) -> dict[str, Case]:
     ws.write_manifest(root, entries)
     out = root.parent / "out"
     add("data_check/path_escape", Case(check_argv(root), ("../outside.png", "outside the data root")))
+    add("data_check/path_escape_opted_in", Case([*check_argv(root), "--allow-outside-root"], ("OK",), rc=0))
     add(
         "train/path_escape",
         Case(train_argv(root, out), ("../outside.png", "outside the data root"), absent=(out,)),
@@ -514,6 +515,7 @@ CASE_NAMES: tuple[str, ...] = (
     "label/ragged_row",
     "train/label_csv_unterminated_quote",
     "data_check/path_escape",
+    "data_check/path_escape_opted_in",
     "train/path_escape",
     "generate/absolute_path",
     "data_check/symlink_escape",
