@@ -38,7 +38,9 @@ def test_demo_end_to_end_and_rerun_reuses(tmp_path, capsys):
     # A second run reuses the data, the finished runs and their predictions.
     before = (out / "lead" / "preds_test.jsonl").stat().st_mtime_ns
     assert main(args + TINY) == 0
-    assert "SynthCXR: reusing" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "SynthCXR: reusing" in captured.out
+    assert "test: reusing" in captured.err and "same weights, data and decode settings" in captured.err
     assert (out / "lead" / "preds_test.jsonl").stat().st_mtime_ns == before
     # More steps: the runs train on and the predictions are made again, never reused stale.
     longer = [a if a != "train.max_steps=2" else "train.max_steps=3" for a in TINY]

@@ -109,7 +109,7 @@ def test_bad_records():
     with pytest.raises(LeadrrgError, match="'s9'.*every study or for none"):
         evaluate_predictions(mixed, meteor=False, label_fn=keyword_labeler)
     short = [dict(RECORDS[0], labels=[1, 0, 1])]
-    with pytest.raises(LeadrrgError, match="list of 14 numbers"):
+    with pytest.raises(LeadrrgError, match="list of 14 values"):
         evaluate_predictions(short, meteor=False, label_fn=keyword_labeler)
     with pytest.raises(LeadrrgError, match="'generated' must be a string"):
         evaluate_predictions([{"reference": "a", "generated": None}], meteor=False, label_fn=keyword_labeler)
@@ -166,4 +166,4 @@ def test_cli_rejects_malformed_predictions(tmp_path, capsys, lines, message):
 def test_cli_missing_file(tmp_path, capsys):
     missing = tmp_path / "nope.jsonl"
     assert cli.main(["evaluate", "--preds", str(missing), "--out", str(tmp_path / "m.json")]) == 2
-    assert "nope.jsonl: predictions file not found" in capsys.readouterr().err
+    assert "nope.jsonl does not exist" in capsys.readouterr().err

@@ -269,3 +269,21 @@ def test_real_monochrome1_chest_has_bright_spine_and_dark_lungs() -> None:
     spine = image[rows, int(width * 0.45) : int(width * 0.55)].mean()
     # Measured: lungs 0.61 / 0.55, spine 0.89 (an uninverted image would give the opposite).
     assert max(left_lung, right_lung) + 0.15 < spine
+
+
+def test_header_check_finds_a_truncated_jpeg_and_an_undecodable_compression(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from tests.bad_inputs import truncated_jpeg
+
+    jpeg = truncated_jpeg(tmp_path / "cut.jpg")
+    assert "truncated JPEG" in check_image(jpeg)
+    path = write_dicom(tmp_path / "a.dcm", halves(1, 2))
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+    ds.PixelData = encapsulate([b"\xff\xd8\xff\xc3" + b"\x00" * 32 + b"\xff\xd9"])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.save_as(path, enforce_file_format=True)
+    monkeypatch.setattr("leadrrg.data.images._decoder_available", lambda uid: False)
+    assert "no installed decoder" in check_image(path)

@@ -12,7 +12,8 @@ import pytest
 import leadrrg.labeler
 from leadrrg.config import DataConfig
 from leadrrg.constants import OBSERVATIONS
-from leadrrg.data.manifests import FORMATS, labels_from_labeler, load_split, load_studies, parse_labels
+from leadrrg.data.labels import labels_from_labeler, parse_labels
+from leadrrg.data.manifests import FORMATS, load_split, load_studies
 from leadrrg.data.text import clean_report, extract_sections, select_section, split_findings_impression
 from leadrrg.errors import LeadrrgError
 from tests.fixtures_data import (
@@ -176,7 +177,7 @@ def test_missing_split_lists_the_available_ones(tmp_path: Path) -> None:
 
 
 def test_missing_root_and_files(tmp_path: Path) -> None:
-    with pytest.raises(LeadrrgError, match="not a directory"):
+    with pytest.raises(LeadrrgError, match="nope does not exist"):
         load_studies(DataConfig(format="jsonl", root=str(tmp_path / "nope")), "train")
     with pytest.raises(LeadrrgError, match="manifest.jsonl"):
         load_studies(DataConfig(format="jsonl", root=str(tmp_path)), "train")

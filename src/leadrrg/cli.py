@@ -8,6 +8,7 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 
 from leadrrg import __version__
 from leadrrg.errors import LeadrrgError
@@ -46,9 +47,26 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _log_level_parent(default: str | None) -> argparse.ArgumentParser:
+    """--log-level, accepted before the command (leadrrg --log-level debug train ...) and after it."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default=default if default is not None else argparse.SUPPRESS,
+        help="messages shown on stderr (default: warning); debug also shows the traceback of an internal error",
+    )
+    return parent
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="leadrrg", description="leadrrg: chest X-ray reports that stay faithful to the image (LEAD)."
+        prog="leadrrg",
+        description="leadrrg: chest X-ray reports that stay faithful to the image (LEAD).",
+        parents=[_log_level_parent("warning")],
     )
     parser.add_argument("--version", action="version", version=f"leadrrg {__version__}")
     parser.add_argument(
@@ -65,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name != module_name:
                 raise
             continue  # command not built yet
-        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        command_parser = sub.add_parser(
+            name, help=help_text, description=help_text, parents=[_log_level_parent(None)]
+        )
         module.add_arguments(command_parser)
         command_parser.set_defaults(_run=module.run)
     return parser
@@ -78,14 +98,37 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    debug = args.log_level == "debug"
+    # Our messages at the chosen level; other libraries' (Pillow's debug chatter) at warnings and above.
+    logging.basicConfig(level=logging.WARNING, format="leadrrg: %(levelname)s: %(message)s")
+    logging.getLogger("leadrrg").setLevel(args.log_level.upper())
     try:
         return int(args._run(args) or 0)
     except LeadrrgError as exc:
+        if debug:
+            traceback.print_exc()
         print(f"leadrrg {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"leadrrg {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # the last net: a bug, reported in one line (the cause is fixed where it arises)
+        if debug:
+            traceback.print_exc()
+        hint = (
+            "" if debug else f"; rerun with `leadrrg --log-level debug {args.command} ...` for the traceback"
+        )
+        print(
+            f"leadrrg {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)}{hint} "
+            "(please report it)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or "(no message)"
+    return text if len(text) <= 300 else text[:300] + "..."
 
 
 if __name__ == "__main__":

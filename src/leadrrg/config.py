@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,9 +29,19 @@ def _check_choice(owner: str, name: str, value: Any, choices: tuple) -> None:
 
 
 def _check_positive(owner: str, name: str, value: float, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise LeadrrgError(
-            f"{owner}.{name} is {value!r}; expected a {'non-negative' if allow_zero else 'positive'} number"
+            f"{owner}.{name} is {value!r}; expected a finite {'non-negative' if allow_zero else 'positive'} number"
+        )
+
+
+def _check_range(
+    owner: str, name: str, value: float, low: float, high: float, high_open: bool = False
+) -> None:
+    """low <= value <= high (or < high); NaN fails."""
+    if not (low <= value <= high) or (high_open and value == high):
+        raise LeadrrgError(
+            f"{owner}.{name} is {value!r}; expected a number in [{low}, {high}{')' if high_open else ']'}"
         )
 
 
@@ -56,8 +67,9 @@ class VisionConfig:
 
     def __post_init__(self) -> None:
         for name in ("image_size", "channels", "hidden_size", "num_layers", "num_heads", "patch_size"):
-            _check_positive("vision", name, getattr(self, name))
-        _check_positive("vision", "std", self.std)
+            _check_positive("model.vision", name, getattr(self, name))
+        _check_positive("model.vision", "std", self.std)
+        _check_range("model.vision", "mean", self.mean, -1e6, 1e6)
 
 
 EXPERT_READOUTS = ("query", "query_max")
@@ -74,16 +86,20 @@ class ExpertConfig:
 
     def __post_init__(self) -> None:
         if not self.names:
-            raise LeadrrgError("experts.names is empty; expected at least one expert name")
+            raise LeadrrgError("model.experts.names is empty; expected at least one expert name")
         if self.readout not in EXPERT_READOUTS:
             raise LeadrrgError(
-                f"experts.readout is {self.readout!r}; expected one of {', '.join(EXPERT_READOUTS)}"
+                f"model.experts.readout is {self.readout!r}; expected one of: {', '.join(EXPERT_READOUTS)}"
             )
-        _check_positive("experts", "hidden_size", self.hidden_size)
-        _check_positive("experts", "num_heads", self.num_heads)
+        _check_positive("model.experts", "hidden_size", self.hidden_size)
+        _check_positive("model.experts", "num_heads", self.num_heads)
+        _check_positive("model.experts", "mlp_ratio", self.mlp_ratio)
+        duplicates = sorted({name for name in self.names if self.names.count(name) > 1})
+        if duplicates:
+            raise LeadrrgError(f"model.experts.names repeats {duplicates}; expected each expert once")
         if self.hidden_size % self.num_heads:
             raise LeadrrgError(
-                f"experts.hidden_size ({self.hidden_size}) must be divisible by experts.num_heads ({self.num_heads})"
+                f"model.experts.hidden_size ({self.hidden_size}) must be divisible by model.experts.num_heads ({self.num_heads})"
             )
 
     @property
@@ -110,11 +126,12 @@ class InjectionConfig:
     gate_bias_init: float = 0.0  # initial gate bias b_g (sigmoid(0) = 0.5); W^l starts at zero regardless
 
     def __post_init__(self) -> None:
-        _check_choice("injection", "fusion", self.fusion, FUSIONS)
-        _check_choice("injection", "projection", self.projection, PROJECTIONS)
-        _check_choice("injection", "gate", self.gate, GATES)
-        _check_choice("injection", "confidence", self.confidence, CONFIDENCES)
-        _check_positive("injection", "rank", self.rank, allow_zero=True)
+        _check_choice("model.injection", "fusion", self.fusion, FUSIONS)
+        _check_choice("model.injection", "projection", self.projection, PROJECTIONS)
+        _check_choice("model.injection", "gate", self.gate, GATES)
+        _check_choice("model.injection", "confidence", self.confidence, CONFIDENCES)
+        _check_positive("model.injection", "rank", self.rank, allow_zero=True)
+        _check_range("model.injection", "gate_bias_init", self.gate_bias_init, -1e3, 1e3)
 
 
 @dataclass
@@ -146,13 +163,17 @@ class DecoderConfig:
             "intermediate_size",
             "max_positions",
         ):
-            _check_positive("decoder", name, getattr(self, name))
-        _check_positive("decoder", "lora_r", self.lora_r, allow_zero=True)
-        _check_choice("decoder", "load_dtype", self.load_dtype, ("float32", "bfloat16", "float16"))
+            _check_positive("model.decoder", name, getattr(self, name))
+        _check_positive("model.decoder", "lora_r", self.lora_r, allow_zero=True)
+        _check_positive("model.decoder", "lora_alpha", self.lora_alpha)
+        _check_positive("model.decoder", "vocab_size", self.vocab_size)
+        _check_range("model.decoder", "dropout", self.dropout, 0.0, 1.0, high_open=True)
+        _check_range("model.decoder", "lora_dropout", self.lora_dropout, 0.0, 1.0, high_open=True)
+        _check_choice("model.decoder", "load_dtype", self.load_dtype, ("float32", "bfloat16", "float16"))
         if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
             raise LeadrrgError(
-                f"decoder.hidden_size ({self.hidden_size}) must be divisible by decoder.num_heads ({self.num_heads}), "
-                f"and num_heads by decoder.num_kv_heads ({self.num_kv_heads})"
+                f"model.decoder.hidden_size ({self.hidden_size}) must be divisible by model.decoder.num_heads ({self.num_heads}), "
+                f"and num_heads by model.decoder.num_kv_heads ({self.num_kv_heads})"
             )
 
 
@@ -188,19 +209,21 @@ class GroundingConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.truth_forcing <= 1.0:
             raise LeadrrgError(
-                f"grounding.truth_forcing is {self.truth_forcing!r}; expected a number in [0, 1]"
+                f"model.grounding.truth_forcing is {self.truth_forcing!r}; expected a number in [0, 1]"
             )
         if not 0.0 <= self.truth_jitter <= 0.5:
             raise LeadrrgError(
-                f"grounding.truth_jitter is {self.truth_jitter!r}; expected a number in [0, 0.5]"
+                f"model.grounding.truth_jitter is {self.truth_jitter!r}; expected a number in [0, 0.5]"
             )
         if not 0.0 <= self.visual_dropout < 1.0:
             raise LeadrrgError(
-                f"grounding.visual_dropout is {self.visual_dropout!r}; expected a number in [0, 1)"
+                f"model.grounding.visual_dropout is {self.visual_dropout!r}; expected a number in [0, 1)"
             )
-        _check_choice("grounding", "balance", self.balance, BALANCES)
+        _check_choice("model.grounding", "balance", self.balance, BALANCES)
         if not self.balance_clip >= 1.0:
-            raise LeadrrgError(f"grounding.balance_clip is {self.balance_clip!r}; expected a number >= 1")
+            raise LeadrrgError(
+                f"model.grounding.balance_clip is {self.balance_clip!r}; expected a number >= 1"
+            )
 
 
 LABEL_POLICIES = ("ones", "ignore")
@@ -242,6 +265,7 @@ class DataConfig:
     label_file: str | None = None  # CheXpert-format labels (CSV or JSON lines), relative to root or absolute;
     # joined by MIMIC study_id / CheXpert Plus path_to_image / id (defaults: see data/manifests.py)
     skip_bad_images: bool = False  # skip unreadable images with a count instead of failing
+    allow_outside_root: bool = False  # accept image paths that resolve (symlinks followed) outside `root`
     num_workers: int = 0  # DataLoader worker processes
 
     def __post_init__(self) -> None:
@@ -249,6 +273,7 @@ class DataConfig:
         _check_choice("data", "section", self.section, SECTIONS)
         _check_choice("data", "clean", self.clean, ("r2gen", "none"))
         _check_positive("data", "max_report_tokens", self.max_report_tokens)
+        _check_positive("data", "num_workers", self.num_workers, allow_zero=True)
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -322,6 +347,8 @@ class DecodeConfig:
         if not 0 < self.top_p <= 1:
             raise LeadrrgError(f"decode.top_p is {self.top_p!r}; expected a number in (0, 1]")
         _check_positive("decode", "repetition_penalty", self.repetition_penalty)
+        _check_positive("decode", "batch_size", self.batch_size)
+        _check_range("decode", "length_penalty", self.length_penalty, -1e3, 1e3)
         if not 0 <= self.expert_bias < float("inf"):  # NaN fails too
             raise LeadrrgError(
                 f"decode.expert_bias is {self.expert_bias!r}; expected a finite non-negative number (0 disables)"
@@ -386,9 +413,14 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             raise LeadrrgError(f"config key {where!r} must be an integer, got {value!r}") from None
     if tp is float:
         try:
-            return float(value)
+            if isinstance(value, bool):
+                raise TypeError
+            number = float(value)
         except (TypeError, ValueError):
             raise LeadrrgError(f"config key {where!r} must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise LeadrrgError(f"config key {where!r} must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise LeadrrgError(f"config key {where!r} must be a string, got {value!r}")
@@ -398,6 +430,9 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
 
 def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
     """Build dataclass `cls` from a (possibly partial) dict; unknown keys fail with the valid ones."""
+    if not isinstance(data, dict):
+        where = f"config key {prefix!r}" if prefix else "a config"
+        raise LeadrrgError(f"{where} must be a JSON object, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -407,6 +442,19 @@ def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
             raise LeadrrgError(f"unknown config key {where!r}; expected one of: {', '.join(names)}")
         kwargs[key] = _convert(value, hints[key], where)
     return cls(**kwargs)
+
+
+def first_difference(
+    a: Any, b: Any, prefix: str = "", now: str = "now", saved: str = "in the run"
+) -> str | None:
+    """The first dotted key at which `a` (now) and `b` (saved) differ, as "key (b in the run, a now)"; None if equal."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            found = first_difference(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key, now, saved)
+            if found:
+                return found
+        return None
+    return None if a == b else f"{prefix} ({b!r} {saved}, {a!r} {now})"
 
 
 def merge_dicts(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -482,20 +530,28 @@ RUN_DEFAULTS_BEFORE_CHANGE: dict[tuple[str, ...], Any] = {
 
 
 def load_config(path: str | Path, cls: type[C] = RunConfig) -> C:  # type: ignore[assignment]
+    from leadrrg.io import read_text
+
     path = Path(path)
+    text = read_text(path, "config file", "a leadrrg config (JSON)")
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise LeadrrgError(f"config file {path} does not exist") from None
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise LeadrrgError(f"config file {path} is not valid JSON ({exc})") from None
-    return from_dict(cls, data)
+    if not isinstance(data, dict):
+        raise LeadrrgError(
+            f"config file {path} holds a JSON {type(data).__name__}; expected an object (a RunConfig)"
+        )
+    try:
+        return from_dict(cls, data)
+    except LeadrrgError as exc:
+        raise LeadrrgError(f"config file {path}: {exc}") from None
 
 
 def load_run_config(path: str | Path) -> RunConfig:
     """A trained run's config.json, with settings it predates filled by the behaviour it was trained with."""
     config = load_config(path)
-    data = json.loads(Path(path).read_text())
+    data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
     missing = []
     for key, old in RUN_DEFAULTS_BEFORE_CHANGE.items():
         node = data

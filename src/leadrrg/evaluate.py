@@ -28,6 +28,13 @@ def _record_name(record: dict, index: int) -> str:
     return f"record {index + 1} (id {record['id']!r})" if "id" in record else f"record {index + 1}"
 
 
+LABEL_VALUES = (1, 0, -1)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _ground_truth(records: Sequence[dict]) -> np.ndarray | None:
     """(N, 14) float ground-truth labels (null -> NaN) when every record has ``labels``; None when none
     has; LeadrrgError when only some have, or a row is not 14 numbers."""
@@ -43,16 +50,16 @@ def _ground_truth(records: Sequence[dict]) -> np.ndarray | None:
     rows = []
     for index, record in enumerate(records):
         labels = record["labels"]
-        try:
-            row = [math.nan if value is None else float(value) for value in labels]
-        except (TypeError, ValueError):
-            row = []
-        if len(row) != NUM_OBSERVATIONS:
+        valid = isinstance(labels, list) and len(labels) == NUM_OBSERVATIONS
+        valid = valid and all(
+            value is None or (_is_number(value) and value in LABEL_VALUES) for value in labels
+        )
+        if not valid:
             raise LeadrrgError(
-                f"{_record_name(record, index)}: 'labels' must be a list of {NUM_OBSERVATIONS} numbers "
-                f"(CheXpert order, 1 positive, 0 negative), got {labels!r}"
+                f"{_record_name(record, index)}: 'labels' must be a list of {NUM_OBSERVATIONS} values, each 1, 0, -1 "
+                f"or null (CheXpert order: positive, negative, uncertain, not mentioned), got {labels!r}"
             )
-        rows.append(row)
+        rows.append([math.nan if value is None else float(value) for value in labels])
     return np.asarray(rows, dtype=np.float32)
 
 

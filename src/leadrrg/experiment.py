@@ -2,8 +2,9 @@
 
 Shared by `leadrrg demo` and `leadrrg bench faithfulness`. Re-entrant: a run directory that already
 holds a run is resumed (a finished run trains zero more steps), and predictions / metrics already
-written for a split are reused when they were made by the same weights (trained steps) with the same
-decoding settings (recorded as `provenance` in metrics.json), so an interrupted demo or benchmark
+written for a split are reused (and said to be) when they were made by the same weights (trained steps and the
+weights' checksum) from the same data settings with the same decoding settings (recorded as `provenance` in
+metrics.json), so an interrupted demo or benchmark
 continues where it stopped and a changed one never reports stale results. Decode-time variants (e.g. an
 expert logit bias) reuse another run's weights and write their predictions and metrics to `results_dir`.
 """
@@ -11,6 +12,7 @@ expert logit bias) reuse another run's weights and write their predictions and m
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -62,7 +64,7 @@ def run_experiment(
     from leadrrg.evaluate import evaluate_predictions
     from leadrrg.predict import generate_split
     from leadrrg.train import load_run, train
-    from leadrrg.train.checkpoint import is_run_dir
+    from leadrrg.train.checkpoint import MODEL_FILE, is_run_dir, weights_checksum
 
     run_dir = Path(run_dir)
     results_dir = Path(results_dir) if results_dir is not None else run_dir
@@ -73,7 +75,12 @@ def run_experiment(
 
     model, tokenizer, run_config = load_run(run_dir)
     run_config = apply_overrides(run_config, list(decode_overrides))
-    provenance = {"steps": summary.get("steps"), "decode": to_dict(run_config.decode)}
+    provenance = {
+        "steps": summary.get("steps"),
+        "weights_sha256": weights_checksum(run_dir / MODEL_FILE),
+        "data": to_dict(run_config.data),
+        "decode": to_dict(run_config.decode),
+    }
     results_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = results_dir / METRICS
     all_metrics: dict[str, Any] = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
@@ -85,6 +92,10 @@ def run_experiment(
         start = time.perf_counter()
         if preds_path.is_file() and current:
             records = read_jsonl(preds_path)
+            if not quiet:
+                print(
+                    f"{split}: reusing {preds_path} (same weights, data and decode settings)", file=sys.stderr
+                )
         else:
             studies = load_studies(run_config.data, split)
             records = generate_split(
@@ -129,6 +140,7 @@ def diagnose_experiment(
     from leadrrg.data.manifests import load_studies
     from leadrrg.diagnose import diagnose
     from leadrrg.train import load_run
+    from leadrrg.train.checkpoint import MODEL_FILE, weights_checksum
 
     run_dir = Path(run_dir)
     results_dir = Path(results_dir) if results_dir is not None else run_dir
@@ -137,7 +149,12 @@ def diagnose_experiment(
     if config.model.injection.fusion == "none":
         return {}
     config = apply_overrides(config, list(decode_overrides))
-    provenance = {"steps": steps, "decode": to_dict(config.decode)}
+    provenance = {
+        "steps": steps,
+        "weights_sha256": weights_checksum(run_dir / MODEL_FILE),
+        "data": to_dict(config.data),
+        "decode": to_dict(config.decode),
+    }
     saved = json.loads(path.read_text()) if path.is_file() else {}
     if saved.get("provenance") != provenance:
         saved = {}

@@ -1,9 +1,12 @@
-"""Atomic file writes: a file is either complete or absent, never half-written."""
+"""File io: atomic writes (a file is either complete or absent, never half-written), output paths checked
+before any work, and strict reads of text and CSV files (a `LeadrrgError` naming the file and the line)."""
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import io
 import os
 import shutil
 import tempfile
@@ -11,11 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from leadrrg.errors import LeadrrgError
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w", **kwargs) -> Iterator[IO]:
     """Open a temporary file beside `path`; rename it over `path` only if the block succeeds."""
     path = Path(path)
+    check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the file the permissions open() would
@@ -52,8 +58,10 @@ def atomic_directory(path: str | Path, suffix: str = ".partial") -> Iterator[Pat
     """Build a directory in a temporary sibling of `path`; when the block succeeds it replaces `path` as a
     whole (complete or absent, never half-written), and when it raises the sibling is removed."""
     path = Path(path)
+    check_output_dir(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent))
+    remove_stale_partials(path, suffix)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}-", suffix=suffix, dir=path.parent))
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700 directories; give it the permissions mkdir would
     try:
         yield tmp
@@ -83,3 +91,134 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def remove_stale_partials(path: Path, suffix: str) -> None:
+    """Remove the temporary siblings `.NAME.<pid>-*SUFFIX` that `atomic_directory` left when its process was
+    killed (their process is gone); those of live processes are left alone."""
+    for sibling in path.parent.glob(f".{path.name}.*{suffix}"):
+        pid = sibling.name[len(path.name) + 2 :].partition("-")[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------------------------------
+# Output paths, checked before the work that fills them
+
+
+def _check_ancestors(path: Path, what: str) -> None:
+    for ancestor in path.absolute().parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise LeadrrgError(f"{what} {path} cannot be created: {ancestor} is a file, not a directory")
+            return
+
+
+def check_output_file(path: str | Path, what: str = "output file") -> None:
+    """A file can be written at `path`: it is not a directory, and no ancestor is a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise LeadrrgError(f"{what} {path} is a directory; expected a file path to write")
+    _check_ancestors(path, what)
+
+
+def check_output_dir(path: str | Path, what: str = "output directory") -> None:
+    """A directory can be made at `path`: it is not a file, and no ancestor is a file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise LeadrrgError(f"{what} {path} is a file; expected a directory (or a path to create one)")
+    _check_ancestors(path, what)
+
+
+# --------------------------------------------------------------------------------------------------
+# Strict reads
+
+
+def path_problem(path: str | Path, kind: str = "file") -> str | None:
+    """Why `path` is not a readable `kind` ("file" or "directory"): "does not exist", "is a directory", ...;
+    None when it is one."""
+    path = Path(path)
+    if not path.exists():
+        return "does not exist"
+    if kind == "file" and path.is_dir():
+        return "is a directory, not a file"
+    if kind == "file" and not path.is_file():
+        return "is not a regular file"
+    if kind == "directory" and not path.is_dir():
+        return "is a file, not a directory"
+    return None
+
+
+def read_text(path: str | Path, what: str, expected: str) -> str:
+    """The UTF-8 text of `path` (a BOM is dropped), or a LeadrrgError: "{what} {path} <problem>; expected ..."."""
+    path = Path(path)
+    problem = path_problem(path)
+    if problem:
+        raise LeadrrgError(f"{what} {path} {problem}; expected {expected}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise LeadrrgError(
+            f"{what} {path} cannot be read ({exc.strerror or exc}); expected {expected}"
+        ) from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise LeadrrgError(
+            f"{what} {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}); "
+            f"expected {expected}, encoded as UTF-8"
+        ) from None
+
+
+def text_lines(text: str) -> list[str]:
+    """Lines split at newlines only (str.splitlines also splits at U+2028 and friends, which reports may hold)."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def read_csv_table(
+    path: str | Path, text: str, delimiter: str = ","
+) -> tuple[list[str], list[tuple[int, dict]]]:
+    """(header, [(line, row dict)]) of CSV `text` read from `path`; blank lines skipped. An unterminated quote,
+    a stray quote or a row whose field count differs from the header's is a LeadrrgError naming the line,
+    never rows silently merged or shifted."""
+    csv.field_size_limit(1 << 30)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    header: list[str] | None = None
+    rows: list[tuple[int, dict]] = []
+    start = 1
+    try:
+        for fields in reader:
+            line, start = start, reader.line_num + 1
+            if not fields:
+                continue
+            if header is None:
+                header = fields
+                continue
+            if len(fields) != len(header):
+                raise LeadrrgError(
+                    f"{path}: line {line} has {len(fields)} fields but the header has {len(header)}; "
+                    "expected one field per column (quote fields that hold the delimiter)"
+                )
+            rows.append((line, dict(zip(header, fields))))
+    except csv.Error as exc:
+        problem = (
+            "a quoted field that starts here is never closed"
+            if "end of data" in str(exc)
+            else f"malformed CSV ({exc})"
+        )
+        raise LeadrrgError(f"{path}: line {start}: {problem}; expected well-formed CSV") from None
+    return header or [], rows

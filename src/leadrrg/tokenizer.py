@@ -169,7 +169,27 @@ class ReportTokenizer:
         meta_path = directory / META_FILE
         if not meta_path.is_file():
             raise LeadrrgError(f"{directory} is not a saved leadrrg tokenizer; expected {META_FILE} in it")
-        meta = json.loads(meta_path.read_text())
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise LeadrrgError(
+                f"{meta_path} is damaged ({exc}); expected the JSON that leadrrg train writes"
+            ) from None
+        if not isinstance(meta, dict):
+            raise LeadrrgError(f"{meta_path} holds a JSON {type(meta).__name__}; expected an object")
+        try:
+            return cls._load_kind(directory, meta)
+        except LeadrrgError:
+            raise
+        except Exception as exc:  # tokenizers / transformers raise their own types for damaged files
+            raise LeadrrgError(
+                f"the tokenizer in {directory} cannot be read ({type(exc).__name__}: {exc}); expected the files "
+                "leadrrg train wrote (restore them from a copy, or retrain the run)"
+            ) from None
+
+    @classmethod
+    def _load_kind(cls, directory: Path, meta: dict) -> ReportTokenizer:
+        meta_path = directory / META_FILE
         if meta.get("kind") == "bpe":
             from tokenizers import Tokenizer
 

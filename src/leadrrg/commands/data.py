@@ -2,7 +2,8 @@
 
 Prints, per split, the studies kept, those skipped for an empty report section, the images, the missing
 and unreadable ones, and label coverage; lists the first few bad images and the totals. Exits 1 when any
-image is missing or unreadable, 0 otherwise (a malformed root or annotation exits 2 through the CLI).
+image is missing or unreadable or no study is usable, 0 otherwise (a malformed root or annotation, an image path
+outside the root or a repeated study id exits 2 through the CLI).
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--show", type=int, default=SHOW_DEFAULT, metavar="N", help="bad images listed per kind"
     )
     check.add_argument("--workers", type=int, default=8, metavar="N", help="threads checking images")
+    check.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept image paths that resolve outside the root (data.allow_outside_root)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,7 +55,12 @@ def run(args: argparse.Namespace) -> int:
     from leadrrg.data.manifests import available_splits, load_split, read_records
 
     data = DataConfig(
-        format=args.format, root=args.root, section=args.section, clean=args.clean, label_file=args.label_file
+        format=args.format,
+        root=args.root,
+        section=args.section,
+        clean=args.clean,
+        label_file=args.label_file,
+        allow_outside_root=args.allow_outside_root,
     )
     records = read_records(data)
     splits = available_splits(records)
@@ -114,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
 
     if missing or unreadable:
         print(f"\nFAILED: {len(missing)} missing and {len(unreadable)} unreadable images")
+        return 1
+    if not studies:
+        print(f"\nFAILED: no usable study (every {data.section} section is empty, or the data set has none)")
         return 1
     print("\nOK")
     return 0

@@ -39,15 +39,15 @@ def run(args: argparse.Namespace) -> int:
     from leadrrg.commands.generate import check_run_dir, resolve_device
     from leadrrg.data.manifests import load_studies
     from leadrrg.diagnose import diagnose, format_diagnosis
-    from leadrrg.io import atomic_write_text
+    from leadrrg.io import atomic_write_text, check_output_file
     from leadrrg.train import load_run
 
     if args.limit < 1:
         raise LeadrrgError(f"--limit is {args.limit}; expected a positive number of studies")
     if args.flip < 0:
         raise LeadrrgError(f"--flip is {args.flip}; expected 0 (off) or a positive number of studies")
-    if args.json_out and Path(args.json_out).is_dir():
-        raise LeadrrgError(f"--json {args.json_out} is a directory; expected a file path")
+    if args.json_out:
+        check_output_file(args.json_out, "--json")
     check_run_dir(Path(args.run))
     model, tokenizer, config = load_run(args.run, device=resolve_device(args.device))
     studies = load_studies(config.data, args.split)[: args.limit]

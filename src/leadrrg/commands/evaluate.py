@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from leadrrg.errors import LeadrrgError
+from leadrrg.io import check_output_file, read_text, text_lines
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,14 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def read_predictions(path: str | Path) -> list[dict]:
     """The records of a preds.jsonl; LeadrrgError naming the file and line for anything malformed."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LeadrrgError(f"{path}: predictions file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LeadrrgError(f"{path}: cannot read the predictions file ({exc})") from None
+    text = read_text(path, "predictions file", "the JSON lines that leadrrg generate writes")
     records = []
-    for line_number, line in enumerate(text.splitlines(), start=1):
+    for line_number, line in enumerate(text_lines(text), start=1):
         if not line.strip():
             continue
         try:
@@ -69,8 +65,14 @@ def run(args: argparse.Namespace) -> int:
     from leadrrg.evaluate import evaluate_predictions, format_table
     from leadrrg.io import atomic_write_text
 
+    check_output_file(args.out, "--out")
     records = read_predictions(args.preds)
-    metrics = evaluate_predictions(records, split=args.split, section=args.section, meteor=not args.no_meteor)
+    try:
+        metrics = evaluate_predictions(
+            records, split=args.split, section=args.section, meteor=not args.no_meteor
+        )
+    except LeadrrgError as exc:
+        raise LeadrrgError(f"{args.preds}: {exc}") from None
     atomic_write_text(args.out, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     print(format_table(metrics))
     print(f"wrote {args.out}")

@@ -29,9 +29,10 @@ from pathlib import Path
 
 from leadrrg.config import DATA_FORMATS
 from leadrrg.errors import LeadrrgError
+from leadrrg.io import check_output_file, path_problem
 
-OVERRIDABLE = ("decode.", "data.")
-LOAD_THREADS = 2  # --inputs: images are read by this many threads, one batch ahead of decoding  # --set may change decoding and data reading, never the trained model
+OVERRIDABLE = ("decode.", "data.")  # --set may change decoding and data reading, never the trained model
+LOAD_THREADS = 2  # --inputs: images are read by this many threads, one batch ahead of decoding
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         raise LeadrrgError(
             "--out is required when generating for a data split or --inputs (or give --images for one study)"
         )
+    if args.out:
+        check_output_file(args.out, "--out")
     studies = None
     if args.inputs is not None:  # find the studies before paying for the model
         from leadrrg.inference.studies import find_studies
@@ -119,9 +122,10 @@ def evidence_mode(args) -> bool | str:
 
 
 def check_run_dir(run_dir: Path) -> None:
-    if not run_dir.is_dir():
+    problem = path_problem(run_dir, "directory")
+    if problem:
         raise LeadrrgError(
-            f"run directory {run_dir} does not exist; expected the --out directory of leadrrg train"
+            f"run directory {run_dir} {problem}; expected the --out directory of leadrrg train"
         )
     if not (run_dir / "model.safetensors").is_file():
         raise LeadrrgError(
@@ -140,6 +144,7 @@ def resolve_device(name: str):
 
 
 def generate_for_split(args, generator) -> int:
+    from leadrrg.data.dataset import raise_on_bad_images
     from leadrrg.data.manifests import load_studies
     from leadrrg.io import atomic_open
     from leadrrg.predict import generate_split
@@ -156,6 +161,7 @@ def generate_for_split(args, generator) -> int:
         studies = studies[: args.limit]
     if not studies:
         raise LeadrrgError(f"split {args.split!r} of {config.data.root} has no studies to generate for")
+    raise_on_bad_images(studies, config.model.max_views, f"split {args.split!r} of {config.data.root}")
     records = generate_split(
         generator.model,
         generator.tokenizer,
@@ -280,8 +286,9 @@ def finished_ids(out: Path) -> set[str]:
 def generate_for_images(args, generator) -> int:
     paths = [str(Path(path).expanduser().resolve()) for path in args.images]
     for path in paths:
-        if not Path(path).is_file():
-            raise LeadrrgError(f"image {path} does not exist; expected a PNG, JPEG or DICOM file")
+        problem = path_problem(path)
+        if problem:
+            raise LeadrrgError(f"image {path} {problem}; expected a PNG, JPEG or DICOM file")
     if len(paths) > generator.max_views:
         raise LeadrrgError(
             f"{len(paths)} images given but this model reads at most {generator.max_views} view(s) per study "

@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     from leadrrg.data.synth import SynthConfig, synthesize, write_contact_sheet
     from leadrrg.errors import LeadrrgError
+    from leadrrg.io import read_text
 
     if args.reports == "iu":
         return _run_iu(args)
@@ -87,14 +88,13 @@ def run(args: argparse.Namespace) -> int:
     config = None
     if args.config:
         path = Path(args.config)
+        text = read_text(path, "--config", "a SynthConfig JSON file")
         try:
-            config = SynthConfig.from_dict(json.loads(path.read_text()))
-        except FileNotFoundError:
-            raise LeadrrgError(f"--config {path} does not exist") from None
+            config = SynthConfig.from_dict(json.loads(text))
         except json.JSONDecodeError as exc:
             raise LeadrrgError(f"--config {path} is not valid JSON ({exc})") from None
-        except TypeError as exc:
-            raise LeadrrgError(f"--config {path} is not a SynthConfig ({exc})") from None
+        except LeadrrgError as exc:
+            raise LeadrrgError(f"--config {path}: {exc}") from None
     out = synthesize(
         args.out,
         counts,

@@ -53,6 +53,10 @@ def build_config(args: argparse.Namespace):
     elif args.resume:
         if not args.out:
             raise LeadrrgError("--resume needs --out, the run directory to continue")
+        if not (Path(args.out) / "config.json").is_file():
+            raise LeadrrgError(
+                f"cannot resume: {args.out} is not a leadrrg run (no config.json); start it without --resume"
+            )
         config = load_run_config(Path(args.out) / "config.json")
     else:
         raise LeadrrgError(

@@ -9,10 +9,11 @@ shift within 4%) and brightness/contrast jitter within 10%, drawn from torch's g
 DataLoader seeds each worker's generator from its base seed (itself drawn from the main process's
 generator, or the DataLoader's `generator`), so with `torch.manual_seed` the stream is reproducible.
 
-Bad images: with `skip_bad_images=False` loading raises `LeadrrgError` naming the file. With True, a
-pre-check pass in the constructor (`images.check_image`, header-level: exists, non-empty, parses, size,
-checksums) drops unreadable views and studies left with none; `skipped_images` / `skipped_studies`
-count them. Pixel data that passes the header check but fails to decode still raises.
+Bad images: `find_bad_images` checks every view's header (exists, non-empty, parses, size, checksums, JPEG end
+marker); training runs it on every split before the first step. With `skip_bad_images=False` loading raises
+`LeadrrgError` naming the file. With True, the same pre-check in the constructor drops unreadable views and studies
+left with none (`skipped_images` / `skipped_studies` count them), and a view that passes the header check but fails
+to decode is masked out when the item is loaded (the next study stands in when none of its views load).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -72,6 +74,22 @@ def augment(image: torch.Tensor) -> torch.Tensor:
     return ((image - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
 
 
+def find_bad_images(studies: Sequence[Study], max_views: int, workers: int = 8) -> list[tuple[str, str]]:
+    """(path, reason) of every unreadable view among the first `max_views` of each study (header-level check),
+    in study order, each path once."""
+    paths = list(dict.fromkeys(path for study in studies for path in study.images[:max_views]))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        reasons = list(pool.map(check_image, paths))
+    return [(path, reason) for path, reason in zip(paths, reasons) if reason is not None]
+
+
+def raise_on_bad_images(studies: Sequence[Study], max_views: int, where: str, hint: str = "") -> None:
+    """A LeadrrgError naming the first unreadable image of `studies` (and how many there are), if any."""
+    bad = find_bad_images(studies, max_views)
+    if bad:
+        raise LeadrrgError(f"{len(bad)} image(s) of {where} are unreadable; first: {bad[0][1]}{hint}")
+
+
 class StudyDataset(Dataset):
     """Items: {"id": str, "images": (V, C, S, S) float, "view_mask": (V,) bool, "report": str,
     "labels": (14,) float with NaN for not mentioned (all NaN when the study has no labels)}.
@@ -93,6 +111,7 @@ class StudyDataset(Dataset):
         self.vision = vision
         self.max_views = max_views
         self.train = train
+        self.skip_bad_images = skip_bad_images
         self.skipped_images = 0
         self.skipped_studies = 0
         self.bad_images: list[tuple[str, str]] = []  # (path, reason) of every skipped view
@@ -102,14 +121,10 @@ class StudyDataset(Dataset):
 
     def _drop_unreadable(self, studies: list[Study]) -> list[Study]:
         kept = []
+        self.bad_images = find_bad_images(studies, self.max_views)
+        bad = {path for path, _ in self.bad_images}
         for study in studies:
-            good = []
-            for path in study.images[: self.max_views]:
-                reason = check_image(path)
-                if reason is None:
-                    good.append(path)
-                else:
-                    self.bad_images.append((path, reason))
+            good = [path for path in study.images[: self.max_views] if path not in bad]
             self.skipped_images += len(study.images[: self.max_views]) - len(good)
             if good:
                 kept.append(Study(study.id, study.split, good, study.report, study.labels))
@@ -136,14 +151,33 @@ class StudyDataset(Dataset):
         image = (image - self.vision.mean) / self.vision.std
         return image[None].expand(self.vision.channels, size, size).contiguous()  # (C, S, S)
 
-    def __getitem__(self, index: int) -> dict:
-        study = self.studies[index]
+    def load_views(self, study: Study) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images (V, C, S, S), view_mask (V,)); with skip_bad_images a view that fails to decode is masked out."""
         size, channels = self.vision.image_size, self.vision.channels
         images = torch.zeros(self.max_views, channels, size, size)  # (V, C, S, S)
         view_mask = torch.zeros(self.max_views, dtype=torch.bool)  # (V,)
         for view, path in enumerate(study.images[: self.max_views]):
-            images[view] = self.load_view(path)
+            try:
+                images[view] = self.load_view(path)
+            except LeadrrgError as exc:
+                if not self.skip_bad_images:
+                    raise
+                logger.warning("skipped an image that failed to decode: %s", exc)
+                continue
             view_mask[view] = True
+        return images, view_mask
+
+    def __getitem__(self, index: int) -> dict:
+        study = self.studies[index]
+        images, view_mask = self.load_views(study)
+        # skip_bad_images: when none of the study's views decodes, the next study stands in.
+        for offset in range(1, len(self.studies)):
+            if view_mask.any():
+                break
+            study = self.studies[(index + offset) % len(self.studies)]
+            images, view_mask = self.load_views(study)
+        if not view_mask.any():
+            raise LeadrrgError("no image of any study could be decoded; expected readable radiographs")
         if study.labels is None:
             labels = torch.full((NUM_OBSERVATIONS,), float("nan"))
         else:

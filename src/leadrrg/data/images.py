@@ -43,7 +43,8 @@ def check_image(path: str | Path, decode: bool = False, max_pixels: int = MAX_PI
     """Validate an image without raising: None when readable, else the reason (one sentence).
 
     `decode=False` is the cheap check (file present and non-empty, header parsed, size within limits,
-    PNG chunk checksums / DICOM pixel-data length); `decode=True` decodes the pixels fully.
+    PNG chunk checksums, the JPEG end marker, DICOM pixel-data length or a decoder for its compression);
+    `decode=True` decodes the pixels fully.
     """
     try:
         if decode:
@@ -116,12 +117,25 @@ def _check_header(path: Path, max_pixels: int) -> None:
             with Image.open(path) as image:
                 _check_size(path, image.height, image.width, max_pixels)
                 image.verify()
+                is_jpeg = image.format == "JPEG"
+        if is_jpeg:
+            _check_jpeg_end(path)
     except LeadrrgError:
         raise
     except Exception as exc:  # Pillow raises many types for bad files
         raise LeadrrgError(
             f"image {path} is not a readable image ({_describe(exc)}); expected {EXPECTED}"
         ) from None
+
+
+def _check_jpeg_end(path: Path, window: int = 4096) -> None:
+    """A complete JPEG ends with the end-of-image marker FF D9 (Pillow's verify() does not look; a truncated file
+    passes it). Searched in the last `window` bytes, so a short trailer after the marker is still accepted."""
+    with open(path, "rb") as handle:
+        handle.seek(max(0, path.stat().st_size - window))
+        tail = handle.read()
+    if b"\xff\xd9" not in tail:
+        raise LeadrrgError(f"image {path} is a truncated JPEG (no end-of-image marker); expected {EXPECTED}")
 
 
 def _describe(exc: BaseException) -> str:
@@ -210,6 +224,12 @@ def _dicom_geometry(path: Path, dataset, max_pixels: int) -> None:
     rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
     _check_size(path, rows, columns, max_pixels)
     uid = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    if uid is not None and uid.is_compressed and not _decoder_available(uid):
+        raise LeadrrgError(
+            f"DICOM file {path} uses the compressed transfer syntax {_transfer_syntax(dataset)}, which no installed "
+            "decoder reads; install pylibjpeg with pylibjpeg-libjpeg / pylibjpeg-openjpeg (or python-gdcm), or "
+            "convert the file to an uncompressed DICOM or PNG"
+        )
     if uid is not None and not uid.is_compressed:
         bits = int(dataset.get("BitsAllocated", 16) or 16)
         samples = int(dataset.get("SamplesPerPixel", 1) or 1)
@@ -220,6 +240,15 @@ def _dicom_geometry(path: Path, dataset, max_pixels: int) -> None:
                 f"DICOM file {path} is truncated: {len(dataset.PixelData)} bytes of pixel data for "
                 f"{columns}x{rows}x{frames} frames at {bits} bits (expected {expected})"
             )
+
+
+def _decoder_available(uid) -> bool:
+    from pydicom.pixels import get_decoder
+
+    try:
+        return bool(get_decoder(uid).is_available)
+    except Exception:  # no decoder registered for this syntax at all
+        return False
 
 
 def _load_dicom(path: Path, max_pixels: int) -> np.ndarray:

@@ -19,12 +19,8 @@ A format reader turns a data root into `Record`s (all splits, both report sectio
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import hashlib
 import json
 import logging
-import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -34,8 +30,9 @@ from typing import Any
 import numpy as np
 
 from leadrrg.config import DataConfig
-from leadrrg.constants import NUM_OBSERVATIONS, OBSERVATIONS
+from leadrrg.data.labels import normalise_key, parse_labels, read_label_file
 from leadrrg.errors import LeadrrgError
+from leadrrg.io import path_problem, read_csv_table, read_text, text_lines
 from leadrrg.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -53,7 +50,6 @@ SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
     "valid": ("val", "validation", "dev"),
     "validation": ("val", "valid", "dev"),
 }
-_LABEL_VALUES = (1.0, 0.0, -1.0)
 
 
 @dataclass
@@ -103,9 +99,23 @@ def read_records(data: DataConfig) -> list[Record]:
     if not data.root:
         raise LeadrrgError("data.root is empty; expected the data root directory (--data DIR)")
     root = Path(data.root)
-    if not root.is_dir():
-        raise LeadrrgError(f"data root {root} is not a directory; expected a {data.format} data set")
-    return reader(data)
+    problem = path_problem(root, "directory")
+    if problem:
+        raise LeadrrgError(f"data root {root} {problem}; expected the directory of a {data.format} data set")
+    records = reader(data)
+    _check_unique_ids(records, root)
+    return records
+
+
+def _check_unique_ids(records: Sequence[Record], root: Path) -> None:
+    seen: dict[str, str] = {}
+    for record in records:
+        if record.id in seen:
+            raise LeadrrgError(
+                f"study id {record.id!r} appears twice in {root} (splits {seen[record.id]!r} and {record.split!r}); "
+                "expected unique study ids"
+            )
+        seen[record.id] = record.split
 
 
 def available_splits(records: Iterable[Record]) -> list[str]:
@@ -157,140 +167,25 @@ def load_studies(data: DataConfig, split: str) -> list[Study]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Labels
-
-
-def parse_labels(value: Any, where: str) -> np.ndarray | None:
-    """JSON labels -> (14,) float32: a list of 14 numbers (null: not mentioned) or an object
-    {observation: value}; None stays None. Values must be 1, 0, -1 or null/NaN."""
-    if value is None:
-        return None
-    labels = np.full(NUM_OBSERVATIONS, np.nan, np.float32)
-    if isinstance(value, dict):
-        for name, item in value.items():
-            if name not in OBSERVATIONS:
-                raise LeadrrgError(
-                    f"{where}: unknown label {name!r}; expected CheXpert observations: {', '.join(OBSERVATIONS)}"
-                )
-            labels[OBSERVATIONS.index(name)] = _label_value(item, f"{where}, label {name!r}")
-        return labels
-    if isinstance(value, (list, tuple)):
-        if len(value) != NUM_OBSERVATIONS:
-            raise LeadrrgError(
-                f"{where}: labels has {len(value)} values; expected {NUM_OBSERVATIONS} (CheXpert order)"
-            )
-        for i, item in enumerate(value):
-            labels[i] = _label_value(item, f"{where}, label {OBSERVATIONS[i]!r}")
-        return labels
-    raise LeadrrgError(
-        f"{where}: labels is {type(value).__name__}; expected a list of 14 numbers or an object"
-    )
-
-
-def _label_value(item: Any, where: str) -> float:
-    if item is None or item == "":
-        return math.nan
-    if isinstance(item, bool) or not isinstance(item, (int, float, str)):
-        raise LeadrrgError(f"{where} is {item!r}; expected 1, 0, -1 or empty")
-    try:
-        number = float(item)
-    except ValueError:
-        raise LeadrrgError(f"{where} is {item!r}; expected 1, 0, -1 or empty") from None
-    if math.isnan(number):
-        return math.nan
-    if number not in _LABEL_VALUES:
-        raise LeadrrgError(f"{where} is {item!r}; expected 1, 0, -1 or empty")
-    return number
-
-
-def read_label_file(path: str | Path, key_column: str) -> dict[str, np.ndarray]:
-    """A CheXpert-format label table keyed by `key_column`: CSV (observation columns, empty = not
-    mentioned) or JSON lines (one object per line). Missing observation columns are NaN."""
-    path = Path(path)
-    if not path.is_file():
-        raise LeadrrgError(
-            f"label file {path} does not exist; expected a CheXpert-format CSV or JSON-lines file"
-        )
-    table: dict[str, np.ndarray] = {}
-    if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            columns = reader.fieldnames or []
-            if key_column not in columns or not set(columns) & set(OBSERVATIONS):
-                raise LeadrrgError(
-                    f"label file {path} has columns {columns[:20]}; expected {key_column!r} and CheXpert observation columns"
-                )
-            present = [name for name in OBSERVATIONS if name in columns]
-            for line, row in enumerate(reader, start=2):
-                values = {name: row[name] for name in present}
-                table[_normalise_key(row[key_column])] = parse_labels(
-                    values, f"label file {path} line {line}"
-                )
-        return table
-    with open(path, encoding="utf-8") as handle:
-        for line, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise LeadrrgError(
-                    f"label file {path} line {line} is not valid JSON ({exc.msg}); expected JSON lines"
-                ) from None
-            if not isinstance(row, dict) or key_column not in row:
-                raise LeadrrgError(
-                    f"label file {path} line {line} has no {key_column!r} key; expected an object with it"
-                )
-            values = {name: row[name] for name in OBSERVATIONS if name in row}
-            table[_normalise_key(row[key_column])] = parse_labels(values, f"label file {path} line {line}")
-    return table
-
-
-def _normalise_key(value: Any) -> str:
-    text = str(value).strip()
-    return text[:-2] if text.endswith(".0") and text[:-2].isdigit() else text
-
-
-def report_hash(report: str) -> str:
-    return hashlib.sha256(report.encode("utf-8")).hexdigest()
-
-
-def labels_from_labeler(studies: Sequence[Study], cache_path: str | Path) -> list[Study]:
-    """Fill missing labels with the rule-based labeler, cached in a CSV keyed by the report's SHA-256.
-
-    Studies that already have labels keep them. The cache (`report_sha256` + 14 observation columns,
-    empty = not mentioned) grows with each call and is rewritten atomically.
-    """
-    from leadrrg.io import atomic_open
-    from leadrrg.labeler import label_reports
-
-    cache_path = Path(cache_path)
-    cache = read_label_file(cache_path, "report_sha256") if cache_path.exists() else {}
-    missing = sorted({s.report for s in studies if s.labels is None and report_hash(s.report) not in cache})
-    if missing:
-        new_labels = np.asarray(label_reports(missing), dtype=np.float32).reshape(
-            len(missing), NUM_OBSERVATIONS
-        )
-        for report, labels in zip(missing, new_labels):
-            cache[report_hash(report)] = labels
-        with atomic_open(cache_path, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["report_sha256", *OBSERVATIONS])
-            for key in sorted(cache):
-                writer.writerow([key, *("" if np.isnan(v) else f"{v:.1f}" for v in cache[key])])
-    return [
-        s if s.labels is not None else dataclasses.replace(s, labels=cache[report_hash(s.report)].copy())
-        for s in studies
-    ]
-
-
-# --------------------------------------------------------------------------------------------------
 # Readers
 
 
-def _resolve_path(root: Path, relative: str) -> str:
+def _resolve_path(base: Path, relative: str, data: DataConfig, where: str) -> str:
+    """The absolute path of an image named in a data file (relative to `base`), symlinks followed; refused when it
+    lies outside the data root unless `data.allow_outside_root`."""
     path = Path(relative)
-    return str(path if path.is_absolute() else (root / path).resolve())
+    resolved = (path if path.is_absolute() else base / path).resolve()
+    check_inside_root(resolved, data, where, relative)
+    return str(resolved)
+
+
+def check_inside_root(resolved: Path, data: DataConfig, where: str, named: str) -> None:
+    root = Path(data.root).resolve()
+    if not data.allow_outside_root and not resolved.is_relative_to(root):
+        raise LeadrrgError(
+            f"{where}: image path {named!r} resolves to {resolved}, outside the data root {root}; expected images "
+            "inside the data root (set data.allow_outside_root=true to accept it)"
+        )
 
 
 def _bad(path: Path, where: str, problem: str, expected: str) -> LeadrrgError:
@@ -300,58 +195,56 @@ def _bad(path: Path, where: str, problem: str, expected: str) -> LeadrrgError:
 def _read_manifest(data: DataConfig) -> list[Record]:
     root = Path(data.root)
     path = root / MANIFEST_NAME
-    if not path.is_file():
-        raise LeadrrgError(
-            f"{path} does not exist; a {data.format} data root holds {MANIFEST_NAME} (one JSON study per line)"
-        )
+    content = read_text(
+        path, "manifest", f"{MANIFEST_NAME} (one JSON study per line) in a {data.format} data root"
+    )
     expected = 'an object with "id", "split", "images" (list of paths), "report" (or "findings"/"impression")'
     records = []
-    with open(path, encoding="utf-8") as handle:
-        for line, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            where = f"line {line}"
-            try:
-                entry = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise _bad(path, where, f"not valid JSON ({exc.msg})", expected) from None
-            if not isinstance(entry, dict):
-                raise _bad(path, where, f"a {type(entry).__name__}", expected)
-            for key in ("id", "split", "images"):
-                if key not in entry:
-                    raise _bad(path, where, f"key {key!r} is missing", expected)
-            if not isinstance(entry["id"], (str, int)) or not isinstance(entry["split"], str):
-                raise _bad(path, where, "id or split has the wrong type", "a string id and split")
-            images = entry["images"]
-            if isinstance(images, str):
-                images = [images]
-            if not isinstance(images, list) or not images or not all(isinstance(p, str) for p in images):
-                raise _bad(path, where, f"images is {images!r}", "a non-empty list of image paths")
-            # String `findings` / `impression` keys give the sections; otherwise `report` is split at its
-            # headers (no headers: all findings). Non-string values (SynthCXR's structured `findings`) are
-            # metadata and ignored.
-            sections = {k: entry[k] for k in ("findings", "impression") if isinstance(entry.get(k), str)}
-            if "report" in entry and not isinstance(entry["report"], str):
-                raise _bad(path, where, f"report is {type(entry['report']).__name__}", "a string")
-            if sections:
-                findings, impression = sections.get("findings", ""), sections.get("impression", "")
-            elif "report" in entry:
-                from leadrrg.data.text import split_findings_impression
+    for line, text in enumerate(text_lines(content), start=1):
+        if not text.strip():
+            continue
+        where = f"line {line}"
+        try:
+            entry = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise _bad(path, where, f"not valid JSON ({exc.msg})", expected) from None
+        if not isinstance(entry, dict):
+            raise _bad(path, where, f"a {type(entry).__name__}", expected)
+        for key in ("id", "split", "images"):
+            if key not in entry:
+                raise _bad(path, where, f"key {key!r} is missing", expected)
+        if not isinstance(entry["id"], (str, int)) or not isinstance(entry["split"], str):
+            raise _bad(path, where, "id or split has the wrong type", "a string id and split")
+        images = entry["images"]
+        if isinstance(images, str):
+            images = [images]
+        if not isinstance(images, list) or not images or not all(isinstance(p, str) for p in images):
+            raise _bad(path, where, f"images is {images!r}", "a non-empty list of image paths")
+        # String `findings` / `impression` keys give the sections; otherwise `report` is split at its
+        # headers (no headers: all findings). Non-string values (SynthCXR's structured `findings`) are
+        # metadata and ignored.
+        sections = {k: entry[k] for k in ("findings", "impression") if isinstance(entry.get(k), str)}
+        if "report" in entry and not isinstance(entry["report"], str):
+            raise _bad(path, where, f"report is {type(entry['report']).__name__}", "a string")
+        if sections:
+            findings, impression = sections.get("findings", ""), sections.get("impression", "")
+        elif "report" in entry:
+            from leadrrg.data.text import split_findings_impression
 
-                findings, impression = split_findings_impression(entry["report"])
-            else:
-                raise _bad(path, where, "key 'report' is missing", expected)
-            labels = parse_labels(entry.get("labels"), f"{path} {where}")
-            records.append(
-                Record(
-                    str(entry["id"]),
-                    entry["split"],
-                    [_resolve_path(root, p) for p in images],
-                    findings or "",
-                    impression or "",
-                    labels,
-                )
+            findings, impression = split_findings_impression(entry["report"])
+        else:
+            raise _bad(path, where, "key 'report' is missing", expected)
+        labels = parse_labels(entry.get("labels"), f"{path} {where}")
+        records.append(
+            Record(
+                str(entry["id"]),
+                entry["split"],
+                [_resolve_path(root, p, data, f"{path} {where}") for p in images],
+                findings or "",
+                impression or "",
+                labels,
             )
+        )
     if data.label_file:
         _join_labels(records, _label_path(root, data.label_file), "id")
     return records
@@ -380,12 +273,13 @@ def _read_annotation(data: DataConfig) -> list[Record]:
 
     root = Path(data.root)
     path = root / ANNOTATION_NAME
-    if not path.is_file():
-        raise LeadrrgError(
-            f"{path} does not exist; a {data.format} data root holds R2Gen's {ANNOTATION_NAME} and an {IMAGES_DIR}/ folder"
-        )
+    text = read_text(
+        path,
+        "annotation file",
+        f"R2Gen's {ANNOTATION_NAME} beside an {IMAGES_DIR}/ folder in a {data.format} data root",
+    )
     try:
-        annotation = json.loads(path.read_text(encoding="utf-8"))
+        annotation = json.loads(text)
     except json.JSONDecodeError as exc:
         raise LeadrrgError(f"{path} is not valid JSON ({exc}); expected R2Gen's annotation.json") from None
     expected = 'an object {"id": str, "report": str, "image_path": [paths relative to images/]}'
@@ -425,7 +319,11 @@ def _read_annotation(data: DataConfig) -> list[Record]:
                     else image_root
                 )
             record = Record(
-                str(entry["id"]), split, [_resolve_path(base, p) for p in images], findings, impression
+                str(entry["id"]),
+                split,
+                [_resolve_path(base, p, data, f"{path} {where}") for p in images],
+                findings,
+                impression,
             )
             if data.format == "mimic_cxr":
                 study_id = entry.get("study_id") or _mimic_study_from_path(images[0])
@@ -436,7 +334,7 @@ def _read_annotation(data: DataConfig) -> list[Record]:
                         "no study_id and none in the image path",
                         "a MIMIC-CXR entry with study_id",
                     )
-                record.label_key = _normalise_key(str(study_id).lstrip("s"))
+                record.label_key = normalise_key(str(study_id).lstrip("s"))
             records.append(record)
     if data.format == "mimic_cxr":
         label_path = _label_path(root, data.label_file) if data.label_file else root / MIMIC_LABEL_NAME
@@ -484,30 +382,29 @@ def _read_chexpert_plus(data: DataConfig) -> list[Record]:
             f"{root} has no {CHEXPERT_PLUS_GLOB}; a chexpert_plus data root holds CheXpert Plus's report CSV"
         )
     path = candidates[-1]  # the newest release (names end in a yymmdd date)
-    csv.field_size_limit(2**31 - 1)
     studies: dict[str, dict[str, Any]] = {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        missing = [c for c in CHEXPERT_PLUS_COLUMNS if c not in columns]
-        if missing:
-            raise LeadrrgError(
-                f"{path} lacks columns {missing}; expected CheXpert Plus columns {list(CHEXPERT_PLUS_COLUMNS)}"
-            )
-        resolve = None
-        for line, row in enumerate(reader, start=2):
-            image = (row["path_to_image"] or "").strip()
-            if not image or not row["split"]:
-                raise _bad(path, f"line {line}", "empty path_to_image or split", "both set")
-            resolve = resolve or _chexpert_plus_image_resolver(root, image)
-            study_id = str(Path(image).parent)
-            study = studies.setdefault(
-                study_id, {"split": row["split"].strip(), "images": [], "findings": "", "impression": ""}
-            )
-            frontal = (row.get("frontal_lateral") or "").strip().lower() != "lateral"
-            study["images"].append((not frontal, image, resolve(image)))
-            study["findings"] = study["findings"] or (row["section_findings"] or "").strip()
-            study["impression"] = study["impression"] or (row["section_impression"] or "").strip()
+    columns, rows = read_csv_table(path, read_text(path, "CheXpert Plus CSV", "CheXpert Plus's report CSV"))
+    missing = [c for c in CHEXPERT_PLUS_COLUMNS if c not in columns]
+    if missing:
+        raise LeadrrgError(
+            f"{path} lacks columns {missing}; expected CheXpert Plus columns {list(CHEXPERT_PLUS_COLUMNS)}"
+        )
+    resolve = None
+    for line, row in rows:
+        image = (row["path_to_image"] or "").strip()
+        if not image or not row["split"]:
+            raise _bad(path, f"line {line}", "empty path_to_image or split", "both set")
+        resolve = resolve or _chexpert_plus_image_resolver(root, image)
+        study_id = str(Path(image).parent)
+        study = studies.setdefault(
+            study_id, {"split": row["split"].strip(), "images": [], "findings": "", "impression": ""}
+        )
+        frontal = (row.get("frontal_lateral") or "").strip().lower() != "lateral"
+        resolved = resolve(image)
+        check_inside_root(Path(resolved), data, f"{path}: line {line}", image)
+        study["images"].append((not frontal, image, resolved))
+        study["findings"] = study["findings"] or (row["section_findings"] or "").strip()
+        study["impression"] = study["impression"] or (row["section_impression"] or "").strip()
     records = []
     for study_id, study in studies.items():
         views = sorted(study["images"])  # frontal views first, then by name

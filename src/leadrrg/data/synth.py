@@ -42,6 +42,7 @@ from leadrrg.data.synth_types import (
     Findings,
     Syndrome,
     SynthConfig,
+    check_synth_output,
 )
 from leadrrg.errors import LeadrrgError
 from leadrrg.io import atomic_directory
@@ -172,10 +173,7 @@ def synthesize(
         raise LeadrrgError(f"image size {size} is out of range; expected 32..2048 pixels")
     if workers < 1:
         raise LeadrrgError(f"workers is {workers}; expected at least 1")
-    if out.exists() and not out.is_dir():
-        raise LeadrrgError(f"output {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise LeadrrgError(f"output directory {out} exists and is not empty; pass --overwrite to replace it")
+    check_synth_output(out, overwrite)
     config = config or SynthConfig()
     config_json = config.to_json()
     with atomic_directory(out) as tmp:

@@ -63,6 +63,7 @@ import numpy as np
 from leadrrg.constants import NUM_OBSERVATIONS, OBSERVATIONS
 from leadrrg.data.iu_reports import IuReport, load_iu_reports
 from leadrrg.data.synth import SynthConfig, findings_from_labels, parallel_map, render_image
+from leadrrg.data.synth_types import check_synth_output
 from leadrrg.data.text import SECTIONS, select_section
 from leadrrg.errors import LeadrrgError
 from leadrrg.io import atomic_directory
@@ -214,10 +215,7 @@ def synthesize_iu(
         raise LeadrrgError(f"workers is {workers}; expected at least 1")
     if limit is not None and limit < 1:
         raise LeadrrgError(f"limit is {limit}; expected at least 1 report")
-    if out.exists() and not out.is_dir():
-        raise LeadrrgError(f"output {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise LeadrrgError(f"output directory {out} exists and is not empty; pass --overwrite to replace it")
+    check_synth_output(out, overwrite)
     if reports is None:
         reports, provenance = load_iu_reports(wheel, cache_dir, log=lambda m: print(m, file=sys.stderr))
     provenance = provenance or {"source": "reports given to synthesize_iu"}

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -242,10 +244,64 @@ class SynthConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SynthConfig:
+        if not isinstance(data, dict):
+            raise LeadrrgError(f"a synth config is a JSON object of settings, not a {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise LeadrrgError(
                 f"unknown synth config keys {sorted(unknown)}; expected: {', '.join(sorted(known))}"
             )
-        return cls(**data)
+        for key, value in data.items():
+            _check_type(key, value, SYNTH_CONFIG_TYPES[key])
+        try:
+            return cls(**data)
+        except (TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise LeadrrgError(
+                f"synth config is not valid ({exc}); expected the layout of synth_config.json"
+            ) from None
+
+
+# key -> (JSON type, its items' type): what SynthConfig.from_dict accepts.
+SYNTH_CONFIG_TYPES: dict[str, tuple[type, type | None]] = {
+    "background": (dict, float),
+    "syndromes": (list, dict),
+    "implications": (list, list),
+    "severity_weights": (list, float),
+    "side_coupling": (float, None),
+    "hedge_rate": (float, None),
+    "negative_rate": (float, None),
+}
+
+
+def _is_a(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, kind)
+
+
+def _check_type(key: str, value: Any, types: tuple[type, type | None]) -> None:
+    outer, inner = types
+    names = {dict: "an object", list: "a list", float: "a number"}
+    expected = names[outer] + (f" of {names[inner].split(' ', 1)[1]}s" if inner else "")
+    items = (value.values() if isinstance(value, dict) else value) if inner else ()
+    if not _is_a(value, outer) or not all(_is_a(item, inner) for item in items):
+        raise LeadrrgError(f"synth config key {key!r} is {value!r}; expected {expected}")
+
+
+SYNTH_MARKERS = ("synth_config.json", "synth_iu.json")  # files that only leadrrg synth writes
+
+
+def check_synth_output(out: Path, overwrite: bool) -> None:
+    """`out` may receive a new data set: absent, empty, or (with `overwrite`) an earlier leadrrg synth output."""
+    if out.exists() and not out.is_dir():
+        raise LeadrrgError(f"output {out} exists and is not a directory")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise LeadrrgError(f"output directory {out} exists and is not empty; pass --overwrite to replace it")
+    if not any((out / name).is_file() for name in SYNTH_MARKERS):
+        raise LeadrrgError(
+            f"output directory {out} is not a leadrrg synth data set (no {' or '.join(SYNTH_MARKERS)}); "
+            "--overwrite replaces only an earlier synth output, so choose an empty or new directory"
+        )

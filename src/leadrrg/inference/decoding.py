@@ -132,7 +132,10 @@ def max_new_tokens_for(model, prompt_length: int, decode: DecodeConfig) -> int:
         return decode.max_new_tokens
     capped = limit - prompt_length
     if capped < 1:
-        raise ValueError(f"the prompt has {prompt_length} positions; the decoder holds only {limit}")
+        raise LeadrrgError(
+            f"the prompt takes {prompt_length} positions but the decoder holds only {limit} "
+            "(model.decoder.max_positions); expected a run trained with room for its reports"
+        )
     logger.warning(
         "decode.max_new_tokens=%d does not fit the decoder's %d positions after a %d-token prompt; using %d",
         decode.max_new_tokens,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 import math
@@ -14,7 +13,7 @@ import numpy as np
 
 from leadrrg.constants import NUM_OBSERVATIONS, OBSERVATIONS
 from leadrrg.errors import LeadrrgError
-from leadrrg.io import atomic_open
+from leadrrg.io import atomic_open, read_csv_table
 
 logger = logging.getLogger("leadrrg.labeler")
 
@@ -78,26 +77,21 @@ def _join(values: list[object]) -> str:
 
 
 def _read_csv(path: Path, text: str, columns: tuple[str, ...] | None) -> list[str]:
-    csv.field_size_limit(1 << 30)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    try:
-        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-        header = reader.fieldnames or []
+    header, rows = read_csv_table(path, text, delimiter)  # refuses an unterminated quote or ragged rows
+    if columns is None:
+        columns = next((c for c in DEFAULT_TEXT_COLUMNS if all(name in header for name in c)), None)
         if columns is None:
-            columns = next((c for c in DEFAULT_TEXT_COLUMNS if all(name in header for name in c)), None)
-            if columns is None:
-                raise LeadrrgError(
-                    f"{path}: no report column found; columns present: {', '.join(header) or '(none)'}; "
-                    "name the text columns with --text-columns"
-                )
-        missing = [name for name in columns if name not in header]
-        if missing:
             raise LeadrrgError(
-                f"{path}: column(s) {', '.join(missing)} not found; columns present: {', '.join(header) or '(none)'}"
+                f"{path}: no report column found; columns present: {', '.join(header) or '(none)'}; "
+                "name the text columns with --text-columns"
             )
-        return [_join([row.get(name) for name in columns]) for row in reader]
-    except csv.Error as exc:
-        raise LeadrrgError(f"{path}: malformed CSV ({exc})") from None
+    missing = [name for name in columns if name not in header]
+    if missing:
+        raise LeadrrgError(
+            f"{path}: column(s) {', '.join(missing)} not found; columns present: {', '.join(header) or '(none)'}"
+        )
+    return [_join([row.get(name) for name in columns]) for _, row in rows]
 
 
 def _read_jsonl(path: Path, text: str, columns: tuple[str, ...] | None) -> list[str]:

@@ -179,6 +179,10 @@ def nlg_scores(
         scores["meteor"] = None
         missing["meteor"] = "disabled (meteor=False / --no-meteor)"
     scores["rouge_l"] = float(Rouge().compute_score(gts, res)[0])
-    scores["cider"] = float(Cider().compute_score(gts, res)[0])
+    if any(words for (words,) in gts.values()):
+        scores["cider"] = float(Cider().compute_score(gts, res)[0])
+    else:  # CIDEr's document frequencies come from the references: none, no score
+        scores["cider"] = None
+        missing["cider"] = "undefined: every reference report is empty"
     scores["missing"] = missing
     return scores

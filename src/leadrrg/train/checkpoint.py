@@ -27,10 +27,15 @@ checkpoint; `recover_checkpoint_dir` puts `.ckpt-old` back if a kill fell betwee
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
+import hashlib
 import json
+import logging
 import os
 import random
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +45,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from leadrrg.config import RunConfig, load_run_config, save_config
+from leadrrg.config import RunConfig, first_difference, load_run_config, save_config, to_dict
 from leadrrg.errors import LeadrrgError
-from leadrrg.io import atomic_write_text
+from leadrrg.io import atomic_write_text, path_problem
 from leadrrg.tokenizer import ReportTokenizer
+
+logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
@@ -97,21 +104,37 @@ def weights_to_save(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str
     return tensors, aliases
 
 
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order: the checksum saved with the
+    weights and verified when they are loaded (a bit flipped on disk is found, not decoded)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
+    return digest.hexdigest()
+
+
 def save_model_weights(model: nn.Module, path: str | Path) -> None:
+    """The weights (see `weights_to_save`), their checksum and the model config they were built from."""
     tensors, aliases = weights_to_save(model)
     metadata = {
         "format": "leadrrg",
         "aliases": json.dumps(aliases),
         "frozen_omitted": str(len(frozen_parameter_names(model))),
+        "tensors_sha256": tensors_sha256(tensors),
     }
+    if dataclasses.is_dataclass(getattr(model, "config", None)):
+        metadata["model_config"] = json.dumps(to_dict(model.config))
     save_file(tensors, str(path), metadata=metadata)
 
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) of a safetensors file, or a LeadrrgError naming it."""
     path = Path(path)
-    if not path.is_file():
-        raise LeadrrgError(f"{path} does not exist; expected a safetensors file written by leadrrg train")
+    problem = path_problem(path)
+    if problem:
+        raise LeadrrgError(f"{path} {problem}; expected a safetensors file written by leadrrg train")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             names = list(handle.keys())  # safe_open is not a dict
@@ -124,6 +147,7 @@ def load_model_weights(model: nn.Module, path: str | Path) -> None:
     """Load saved weights into `model` with strict key checking: every saved key must exist in the
     model, and every model key must be in the file unless it is frozen (allow-listed) or a tied alias."""
     tensors, metadata = read_safetensors(path)
+    check_weights_file(path, model, tensors, metadata)
     aliases = json.loads(metadata.get("aliases", "{}"))
     allowed_missing = frozen_parameter_names(model) | set(aliases)
     expected = set(model.state_dict())
@@ -134,6 +158,13 @@ def load_model_weights(model: nn.Module, path: str | Path) -> None:
             f"{path} does not match the model built from config.json: "
             f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}"
         )
+    state = model.state_dict()
+    for name, tensor in tensors.items():
+        if tuple(tensor.shape) != tuple(state[name].shape):
+            raise LeadrrgError(
+                f"{path} does not match the model built from config.json: {name} is {tuple(tensor.shape)} in the "
+                f"file but {tuple(state[name].shape)} in the model; expected the config.json the weights were trained with"
+            )
     result = model.load_state_dict(tensors, strict=False)
     # load_state_dict's own report, held to the same allow-list.
     leftover = set(result.missing_keys) - allowed_missing
@@ -141,6 +172,48 @@ def load_model_weights(model: nn.Module, path: str | Path) -> None:
         raise LeadrrgError(
             f"{path}: keys not loaded {sorted(leftover)[:5]}, unexpected {result.unexpected_keys[:5]}"
         )
+
+
+def weights_checksum(path: str | Path) -> str | None:
+    """The checksum saved in a weights file's header (None for files written before checksums)."""
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        return (handle.metadata() or {}).get("tensors_sha256")
+
+
+def check_weights_file(
+    path: Path, model: nn.Module, tensors: dict[str, torch.Tensor], metadata: dict
+) -> None:
+    """The saved checksum matches the tensors, and the model config saved with them matches the model's
+    (files written before checksums existed are accepted with a warning)."""
+    expected = metadata.get("tensors_sha256")
+    if expected is None:
+        logger.warning(
+            "%s has no checksum (written by an older leadrrg); its integrity is not verified", path
+        )
+    elif tensors_sha256(tensors) != expected:
+        raise LeadrrgError(
+            f"{path} is damaged: its tensors do not match the checksum saved with them; expected the file as "
+            "leadrrg train wrote it (restore it from a copy, or resume or retrain the run)"
+        )
+    saved_config = metadata.get("model_config")
+    if saved_config is not None and dataclasses.is_dataclass(getattr(model, "config", None)):
+        now, saved = _weight_defining(to_dict(model.config)), _weight_defining(json.loads(saved_config))
+        difference = first_difference(now, saved, "model", now="in config.json", saved="in the weights")
+        if difference:
+            raise LeadrrgError(
+                f"config.json does not match {path} at {difference}; expected the config.json the weights were "
+                "trained with"
+            )
+
+
+# Model settings that may change after training without changing what the weights mean.
+MOVABLE_SETTINGS = ("pretrained_path", "load_dtype", "gradient_checkpointing", "freeze")
+
+
+def _weight_defining(config: Any) -> Any:
+    if not isinstance(config, dict):
+        return config
+    return {key: _weight_defining(value) for key, value in config.items() if key not in MOVABLE_SETTINGS}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -286,6 +359,47 @@ def save_checkpoint(
     return final
 
 
+STATE_KEYS = ("step", "epoch", "batch_in_epoch", "optimizer")
+
+
+def read_trainer_state(checkpoint_dir: str | Path) -> dict[str, Any]:
+    """The trainer state of a checkpoint directory, or a LeadrrgError saying it is damaged."""
+    path = Path(checkpoint_dir) / STATE_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LeadrrgError(
+            f"{path} does not exist; expected the trainer state of a leadrrg checkpoint"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LeadrrgError(
+            f"{path} is damaged ({exc}); the run cannot be resumed from it (generation still reads model.safetensors)"
+        ) from None
+    missing = [key for key in STATE_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise LeadrrgError(f"{path} lacks {missing}; expected the trainer state that leadrrg train writes")
+    return state
+
+
+@contextlib.contextmanager
+def damaged_checkpoint(checkpoint_dir: Path) -> Iterator[None]:
+    """Turn what a damaged trainer state makes the optimizer / RNG restore raise into a LeadrrgError naming it."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+        raise LeadrrgError(
+            f"{Path(checkpoint_dir) / STATE_FILE} is damaged ({type(exc).__name__}: {exc}); the run cannot be "
+            "resumed from it (generation still reads model.safetensors)"
+        ) from None
+
+
+def update_trainer_state(run_dir: str | Path, values: dict[str, Any]) -> None:
+    """Set `values` in the trainer state of the run's current checkpoint (atomically)."""
+    path = Path(run_dir) / CHECKPOINT_DIR / STATE_FILE
+    state = json.loads(path.read_text(encoding="utf-8"))
+    atomic_write_text(path, json.dumps({**state, **values}, indent=1) + "\n")
+
+
 def load_checkpoint(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Path]:
     """(trainer_state, optimizer tensors, checkpoint dir) of a run, or a LeadrrgError."""
     checkpoint = recover_checkpoint_dir(run_dir)
@@ -293,7 +407,7 @@ def load_checkpoint(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, torc
         raise LeadrrgError(
             f"{run_dir} has no checkpoint to resume from; expected {Path(run_dir) / CHECKPOINT_DIR / STATE_FILE}"
         )
-    state = json.loads((checkpoint / STATE_FILE).read_text())
+    state = read_trainer_state(checkpoint)
     optimizer_tensors, _ = read_safetensors(checkpoint / OPTIMIZER_FILE)
     return state, optimizer_tensors, checkpoint
 
@@ -314,5 +428,28 @@ def load_run(
     tokenizer = ReportTokenizer.load(run_dir / TOKENIZER_DIR)
     model = build_model(config, tokenizer)
     load_model_weights(model, run_dir / MODEL_FILE)
+    warn_if_unfinished(run_dir, config)
     model.to(device).eval()
     return model, tokenizer, config
+
+
+def trained_steps(run_dir: str | Path) -> int | None:
+    """Optimizer steps of the run's current checkpoint (read only: a run may be training), None if unknown."""
+    try:
+        state = json.loads((Path(run_dir) / CHECKPOINT_DIR / STATE_FILE).read_text(encoding="utf-8"))
+        return int(state["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def warn_if_unfinished(run_dir: Path, config: RunConfig) -> None:
+    steps = trained_steps(run_dir)
+    if steps is not None and steps < config.train.max_steps:
+        logger.warning(
+            "%s is unfinished: its weights have trained %d of train.max_steps=%d steps (continue it with "
+            "`leadrrg train --resume --out %s`)",
+            run_dir,
+            steps,
+            config.train.max_steps,
+            run_dir,
+        )

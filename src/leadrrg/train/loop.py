@@ -5,6 +5,10 @@ sync on the last one only) -> clip -> AdamW step at the scheduled lr. Every `log
 TensorBoard record; every `eval_every` steps validation (loss and a cheap clinical check from the
 expert logits: macro AUROC / F1, no generation); every `save_every` steps and at the end a checkpoint.
 Metrics and checkpointing live here and in `checkpoint.py`, never in the model.
+
+Nothing trained is lost to a failure after it: a step's checkpoint is written before its validation, a
+validation that fails is logged and skipped, and a data error in a training step (an image that does not
+decode) first saves the steps completed so far (single process), then stops with the error.
 """
 
 from __future__ import annotations
@@ -28,10 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from leadrrg.config import RunConfig, TrainConfig, load_run_config, save_config, to_dict
+from leadrrg.config import RunConfig, TrainConfig, first_difference, load_run_config, save_config, to_dict
 from leadrrg.data.collate import move_batch
 from leadrrg.errors import LeadrrgError
-from leadrrg.io import atomic_write_text
+from leadrrg.io import atomic_write_text, check_output_dir
 from leadrrg.metrics.experts import expert_scores
 from leadrrg.tokenizer import ReportTokenizer
 from leadrrg.train import checkpoint as ckpt
@@ -104,6 +108,26 @@ def _unwrap(model: nn.Module) -> nn.Module:
 # Logging
 
 
+def _log_lines(path: Path) -> list[str]:
+    """The complete JSON records of logs.jsonl; a line torn by a kill mid-write (or otherwise unreadable) is
+    dropped with a warning."""
+    kept = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            kept.append(line)
+        else:
+            logger.warning(
+                "%s line %d is not a complete JSON record (a write cut short?); dropped", path, number
+            )
+    return kept
+
+
 class RunLogger:
     """logs.jsonl + TensorBoard (rank 0 only), a progress bar on a TTY, one line per eval otherwise."""
 
@@ -118,8 +142,7 @@ class RunLogger:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / ckpt.LOG_FILE
         if start_step > 0 and self.path.exists():  # drop records past the checkpoint we resume from
-            lines = [line for line in self.path.read_text().splitlines() if line.strip()]
-            kept = [line for line in lines if json.loads(line).get("step", 0) <= start_step]
+            kept = [line for line in _log_lines(self.path) if json.loads(line).get("step", 0) <= start_step]
             atomic_write_text(self.path, "".join(line + "\n" for line in kept))
         self.handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
         from torch.utils.tensorboard import SummaryWriter
@@ -276,17 +299,19 @@ def fit(
     _seed_process(train_cfg.seed, ctx.rank)
     saved_state: dict[str, Any] | None = None
     if resume_from is not None:
-        saved_state = json.loads((resume_from / ckpt.STATE_FILE).read_text())
+        saved_state = ckpt.read_trainer_state(resume_from)
         ckpt.load_model_weights(raw_model, resume_from / ckpt.MODEL_FILE)
         state = TrainerState.from_dict(saved_state)
     raw_model.to(device)
     optimizer, param_names = build_optimizer(raw_model, train_cfg)
     if saved_state is not None:
         optimizer_tensors, _ = ckpt.read_safetensors(resume_from / ckpt.OPTIMIZER_FILE)
-        ckpt.load_optimizer_state(optimizer, param_names, optimizer_tensors, saved_state["optimizer"])
+        with ckpt.damaged_checkpoint(resume_from):
+            ckpt.load_optimizer_state(optimizer, param_names, optimizer_tensors, saved_state["optimizer"])
         rng_states = saved_state.get("rng", [])
-        if len(rng_states) == ctx.world_size:
-            ckpt.restore_rng_state(rng_states[ctx.rank])
+        if isinstance(rng_states, list) and len(rng_states) == ctx.world_size:
+            with ckpt.damaged_checkpoint(resume_from):
+                ckpt.restore_rng_state(rng_states[ctx.rank])
         else:
             logger.warning(
                 "checkpoint has RNG states for %d processes, now %d: RNG reseeded",
@@ -308,16 +333,30 @@ def fit(
     fit_started = time.perf_counter()
     window = {"loss": 0.0, "lm_loss": 0.0, "cls_loss": 0.0, "steps": 0, "time": 0.0}
 
-    def run_validation() -> None:
+    def run_validation(saved: bool) -> None:
+        """Validate; a failure (e.g. an image that does not decode) is logged and training goes on. When the
+        checkpoint of this step is already written, its trainer state gets the new evaluation."""
         if ctx.is_main and val_loader is not None:
-            results = validate(raw_model, val_loader, device, train_cfg.precision, train_cfg.eval_batches)
-            state.last_eval = {"step": state.step, **results}
-            if state.best_val_loss is None or results["val_loss"] < state.best_val_loss:
-                state.best_val_loss, state.best_step = results["val_loss"], state.step
-            run_log.log("val", state.step, results)
+            try:
+                results = validate(raw_model, val_loader, device, train_cfg.precision, train_cfg.eval_batches)
+            except LeadrrgError as exc:
+                logger.warning("validation at step %d skipped: %s", state.step, exc)
+                run_log.log("val_error", state.step, {"error": str(exc)})
+            else:
+                state.last_eval = {"step": state.step, **results}
+                if state.best_val_loss is None or results["val_loss"] < state.best_val_loss:
+                    state.best_val_loss, state.best_step = results["val_loss"], state.step
+                run_log.log("val", state.step, results)
+                if saved:
+                    fields = ("best_val_loss", "best_step", "last_eval")
+                    ckpt.update_trainer_state(run_dir, {name: getattr(state, name) for name in fields})
         barrier(ctx)
 
+    saved_step = state.step
+
     def save() -> None:
+        nonlocal saved_step
+        saved_step = state.step
         rng_states = all_gather_objects(ckpt.capture_rng_state(), ctx)
         if ctx.is_main:
             trainer_state = {
@@ -337,7 +376,19 @@ def fit(
         while state.step < train_cfg.max_steps:
             started = time.perf_counter()
             lr_factor = set_learning_rates(optimizer, state.step, train_cfg)
-            losses, grad_norm = train_step(model, optimizer, stream, train_cfg, device, ctx.enabled)
+            position = (state.epoch, state.batch_in_epoch)
+            try:
+                losses, grad_norm = train_step(model, optimizer, stream, train_cfg, device, ctx.enabled)
+            except LeadrrgError as exc:  # raised before the optimizer step: the weights are the last step's
+                if ctx.enabled or state.step == saved_step:
+                    raise
+                state.epoch, state.batch_in_epoch = position  # a resume re-reads this step's batches
+                optimizer.zero_grad(set_to_none=True)
+                save()
+                raise LeadrrgError(
+                    f"{exc} (the {state.step} steps trained so far are saved: fix the input and continue with "
+                    f"`leadrrg train --resume --out {run_dir}`)"
+                ) from None
             if not math.isfinite(float(losses[0])):
                 raise LeadrrgError(
                     f"training diverged: the loss is {float(losses[0])} at step {state.step + 1}; "
@@ -374,10 +425,12 @@ def fit(
                 run_log.log("train", state.step, record)
                 window = {"loss": 0.0, "lm_loss": 0.0, "cls_loss": 0.0, "steps": 0, "time": 0.0}
             last_step = state.step == train_cfg.max_steps
-            if last_step or (train_cfg.eval_every and state.step % train_cfg.eval_every == 0):
-                run_validation()
-            if last_step or (train_cfg.save_every and state.step % train_cfg.save_every == 0):
+            # Save before validating: nothing that validation can run into loses trained steps.
+            save_due = last_step or (train_cfg.save_every and state.step % train_cfg.save_every == 0)
+            if save_due:
                 save()
+            if last_step or (train_cfg.eval_every and state.step % train_cfg.eval_every == 0):
+                run_validation(saved=bool(save_due))
             for callback in callbacks:
                 callback(state.step, record)
     finally:
@@ -404,16 +457,6 @@ def fit(
 # Entry point
 
 
-def _first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            found = _first_difference(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
-            if found:
-                return found
-        return None
-    return None if a == b else f"{prefix} ({b!r} in the run, {a!r} now)"
-
-
 def train(
     config: RunConfig,
     out_dir: str | Path,
@@ -428,6 +471,8 @@ def train(
     checkpoint (weights, optimizer, schedule, RNG and data order); `config.model` must match the run's,
     while `config.train` may change (e.g. more steps). Under torchrun every process calls this."""
     out_dir = Path(out_dir)
+    check_output_dir(out_dir, "run directory")
+    existed = out_dir.exists()
     config = resolve_paths(copy.deepcopy(config))
     ctx = init_distributed(config.train.device)
     try:
@@ -438,7 +483,7 @@ def train(
                     f"cannot resume: {out_dir} is not a leadrrg run (no {ckpt.CONFIG_FILE}); start it without --resume"
                 )
             saved = load_run_config(out_dir / ckpt.CONFIG_FILE)
-            difference = _first_difference(to_dict(config.model), to_dict(saved.model), "model")
+            difference = first_difference(to_dict(config.model), to_dict(saved.model), "model")
             if difference:
                 raise LeadrrgError(
                     f"cannot resume {out_dir}: the model config differs from the run's at {difference}"
@@ -472,8 +517,11 @@ def train(
         except BaseException:
             # A new run that stopped before its first checkpoint is not a run: leave nothing behind.
             if created and ckpt.recover_checkpoint_dir(out_dir) is None:
-                for path in out_dir.iterdir():
-                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+                if not existed:
+                    shutil.rmtree(out_dir, ignore_errors=True)
+                else:
+                    for path in out_dir.iterdir():
+                        shutil.rmtree(path) if path.is_dir() else path.unlink()
             raise
     finally:
         shutdown(ctx)

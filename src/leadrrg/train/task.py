@@ -49,7 +49,8 @@ def load_split_studies(
     config: RunConfig, split: str, label_cache: Path | None, required: bool = True
 ) -> list:
     """Studies of `split`, with missing labels filled by the rule-based labeler (cached by report)."""
-    from leadrrg.data.manifests import labels_from_labeler, load_studies
+    from leadrrg.data.labels import labels_from_labeler
+    from leadrrg.data.manifests import load_studies
 
     try:
         studies = load_studies(config.data, split)
@@ -114,7 +115,7 @@ def build_task(
     label_cache: Path | None = None,
 ) -> TrainingTask:
     """Studies, tokenizer (trained unless given, e.g. on resume), model (seeded init), datasets."""
-    from leadrrg.data.dataset import StudyDataset
+    from leadrrg.data.dataset import StudyDataset, raise_on_bad_images
 
     if not config.data.root:
         raise LeadrrgError("data.root is empty; pass --data DIR (a data root) or set data.root")
@@ -127,22 +128,75 @@ def build_task(
     val_studies = load_split_studies(config, VAL_SPLIT, label_cache if ctx.is_main else None, required=False)
     if not val_studies:
         logger.warning("no %r split in %s: training without validation", VAL_SPLIT, config.data.root)
+    check_expert_names(config)
+    vision, max_views = config.model.vision, config.model.max_views
+    skip = config.data.skip_bad_images
+    if not skip:  # every image the run will read is checked (headers) before the first step
+        hint = "; fix or remove them, or set data.skip_bad_images=true to train without them"
+        for split, studies in ((TRAIN_SPLIT, train_studies), (VAL_SPLIT, val_studies)):
+            raise_on_bad_images(studies, max_views, f"the {split!r} split of {config.data.root}", hint)
     if tokenizer is None:
         tokenizer = build_tokenizer(config, [s.report for s in train_studies], ctx)
     torch.manual_seed(config.train.seed)  # the same initial weights on every rank and every run
     model = build_model(config, tokenizer)
+    check_sequence_fits(model, tokenizer, config)
     fit_context_balance(model, train_studies)
-    vision, max_views = config.model.vision, config.model.max_views
-    skip = config.data.skip_bad_images
     train_dataset = StudyDataset(train_studies, vision, max_views, train=True, skip_bad_images=skip)
     val_dataset = (
         StudyDataset(val_studies, vision, max_views, train=False, skip_bad_images=skip)
         if val_studies
         else None
     )
+    if val_dataset is not None and not len(val_dataset):
+        logger.warning("no readable study in the %r split: training without validation", VAL_SPLIT)
+        val_dataset = None
     check_batch_fits(len(train_dataset), config.train.batch_size, ctx.world_size)
     collator = ReportCollator(tokenizer, config.data.max_report_tokens)
     return TrainingTask(config, tokenizer, model, train_dataset, val_dataset, collator)
+
+
+def check_expert_names(config: RunConfig) -> None:
+    """Training supervises each expert with its CheXpert label: every expert must be named after one."""
+    from leadrrg.constants import OBSERVATIONS
+
+    if config.model.injection.fusion == "none":
+        return
+    unknown = [name for name in config.model.experts.names if name not in OBSERVATIONS]
+    if unknown:
+        raise LeadrrgError(
+            f"model.experts.names has {unknown}, not CheXpert observations; training supervises each expert with "
+            f"its label, so expected names among: {', '.join(OBSERVATIONS)}"
+        )
+
+
+def check_sequence_fits(model: nn.Module, tokenizer: ReportTokenizer, config: RunConfig) -> None:
+    """Refuse a decoder whose position table cannot hold a training sequence (visual prompt + BOS + prompt +
+    data.max_report_tokens), naming the settings; the visual prompt length is measured on a blank study."""
+    limit = getattr(model.lm.config, "max_position_embeddings", None) or getattr(
+        model.lm.config, "n_positions", None
+    )
+    if limit is None:
+        return
+    vision, views = config.model.vision, config.model.max_views
+    images = torch.zeros(1, views, vision.channels, vision.image_size, vision.image_size)  # (1, V, C, S, S)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        visual = model.encode_study(images, torch.ones(1, views, dtype=torch.bool)).num_prompt_tokens
+    model.train(was_training)
+    prompt = 1 + len(tokenizer.prompt_ids)
+    needed = visual + prompt + config.data.max_report_tokens
+    if needed > limit:
+        where = (
+            "model.decoder.max_positions"
+            if not config.model.decoder.pretrained_path
+            else "the pretrained decoder's max_position_embeddings"
+        )
+        raise LeadrrgError(
+            f"{where} is {limit} but a training sequence needs {needed} positions ({visual} visual tokens, "
+            f"{prompt} prompt tokens, data.max_report_tokens={config.data.max_report_tokens}); raise "
+            "model.decoder.max_positions, lower data.max_report_tokens, or raise model.visual_pool"
+        )
 
 
 def fit_context_balance(model: nn.Module, studies: list) -> None:
