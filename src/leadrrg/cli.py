@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import traceback
 
@@ -69,12 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[_log_level_parent("warning")],
     )
     parser.add_argument("--version", action="version", version=f"leadrrg {__version__}")
-    parser.add_argument(
-        "--log-level",
-        default="warning",
-        choices=LOG_LEVELS,
-        help="messages shown on stderr (default: warning)",
-    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         try:
@@ -94,7 +89,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
@@ -112,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"leadrrg {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `leadrrg generate ... | head`: the reader left; say nothing more on stdout
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as exc:  # the last net: a bug, reported in one line (the cause is fixed where it arises)
         if debug:
             traceback.print_exc()

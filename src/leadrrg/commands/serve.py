@@ -43,9 +43,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="typed override of a decode.* field (repeatable), e.g. decode.strategy=beam",
     )
-    parser.add_argument(
-        "--log-level", default="info", choices=("debug", "info", "warning", "error"), help="also uvicorn's"
-    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,5 +77,6 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"leadrrg serve: {args.run} on http://{args.host}:{args.port}/ (research use only; not for clinical use)"
     )
-    serve(generator, settings, log_level=args.log_level)
+    # uvicorn logs its start and each request at info; leadrrg's --log-level (default warning) lowers or raises it.
+    serve(generator, settings, log_level="info" if args.log_level == "warning" else args.log_level)
     return 0
