@@ -486,7 +486,8 @@ def train(
             difference = first_difference(to_dict(config.model), to_dict(saved.model), "model")
             if difference:
                 raise LeadrrgError(
-                    f"cannot resume {out_dir}: the model config differs from the run's at {difference}"
+                    f"cannot resume {out_dir}: the model config differs from the run's at {difference}; "
+                    "train the new config into another directory (the run is left as it is)"
                 )
             if ctx.is_main:
                 checkpoint_dir = ckpt.recover_checkpoint_dir(out_dir)
