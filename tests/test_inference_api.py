@@ -3,6 +3,9 @@ compact evidence, and that every path (API, generate_split) decodes the same."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -160,3 +163,14 @@ def test_an_unavailable_device_is_one_clear_error(run_dir):
     if not torch.cuda.is_available():
         with pytest.raises(LeadrrgError, match="CUDA is not available"):
             leadrrg.load(run_dir, device="cuda")
+
+
+def test_loading_a_run_for_inference_does_not_import_the_training_code(run_dir):
+    code = (
+        "import sys, leadrrg; leadrrg.load(sys.argv[1], device='cpu'); "
+        "print(sorted(m for m in sys.modules if m.startswith('leadrrg.train')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(run_dir)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout

@@ -63,8 +63,9 @@ def run_experiment(
     from leadrrg.data.manifests import load_studies
     from leadrrg.evaluate import evaluate_predictions
     from leadrrg.predict import generate_split
-    from leadrrg.train import load_run, train
-    from leadrrg.train.checkpoint import MODEL_FILE, is_run_dir, weights_checksum
+    from leadrrg.run_files import MODEL_FILE, load_run, weights_checksum
+    from leadrrg.train import train
+    from leadrrg.train.checkpoint import is_run_dir
 
     run_dir = Path(run_dir)
     results_dir = Path(results_dir) if results_dir is not None else run_dir
@@ -139,8 +140,7 @@ def diagnose_experiment(
     from leadrrg.config import apply_overrides, to_dict
     from leadrrg.data.manifests import load_studies
     from leadrrg.diagnose import diagnose
-    from leadrrg.train import load_run
-    from leadrrg.train.checkpoint import MODEL_FILE, weights_checksum
+    from leadrrg.run_files import MODEL_FILE, load_run, weights_checksum
 
     run_dir = Path(run_dir)
     results_dir = Path(results_dir) if results_dir is not None else run_dir

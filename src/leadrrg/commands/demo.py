@@ -112,7 +112,7 @@ def flip_example(run_dir: Path, split: str, search: int = 32) -> str:
     from leadrrg.constants import OBSERVATIONS
     from leadrrg.data.manifests import load_studies
     from leadrrg.predict import generate_split
-    from leadrrg.train import load_run
+    from leadrrg.run_files import load_run
 
     model, tokenizer, config = load_run(run_dir)
     studies = load_studies(config.data, split)[:search]

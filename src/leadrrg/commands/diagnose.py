@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from leadrrg.data.manifests import load_studies
     from leadrrg.diagnose import diagnose, format_diagnosis
     from leadrrg.io import atomic_write_text, check_output_file
-    from leadrrg.train import load_run
+    from leadrrg.run_files import load_run
 
     if args.limit < 1:
         raise LeadrrgError(f"--limit is {args.limit}; expected a positive number of studies")

@@ -78,7 +78,7 @@ def resolve_device(name: str | torch.device) -> torch.device:
 def load(run_dir: str | Path, device: str | torch.device = "auto", seed: int = 0) -> ReportGenerator:
     """Load a trained run directory (written by `leadrrg train`) for inference, once. `seed` seeds sampling
     (decode.strategy=sample)."""
-    from leadrrg.train import load_run
+    from leadrrg.run_files import load_run
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

@@ -14,8 +14,8 @@ def train(config, out_dir, resume: bool = False, **kwargs: Any) -> dict[str, Any
 
 
 def load_run(run_dir, device="cpu"):
-    """See `leadrrg.train.checkpoint.load_run`."""
-    from leadrrg.train.checkpoint import load_run as _load_run
+    """See `leadrrg.run_files.load_run` (inference reads runs there, without the training code)."""
+    from leadrrg.run_files import load_run as _load_run
 
     return _load_run(run_dir, device=device)
 

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from leadrrg.config import RunConfig
 from leadrrg.data.collate import ReportCollator
 from leadrrg.errors import LeadrrgError
+from leadrrg.run_files import build_model  # noqa: F401  (re-exported for the training code)
 from leadrrg.tokenizer import ReportTokenizer
 from leadrrg.train.distributed import (
     DistContext,
@@ -87,13 +88,6 @@ def build_tokenizer(config: RunConfig, train_reports: list[str], ctx: DistContex
     from tokenizers import Tokenizer
 
     return ReportTokenizer(Tokenizer.from_str(serialized), "bpe")
-
-
-def build_model(config: RunConfig, tokenizer: ReportTokenizer) -> nn.Module:
-    """The LeadModel of `config.model` for this tokenizer's vocabulary."""
-    from leadrrg.model.lead import LeadModel
-
-    return LeadModel(config.model, tokenizer.vocab_size, tokenizer.pad_id)
 
 
 def resolve_paths(config: RunConfig) -> RunConfig:
