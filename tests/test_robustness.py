@@ -189,3 +189,18 @@ def test_a_data_error_mid_training_saves_the_steps_done_first(good):
     shutil.copytree(good[1] / "images", root / "images")
     assert main(["train", "--out", str(out), "--resume", "--quiet"]) == 0
     assert json.loads((out / "checkpoint" / "trainer_state.json").read_text())["step"] == 4
+
+
+def test_a_closed_stdout_pipe_ends_quietly(tmp_path):
+    # `leadrrg generate ... | head`: the reader leaves, the command's next print raises BrokenPipeError.
+    code = (
+        "import sys, leadrrg.commands.synth as command\n"
+        "from leadrrg.cli import main\n"
+        "def run(args):\n"
+        "    raise BrokenPipeError(32, 'Broken pipe')\n"
+        "command.run = run\n"
+        "sys.exit(main(['synth', '--out', sys.argv[1]]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out")], capture_output=True, text=True)
+    assert done.returncode == 1 and not done.stdout, done.stderr
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr, done.stderr
