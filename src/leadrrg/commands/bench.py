@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from leadrrg.commands import add_overrides_argument
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -125,13 +127,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faith.add_argument("--train", type=int, default=2000, help="SynthCXR training studies when synthesising")
     faith.add_argument("--eval", type=int, default=200, help="SynthCXR studies per evaluation split")
     faith.add_argument("--size", type=int, default=128, help="SynthCXR image side when synthesising")
-    faith.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="typed dotted override applied to every variant (the shared budget), repeatable",
+    add_overrides_argument(
+        faith, "typed dotted override applied to every variant (the shared budget), repeatable"
     )
     faith.add_argument("--no-meteor", action="store_true", help="skip METEOR (it starts a Java VM per run)")
     faith.add_argument(

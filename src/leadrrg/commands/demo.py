@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from leadrrg.commands import add_overrides_argument
+
 SPLITS = ("test", "shift_test")
 MODELS = (("lvlm", "plain LVLM", ("model.injection.fusion=none",)), ("lead", "LEAD", ()))
 
@@ -39,13 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=128, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0, help="seed for data and training")
     parser.add_argument("--workers", type=int, default=2, help="processes for synthesis")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="typed dotted override of the demo preset, repeatable (e.g. --set train.max_steps=50)",
+    add_overrides_argument(
+        parser, "typed dotted override of the demo preset, repeatable (e.g. --set train.max_steps=50)"
     )
     parser.add_argument("--examples", type=int, default=3, help="example reports to print per split")
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (it starts a Java VM)")

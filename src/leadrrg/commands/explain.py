@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from leadrrg.commands import add_overrides_argument, check_trained_overrides
 from leadrrg.errors import LeadrrgError
 
 
@@ -22,14 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="the HTML file to write")
     parser.add_argument("--png", help="also write the tokens x layers gate heatmap as a PNG")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="typed override of a decode.* field (repeatable)",
-    )
+    add_overrides_argument(parser, "typed override of a decode.* field (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,9 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from leadrrg.inference.inputs import to_gray
     from leadrrg.io import atomic_open, atomic_write_text
 
-    for text in args.overrides:
-        if not text.strip().startswith("decode."):
-            raise LeadrrgError(f"--set {text!r}: only decode.* can be changed here (the model is trained)")
+    check_trained_overrides(args.overrides, ("decode.",), "here")
     check_run_dir(Path(args.run))
     generator = load(args.run, device=resolve_device(args.device))
     generator.config = apply_overrides(generator.config, args.overrides)

@@ -27,6 +27,7 @@ import json
 import sys
 from pathlib import Path
 
+from leadrrg.commands import add_overrides_argument, check_trained_overrides
 from leadrrg.config import DATA_FORMATS
 from leadrrg.errors import LeadrrgError
 from leadrrg.io import check_output_file, path_problem
@@ -60,13 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also write the expert probabilities and per-token evidence (text, gates, top experts); "
         "--evidence full adds the full gate and expert-weight tensors",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="typed override of a decode.* or data.* config field (repeatable), e.g. decode.strategy=beam",
+    add_overrides_argument(
+        parser, "typed override of a decode.* or data.* config field (repeatable), e.g. decode.strategy=beam"
     )
     parser.add_argument("--batch-size", type=int, help="studies per batch (default: decode.batch_size)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
@@ -88,11 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from leadrrg.inference.api import load
 
     check_run_dir(Path(args.run))
-    for text in args.overrides:
-        if not text.strip().startswith(OVERRIDABLE):
-            raise LeadrrgError(
-                f"--set {text!r}: only decode.* and data.* can be changed at generation time (the model is trained)"
-            )
+    check_trained_overrides(args.overrides, OVERRIDABLE, "at generation time")
     if args.limit is not None and args.limit < 1:
         raise LeadrrgError(f"--limit is {args.limit}; expected a positive number of studies")
     if args.batch_size is not None and args.batch_size < 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from leadrrg.commands import add_overrides_argument, check_trained_overrides
 from leadrrg.errors import LeadrrgError
 
 
@@ -35,13 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-request-mb", type=float, default=defaults.max_request_bytes / 2**20, help="413 above this"
     )
     parser.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="per image; 413 above")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="typed override of a decode.* field (repeatable), e.g. decode.strategy=beam",
+    add_overrides_argument(
+        parser, "typed override of a decode.* field (repeatable), e.g. decode.strategy=beam"
     )
 
 
@@ -57,11 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from leadrrg.inference.serve import serve
     from leadrrg.inference.settings import ServeConfig
 
-    for text in args.overrides:
-        if not text.strip().startswith("decode."):
-            raise LeadrrgError(
-                f"--set {text!r}: only decode.* can be changed when serving (the model is trained)"
-            )
+    check_trained_overrides(args.overrides, ("decode.",), "when serving")
     settings = ServeConfig(
         host=args.host,
         port=args.port,

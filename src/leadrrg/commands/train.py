@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from leadrrg.commands import add_overrides_argument
 from leadrrg.errors import LeadrrgError
 
 
@@ -26,13 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config as JSON and exit (no training)"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="typed dotted config override, repeatable (e.g. --set train.max_steps=200)",
+    add_overrides_argument(
+        parser, "typed dotted config override, repeatable (e.g. --set train.max_steps=200)"
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
