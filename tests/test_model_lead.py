@@ -304,3 +304,26 @@ def test_pretrained_with_input_fusion_and_prompt_ids(pretrained_dirs):
     batch = tiny_batch()
     batch["input_ids"][:, 0] = BOS
     assert torch.isfinite(model(**batch)["loss"])
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_a_bf16_base_keeps_fp32_master_weights_that_one_step_moves(family, pretrained_dirs):
+    # With decoder.load_dtype=bfloat16 the frozen base is bf16, but what trains must stay fp32: an AdamW step of
+    # 1e-3 on a bf16 LayerNorm weight near 1 rounds back to the same value (bf16 has 8 bits of mantissa).
+    config = _pretrained_config(family, pretrained_dirs[family])
+    config.decoder.load_dtype = "bfloat16"
+    model = build(config).train()
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(p.dtype == torch.float32 for p in trainable.values()), sorted(
+        n for n, p in trainable.items() if p.dtype != torch.float32
+    )[:5]
+    assert any(p.dtype == torch.bfloat16 for p in model.parameters() if not p.requires_grad)
+    gate_norms = {n: p.detach().clone() for n, p in trainable.items() if ".gate.norm.weight" in n}
+    assert gate_norms
+    optimizer = torch.optim.AdamW(list(trainable.values()), lr=1e-3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(**tiny_batch())["loss"]
+    loss.backward()
+    optimizer.step()
+    for name, before in gate_norms.items():
+        assert not torch.equal(trainable[name].detach(), before), name

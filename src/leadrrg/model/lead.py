@@ -162,8 +162,9 @@ class LeadModel(nn.Module):
             # Wrapped after LoRA was injected: LoRA already sits in the projections, the new gates stay trainable.
             layers = get_decoder_layers(self.lm, self.backbone)
             wrapped = wrap_layers(layers, model_size, config.injection.gate, config.injection.gate_bias_init)
-            set_decoder_layers(self.lm, self.backbone, wrapped.to(self.lm.dtype))
+            set_decoder_layers(self.lm, self.backbone, wrapped)
         self.label_columns = _label_columns(config.experts.names)
+        keep_trainable_fp32(self)
 
     # ----------------------------------------------------------------------------------------------
     # Pipeline
@@ -367,6 +368,15 @@ class LeadModel(nn.Module):
             if parameter.requires_grad:
                 groups["pretrained" if id(parameter) in pretrained_ids else "new"].append(parameter)
         return groups
+
+
+def keep_trainable_fp32(module: nn.Module) -> None:
+    """Master weights: every trainable parameter stays fp32, also on a bf16 base (decoder.load_dtype=bfloat16,
+    where peft's LoRA adapters take the base dtype); autocast does the compute. A bf16 parameter would lose AdamW
+    updates below its 8-bit mantissa (a 1e-3 step on a weight near 1 rounds back to the same value)."""
+    for parameter in module.parameters():
+        if parameter.requires_grad and parameter.is_floating_point() and parameter.dtype != torch.float32:
+            parameter.data = parameter.data.float()
 
 
 def _label_columns(names: list[str]) -> torch.Tensor | None:
