@@ -34,7 +34,9 @@ def _train_once(config, run_dir, ctx):
     return task.model
 
 
-def _worker(rank: int, world_size: int, port: int, data_root: str, out_dir: str) -> None:
+def _worker(
+    rank: int, world_size: int, port: int, data_root: str, out_dir: str, extra: tuple[str, ...] = ()
+) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -47,7 +49,7 @@ def _worker(rank: int, world_size: int, port: int, data_root: str, out_dir: str)
 
     ctx = init_distributed("cpu")
     try:
-        config = tiny_config(data_root, *EQUAL_LENGTH, "train.batch_size=2")
+        config = tiny_config(data_root, *EQUAL_LENGTH, "train.batch_size=2", *extra)
         model = _train_once(config, os.path.join(out_dir, "run"), ctx)
         tensors, _ = weights_to_save(model)
         save_file(tensors, os.path.join(out_dir, f"rank{rank}.safetensors"))
@@ -86,3 +88,24 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     moved = max((reference[k] - initial[k]).abs().max().item() for k in reference)
     gap = max((reference[k] - rank0[k]).abs().max().item() for k in reference)
     assert moved > 1e-3 and gap < 1e-5, (moved, gap)  # trained, and the same training
+
+
+def test_two_gloo_processes_train_an_hf_vision_encoder(tmp_path):
+    # AutoModel keeps a pooler whose parameters never get gradients; DDP used to fail at step 2 on both ranks.
+    from tests.test_model_parts import _tiny_hf_vision_model
+
+    _tiny_hf_vision_model("vit").save_pretrained(tmp_path / "vit")
+    data_root = make_synth(tmp_path / "data", train=8, val=2)
+    extra = (
+        "model.vision.name=hf",
+        f"model.vision.pretrained_path={tmp_path / 'vit'}",
+        "model.vision.image_size=32",
+        "model.visual_pool=1",
+    )
+    mp.spawn(_worker, args=(2, _free_port(), str(data_root), str(tmp_path), extra), nprocs=2, join=True)
+    rank0, rank1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
+    assert any(
+        key.startswith("vision.encoder.model.") for key in rank0
+    )  # the encoder trained, on both ranks alike
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key

@@ -186,6 +186,10 @@ def test_hf_vision_encoder_from_local_directory(tmp_path, family):
     tokens, pooled = encoder(torch.randn(2, 1, 32, 32))  # grayscale, repeated to 3 channels inside
     assert tokens.shape == (2, 16, 16) and pooled.shape == (2, 16) and encoder.grid == (4, 4)
     assert torch.allclose(encoder.pixel_mean.flatten(), torch.tensor(stats["image_mean"]))
+    # Every parameter left trainable gets a gradient from the tokens (DDP needs that: a pooler or head is frozen).
+    trainable = [p for p in encoder.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(encoder(torch.randn(2, 1, 32, 32))[0].sum(), trainable, allow_unused=True)
+    assert trainable and all(g is not None for g in grads)
 
 
 def test_hf_vision_encoder_errors_are_clear(tmp_path):
@@ -204,7 +208,7 @@ def test_lead_model_with_hf_vision_encoder_trains_it_as_pretrained(tmp_path):
     ).train()
     assert torch.isfinite(model(**tiny_batch())["loss"])
     pretrained = {id(p) for p in model.trainable_parameter_groups()["pretrained"]}
-    assert pretrained == {id(p) for p in model.vision.encoder.parameters()}
+    assert pretrained == {id(p) for p in model.vision.encoder.parameters() if p.requires_grad}
     frozen = VisionConfig(name="hf", pretrained_path=str(tmp_path), image_size=32, freeze=True)
     model = build(tiny_config(vision=frozen))
     assert model.trainable_parameter_groups()["pretrained"] == []

@@ -230,6 +230,20 @@ class HFVisionEncoder(VisionEncoder):
         side = math.isqrt(n)
         self.grid = (side, side) if side * side == n else (1, n)
         self.hidden_size = tokens.shape[-1]
+        self.freeze_unused(probe)
+
+    def freeze_unused(self, probe: torch.Tensor) -> None:
+        """Freeze the parameters the patch tokens do not depend on: a pooler or a classification head that
+        `AutoModel` keeps never gets a gradient, which DDP (without find_unused_parameters) reports as an error at
+        the second step. Frozen, they change nothing this encoder returns, and they are not saved with the run."""
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        if not trainable:
+            return
+        tokens, _ = self.forward(probe)
+        grads = torch.autograd.grad(tokens.sum(), trainable, allow_unused=True)
+        for parameter, grad in zip(trainable, grads):
+            if grad is None:
+                parameter.requires_grad_(False)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pixels = images * self.input_std + self.input_mean  # back to [0, 1]
