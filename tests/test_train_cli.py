@@ -38,6 +38,15 @@ def test_cli_trains_a_few_steps_and_resumes(data_root, tmp_path, capsys):
     assert "trained 3 steps" in capsys.readouterr().out
     state = json.loads((out / "checkpoint" / "trainer_state.json").read_text())
     assert state["step"] == 3
+    # A changed learning rate on --resume applies from the resumed step (config.json records it; it is not ignored).
+    assert (
+        main(["train", "--out", str(out), "--resume", "--set", "train.max_steps=4", "--set", "train.lr=0.05"])
+        == 0
+    )
+    capsys.readouterr()
+    logs = [json.loads(line) for line in (out / "logs.jsonl").read_text().splitlines()]
+    last = [r for r in logs if r.get("kind") == "train" and r["step"] == 4][-1]
+    assert last["lr"] == pytest.approx(0.05 * last["lr_factor"])
 
 
 def test_cli_errors_are_one_clear_sentence(data_root, tmp_path, capsys, monkeypatch):

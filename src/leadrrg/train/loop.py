@@ -306,8 +306,12 @@ def fit(
     optimizer, param_names = build_optimizer(raw_model, train_cfg)
     if saved_state is not None:
         optimizer_tensors, _ = ckpt.read_safetensors(resume_from / ckpt.OPTIMIZER_FILE)
+        configured = [
+            {key: group[key] for key in RESUMED_HYPERPARAMETERS} for group in optimizer.param_groups
+        ]
         with ckpt.damaged_checkpoint(resume_from):
             ckpt.load_optimizer_state(optimizer, param_names, optimizer_tensors, saved_state["optimizer"])
+        apply_configured_hyperparameters(optimizer, configured)
         rng_states = saved_state.get("rng", [])
         if isinstance(rng_states, list) and len(rng_states) == ctx.world_size:
             with ckpt.damaged_checkpoint(resume_from):
@@ -455,6 +459,23 @@ def fit(
 
 # --------------------------------------------------------------------------------------------------
 # Entry point
+
+
+# Optimizer settings taken from the config on --resume (the checkpoint's moments are kept): a changed train.lr,
+# lr_llm or weight_decay applies from the resumed step on, as config.json then records.
+RESUMED_HYPERPARAMETERS = ("initial_lr", "weight_decay")
+
+
+def apply_configured_hyperparameters(
+    optimizer: torch.optim.Optimizer, configured: list[dict[str, Any]]
+) -> None:
+    for group, values in zip(optimizer.param_groups, configured):
+        changed = {k: (group[k], v) for k, v in values.items() if group[k] != v}
+        if changed:
+            logger.info(
+                "resume: optimizer group %s now uses %s (checkpoint, config)", group.get("name"), changed
+            )
+        group.update(values)
 
 
 def train(
