@@ -15,9 +15,9 @@ from leadrrg.train.distributed import DistContext, EpochShardSampler
 from leadrrg.train.task import build_task
 from tests.test_train_helpers import make_synth, tiny_config
 
-# Every report truncated to the same length (4 tokens + EOS): each rank's token-mean loss then weighs
-# tokens exactly as the single process's mean over the global batch does.
-EQUAL_LENGTH = ["data.max_report_tokens=5", "train.max_steps=3", "train.eval_every=0", "train.save_every=3"]
+# Reports of unequal lengths (not truncated): the step's LM loss is the mean over every token of the global
+# batch, so two processes of batch 2 must train exactly as one process of batch 4.
+STEPS = ["data.max_report_tokens=96", "train.max_steps=3", "train.eval_every=0", "train.save_every=3"]
 
 
 def _free_port() -> int:
@@ -49,7 +49,7 @@ def _worker(
 
     ctx = init_distributed("cpu")
     try:
-        config = tiny_config(data_root, *EQUAL_LENGTH, "train.batch_size=2", *extra)
+        config = tiny_config(data_root, *STEPS, "train.batch_size=2", *extra)
         model = _train_once(config, os.path.join(out_dir, "run"), ctx)
         tensors, _ = weights_to_save(model)
         save_file(tensors, os.path.join(out_dir, f"rank{rank}.safetensors"))
@@ -81,7 +81,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert (tmp_path / "run" / "model.safetensors").is_file()  # written once, by rank 0
     assert not list(tmp_path.glob("run*/.ckpt-*"))
 
-    config = tiny_config(data_root, *EQUAL_LENGTH, "train.batch_size=4")
+    config = tiny_config(data_root, *STEPS, "train.batch_size=4")
     initial, _ = weights_to_save(build_task(config, DistContext()).model)
     reference, _ = weights_to_save(_train_once(config, tmp_path / "single", DistContext()))
     assert reference.keys() == rank0.keys() == load_file(tmp_path / "run" / "model.safetensors").keys()

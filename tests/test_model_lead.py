@@ -327,3 +327,12 @@ def test_a_bf16_base_keeps_fp32_master_weights_that_one_step_moves(family, pretr
     optimizer.step()
     for name, before in gate_norms.items():
         assert not torch.equal(trainable[name].detach(), before), name
+
+
+def test_the_lm_loss_averages_over_the_tokens_target_token_count_counts():
+    from leadrrg.model.lead import target_token_count
+
+    model = build(tiny_config()).train()
+    batch = tiny_batch()
+    out = model(**batch)
+    assert int(out["lm_tokens"]) == int(target_token_count(batch["target_ids"])) > 0

@@ -85,3 +85,35 @@ def test_set_learning_rates_scales_every_group():
     lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
     assert lrs["new"] == pytest.approx(5e-4) and lrs["pretrained"] == pytest.approx(1e-4)
     assert torch.is_tensor(optimizer.param_groups[0]["params"][0])
+
+
+def test_accumulated_micro_batches_train_as_one_batch_of_unequal_reports(tmp_path):
+    # The step's LM loss is the mean over all its report tokens: 2 micro-batches of 2 = 1 batch of 4, even when
+    # the micro-batches hold reports of different lengths (a mean of per-batch means would weigh them otherwise).
+    from leadrrg.config import apply_overrides
+    from leadrrg.model.lead import target_token_count
+    from leadrrg.train.distributed import DistContext
+    from leadrrg.train.loop import train_step
+    from leadrrg.train.optim import build_optimizer
+    from leadrrg.train.task import build_task, make_train_loader, set_loader_epoch
+    from tests.test_train_helpers import make_synth, tiny_config
+
+    data_root = make_synth(tmp_path / "data", train=8, val=2)
+    grads = {}
+    for accum, size in ((1, 4), (2, 2)):
+        config = tiny_config(data_root, f"train.batch_size={size}", f"train.grad_accum_steps={accum}")
+        config = apply_overrides(config, ["model.injection.fusion=none", "train.grad_clip=0", "data.max_report_tokens=96"])
+        task = build_task(config, DistContext())
+        task.model.train()
+        loader, sampler = make_train_loader(task, DistContext())
+        set_loader_epoch(loader, sampler, 0, 0)
+        batches = list(iter(loader))[: 4 // size]
+        if accum == 2:
+            counts = [int(target_token_count(b["target_ids"])) for b in batches]
+            assert counts[0] != counts[1], counts  # the case that matters
+        optimizer, _ = build_optimizer(task.model, config.train)
+        optimizer.zero_grad = lambda set_to_none=True: None  # keep the gradients to compare
+        train_step(task.model, optimizer, iter(batches), config.train, torch.device("cpu"))
+        grads[accum] = {n: p.grad.clone() for n, p in task.model.named_parameters() if p.grad is not None}
+    for name, grad in grads[1].items():
+        assert torch.allclose(grads[2][name], grad, atol=1e-6, rtol=1e-4), name

@@ -100,6 +100,12 @@ def classification_loss(
     return (losses * weights).sum() / weights.sum().clamp(min=1.0)
 
 
+def target_token_count(target_ids: torch.Tensor) -> torch.Tensor:
+    """The report tokens a batch's next-token loss averages over: bos, prompt, padding (and the visual tokens the
+    model inserts) are IGNORE_INDEX. Known before the forward, so a training step can weigh micro-batches."""
+    return (target_ids != IGNORE_INDEX).sum()
+
+
 def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of position t predicting target t+1: logits (B, S, V), targets (B, S) -> scalar."""
     shift_logits = logits[:, :-1].float()
@@ -251,7 +257,8 @@ class LeadModel(nn.Module):
     ) -> dict[str, torch.Tensor | None]:
         """Training losses. images (B, V, C, H, W), view_mask (B, V), input_ids / attention_mask / target_ids (B, T)
         (targets -100 outside the report), expert_labels (B, 14 or K) 1/0/-1/NaN ->
-        {loss, lm_loss, cls_loss, expert_logits (B, K) or None for fusion=none}."""
+        {loss, lm_loss, cls_loss, expert_logits (B, K) or None for fusion=none, lm_tokens (the report tokens
+        lm_loss averages over: `target_token_count(target_ids)`)}."""
         context = self.encode_study(
             images, view_mask, expert_labels=expert_labels
         )  # (B, P, D), Z (B, L, K, D)
@@ -277,6 +284,7 @@ class LeadModel(nn.Module):
             "lm_loss": lm_loss,
             "cls_loss": cls_loss,
             "expert_logits": context.expert_logits,
+            "lm_tokens": (targets[:, -keep:][:, 1:] != IGNORE_INDEX).sum(),
         }
 
     def lm_forward(

@@ -255,16 +255,31 @@ def train_step(
     distributed: bool = False,
 ) -> tuple[torch.Tensor, float]:
     """One optimizer step over `grad_accum_steps` batches from `batches` (DDP gradient sync on the last
-    only); returns the mean (loss, lm_loss, cls_loss) (3,) and the gradient norm before clipping."""
+    only); returns the mean (loss, lm_loss, cls_loss) (3,) and the gradient norm before clipping.
+
+    The LM loss is the mean over every report token of the step, across micro-batches and processes (not a mean
+    of per-batch means, which would weigh a token of a short-report batch more): each micro-batch's token mean is
+    weighted by its share of the step's tokens (times the world size, since DDP averages gradients over
+    processes). The classification loss stays a mean over micro-batches."""
+    from leadrrg.model.lead import target_token_count
+
+    micro_batches = [next(batches) for _ in range(train_cfg.grad_accum_steps)]
+    counts = torch.stack([target_token_count(b["target_ids"]) for b in micro_batches]).double()  # (A,)
+    total = counts.sum().to(device)
+    world_size = 1
+    if distributed:
+        torch.distributed.all_reduce(total)
+        world_size = torch.distributed.get_world_size()
+    weights = (counts * world_size / total.cpu().clamp(min=1)).tolist()  # (A,) sum to world_size
     losses = torch.zeros(3)
-    for micro in range(train_cfg.grad_accum_steps):
-        batch = next(batches)
+    for micro, batch in enumerate(micro_batches):
         last = micro == train_cfg.grad_accum_steps - 1
         sync = model.no_sync() if (distributed and not last) else contextlib.nullcontext()
         with sync:
             with autocast_context(train_cfg.precision, device):
                 out = model(**move_batch(batch, device))
-            (out["loss"] / train_cfg.grad_accum_steps).backward()
+            cls_term = out["loss"] - out["lm_loss"]  # lambda * L_cls
+            (out["lm_loss"] * weights[micro] + cls_term / train_cfg.grad_accum_steps).backward()
         terms = torch.stack([out["loss"].detach(), out["lm_loss"].detach(), out["cls_loss"].detach()])
         losses += terms.float().cpu()
     parameters = [p for p in model.parameters() if p.grad is not None]
