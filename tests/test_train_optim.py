@@ -102,7 +102,9 @@ def test_accumulated_micro_batches_train_as_one_batch_of_unequal_reports(tmp_pat
     grads = {}
     for accum, size in ((1, 4), (2, 2)):
         config = tiny_config(data_root, f"train.batch_size={size}", f"train.grad_accum_steps={accum}")
-        config = apply_overrides(config, ["model.injection.fusion=none", "train.grad_clip=0", "data.max_report_tokens=96"])
+        config = apply_overrides(
+            config, ["model.injection.fusion=none", "train.grad_clip=0", "data.max_report_tokens=96"]
+        )
         task = build_task(config, DistContext())
         task.model.train()
         loader, sampler = make_train_loader(task, DistContext())
