@@ -59,7 +59,7 @@ def test_forward_returns_named_losses_and_clears_context():
     model = build(tiny_config())
     batch = tiny_batch()
     out = model(**batch)
-    assert set(out) == {"loss", "lm_loss", "cls_loss", "expert_logits"}
+    assert set(out) == {"loss", "lm_loss", "cls_loss", "expert_logits", "lm_tokens"}
     assert out["expert_logits"].shape == (2, len(EXPERTS))
     assert torch.allclose(out["loss"], out["lm_loss"] + 4.0 * out["cls_loss"])
     assert all(layer.expert_tokens is None for layer in model.injected_layers())
