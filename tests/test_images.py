@@ -219,14 +219,20 @@ def test_dicom_size_limit(tmp_path: Path) -> None:
         load_image(path, max_pixels=100)
 
 
-def test_compressed_dicom_without_decoder_names_the_transfer_syntax(tmp_path: Path) -> None:
-    path = write_dicom(tmp_path / "a.dcm", halves(1, 2))
+def write_jpeg_lossless_dicom(path: Path) -> Path:
+    """A DICOM whose pixel data claims JPEG Lossless compression (a stub frame: decoders fail on it)."""
+    write_dicom(path, halves(1, 2))
     ds = pydicom.dcmread(path)
     ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
     ds.PixelData = encapsulate([b"\xff\xd8\xff\xc3" + b"\x00" * 32 + b"\xff\xd9"])
     ds["PixelData"].VR = "OB"
     ds["PixelData"].is_undefined_length = True
     ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_compressed_dicom_without_decoder_names_the_transfer_syntax(tmp_path: Path) -> None:
+    path = write_jpeg_lossless_dicom(tmp_path / "a.dcm")
     with pytest.raises(LeadrrgError, match="JPEG Lossless") as info:
         load_image(path)
     assert "1.2.840.10008.1.2.4.70" in str(info.value) and str(path) in str(info.value)
@@ -278,12 +284,6 @@ def test_header_check_finds_a_truncated_jpeg_and_an_undecodable_compression(
 
     jpeg = truncated_jpeg(tmp_path / "cut.jpg")
     assert "truncated JPEG" in check_image(jpeg)
-    path = write_dicom(tmp_path / "a.dcm", halves(1, 2))
-    ds = pydicom.dcmread(path)
-    ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
-    ds.PixelData = encapsulate([b"\xff\xd8\xff\xc3" + b"\x00" * 32 + b"\xff\xd9"])
-    ds["PixelData"].VR = "OB"
-    ds["PixelData"].is_undefined_length = True
-    ds.save_as(path, enforce_file_format=True)
+    path = write_jpeg_lossless_dicom(tmp_path / "a.dcm")
     monkeypatch.setattr("leadrrg.data.images._decoder_available", lambda uid: False)
     assert "no installed decoder" in check_image(path)

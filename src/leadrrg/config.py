@@ -529,10 +529,10 @@ RUN_DEFAULTS_BEFORE_CHANGE: dict[tuple[str, ...], Any] = {
 }
 
 
-def load_config(path: str | Path, cls: type[C] = RunConfig) -> C:  # type: ignore[assignment]
+def _read_config_dict(path: Path) -> dict[str, Any]:
+    """The JSON object of a config file, or a LeadrrgError naming it."""
     from leadrrg.io import read_text
 
-    path = Path(path)
     text = read_text(path, "config file", "a leadrrg config (JSON)")
     try:
         data = json.loads(text)
@@ -542,21 +542,29 @@ def load_config(path: str | Path, cls: type[C] = RunConfig) -> C:  # type: ignor
         raise LeadrrgError(
             f"config file {path} holds a JSON {type(data).__name__}; expected an object (a RunConfig)"
         )
+    return data
+
+
+def _config_from_file(path: Path, cls: type[C], data: dict[str, Any]) -> C:
     try:
         return from_dict(cls, data)
     except LeadrrgError as exc:
         raise LeadrrgError(f"config file {path}: {exc}") from None
 
 
+def load_config(path: str | Path, cls: type[C] = RunConfig) -> C:  # type: ignore[assignment]
+    path = Path(path)
+    return _config_from_file(path, cls, _read_config_dict(path))
+
+
 def load_run_config(path: str | Path) -> RunConfig:
     """A trained run's config.json, with settings it predates filled by the behaviour it was trained with."""
-    config = load_config(path)
-    data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
-    missing = []
+    path = Path(path)
+    data = _read_config_dict(path)
     for key, old in RUN_DEFAULTS_BEFORE_CHANGE.items():
         node = data
         for part in key[:-1]:
             node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and key[-1] not in node:
-            missing.append(f"{'.'.join(key)}={json.dumps(old) if not isinstance(old, str) else old}")
-    return apply_overrides(config, missing) if missing else config
+        if isinstance(node, dict):
+            node.setdefault(key[-1], old)
+    return _config_from_file(path, RunConfig, data)

@@ -217,29 +217,29 @@ class HFVisionEncoder(VisionEncoder):
         self.register_buffer("pixel_std", _channel_stats(std, self.model_channels), persistent=False)
         patch = getattr(hf_config, "patch_size", None)
         self.grid_side = config.image_size // patch if isinstance(patch, int) else None
-        with torch.no_grad():
-            probe = torch.zeros(1, config.channels, config.image_size, config.image_size)
-            try:
+        probe = torch.zeros(1, config.channels, config.image_size, config.image_size)
+        try:
+            with torch.enable_grad():  # freeze_unused reads this graph, however the encoder is built
                 tokens, _ = self.forward(probe)
-            except Exception as exc:
-                raise LeadrrgError(
-                    f"the vision model in {path} does not accept {config.image_size} px images ({exc}); "
-                    "set vision.image_size to the size it was trained on"
-                ) from None
+        except Exception as exc:
+            raise LeadrrgError(
+                f"the vision model in {path} does not accept {config.image_size} px images ({exc}); "
+                "set vision.image_size to the size it was trained on"
+            ) from None
         n = tokens.shape[1]
         side = math.isqrt(n)
         self.grid = (side, side) if side * side == n else (1, n)
         self.hidden_size = tokens.shape[-1]
-        self.freeze_unused(probe)
+        self.freeze_unused(tokens)
 
-    def freeze_unused(self, probe: torch.Tensor) -> None:
-        """Freeze the parameters the patch tokens do not depend on: a pooler or a classification head that
-        `AutoModel` keeps never gets a gradient, which DDP (without find_unused_parameters) reports as an error at
-        the second step. Frozen, they change nothing this encoder returns, and they are not saved with the run."""
+    def freeze_unused(self, tokens: torch.Tensor) -> None:
+        """Freeze the parameters the patch `tokens` (of a probe forward) do not depend on: a pooler or a
+        classification head that `AutoModel` keeps never gets a gradient, which DDP (without
+        find_unused_parameters) reports as an error at the second step. Frozen, they change nothing this encoder
+        returns, and they are not saved with the run."""
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         if not trainable:
             return
-        tokens, _ = self.forward(probe)
         grads = torch.autograd.grad(tokens.sum(), trainable, allow_unused=True)
         for parameter, grad in zip(trainable, grads):
             if grad is None:
