@@ -196,6 +196,10 @@ class GroundingConfig:
         True  # stop the LM loss at the expert features and probabilities: only L_cls trains
     )
     # the experts (two-stage classifiers as in RaDialog / CCD, in one pass)
+    expert_warmup_steps: int = 0  # stage 1: steps of the vision encoder + experts alone on L_cls before
+    # joint training (train/expert_warmup.py); 0: joint training only (the paper)
+    detach_vision: bool = False  # stop the LM loss at the vision tokens too: only L_cls trains the vision
+    # encoder (the decoder's visual prompt still goes through its trainable projector); needs experts
     balance: str = (
         "context"  # expert BCE weights: none | context (each expert's label made independent of the
     )
@@ -220,6 +224,7 @@ class GroundingConfig:
                 f"model.grounding.visual_dropout is {self.visual_dropout!r}; expected a number in [0, 1)"
             )
         _check_choice("model.grounding", "balance", self.balance, BALANCES)
+        _check_positive("model.grounding", "expert_warmup_steps", self.expert_warmup_steps, allow_zero=True)
         if not self.balance_clip >= 1.0:
             raise LeadrrgError(
                 f"model.grounding.balance_clip is {self.balance_clip!r}; expected a number >= 1"
