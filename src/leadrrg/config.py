@@ -200,9 +200,10 @@ class GroundingConfig:
     # joint training (train/expert_warmup.py); 0: joint training only (the paper)
     detach_vision: bool = False  # stop the LM loss at the vision tokens too: only L_cls trains the vision
     # encoder (the decoder's visual prompt still goes through its trainable projector); needs experts
-    balance: str = "none"  # expert BCE weights: none | context (each expert's label made independent of
-    # the other labels of the training data by inverse propensity weights: exclusive samples count more;
-    # measured to lower the experts' AUROC, docs/RESULTS.md)
+    balance: str = (
+        "context"  # expert BCE weights: none | context (each expert's label made independent of the
+    )
+    # other labels of the training data by inverse propensity weights: exclusive samples count more)
     balance_clip: float = 10.0  # context weights are clipped to [1 / clip, clip]
     visual_dropout: float = (
         0.0  # share of training studies whose visual prompt tokens are masked out, so that

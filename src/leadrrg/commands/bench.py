@@ -62,8 +62,9 @@ VARIANTS: dict[str, Variant] = {
         ("model.grounding.truth_forcing=0.5",), about="truth for half the studies"
     ),
     "lead_no_detach": Variant(("model.grounding.detach_experts=false",), about="LM loss trains the experts"),
-    "lead_no_warmup": Variant(
-        ("model.grounding.expert_warmup_steps=0",), about="joint training only (no stage 1 for the experts)"
+    "lead_stage1": Variant(
+        ("model.grounding.expert_warmup_steps=600", "model.grounding.balance=none"),
+        about="600 steps of vision + experts alone on plain BCE before joint training (preset lead_stage1)",
     ),
     "lead_detach_vision": Variant(
         ("model.grounding.detach_vision=true",), about="only L_cls trains the vision encoder"
@@ -71,9 +72,7 @@ VARIANTS: dict[str, Variant] = {
     "lead_query_readout": Variant(
         ("model.experts.readout=query",), about="experts read only their attended feature (no max-pooled one)"
     ),
-    "lead_context_balance": Variant(
-        ("model.grounding.balance=context",), about="context-balanced BCE for the experts"
-    ),
+    "lead_no_balance": Variant(("model.grounding.balance=none",), about="plain BCE for the experts"),
     "lead_mixture": Variant(
         ("model.injection.confidence=mixture",), about="p e + (1 - p) a, no present vector"
     ),

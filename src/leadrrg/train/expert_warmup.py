@@ -32,6 +32,7 @@ from torch import nn
 
 from leadrrg.data.collate import move_batch
 from leadrrg.errors import LeadrrgError
+from leadrrg.progress import Progress
 from leadrrg.train.distributed import DistContext
 from leadrrg.train.optim import build_optimizer, set_learning_rates
 from leadrrg.train.task import TrainingTask, make_train_loader, set_loader_epoch
@@ -57,9 +58,11 @@ class ExpertStage(nn.Module):
         return {"new": vision + experts}
 
 
-def warm_up_experts(task: TrainingTask, run_dir: Path, ctx: DistContext, autocast) -> None:
+def warm_up_experts(
+    task: TrainingTask, run_dir: Path, ctx: DistContext, autocast, quiet: bool = True
+) -> None:
     """Train `task.model`'s vision encoder and experts for `model.grounding.expert_warmup_steps` steps on L_cls.
-    `autocast()` returns the run's autocast context."""
+    `autocast()` returns the run's autocast context; unless `quiet`, rank 0 shows a progress line."""
     model, config = task.model, task.config
     steps = config.model.grounding.expert_warmup_steps
     if steps == 0:
@@ -78,6 +81,7 @@ def warm_up_experts(task: TrainingTask, run_dir: Path, ctx: DistContext, autocas
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     loader, sampler = make_train_loader(task, ctx)
     log = open(run_dir / "logs.jsonl", "a", encoding="utf-8") if ctx.is_main else None  # noqa: SIM115
+    bar = Progress(steps, "expert warm-up", unit="steps", enabled=ctx.is_main and not quiet)
     model.train()
     started, window, epoch = time.perf_counter(), [], 0
     try:
@@ -107,6 +111,7 @@ def warm_up_experts(task: TrainingTask, run_dir: Path, ctx: DistContext, autocas
                     torch.nn.utils.clip_grad_norm_(parameters, schedule.grad_clip)
                 optimizer.step()
                 step += 1
+                bar.update(1)
                 window.append(value)
                 if log is not None and (step % config.train.log_every == 0 or step == steps):
                     record = {
@@ -122,6 +127,7 @@ def warm_up_experts(task: TrainingTask, run_dir: Path, ctx: DistContext, autocas
                     window = []
             epoch += 1
     finally:
+        bar.close()
         if log is not None:
             log.close()
     optimizer.zero_grad(set_to_none=True)

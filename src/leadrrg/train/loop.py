@@ -553,7 +553,7 @@ def train(
         try:
             if checkpoint_dir is None:  # stage 1 (a resumed run's checkpoint holds its result)
                 warm_up_experts(
-                    task, out_dir, ctx, lambda: autocast_context(config.train.precision, ctx.device)
+                    task, out_dir, ctx, lambda: autocast_context(config.train.precision, ctx.device), quiet
                 )
             return fit(task, out_dir, ctx, checkpoint_dir, callbacks, quiet)
         except BaseException:
