@@ -16,7 +16,13 @@ from leadrrg.errors import LeadrrgError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", required=True, help="trained run directory (written by leadrrg train)")
+    parser.add_argument(
+        "--run",
+        "--run-dir",
+        dest="run",
+        required=True,
+        help="trained run directory (written by leadrrg train); --run-dir is the same, and the one torchrun accepts",
+    )
     parser.add_argument(
         "--images", nargs="+", required=True, metavar="IMAGE", help="one study's views, frontal first"
     )

@@ -19,7 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from leadrrg.inference.settings import ServeConfig
 
     defaults = ServeConfig()
-    parser.add_argument("--run", required=True, help="trained run directory (written by leadrrg train)")
+    parser.add_argument(
+        "--run",
+        "--run-dir",
+        dest="run",
+        required=True,
+        help="trained run directory (written by leadrrg train); --run-dir is the same, and the one torchrun accepts",
+    )
     parser.add_argument("--host", default=defaults.host, help="address to listen on (default: loopback only)")
     parser.add_argument(
         "--port", type=int, default=defaults.port, help=f"TCP port (default: {defaults.port})"
