@@ -63,6 +63,7 @@ def run_experiment(
     from leadrrg.data.manifests import load_studies
     from leadrrg.evaluate import evaluate_predictions
     from leadrrg.predict import generate_split
+    from leadrrg.provenance import predictions_meta
     from leadrrg.run_files import MODEL_FILE, load_run, weights_checksum
     from leadrrg.train import train
     from leadrrg.train.checkpoint import is_run_dir
@@ -110,6 +111,7 @@ def run_experiment(
             all_metrics[split] = evaluate_predictions(
                 records, split=split, section=run_config.data.section, meteor=meteor
             )
+            all_metrics[split]["meta"].update(predictions_meta(run_dir, run_config.decode, records))
             made_by[split] = provenance
             atomic_write_text(
                 metrics_path, json.dumps({**all_metrics, "provenance": made_by}, indent=2) + "\n"

@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -196,16 +197,30 @@ def _weight_defining(config: Any) -> Any:
 
 
 def load_run(
-    run_dir: str | Path, device: str | torch.device = "cpu"
+    run_dir: str | Path, device: str | torch.device = "cpu", overrides: Sequence[str] = ()
 ) -> tuple[nn.Module, ReportTokenizer, RunConfig]:
-    """(model in eval mode on `device`, tokenizer, config) of a trained run directory."""
+    """(model in eval mode on `device`, tokenizer, config) of a trained run directory. `overrides` are typed
+    `--set` overrides applied to config.json before the model is built; of the model's settings only
+    MOVABLE_SETTINGS may change (e.g. `model.decoder.pretrained_path=DIR` for a run whose base model moved).
+    The base model's fingerprint is checked against the run's provenance.json (`leadrrg.provenance`)."""
+    from leadrrg.config import apply_overrides
+    from leadrrg.provenance import check_base_models
+
     run_dir = Path(run_dir)
     for name in (CONFIG_FILE, MODEL_FILE, TOKENIZER_DIR):
         if not (run_dir / name).exists():
             raise LeadrrgError(
                 f"{run_dir} is not a trained leadrrg run: {name} is missing (train one with `leadrrg train`)"
             )
-    config = load_run_config(run_dir / CONFIG_FILE)
+    for text in overrides:
+        key = text.split("=", 1)[0].strip()
+        if key.startswith("model.") and key.rsplit(".", 1)[-1] not in MOVABLE_SETTINGS:
+            raise LeadrrgError(
+                f"--set {text!r}: the trained model's {key} cannot change at load; expected one of "
+                f"{', '.join(MOVABLE_SETTINGS)} (e.g. model.decoder.pretrained_path=DIR)"
+            )
+    config = apply_overrides(load_run_config(run_dir / CONFIG_FILE), list(overrides))
+    check_base_models(run_dir, config)
     tokenizer = ReportTokenizer.load(run_dir / TOKENIZER_DIR)
     model = build_model(config, tokenizer)
     load_model_weights(model, run_dir / MODEL_FILE)

@@ -38,8 +38,10 @@ from leadrrg.commands import add_overrides_argument, check_trained_overrides
 from leadrrg.config import DATA_FORMATS
 from leadrrg.errors import LeadrrgError
 from leadrrg.io import check_output_file, path_problem
+from leadrrg.provenance import BASE_PATH_OVERRIDES
 
-OVERRIDABLE = ("decode.", "data.")  # --set may change decoding and data reading, never the trained model
+# --set may change decoding, data reading and where the base model lies, never the trained model.
+OVERRIDABLE = ("decode.", "data.", *BASE_PATH_OVERRIDES)
 LOAD_THREADS = 2  # --inputs: images are read by this many threads, one batch ahead of decoding
 SHARD_CHUNK = 4  # under torchrun, batches decoded between two flushes of a rank's part file
 
@@ -96,7 +98,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from leadrrg.config import apply_overrides
     from leadrrg.inference import shards
     from leadrrg.inference.api import load
 
@@ -123,8 +124,7 @@ def run(args: argparse.Namespace) -> int:
         studies = find_studies(args.inputs, args.study_column, args.path_column)
     shard = shards.start(args.device, resolve_device)
     try:
-        generator = load(args.run, device=shard.device, seed=args.seed + shard.rank)
-        generator.config = apply_overrides(generator.config, args.overrides)
+        generator = load(args.run, device=shard.device, seed=args.seed + shard.rank, overrides=args.overrides)
         if args.images is not None:
             return generate_for_images(args, generator)
         if studies is not None:
