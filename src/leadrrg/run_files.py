@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,13 @@ def save_model_weights(model: nn.Module, path: str | Path) -> None:
     if dataclasses.is_dataclass(getattr(model, "config", None)):
         metadata["model_config"] = json.dumps(to_dict(model.config))
     save_file(tensors, str(path), metadata=metadata)
+    os.chmod(path, 0o666 & ~_umask())  # safetensors creates 0600 files; give it the mode open() would
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
