@@ -109,3 +109,33 @@ def test_moved_base_loads_with_an_override_and_another_base_is_refused(lora_run,
             leadrrg.load(run, device="cpu", overrides=["model.decoder.hidden_size=64"])
     finally:
         shutil.move(str(tmp_path / "elsewhere"), str(base))
+
+
+def test_train_resume_takes_a_moved_base_and_refuses_another(tmp_path, capsys):
+    from transformers import PreTrainedTokenizerFast
+
+    from leadrrg.constants import BOS_TOKEN, EOS_TOKEN
+    from leadrrg.train.loop import train
+    from tests.test_train_helpers import make_synth
+    from tests.test_train_helpers import tiny_config as tiny_run_config
+
+    data_root = make_synth(tmp_path / "data", train=4, val=2)
+    tokenizer = ReportTokenizer.train([findings for findings, _, _ in FIXTURE_REPORTS] * 4, vocab_size=300)
+    base = write_base(tmp_path / "base", tokenizer.vocab_size, seed=0)
+    hf = PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend, bos_token=BOS_TOKEN, eos_token=EOS_TOKEN)
+    hf.save_pretrained(base)
+    lora = [f"model.decoder.pretrained_path={base}", "model.decoder.lora_r=4", "train.batch_size=2"]
+    config = tiny_run_config(
+        data_root, *lora, "train.max_steps=1", "train.eval_every=0", "train.save_every=1"
+    )
+    run = tmp_path / "run"
+    train(config, run, quiet=True)
+    moved = base.rename(tmp_path / "moved")
+    argv = ["train", "--out", str(run), "--resume", "--quiet", "--set", "train.max_steps=2"]
+    assert main(argv) == 2  # the recorded base is gone: refused, with the override to give
+    assert "--set model.decoder.pretrained_path=DIR" in capsys.readouterr().err
+    assert main([*argv, "--set", f"model.decoder.pretrained_path={moved}"]) == 0
+    assert json.loads((run / "config.json").read_text())["model"]["decoder"]["pretrained_path"] == str(moved)
+    other = write_base(tmp_path / "other", tokenizer.vocab_size, seed=1)
+    assert main([*argv, "--set", "train.max_steps=3", "--set", f"model.decoder.pretrained_path={other}"]) == 2
+    assert "is not the one" in capsys.readouterr().err

@@ -185,7 +185,7 @@ def check_weights_file(
         )
     saved_config = metadata.get("model_config")
     if saved_config is not None and dataclasses.is_dataclass(getattr(model, "config", None)):
-        now, saved = _weight_defining(to_dict(model.config)), _weight_defining(json.loads(saved_config))
+        now, saved = weight_defining(to_dict(model.config)), weight_defining(json.loads(saved_config))
         difference = first_difference(now, saved, "model", now="in config.json", saved="in the weights")
         if difference:
             raise LeadrrgError(
@@ -198,10 +198,11 @@ def check_weights_file(
 MOVABLE_SETTINGS = ("pretrained_path", "load_dtype", "gradient_checkpointing", "freeze")
 
 
-def _weight_defining(config: Any) -> Any:
+def weight_defining(config: Any) -> Any:
+    """A model config dict without MOVABLE_SETTINGS: what must match for saved weights to mean the same."""
     if not isinstance(config, dict):
         return config
-    return {key: _weight_defining(value) for key, value in config.items() if key not in MOVABLE_SETTINGS}
+    return {key: weight_defining(value) for key, value in config.items() if key not in MOVABLE_SETTINGS}
 
 
 def load_run(
