@@ -205,6 +205,16 @@ def weight_defining(config: Any) -> Any:
     return {key: weight_defining(value) for key, value in config.items() if key not in MOVABLE_SETTINGS}
 
 
+def training_device(config: RunConfig) -> torch.device:
+    """The device the run trained on (train.device; auto: CUDA when available): where the demo and the
+    benchmarks generate after training, instead of the CPU."""
+    preference = config.train.device
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(preference)
+    return device if device.type != "cuda" or torch.cuda.is_available() else torch.device("cpu")
+
+
 def load_run(
     run_dir: str | Path, device: str | torch.device = "cpu", overrides: Sequence[str] = ()
 ) -> tuple[nn.Module, ReportTokenizer, RunConfig]:
