@@ -4,6 +4,7 @@
 RUN/
   config.json            the RunConfig (pretrained paths resolved to absolute local paths)
   tokenizer/             ReportTokenizer.save()
+  provenance.json        versions, git commit, command, device, data manifest hash, base-model fingerprints
   model.safetensors      trainable weights of the latest checkpoint (what load_run reads)
   checkpoint/            everything --resume needs, swapped in as a whole:
     model.safetensors      same weights (hard link when the file system allows)
