@@ -10,6 +10,9 @@ learn from the pixels at a budget from what the report loss adds; it is how `exp
         [--set model.experts.readout=query ...]
 
 DIR is a SynthCXR set (`leadrrg synth`; one view per study). Images are decoded once and kept in memory.
+`--eval-data SEL` scores on SEL's `val` and `shift_test` instead of DIR's `test` and `shift_test`: a selection
+set drawn with another seed (`leadrrg synth --out SEL --seed 7 --train 0 --test 0 --shift-test 300`), so that
+choices made with the probe are not tuned on the evaluation splits.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from leadrrg.model.experts import ExpertModule
 from leadrrg.model.vision import MultiViewEncoder
 
 SPLITS = ("train", "test", "shift_test")
+SELECTION_SPLITS = ("val", "shift_test")
 
 
 def load_split(root: str, manifest: list[dict], split: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,6 +50,7 @@ def load_split(root: str, manifest: list[dict], split: str, size: int) -> tuple[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="SynthCXR data root")
+    parser.add_argument("--eval-data", metavar="SEL", help="score on this SynthCXR set's val and shift_test")
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
@@ -57,7 +62,14 @@ def main() -> None:
 
     with open(f"{args.data}/manifest.jsonl", encoding="utf-8") as handle:
         manifest = [json.loads(line) for line in handle if line.strip()]
-    data = {s: load_split(args.data, manifest, s, vision.image_size) for s in SPLITS}
+    data = {"train": load_split(args.data, manifest, "train", vision.image_size)}
+    if args.eval_data:
+        with open(f"{args.eval_data}/manifest.jsonl", encoding="utf-8") as handle:
+            selection = [json.loads(line) for line in handle if line.strip()]
+        data |= {s: load_split(args.eval_data, selection, s, vision.image_size) for s in SELECTION_SPLITS}
+    else:
+        data |= {s: load_split(args.data, manifest, s, vision.image_size) for s in SPLITS[1:]}
+    scored = [s for s in data if s != "train"]
     encoder = MultiViewEncoder(vision, max_views=1)
     experts = ExpertModule(config.model.experts, encoder.hidden_size)
     params = [*encoder.parameters(), *experts.parameters()]
@@ -80,7 +92,7 @@ def main() -> None:
         encoder.eval(), experts.eval()
         scores = {}
         with torch.no_grad():
-            for split in SPLITS[1:]:
+            for split in scored:
                 images, targets = data[split]
                 logits = torch.cat([logits_of(images[i : i + 64]) for i in range(0, len(images), 64)]).numpy()
                 scores[split] = {
@@ -107,8 +119,9 @@ def main() -> None:
             scores = evaluate()
             macro = {s: float(np.mean([v for v in a.values() if v is not None])) for s, a in scores.items()}
             print(
-                f"step {step}: loss {loss.item():.3f}, expert macro AUROC test {macro['test']:.3f}, "
-                f"shift_test {macro['shift_test']:.3f} ({time.perf_counter() - start:.0f} s)",
+                f"step {step}: loss {loss.item():.3f}, expert macro AUROC "
+                + ", ".join(f"{split} {value:.3f}" for split, value in macro.items())
+                + f" ({time.perf_counter() - start:.0f} s)",
                 flush=True,
             )
     for split, aurocs in scores.items():

@@ -18,6 +18,8 @@ TINY = [
     "train.save_every=2",
     "--set",
     "decode.max_new_tokens=8",
+    "--set",
+    "model.grounding.expert_warmup_steps=2",  # stage 1 runs (the preset's 600 steps would take minutes)
     "--no-meteor",
 ]
 

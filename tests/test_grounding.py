@@ -113,6 +113,20 @@ def test_detached_experts_get_no_lm_gradient(detach):
     assert model.expert_projections.up.grad.abs().sum() > 0  # the injection itself still trains
 
 
+@pytest.mark.parametrize("detach", [True, False])
+def test_detached_vision_learns_only_from_the_classification_loss(detach):
+    model = _model(truth_forcing=0.0, detach_vision=detach).train()
+    out = model(**tiny_batch())
+    out["lm_loss"].backward()
+    vision_grads = [p.grad for p in model.vision.parameters() if p.requires_grad]
+    reached = any(g is not None and g.abs().sum() > 0 for g in vision_grads)
+    assert reached is (not detach)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.projector.parameters())
+    model.zero_grad()
+    model(**tiny_batch())["cls_loss"].backward()  # the experts' loss still trains the encoder
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.vision.parameters())
+
+
 def test_expert_probability_override_reaches_the_decoder():
     model = _model()
     batch = tiny_batch()

@@ -96,6 +96,16 @@ def test_golden_meteor(golden_scores):
     assert golden_scores["meteor"] == pytest.approx(GOLDEN["meteor"], abs=1e-6)
 
 
+@pytest.mark.skipif(not HAVE_JAVA, reason="METEOR needs java on PATH")
+def test_meteor_runs_one_jvm_per_process():
+    from leadrrg.metrics import nlg
+
+    first = nlg_scores(REFERENCES, HYPOTHESES)["meteor"]
+    process = nlg._SCORER[1].meteor_p
+    assert nlg_scores(REFERENCES, HYPOTHESES)["meteor"] == first == pytest.approx(GOLDEN["meteor"], abs=1e-6)
+    assert nlg._SCORER[1].meteor_p is process and process.poll() is None  # the same JVM, still running
+
+
 def test_golden_values_with_empty_hypothesis():
     scores = nlg_scores(REFERENCES, HYPOTHESES[:3] + [""], meteor=False)
     for name, value in GOLDEN_EMPTY_LAST.items():

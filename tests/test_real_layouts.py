@@ -17,6 +17,7 @@ TINY = [
     "data.num_workers=0",
     "decode.max_new_tokens=6",
     "decode.batch_size=2",
+    "model.grounding.expert_warmup_steps=0",
 ]
 
 

@@ -184,8 +184,8 @@ BALANCES = ("none", "context")
 class GroundingConfig:
     """How the experts are trained and what the decoder is told during training (docs/FAITHFULNESS.md).
 
-    The paper's recipe (preset `lead_paper`) is truth_forcing=0, detach_experts=false, balance=none: the decoder
-    reads the experts' own probabilities and the LM loss trains the experts. The default makes the channel count:
+    The paper's recipe (preset `lead_paper`) is truth_forcing=0, detach_experts=false, expert_warmup_steps=0: the
+    decoder reads the experts' own probabilities and the LM loss trains the experts. The default makes the channel count:
     the decoder learns that p means what it says, and the experts learn the image, not the co-occurrence prior."""
 
     truth_forcing: float = 1.0  # share of training studies whose decoder reads the ground-truth labels as p
@@ -196,10 +196,13 @@ class GroundingConfig:
         True  # stop the LM loss at the expert features and probabilities: only L_cls trains
     )
     # the experts (two-stage classifiers as in RaDialog / CCD, in one pass)
-    balance: str = (
-        "context"  # expert BCE weights: none | context (each expert's label made independent of the
-    )
-    # other labels of the training data by inverse propensity weights: exclusive samples count more)
+    expert_warmup_steps: int = 0  # stage 1: steps of the vision encoder + experts alone on L_cls before
+    # joint training (train/expert_warmup.py); 0: joint training only (the paper)
+    detach_vision: bool = False  # stop the LM loss at the vision tokens too: only L_cls trains the vision
+    # encoder (the decoder's visual prompt still goes through its trainable projector); needs experts
+    balance: str = "none"  # expert BCE weights: none | context (each expert's label made independent of
+    # the other labels of the training data by inverse propensity weights: exclusive samples count more;
+    # measured to lower the experts' AUROC, docs/RESULTS.md)
     balance_clip: float = 10.0  # context weights are clipped to [1 / clip, clip]
     visual_dropout: float = (
         0.0  # share of training studies whose visual prompt tokens are masked out, so that
@@ -220,6 +223,7 @@ class GroundingConfig:
                 f"model.grounding.visual_dropout is {self.visual_dropout!r}; expected a number in [0, 1)"
             )
         _check_choice("model.grounding", "balance", self.balance, BALANCES)
+        _check_positive("model.grounding", "expert_warmup_steps", self.expert_warmup_steps, allow_zero=True)
         if not self.balance_clip >= 1.0:
             raise LeadrrgError(
                 f"model.grounding.balance_clip is {self.balance_clip!r}; expected a number >= 1"

@@ -185,7 +185,8 @@ def check_weights_file(
         )
     saved_config = metadata.get("model_config")
     if saved_config is not None and dataclasses.is_dataclass(getattr(model, "config", None)):
-        now, saved = weight_defining(to_dict(model.config)), weight_defining(json.loads(saved_config))
+        saved = weight_defining(json.loads(saved_config))
+        now = _known_to(saved, weight_defining(to_dict(model.config)))
         difference = first_difference(now, saved, "model", now="in config.json", saved="in the weights")
         if difference:
             raise LeadrrgError(
@@ -203,6 +204,14 @@ def weight_defining(config: Any) -> Any:
     if not isinstance(config, dict):
         return config
     return {key: weight_defining(value) for key, value in config.items() if key not in MOVABLE_SETTINGS}
+
+
+def _known_to(saved: Any, now: Any) -> Any:
+    """`now` without the settings `saved` lacks: a setting added after the weights were written is not compared
+    (`config.load_run_config` gives it the value the run was trained with)."""
+    if not (isinstance(saved, dict) and isinstance(now, dict)):
+        return now
+    return {key: _known_to(saved[key], value) for key, value in now.items() if key in saved}
 
 
 def training_device(config: RunConfig) -> torch.device:

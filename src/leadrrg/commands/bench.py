@@ -38,10 +38,14 @@ PAPER = (
     "model.grounding.truth_forcing=0",
     "model.grounding.detach_experts=false",
     "model.grounding.balance=none",
+    "model.grounding.expert_warmup_steps=0",
 )
 
 VARIANTS: dict[str, Variant] = {
-    "lvlm": Variant(("model.injection.fusion=none",), about="plain LVLM, no experts"),
+    "lvlm": Variant(
+        ("model.injection.fusion=none", "model.grounding.expert_warmup_steps=0"),
+        about="plain LVLM, no experts",
+    ),
     "lvlm_cls": Variant(
         ("model.injection.fusion=aux",), about="LVLM + the same experts and L_cls, nothing fused"
     ),
@@ -58,10 +62,18 @@ VARIANTS: dict[str, Variant] = {
         ("model.grounding.truth_forcing=0.5",), about="truth for half the studies"
     ),
     "lead_no_detach": Variant(("model.grounding.detach_experts=false",), about="LM loss trains the experts"),
+    "lead_no_warmup": Variant(
+        ("model.grounding.expert_warmup_steps=0",), about="joint training only (no stage 1 for the experts)"
+    ),
+    "lead_detach_vision": Variant(
+        ("model.grounding.detach_vision=true",), about="only L_cls trains the vision encoder"
+    ),
     "lead_query_readout": Variant(
         ("model.experts.readout=query",), about="experts read only their attended feature (no max-pooled one)"
     ),
-    "lead_no_balance": Variant(("model.grounding.balance=none",), about="plain BCE for the experts"),
+    "lead_context_balance": Variant(
+        ("model.grounding.balance=context",), about="context-balanced BCE for the experts"
+    ),
     "lead_mixture": Variant(
         ("model.injection.confidence=mixture",), about="p e + (1 - p) a, no present vector"
     ),

@@ -17,7 +17,10 @@ from typing import Any
 from leadrrg.commands import add_overrides_argument
 
 SPLITS = ("test", "shift_test")
-MODELS = (("lvlm", "plain LVLM", ("model.injection.fusion=none",)), ("lead", "LEAD", ()))
+MODELS = (
+    ("lvlm", "plain LVLM", ("model.injection.fusion=none", "model.grounding.expert_warmup_steps=0")),
+    ("lead", "LEAD", ()),
+)
 
 # (label, metric key, format) rows of the summary table.
 SUMMARY_ROWS: tuple[tuple[str, str, str], ...] = (

@@ -38,7 +38,9 @@ is ``None`` and the reason is in ``missing["meteor"]``; nothing is guessed.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import os
 import re
 import shutil
 import subprocess
@@ -115,33 +117,52 @@ def _close_meteor(scorer: Any) -> str:
     return stderr.decode("utf-8", errors="replace").strip()[-500:]
 
 
+# One METEOR JVM per process and java: starting it and loading its tables is most of METEOR's time.
+_SCORER: tuple[str, Any] | None = None  # (the java it runs on, pycocoevalcap's wrapper)
+
+
+def _meteor_scorer(java: str) -> Any:
+    """The process's METEOR scorer on `java` (started on first use, stopped at exit or when java changes)."""
+    global _SCORER
+    if _SCORER is not None and _SCORER[0] != java:
+        _stop_meteor()
+    if _SCORER is None:
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        _SCORER = (java, Meteor())  # starts `java -jar meteor-1.5.jar` at once
+        atexit.register(_stop_meteor)
+    return _SCORER[1]
+
+
+def _stop_meteor() -> str:
+    """Stop the process's METEOR scorer, if one runs; the tail of its stderr."""
+    global _SCORER
+    running, _SCORER = _SCORER, None
+    return _close_meteor(running[1]) if running is not None else ""
+
+
 def _meteor_score(gts: dict[int, list[str]], res: dict[int, list[str]]) -> tuple[float | None, str | None]:
     """METEOR through pycocoevalcap's wrapper: ``(score, None)``, or ``(None, reason)`` when Java is
     missing or the jar fails. Only the failures of the external tool are caught: a broken pipe or an
-    unreadable answer (the jar died, or printed something that is not a score)."""
-    if shutil.which("java") is None:
+    unreadable answer (the jar died, or printed something that is not a score). A scorer that failed is
+    stopped; the next call starts a new one."""
+    java = shutil.which("java")
+    if java is None:
         return None, "java not found on PATH (METEOR needs Java to run pycocoevalcap's meteor-1.5.jar)"
-    from pycocoevalcap.meteor.meteor import Meteor
-
     try:
-        scorer = Meteor()  # starts `java -jar meteor-1.5.jar` at once
+        scorer = _meteor_scorer(os.path.realpath(java))
     except OSError as exc:  # java on PATH but not executable
         return None, f"could not start java for METEOR ({type(exc).__name__}: {exc})"
-    failure: str | None = None
-    score: float | None = None
     try:
-        score = float(scorer.compute_score(gts, res)[0])
+        return float(scorer.compute_score(gts, res)[0]), None
     except (OSError, ValueError) as exc:  # BrokenPipeError when the JVM died; ValueError: float(b'')
         failure = f"{type(exc).__name__}: {exc}"
         # the wrapper holds its lock when the jar fails mid-answer; release it so __del__ cannot deadlock
         if scorer.lock.locked():
             scorer.lock.release()
-    finally:
-        stderr = _close_meteor(scorer)
-    if failure is not None:
-        detail = f"; java stderr: {stderr}" if stderr else ""
-        return None, f"METEOR jar failed ({failure}){detail}"
-    return score, None
+    stderr = _stop_meteor()
+    detail = f"; java stderr: {stderr}" if stderr else ""
+    return None, f"METEOR jar failed ({failure}){detail}"
 
 
 def nlg_scores(

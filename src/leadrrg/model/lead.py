@@ -186,8 +186,11 @@ class LeadModel(nn.Module):
         `expert_probs` (B, K) replaces the experts' probabilities for the decoder (oracle, flip, override);
         `expert_labels` (B, 14 or K) are used in training only, for truth forcing (see `decoder_probs`)."""
         vision = self.vision(images, view_mask)  # tokens (B, V*N, Dv), token_mask (B, V*N)
+        prompt_source = vision.tokens
+        if self.experts is not None and self.config.grounding.detach_vision:
+            prompt_source = prompt_source.detach()  # the LM loss stops here: only L_cls trains the encoder
         pooled, prompt_mask = pool_view_grids(
-            vision.tokens, vision.token_mask, vision.num_views, vision.grid, self.config.visual_pool
+            prompt_source, vision.token_mask, vision.num_views, vision.grid, self.config.visual_pool
         )  # (B, V*N', Dv), (B, V*N')
         visual_tokens = self.projector(pooled)  # (B, V*N', D)
         if self.experts is None:
@@ -286,6 +289,16 @@ class LeadModel(nn.Module):
             "expert_logits": context.expert_logits,
             "lm_tokens": (targets[:, -keep:][:, 1:] != IGNORE_INDEX).sum(),
         }
+
+    def classification_forward(
+        self, images: torch.Tensor, view_mask: torch.Tensor, expert_labels: torch.Tensor
+    ) -> torch.Tensor:
+        """L_cls alone: vision encoder and experts, no decoder (stage 1, `grounding.expert_warmup_steps`).
+        images (B, V, C, H, W), view_mask (B, V), expert_labels (B, 14 or K) -> the joint stage's cls_loss."""
+        vision = self.vision(images, view_mask)
+        _, logits = self.experts(vision.tokens, vision.token_mask)  # (B, K)
+        labels = self.select_expert_labels(expert_labels)
+        return classification_loss(logits, labels, self.config.label_policy, self.balance)
 
     def lm_forward(
         self,

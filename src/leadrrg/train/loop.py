@@ -49,6 +49,7 @@ from leadrrg.train.distributed import (
     init_distributed,
     shutdown,
 )
+from leadrrg.train.expert_warmup import warm_up_experts
 from leadrrg.train.optim import build_optimizer, set_learning_rates
 from leadrrg.train.task import (
     TrainingTask,
@@ -556,6 +557,10 @@ def train(
                 ckpt.init_run_dir(out_dir, config, task.tokenizer)
         barrier(ctx)
         try:
+            if checkpoint_dir is None:  # stage 1 (a resumed run's checkpoint holds its result)
+                warm_up_experts(
+                    task, out_dir, ctx, lambda: autocast_context(config.train.precision, ctx.device)
+                )
             return fit(task, out_dir, ctx, checkpoint_dir, callbacks, quiet)
         except BaseException:
             # A new run that stopped before its first checkpoint is not a run: leave nothing behind.
