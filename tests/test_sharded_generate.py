@@ -54,7 +54,7 @@ def as_tiny(line: str, data_root: Path, run_dir: Path, preds: Path) -> list[str]
 
 def torchrun(argv: list[str]) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{shlex.join(argv)}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
 
 
