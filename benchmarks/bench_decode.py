@@ -3,6 +3,11 @@ and of Hugging Face `generate()` on the same base decoder with the same prompt e
 
     .venv/bin/python benchmarks/bench_decode.py [--run RUN] [--batch-sizes 1 16] [--new-tokens 64] [--repeats 5]
                                                 [--threads 1] [--device cpu] [--set model.decoder.hidden_size=512]
+                                                [--cache static] [--compile] [--bandwidth-mb 1024]
+
+With batch 1 it also prints, from the same run, the measured memory read bandwidth (the median time to sum a
+large float32 tensor), the bound it puts on batch-1 decoding (bandwidth / decoder weight bytes read per token)
+and the share of that bound our LEAD decoding reaches.
 
 Models: the `demo` preset's model (random init, the zero-initialised projections W^l given small random values
 so that injection is active), or the run given with --run (its `none` twin then has the same architecture, random
@@ -68,11 +73,50 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def ours(model, tokenizer, images, view_mask, new_tokens: int) -> int:
+def read_bandwidth(device: torch.device, megabytes: int = 1024, repeats: int = 5) -> float:
+    """Memory read bandwidth in bytes/s: the median time to sum a `megabytes` float32 tensor (noisy on a shared
+    machine: measured once per run, beside the decoding it bounds)."""
+    values = torch.ones(megabytes * 2**20 // 4, dtype=torch.float32, device=device)
+    values.sum()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        values.sum()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return values.numel() * values.element_size() / statistics.median(times)
+
+
+def weight_bytes_per_token(model) -> int:
+    """Bytes of decoder weights read per decoding step at batch 1: every LM parameter once (tied ones once),
+    except the input embedding table when it is not the output head (one row of it is read)."""
+    lm = model.lm
+    embedding, head = lm.get_input_embeddings().weight, lm.get_output_embeddings().weight
+    seen, total = set(), 0
+    for parameter in lm.parameters():
+        if parameter.data_ptr() in seen or (
+            parameter is embedding and embedding.data_ptr() != head.data_ptr()
+        ):
+            continue
+        seen.add(parameter.data_ptr())
+        total += parameter.numel() * parameter.element_size()
+    return total
+
+
+def ours(
+    model, tokenizer, images, view_mask, new_tokens: int, cache: str = "dynamic", compile: bool = False
+) -> int:
     from leadrrg.config import DecodeConfig
     from leadrrg.inference.decoding import generate_reports
 
-    decode = DecodeConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, batch_size=images.shape[0])
+    decode = DecodeConfig(
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        batch_size=images.shape[0],
+        cache=cache,
+        compile=compile,
+    )
     reports = generate_reports(model, tokenizer, images, view_mask, decode)
     return sum(len(report.token_ids) for report in reports)
 
@@ -132,6 +176,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
+        "--cache", choices=("dynamic", "static"), default="dynamic", help="our decoder's KV cache"
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile our one-token step")
+    parser.add_argument(
+        "--bandwidth-mb", type=int, default=1024, help="tensor summed to measure read bandwidth"
+    )
+    parser.add_argument(
         "--set", dest="overrides", action="append", default=[], help="override of the demo config (no --run)"
     )
     args = parser.parse_args()
@@ -147,8 +198,8 @@ def main() -> None:
         f"median of {args.repeats}"
     )
     rows = {
-        "ours layerwise": lambda *a: ours(lead, tokenizer, *a),
-        "ours none": lambda *a: ours(none, tokenizer, *a),
+        "ours layerwise": lambda *a: ours(lead, tokenizer, *a, args.cache, args.compile),
+        "ours none": lambda *a: ours(none, tokenizer, *a, args.cache, args.compile),
         "HF generate() none": lambda *a: hf(none, tokenizer, *a),
         "HF generate() layerwise": lambda *a: hf(lead, tokenizer, *a),
     }
@@ -188,6 +239,16 @@ def main() -> None:
     }
     for name, ratio in ratios.items():
         print(f"{name:26s}" + "".join(f"{ratio(b):16.3f}" for b in args.batch_sizes))
+    if 1 in args.batch_sizes:  # batch 1 is bound by reading the weights once per token
+        bandwidth = read_bandwidth(device, args.bandwidth_mb)
+        weights = weight_bytes_per_token(lead)
+        bound = bandwidth / weights
+        reached = results[("ours layerwise", 1)]
+        print(
+            f"read bandwidth {bandwidth / 1e9:.1f} GB/s (sum of a {args.bandwidth_mb} MiB float32 tensor); "
+            f"decoder weights read per token {weights / 1e6:.0f} MB; bound {bound:.1f} tokens/s at batch 1; "
+            f"ours layerwise {reached:.1f} tokens/s = {100 * reached / bound:.0f}% of it"
+        )
 
 
 if __name__ == "__main__":

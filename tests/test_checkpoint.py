@@ -33,7 +33,15 @@ def test_run_directory_layout(trained_run):
     run_dir, summary = trained_run
     assert summary["steps"] == 4 and summary["final_val_loss"] is not None
     names = sorted(p.name for p in run_dir.iterdir())
-    assert names == ["checkpoint", "config.json", "logs.jsonl", "model.safetensors", "tb", "tokenizer"]
+    assert names == [
+        "checkpoint",
+        "config.json",
+        "logs.jsonl",
+        "model.safetensors",
+        "provenance.json",
+        "tb",
+        "tokenizer",
+    ]
     assert sorted(p.name for p in (run_dir / "checkpoint").iterdir()) == [
         "model.safetensors",
         "optimizer.safetensors",

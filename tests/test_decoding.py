@@ -385,3 +385,22 @@ def test_other_fusions_decode_without_evidence_tensors(tokenizer, studies, fusio
     assert len({tuple(ids) for ids in ids_of(reports)}) > 1  # the output depends on the image
     beam = generate(model, tokenizer, studies, max_new_tokens=12, strategy="beam", num_beams=2, evidence=True)
     assert all(len(report.token_ids) <= 12 and report.gates is None for report in beam)
+
+
+def test_static_cache_and_compiled_step_equal_the_dynamic_cache(tokenizer, studies, monkeypatch):
+    model = random_model(tokenizer)  # never stops: every step of the static path is exercised
+    images, view_mask = studies
+    dynamic = generate_reports(model, tokenizer, images, view_mask, DecodeConfig(max_new_tokens=20), True)
+    static = generate_reports(
+        model, tokenizer, images, view_mask, DecodeConfig(max_new_tokens=20, cache="static"), True
+    )
+    assert ids_of(static) == ids_of(dynamic) and len(dynamic[0].token_ids) == 20
+    for a, b in zip(static, dynamic):
+        torch.testing.assert_close(a.gates, b.gates)
+        torch.testing.assert_close(a.alpha, b.alpha)
+    compiled = []  # the wiring only: a real compile takes minutes on CPU (the GPU benchmark compiles for real)
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: compiled.append(kwargs) or fn)
+    decode = DecodeConfig(max_new_tokens=20, cache="static", compile=True)
+    assert ids_of(generate_reports(model, tokenizer, images, view_mask, decode)) == ids_of(dynamic)
+    assert compiled == [{"mode": None, "dynamic": False}]
+    assert_scope_clear(model)

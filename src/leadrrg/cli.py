@@ -40,6 +40,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "leadrrg.commands.demo",
         "synthesise, train, generate and evaluate the embedded default end to end",
     ),
+    "export": (
+        "leadrrg.commands.export",
+        "a trained run as a model to share: weights, config, tokenizer, provenance and a model card",
+    ),
     "bench": ("leadrrg.commands.bench", "benchmarks: faithfulness ablations, speed"),
     "backbone": (
         "leadrrg.commands.backbone",

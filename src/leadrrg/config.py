@@ -336,9 +336,16 @@ class DecodeConfig:
     expert_bias: float = 0.0  # CCD-style expert logit bias on finding-word tokens (leadrrg.expert_bias):
     # strength multiplying log(p / (1 - p)) of each expert; 0 disables
     expert_bias_gamma: float = 10.0  # the per-token bias is clipped to [-log gamma, log gamma] (> 1)
+    cache: str = (
+        "dynamic"  # KV cache of greedy / sampled decoding: dynamic | static (preallocated; for compile)
+    )
+    compile: bool = (
+        False  # torch.compile the one-token decoding step (with cache=static; CUDA graphs on GPUs)
+    )
 
     def __post_init__(self) -> None:
         _check_choice("decode", "strategy", self.strategy, STRATEGIES)
+        _check_choice("decode", "cache", self.cache, ("dynamic", "static"))
         _check_positive("decode", "num_beams", self.num_beams)
         _check_positive("decode", "max_new_tokens", self.max_new_tokens)
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:

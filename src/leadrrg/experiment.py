@@ -63,7 +63,8 @@ def run_experiment(
     from leadrrg.data.manifests import load_studies
     from leadrrg.evaluate import evaluate_predictions
     from leadrrg.predict import generate_split
-    from leadrrg.run_files import MODEL_FILE, load_run, weights_checksum
+    from leadrrg.provenance import predictions_meta
+    from leadrrg.run_files import MODEL_FILE, load_run, training_device, weights_checksum
     from leadrrg.train import train
     from leadrrg.train.checkpoint import is_run_dir
 
@@ -74,7 +75,9 @@ def run_experiment(
     summary = train(config, run_dir, resume=is_run_dir(run_dir), quiet=quiet)
     seconds["train"] = time.perf_counter() - start
 
-    model, tokenizer, run_config = load_run(run_dir)
+    model, tokenizer, run_config = load_run(
+        run_dir, device=training_device(config)
+    )  # not the CPU after GPU training
     run_config = apply_overrides(run_config, list(decode_overrides))
     provenance = {
         "steps": summary.get("steps"),
@@ -110,6 +113,7 @@ def run_experiment(
             all_metrics[split] = evaluate_predictions(
                 records, split=split, section=run_config.data.section, meteor=meteor
             )
+            all_metrics[split]["meta"].update(predictions_meta(run_dir, run_config.decode, records))
             made_by[split] = provenance
             atomic_write_text(
                 metrics_path, json.dumps({**all_metrics, "provenance": made_by}, indent=2) + "\n"
@@ -140,12 +144,13 @@ def diagnose_experiment(
     from leadrrg.config import apply_overrides, to_dict
     from leadrrg.data.manifests import load_studies
     from leadrrg.diagnose import diagnose
-    from leadrrg.run_files import MODEL_FILE, load_run, weights_checksum
+    from leadrrg.run_files import MODEL_FILE, load_run, training_device, weights_checksum
 
     run_dir = Path(run_dir)
     results_dir = Path(results_dir) if results_dir is not None else run_dir
     path = results_dir / DIAGNOSIS
     model, tokenizer, config = load_run(run_dir)
+    model.to(training_device(config))  # generate where the run trained
     if config.model.injection.fusion == "none":
         return {}
     config = apply_overrides(config, list(decode_overrides))

@@ -15,6 +15,8 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +108,13 @@ def save_model_weights(model: nn.Module, path: str | Path) -> None:
     if dataclasses.is_dataclass(getattr(model, "config", None)):
         metadata["model_config"] = json.dumps(to_dict(model.config))
     save_file(tensors, str(path), metadata=metadata)
+    os.chmod(path, 0o666 & ~_umask())  # safetensors creates 0600 files; give it the mode open() would
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -176,8 +185,8 @@ def check_weights_file(
         )
     saved_config = metadata.get("model_config")
     if saved_config is not None and dataclasses.is_dataclass(getattr(model, "config", None)):
-        saved = _weight_defining(json.loads(saved_config))
-        now = _known_to(saved, _weight_defining(to_dict(model.config)))
+        saved = weight_defining(json.loads(saved_config))
+        now = _known_to(saved, weight_defining(to_dict(model.config)))
         difference = first_difference(now, saved, "model", now="in config.json", saved="in the weights")
         if difference:
             raise LeadrrgError(
@@ -190,10 +199,11 @@ def check_weights_file(
 MOVABLE_SETTINGS = ("pretrained_path", "load_dtype", "gradient_checkpointing", "freeze")
 
 
-def _weight_defining(config: Any) -> Any:
+def weight_defining(config: Any) -> Any:
+    """A model config dict without MOVABLE_SETTINGS: what must match for saved weights to mean the same."""
     if not isinstance(config, dict):
         return config
-    return {key: _weight_defining(value) for key, value in config.items() if key not in MOVABLE_SETTINGS}
+    return {key: weight_defining(value) for key, value in config.items() if key not in MOVABLE_SETTINGS}
 
 
 def _known_to(saved: Any, now: Any) -> Any:
@@ -204,17 +214,41 @@ def _known_to(saved: Any, now: Any) -> Any:
     return {key: _known_to(saved[key], value) for key, value in now.items() if key in saved}
 
 
+def training_device(config: RunConfig) -> torch.device:
+    """The device the run trained on (train.device; auto: CUDA when available): where the demo and the
+    benchmarks generate after training, instead of the CPU."""
+    preference = config.train.device
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(preference)
+    return device if device.type != "cuda" or torch.cuda.is_available() else torch.device("cpu")
+
+
 def load_run(
-    run_dir: str | Path, device: str | torch.device = "cpu"
+    run_dir: str | Path, device: str | torch.device = "cpu", overrides: Sequence[str] = ()
 ) -> tuple[nn.Module, ReportTokenizer, RunConfig]:
-    """(model in eval mode on `device`, tokenizer, config) of a trained run directory."""
+    """(model in eval mode on `device`, tokenizer, config) of a trained run directory. `overrides` are typed
+    `--set` overrides applied to config.json before the model is built; of the model's settings only
+    MOVABLE_SETTINGS may change (e.g. `model.decoder.pretrained_path=DIR` for a run whose base model moved).
+    The base model's fingerprint is checked against the run's provenance.json (`leadrrg.provenance`)."""
+    from leadrrg.config import apply_overrides
+    from leadrrg.provenance import check_base_models
+
     run_dir = Path(run_dir)
     for name in (CONFIG_FILE, MODEL_FILE, TOKENIZER_DIR):
         if not (run_dir / name).exists():
             raise LeadrrgError(
                 f"{run_dir} is not a trained leadrrg run: {name} is missing (train one with `leadrrg train`)"
             )
-    config = load_run_config(run_dir / CONFIG_FILE)
+    for text in overrides:
+        key = text.split("=", 1)[0].strip()
+        if key.startswith("model.") and key.rsplit(".", 1)[-1] not in MOVABLE_SETTINGS:
+            raise LeadrrgError(
+                f"--set {text!r}: the trained model's {key} cannot change at load; expected one of "
+                f"{', '.join(MOVABLE_SETTINGS)} (e.g. model.decoder.pretrained_path=DIR)"
+            )
+    config = apply_overrides(load_run_config(run_dir / CONFIG_FILE), list(overrides))
+    check_base_models(run_dir, config)
     tokenizer = ReportTokenizer.load(run_dir / TOKENIZER_DIR)
     model = build_model(config, tokenizer)
     load_model_weights(model, run_dir / MODEL_FILE)

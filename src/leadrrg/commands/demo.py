@@ -112,9 +112,10 @@ def flip_example(run_dir: Path, split: str, search: int = 32) -> str:
     from leadrrg.constants import OBSERVATIONS
     from leadrrg.data.manifests import load_studies
     from leadrrg.predict import generate_split
-    from leadrrg.run_files import load_run
+    from leadrrg.run_files import load_run, training_device
 
     model, tokenizer, config = load_run(run_dir)
+    model.to(training_device(config))  # generate where the run trained, not on the CPU
     studies = load_studies(config.data, split)[:search]
     records = generate_split(model, tokenizer, config, studies, config.decode, evidence=True)
     names = list(config.model.experts.names)

@@ -16,7 +16,13 @@ from leadrrg.errors import LeadrrgError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", required=True, help="trained run directory (written by leadrrg train)")
+    parser.add_argument(
+        "--run",
+        "--run-dir",
+        dest="run",
+        required=True,
+        help="trained run directory (written by leadrrg train); --run-dir is the same, and the one torchrun accepts",
+    )
     parser.add_argument(
         "--images", nargs="+", required=True, metavar="IMAGE", help="one study's views, frontal first"
     )
@@ -28,16 +34,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from leadrrg.commands.generate import check_run_dir, resolve_device
-    from leadrrg.config import apply_overrides
     from leadrrg.inference.api import load
     from leadrrg.inference.explain import evidence_table, explain_html, heatmap_png, preview_png
     from leadrrg.inference.inputs import to_gray
     from leadrrg.io import atomic_open, atomic_write_text
+    from leadrrg.provenance import BASE_PATH_OVERRIDES
 
-    check_trained_overrides(args.overrides, ("decode.",), "here")
+    check_trained_overrides(args.overrides, ("decode.", *BASE_PATH_OVERRIDES), "here")
     check_run_dir(Path(args.run))
-    generator = load(args.run, device=resolve_device(args.device))
-    generator.config = apply_overrides(generator.config, args.overrides)
+    generator = load(args.run, device=resolve_device(args.device), overrides=args.overrides)
     if len(args.images) > generator.max_views:
         raise LeadrrgError(
             f"{len(args.images)} images given but this model reads at most {generator.max_views} view(s) per study"

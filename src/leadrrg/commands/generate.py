@@ -16,6 +16,13 @@ line is `{"id", "images", "report", "findings", "expert_probs"[, "evidence"][, "
 interrupted run resumes where it stopped (finished studies are skipped; `--restart` starts over). Bad images
 are listed in their study's line and counted at the end; they never stop the batch.
 
+Under torchrun (`torchrun --nproc_per_node N -m leadrrg.cli generate --run-dir RUN --split test --out
+preds.jsonl`; torchrun itself takes `--run` for its own `--run-path`, hence `--run-dir`) data and inputs mode
+are sharded: each rank decodes every N-th study into a part file beside --out, and rank 0 merges the parts into
+one file in input order, checked for duplicates and gaps (`leadrrg.inference.shards`). A killed sharded run
+resumes from its part files, with any number of processes; `--restart` discards them. Greedy and beam output
+is the single-process output; sampling draws from seed + rank.
+
 Image mode prints the report, the labeler's findings and the experts' probabilities, most probable first (or one
 JSON object with --json, the API's `ReportResult.to_dict()`).
 """
@@ -31,13 +38,22 @@ from leadrrg.commands import add_overrides_argument, check_trained_overrides
 from leadrrg.config import DATA_FORMATS
 from leadrrg.errors import LeadrrgError
 from leadrrg.io import check_output_file, path_problem
+from leadrrg.provenance import BASE_PATH_OVERRIDES
 
-OVERRIDABLE = ("decode.", "data.")  # --set may change decoding and data reading, never the trained model
+# --set may change decoding, data reading and where the base model lies, never the trained model.
+OVERRIDABLE = ("decode.", "data.", *BASE_PATH_OVERRIDES)
 LOAD_THREADS = 2  # --inputs: images are read by this many threads, one batch ahead of decoding
+SHARD_CHUNK = 4  # under torchrun, batches decoded between two flushes of a rank's part file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", required=True, help="trained run directory (written by leadrrg train)")
+    parser.add_argument(
+        "--run",
+        "--run-dir",
+        dest="run",
+        required=True,
+        help="trained run directory (written by leadrrg train); --run-dir is the same, and the one torchrun accepts",
+    )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--data", help="data root (default: the run's data.root)")
     source.add_argument(
@@ -71,7 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="image mode: print one JSON object")
     parser.add_argument(
-        "--restart", action="store_true", help="inputs mode: overwrite --out instead of resuming"
+        "--restart",
+        action="store_true",
+        help="inputs mode and torchrun: overwrite --out (and part files) instead of resuming",
     )
     parser.add_argument(
         "--study-column", help="inputs CSV: the study id column (default: study_id, study or id)"
@@ -80,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from leadrrg.config import apply_overrides
+    from leadrrg.inference import shards
     from leadrrg.inference.api import load
 
     check_run_dir(Path(args.run))
@@ -93,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
         raise LeadrrgError(
             "--out is required when generating for a data split or --inputs (or give --images for one study)"
         )
+    if args.images is not None and shards.launched_world_size() > 1:
+        raise LeadrrgError(
+            "--images decodes one study; run it without torchrun (torchrun shards --split or --inputs)"
+        )
     if args.out:
         check_output_file(args.out, "--out")
     studies = None
@@ -100,13 +122,16 @@ def run(args: argparse.Namespace) -> int:
         from leadrrg.inference.studies import find_studies
 
         studies = find_studies(args.inputs, args.study_column, args.path_column)
-    generator = load(args.run, device=resolve_device(args.device), seed=args.seed)
-    generator.config = apply_overrides(generator.config, args.overrides)
-    if args.images is not None:
-        return generate_for_images(args, generator)
-    if studies is not None:
-        return generate_for_inputs(args, generator, studies)
-    return generate_for_split(args, generator)
+    shard = shards.start(args.device, resolve_device)
+    try:
+        generator = load(args.run, device=shard.device, seed=args.seed + shard.rank, overrides=args.overrides)
+        if args.images is not None:
+            return generate_for_images(args, generator)
+        if studies is not None:
+            return generate_for_inputs(args, generator, studies, shard)
+        return generate_for_split(args, generator, shard)
+    finally:
+        shards.stop(shard)
 
 
 def evidence_mode(args) -> bool | str:
@@ -135,7 +160,7 @@ def resolve_device(name: str):
         raise LeadrrgError(f"--{exc}") from None
 
 
-def generate_for_split(args, generator) -> int:
+def generate_for_split(args, generator, shard) -> int:
     from leadrrg.data.dataset import raise_on_bad_images
     from leadrrg.data.manifests import load_studies
     from leadrrg.io import atomic_open
@@ -154,90 +179,177 @@ def generate_for_split(args, generator) -> int:
     if not studies:
         raise LeadrrgError(f"split {args.split!r} of {config.data.root} has no studies to generate for")
     raise_on_bad_images(studies, config.model.max_views, f"split {args.split!r} of {config.data.root}")
-    records = generate_split(
-        generator.model,
-        generator.tokenizer,
-        config,
-        studies,
-        config.decode,
-        evidence=evidence_mode(args),
-        batch_size=args.batch_size,
-        generator=generator.sampler,
-        progress=True,
-    )
-    with atomic_open(args.out, "w", encoding="utf-8") as handle:
+    decode = config.decode
+    size = args.batch_size or decode.batch_size
+
+    def decode_into(chunk, handle) -> None:
+        records = generate_split(
+            generator.model,
+            generator.tokenizer,
+            config,
+            chunk,
+            decode,
+            evidence=evidence_mode(args),
+            batch_size=size,
+            generator=generator.sampler,
+        )
         for record in records:
             handle.write(json.dumps(record, allow_nan=False) + "\n")
-    decode = config.decode
-    print(
-        f"wrote {len(records)} reports for split {args.split!r} of {config.data.root} to {args.out} "
-        f"({decode.strategy} decoding{f', {decode.num_beams} beams' if decode.strategy == 'beam' else ''})"
-    )
+
+    if shard.enabled:
+        count = generate_sharded(args, shard, studies, decode_into, size * SHARD_CHUNK, include_out=False)
+    else:
+        records = generate_split(
+            generator.model,
+            generator.tokenizer,
+            config,
+            studies,
+            decode,
+            evidence=evidence_mode(args),
+            batch_size=args.batch_size,
+            generator=generator.sampler,
+            progress=True,
+        )
+        with atomic_open(args.out, "w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, allow_nan=False) + "\n")
+        count = len(records)
+    if shard.is_main:
+        print(
+            f"wrote {count} reports for split {args.split!r} of {config.data.root} to {args.out} "
+            f"({decode.strategy} decoding{f', {decode.num_beams} beams' if decode.strategy == 'beam' else ''}"
+            f"{f', {shard.world_size} processes' if shard.enabled else ''})"
+        )
     return 0
 
 
-def generate_for_inputs(args, generator, studies) -> int:
+def generate_sharded(args, shard, studies, decode_into, chunk_size: int, include_out: bool) -> int:
+    """Decode this rank's share of the studies not yet done into its part file, `chunk_size` studies per
+    `decode_into(chunk, handle)` call (each flushed, so a kill loses one chunk at most), then merge every part
+    into --out on rank 0 (`leadrrg.inference.shards`). Returns the number of lines in --out."""
+    from leadrrg.inference import shards
+    from leadrrg.progress import Progress
+
+    out = Path(args.out)
+    ids = [study.id for study in studies]
+    shards.check_unique(ids, f"the input of {out}")
+    done = None
+    if shard.is_main:
+        if args.restart:
+            shards.remove_parts(out)
+        done = shards.finished_ids(out, include_out=include_out and not args.restart)
+    done = shards.broadcast(done, shard)
+    todo = [study for study in studies if study.id not in done]
+    if done and shard.is_main:
+        print(f"resuming: {len(studies) - len(todo)} of {len(studies)} studies already done", file=sys.stderr)
+    mine = shards.my_share(todo, shard)
+    error = None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with (
+            open(shards.part_path(out, shard.rank, shard.world_size), "a", encoding="utf-8") as handle,
+            Progress(len(mine), f"generate (rank {shard.rank})", enabled=shard.is_main) as bar,
+        ):
+            for start in range(0, len(mine), chunk_size):
+                chunk = mine[start : start + chunk_size]
+                decode_into(chunk, handle)
+                handle.flush()
+                bar.update(len(chunk))
+    except Exception as exc:  # reported on every rank by gather_or_raise
+        error = exc
+    shards.gather_or_raise(None, error, shard)
+    count, error = 0, None
+    if shard.is_main:
+        try:
+            count = shards.merge(out, ids, include_out=include_out and not args.restart)
+        except Exception as exc:
+            error = exc
+    shards.gather_or_raise(None, error, shard)
+    return count
+
+
+def generate_for_inputs(args, generator, studies, shard) -> int:
+    out = Path(args.out)
+    if args.limit is not None:
+        studies = studies[: args.limit]
+    size = args.batch_size or generator.config.decode.batch_size
+    counts = {"written": 0, "failed": 0, "bad": 0}
+
+    def decode_into(chunk, handle) -> None:
+        for key, value in decode_inputs(generator, chunk, handle, size, evidence_mode(args)).items():
+            counts[key] += value
+
+    if shard.enabled:
+        from leadrrg.inference import shards
+
+        done_before = 0
+        generate_sharded(args, shard, studies, decode_into, size * SHARD_CHUNK, include_out=True)
+        totals = shards.gather(counts, shard)
+        counts = {key: sum(c[key] for c in totals) for key in counts}
+    else:
+        from leadrrg.progress import Progress
+
+        done = set() if args.restart else finished_ids(out)
+        todo = [study for study in studies if study.id not in done]
+        done_before = len(studies) - len(todo)
+        if done:
+            print(f"resuming: {done_before} of {len(studies)} studies already in {out}", file=sys.stderr)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with (
+            open(out, "w" if args.restart else "a", encoding="utf-8") as handle,
+            Progress(len(todo), "generate") as bar,
+        ):
+            counts = decode_inputs(generator, todo, handle, size, evidence_mode(args), bar)
+    if shard.is_main:
+        print(
+            f"wrote {counts['written']} reports to {out} ({counts['failed']} studies without a readable image, "
+            f"{counts['bad']} bad images; listed in their lines under 'error' / 'bad_images')"
+            + (f"; {done_before} studies were already done" if done_before else "")
+        )
+    return 0
+
+
+def decode_inputs(generator, studies, handle, size: int, evidence, bar=None) -> dict[str, int]:
+    """Decode `studies` (without reports) `size` at a time, images read by LOAD_THREADS threads one batch ahead,
+    appending one line per study to `handle` after each batch -> counts of written, failed and bad images."""
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
 
-    from leadrrg.progress import Progress
-
-    out = Path(args.out)
-    if args.limit is not None:
-        studies = studies[: args.limit]
-    done = set() if args.restart else finished_ids(out)
-    todo = [study for study in studies if study.id not in done]
-    if done:
-        print(
-            f"resuming: {len(studies) - len(todo)} of {len(studies)} studies already in {out}",
-            file=sys.stderr,
-        )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    size = args.batch_size or generator.config.decode.batch_size
-    evidence = evidence_mode(args)
-    written = failed = bad_count = 0
-    with (
-        open(out, "w" if args.restart else "a", encoding="utf-8") as handle,
-        Progress(len(todo), "generate") as bar,
-    ):
-        chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
-        with ThreadPoolExecutor(LOAD_THREADS) as pool:
-            submit = lambda chunk: [pool.submit(read_views, s, generator.max_views) for s in chunk]  # noqa: E731
-            pending = submit(chunks[0]) if chunks else []
-            for index, chunk in enumerate(chunks):
-                loaded = [future.result() for future in pending]
-                pending = submit(chunks[index + 1]) if index + 1 < len(chunks) else []  # read ahead
-                records, ready = [], []  # ready: (position, images, view_mask)
-                for study, (views, bad) in zip(chunk, loaded):
-                    bad_count += len(bad)
-                    record = {"id": study.id, "images": study.images}
-                    if bad:
-                        record["bad_images"] = bad
-                    if views:
-                        ready.append((len(records), *generator.prepare_arrays(views)))
-                    else:
-                        record["error"] = "no readable image: " + "; ".join(b["reason"] for b in bad)
-                    records.append(record)
-                if ready:
-                    images = torch.stack([r[1] for r in ready])
-                    view_mask = torch.stack([r[2] for r in ready])
-                    for (position, _, _), result in zip(
-                        ready, generator.decode(images, view_mask, None, evidence)
-                    ):
-                        records[position].update(result.to_dict())
-                for record in records:
-                    failed += "error" in record
-                    written += "error" not in record
-                    handle.write(json.dumps(record, allow_nan=False) + "\n")
-                handle.flush()
+    counts = {"written": 0, "failed": 0, "bad": 0}
+    chunks = [studies[i : i + size] for i in range(0, len(studies), size)]
+    with ThreadPoolExecutor(LOAD_THREADS) as pool:
+        submit = lambda chunk: [pool.submit(read_views, s, generator.max_views) for s in chunk]  # noqa: E731
+        pending = submit(chunks[0]) if chunks else []
+        for index, chunk in enumerate(chunks):
+            loaded = [future.result() for future in pending]
+            pending = submit(chunks[index + 1]) if index + 1 < len(chunks) else []  # read ahead
+            records, ready = [], []  # ready: (position, images, view_mask)
+            for study, (views, bad) in zip(chunk, loaded):
+                counts["bad"] += len(bad)
+                record = {"id": study.id, "images": study.images}
+                if bad:
+                    record["bad_images"] = bad
+                if views:
+                    ready.append((len(records), *generator.prepare_arrays(views)))
+                else:
+                    record["error"] = "no readable image: " + "; ".join(b["reason"] for b in bad)
+                records.append(record)
+            if ready:
+                images = torch.stack([r[1] for r in ready])
+                view_mask = torch.stack([r[2] for r in ready])
+                for (position, _, _), result in zip(
+                    ready, generator.decode(images, view_mask, None, evidence)
+                ):
+                    records[position].update(result.to_dict())
+            for record in records:
+                counts["failed"] += "error" in record
+                counts["written"] += "error" not in record
+                handle.write(json.dumps(record, allow_nan=False) + "\n")
+            handle.flush()
+            if bar is not None:
                 bar.update(len(chunk))
-    print(
-        f"wrote {written} reports to {out} ({failed} studies without a readable image, {bad_count} bad images; "
-        "listed in their lines under 'error' / 'bad_images')"
-        + (f"; {len(studies) - len(todo)} studies were already done" if done else "")
-    )
-    return 0
+    return counts
 
 
 def read_views(study, max_views: int) -> tuple[list, list[dict]]:

@@ -19,7 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from leadrrg.inference.settings import ServeConfig
 
     defaults = ServeConfig()
-    parser.add_argument("--run", required=True, help="trained run directory (written by leadrrg train)")
+    parser.add_argument(
+        "--run",
+        "--run-dir",
+        dest="run",
+        required=True,
+        help="trained run directory (written by leadrrg train); --run-dir is the same, and the one torchrun accepts",
+    )
     parser.add_argument("--host", default=defaults.host, help="address to listen on (default: loopback only)")
     parser.add_argument(
         "--port", type=int, default=defaults.port, help=f"TCP port (default: {defaults.port})"
@@ -48,12 +54,12 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         raise LeadrrgError("leadrrg serve needs FastAPI and uvicorn: pip install 'leadrrg[serve]'") from None
     from leadrrg.commands.generate import check_run_dir, resolve_device
-    from leadrrg.config import apply_overrides
     from leadrrg.inference.api import load
     from leadrrg.inference.serve import serve
     from leadrrg.inference.settings import ServeConfig
+    from leadrrg.provenance import BASE_PATH_OVERRIDES
 
-    check_trained_overrides(args.overrides, ("decode.",), "when serving")
+    check_trained_overrides(args.overrides, ("decode.", *BASE_PATH_OVERRIDES), "when serving")
     settings = ServeConfig(
         host=args.host,
         port=args.port,
@@ -64,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
     )
     check_run_dir(Path(args.run))
-    generator = load(args.run, device=resolve_device(args.device))
-    generator.config = apply_overrides(generator.config, args.overrides)
+    generator = load(args.run, device=resolve_device(args.device), overrides=args.overrides)
     print(
         f"leadrrg serve: {args.run} on http://{args.host}:{args.port}/ (research use only; not for clinical use)"
     )

@@ -75,9 +75,13 @@ def resolve_device(name: str | torch.device) -> torch.device:
     return device
 
 
-def load(run_dir: str | Path, device: str | torch.device = "auto", seed: int = 0) -> ReportGenerator:
+def load(
+    run_dir: str | Path, device: str | torch.device = "auto", seed: int = 0, overrides: Sequence[str] = ()
+) -> ReportGenerator:
     """Load a trained run directory (written by `leadrrg train`) for inference, once. `seed` seeds sampling
-    (decode.strategy=sample)."""
+    (decode.strategy=sample). `overrides`: typed `KEY=VALUE` settings applied to the run's config before the
+    model is built: decode.*, data.*, and the model's movable settings, e.g. `model.decoder.pretrained_path=DIR`
+    when the base model has moved (its fingerprint is checked)."""
     from leadrrg.run_files import load_run
 
     run_dir = Path(run_dir)
@@ -86,7 +90,7 @@ def load(run_dir: str | Path, device: str | torch.device = "auto", seed: int = 0
             f"run directory {run_dir} does not exist; expected the --out directory of leadrrg train"
         )
     device = resolve_device(device)
-    model, tokenizer, config = load_run(run_dir, device=device)
+    model, tokenizer, config = load_run(run_dir, device=device, overrides=overrides)
     return ReportGenerator(model, tokenizer, config, seed=seed, name=run_dir.name)
 
 

@@ -87,7 +87,7 @@ def greedy_or_sample(state: DecodeState, generator: torch.Generator | None) -> H
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     steps_gates: list[torch.Tensor] = []
     steps_alpha: list[torch.Tensor] = []
-    decoder = CachedDecoder(model, prompt_mask, max_new_tokens)
+    decoder = CachedDecoder(model, prompt_mask, max_new_tokens, cache=decode.cache, compile=decode.compile)
     with model.injecting(context, record=record) as trace:
         logits = decoder.prefill(inputs_embeds)  # (B, vocab)
         processor = LogitsProcessor(decode, eos_id, batch, logits.shape[-1], device, logit_bias)

@@ -37,21 +37,46 @@ class CachedDecoder:
     """Runs the LM on the prompt once, then on one new token per call with the KV cache.
 
     The attention mask is preallocated for the whole generation: (B, P + max_new_tokens), the prompt part
-    copied from the study's mask (missing views masked), the rest ones. Call inside `model.injecting`."""
+    copied from the study's mask (missing views masked), the rest ones. Call inside `model.injecting`.
 
-    def __init__(self, model, prompt_mask: torch.Tensor, max_new_tokens: int):
+    `cache="static"` preallocates the cache for P + max_new_tokens positions (transformers' StaticCache) and
+    feeds every step the same shapes (the whole mask, the slot as `cache_position`): what CUDA graphs and
+    `torch.compile` need. `compile=True` compiles the one-token step (`torch.compile`, mode reduce-overhead on
+    CUDA); it pays only with the static cache, whose shapes do not change from step to step."""
+
+    def __init__(
+        self,
+        model,
+        prompt_mask: torch.Tensor,
+        max_new_tokens: int,
+        cache: str = "dynamic",
+        compile: bool = False,
+    ):
         batch, prompt_length = prompt_mask.shape
         self.model = model
         self.mask = prompt_mask.new_ones(batch, prompt_length + max_new_tokens)  # (B, P + N)
         self.mask[:, :prompt_length] = prompt_mask
         self.length = 0  # positions in the cache
+        self.static = cache == "static"
         self.cache = None
+        self.forward = model.lm_forward
+        if compile:
+            mode = "reduce-overhead" if prompt_mask.device.type == "cuda" else None
+            self.forward = torch.compile(model.lm_forward, mode=mode, dynamic=False)
 
     def prefill(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
         """inputs_embeds (B, P, D) -> next-token logits (B, vocab) at the last prompt position."""
         self.length = inputs_embeds.shape[1]
+        if self.static:
+            from transformers import StaticCache
+
+            self.cache = StaticCache(config=self.model.lm.config, max_cache_len=self.mask.shape[1])
         out = self.model.lm_forward(
-            inputs_embeds, self.mask[:, : self.length], use_cache=True, logits_to_keep=1
+            inputs_embeds,
+            self.mask[:, : self.length],
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
         )
         self.cache = out.past_key_values
         return out.logits[:, -1]
@@ -60,9 +85,15 @@ class CachedDecoder:
         """token_ids (B,) -> next-token logits (B, vocab); the cache grows by one position."""
         self.length += 1
         embeds = self.model.embed_tokens(token_ids[:, None])  # (B, 1, D)
-        out = self.model.lm_forward(
-            embeds, self.mask[:, : self.length], past_key_values=self.cache, use_cache=True
-        )
+        if self.static:  # same shapes every step: the full mask, the new token's slot
+            slot = torch.full((1,), self.length - 1, dtype=torch.long, device=embeds.device)
+            out = self.forward(
+                embeds, self.mask, past_key_values=self.cache, use_cache=True, cache_position=slot
+            )
+        else:
+            out = self.forward(
+                embeds, self.mask[:, : self.length], past_key_values=self.cache, use_cache=True
+            )
         self.cache = out.past_key_values
         return out.logits[:, -1]
 

@@ -308,6 +308,7 @@ class LeadModel(nn.Module):
         use_cache: bool = False,
         position_ids: torch.Tensor | None = None,
         logits_to_keep: int = 0,
+        cache_position: torch.Tensor | None = None,
     ):
         """One decoder call: inputs_embeds (B, S, D), attention_mask (B, past + S) -> HF CausalLMOutputWithPast
         (`logits` (B, S, vocab), or the last `logits_to_keep` positions when > 0; `past_key_values` a transformers
@@ -320,6 +321,9 @@ class LeadModel(nn.Module):
             use_cache=use_cache,
             position_ids=position_ids,
             logits_to_keep=logits_to_keep,
+            **(
+                {} if cache_position is None else {"cache_position": cache_position}
+            ),  # a static cache's slots
         )
 
     @contextlib.contextmanager

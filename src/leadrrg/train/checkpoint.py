@@ -4,6 +4,7 @@
 RUN/
   config.json            the RunConfig (pretrained paths resolved to absolute local paths)
   tokenizer/             ReportTokenizer.save()
+  provenance.json        versions, git commit, command, device, data manifest hash, base-model fingerprints
   model.safetensors      trainable weights of the latest checkpoint (what load_run reads)
   checkpoint/            everything --resume needs, swapped in as a whole:
     model.safetensors      same weights (hard link when the file system allows)
@@ -45,6 +46,7 @@ from torch import nn
 from leadrrg.config import RunConfig, save_config
 from leadrrg.errors import LeadrrgError
 from leadrrg.io import atomic_write_text
+from leadrrg.provenance import write_provenance
 from leadrrg.run_files import (  # noqa: F401  (re-exported: the run directory's files and weights)
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -159,11 +161,12 @@ def is_run_dir(run_dir: str | Path) -> bool:
 
 
 def init_run_dir(run_dir: str | Path, config: RunConfig, tokenizer: ReportTokenizer) -> Path:
-    """Write config.json and tokenizer/ of a new run (each complete or absent)."""
+    """Write config.json, tokenizer/ and provenance.json of a new run (each complete or absent)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     tokenizer.save(run_dir / TOKENIZER_DIR)
     save_config(config, run_dir / CONFIG_FILE)
+    write_provenance(run_dir, config)  # versions, command, data manifest and base-model fingerprints
     return run_dir
 
 

@@ -37,6 +37,8 @@ from leadrrg.data.collate import move_batch
 from leadrrg.errors import LeadrrgError
 from leadrrg.io import atomic_write_text, check_output_dir
 from leadrrg.metrics.experts import expert_scores
+from leadrrg.provenance import check_base_models
+from leadrrg.run_files import weight_defining
 from leadrrg.tokenizer import ReportTokenizer
 from leadrrg.train import checkpoint as ckpt
 from leadrrg.train.distributed import (
@@ -520,7 +522,11 @@ def train(
                     f"cannot resume: {out_dir} is not a leadrrg run (no {ckpt.CONFIG_FILE}); start it without --resume"
                 )
             saved = load_run_config(out_dir / ckpt.CONFIG_FILE)
-            difference = first_difference(to_dict(config.model), to_dict(saved.model), "model")
+            # Settings that do not change what the weights mean (a moved base model's path) may change.
+            difference = first_difference(
+                weight_defining(to_dict(config.model)), weight_defining(to_dict(saved.model)), "model"
+            )
+            check_base_models(out_dir, config)  # the same base weights, by fingerprint
             if difference:
                 raise LeadrrgError(
                     f"cannot resume {out_dir}: the model config differs from the run's at {difference}; "

@@ -1,0 +1,204 @@
+"""Sharded inference under torchrun: each rank decodes a share of the studies into its own part file, and
+rank 0 merges the parts into one predictions file in input order, checked for duplicates and gaps.
+
+    torchrun --nproc_per_node N -m leadrrg.cli generate --run-dir RUN --split test --out preds.jsonl
+
+Part files sit beside the output (`preds.jsonl.part<r>of<N>`), one JSON record a line, appended batch by
+batch, so a killed run resumes: studies already in a part file (of any world size) or in the output are not
+decoded again. Rank r decodes the r-th, (r+N)-th, ... study still to do. Inference never imports the training
+code; this module keeps its own few collectives (gloo on CPUs, NCCL on GPUs). A single process (no torchrun)
+is world size 1 and every helper is a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from leadrrg.errors import LeadrrgError
+
+
+@dataclass
+class Shard:
+    """This process's place among the ranks, and the device it decodes on."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+    owns_group: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def launched_world_size() -> int:
+    """WORLD_SIZE set by torchrun (1 without it)."""
+    try:
+        return max(int(os.environ.get("WORLD_SIZE", "1")), 1)
+    except ValueError:
+        return 1
+
+
+def start(device: str, resolve: Callable[[str], torch.device]) -> Shard:
+    """The Shard of this process: under torchrun, joins the process group on this rank's device (`auto` and
+    `cuda` mean cuda:LOCAL_RANK); otherwise world size 1 on `resolve(device)`."""
+    world_size = launched_world_size()
+    if world_size == 1:
+        return Shard(device=resolve(device))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        device = f"cuda:{local_rank}"
+    resolved = resolve(device)
+    owns = False
+    if not dist.is_initialized():
+        if resolved.type == "cuda":
+            torch.cuda.set_device(resolved)
+        dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo")
+        owns = True
+    return Shard(dist.get_rank(), dist.get_world_size(), resolved, owns)
+
+
+def stop(shard: Shard) -> None:
+    if shard.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def broadcast(obj: Any, shard: Shard) -> Any:
+    """Rank 0's `obj` on every rank."""
+    if not shard.enabled:
+        return obj
+    box = [obj if shard.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather(obj: Any, shard: Shard) -> list[Any]:
+    """[obj of rank 0, obj of rank 1, ...] on every rank (small objects)."""
+    if not shard.enabled:
+        return [obj]
+    out: list[Any] = [None] * shard.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def gather_or_raise(result: Any, error: BaseException | None, shard: Shard) -> list[Any]:
+    """Every rank's `result`, from a collective each rank reaches whether it failed or not: if any rank failed,
+    every rank raises (a LeadrrgError naming the failed rank on the others), so one rank's error never leaves
+    the others waiting in the next collective."""
+    text = None if error is None else f"{type(error).__name__}: {error}"
+    gathered = gather((result, text), shard)
+    if error is not None:
+        raise error
+    for rank, (_, other) in enumerate(gathered):
+        if other is not None:
+            raise LeadrrgError(
+                f"rank {rank} of {shard.world_size} failed ({other}); the part files are kept: rerun to resume"
+            )
+    return [value for value, _ in gathered]
+
+
+# --------------------------------------------------------------------------------------------------
+# Part files
+
+
+def part_path(out: Path, rank: int, world_size: int) -> Path:
+    return out.with_name(f"{out.name}.part{rank}of{world_size}")
+
+
+def part_paths(out: Path) -> list[Path]:
+    """Every part file of `out`, of any world size, in name order."""
+    if not out.parent.is_dir():
+        return []
+    return sorted(p for p in out.parent.glob(f"{out.name}.part*of*") if p.is_file())
+
+
+def read_records(path: Path) -> list[tuple[str, str]]:
+    """(id, line) of the complete lines of a JSONL file; a torn last line (killed mid-write) is dropped from
+    the file."""
+    if not path.is_file():
+        return []
+    raw = path.read_text(encoding="utf-8")
+    kept: list[tuple[str, str]] = []
+    for line in raw.splitlines(keepends=True):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if not line.endswith("\n") or not isinstance(record, dict) or "id" not in record:
+            break
+        kept.append((str(record["id"]), line))
+    text = "".join(line for _, line in kept)
+    if text != raw:
+        from leadrrg.io import atomic_write_text
+
+        atomic_write_text(path, text)
+    return kept
+
+
+def finished_ids(out: Path, include_out: bool) -> set[str]:
+    """Ids already decoded: in the part files of `out` and, with `include_out`, in `out` itself."""
+    sources = part_paths(out) + ([out] if include_out else [])
+    return {study_id for path in sources for study_id, _ in read_records(path)}
+
+
+def my_share(items: Sequence, shard: Shard) -> list:
+    """This rank's items: every world_size-th, starting at its rank."""
+    return list(items[shard.rank :: shard.world_size])
+
+
+def check_unique(ids: Sequence[str], what: str) -> None:
+    seen: set[str] = set()
+    for study_id in ids:
+        if study_id in seen:
+            raise LeadrrgError(
+                f"{what} has study id {study_id!r} twice; expected unique ids to split and merge the studies"
+            )
+        seen.add(study_id)
+
+
+def merge(out: Path, ids: Sequence[str], include_out: bool) -> int:
+    """Write `out` atomically: one line per id of `ids`, in that order, from the part files (and `out` itself
+    with `include_out`); refuse a duplicate or a gap with a LeadrrgError, keeping the parts. Lines of ids not
+    in `ids` (an earlier run with a larger --limit) are left out. Removes the parts once `out` is complete;
+    returns the number of lines."""
+    from leadrrg.io import atomic_open
+
+    parts = part_paths(out)
+    line_of: dict[str, str] = {}
+    for path in parts + ([out] if include_out else []):
+        for study_id, line in read_records(path):
+            if study_id in line_of:
+                raise LeadrrgError(
+                    f"study {study_id!r} is in two of the part files of {out} (one is {path.name}); expected each "
+                    f"study decoded once: remove the parts and rerun with --restart"
+                )
+            line_of[study_id] = line
+    missing = [study_id for study_id in ids if study_id not in line_of]
+    if missing:
+        raise LeadrrgError(
+            f"the part files of {out} lack {len(missing)} of {len(ids)} studies (first {missing[0]!r}); "
+            "expected every study decoded: rerun the same command to finish them"
+        )
+    with atomic_open(out, "w", encoding="utf-8") as handle:
+        for study_id in ids:
+            handle.write(line_of[study_id])
+    for path in parts:
+        path.unlink(missing_ok=True)
+    return len(ids)
+
+
+def remove_parts(out: Path) -> None:
+    for path in part_paths(out):
+        path.unlink(missing_ok=True)
