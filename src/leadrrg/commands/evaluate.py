@@ -32,6 +32,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip METEOR (it starts a Java VM); it is then reported as missing",
     )
+    add_bootstrap_arguments(
+        parser, default=0, what="add <metric>_ci = [low, high], the 95%% interval, beside each metric"
+    )
+
+
+def add_bootstrap_arguments(parser: argparse.ArgumentParser, *, default: int, what: str) -> None:
+    """--bootstrap N and --seed S, shared with `leadrrg compare`."""
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=default,
+        metavar="N",
+        help=f"study-level bootstrap replicates: {what} (default: {default})",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap's resampling (default: 0)")
+
+
+def check_bootstrap(args: argparse.Namespace, minimum: int) -> None:
+    if args.bootstrap < minimum:
+        raise LeadrrgError(f"--bootstrap {args.bootstrap}: expected a number of replicates >= {minimum}")
 
 
 def read_predictions(path: str | Path) -> list[dict]:
@@ -66,10 +86,16 @@ def run(args: argparse.Namespace) -> int:
     from leadrrg.io import atomic_write_text
 
     check_output_file(args.out, "--out")
+    check_bootstrap(args, minimum=0)
     records = read_predictions(args.preds)
     try:
         metrics = evaluate_predictions(
-            records, split=args.split, section=args.section, meteor=not args.no_meteor
+            records,
+            split=args.split,
+            section=args.section,
+            meteor=not args.no_meteor,
+            bootstrap=args.bootstrap,
+            seed=args.seed,
         )
     except LeadrrgError as exc:
         raise LeadrrgError(f"{args.preds}: {exc}") from None

@@ -73,10 +73,12 @@ def hallucination_scores(ref_labels: np.ndarray, hyp_labels: np.ndarray) -> dict
 class HallucinationStatistics:
     """Per-study counts of `hallucination_scores`, for the bootstrap (`metrics.bootstrap`):
     `scores(weights)` gives ``hallucination_rate``, ``reports_with_hallucination`` and ``omission_rate``
-    of every study weighting (all weights 1: `hallucination_scores` itself)."""
+    of every study weighting (all weights 1: `hallucination_scores` itself), each name prefixed by
+    `prefix` (``gt_`` for the scores against ground-truth labels)."""
 
-    def __init__(self, ref_labels: np.ndarray, hyp_labels: np.ndarray):
+    def __init__(self, ref_labels: np.ndarray, hyp_labels: np.ndarray, prefix: str = ""):
         ref, hyp = check_pair(ref_labels, hyp_labels)
+        self.prefix = prefix
         ref, hyp = ref[:, FINDING_INDICES], hyp[:, FINDING_INDICES]  # (N, 13)
         hallucinated = hyp & ~ref
         self.counts = np.stack(
@@ -86,7 +88,7 @@ class HallucinationStatistics:
     def scores(self, weights: np.ndarray) -> dict[str, np.ndarray]:
         generated, hallucinated, reference, omitted, any_hallucinated = (weights @ self.counts).T  # (B,) each
         return {
-            "hallucination_rate": safe_divide(hallucinated, generated),
-            "reports_with_hallucination": any_hallucinated / weights.sum(axis=1),
-            "omission_rate": safe_divide(omitted, reference),
+            f"{self.prefix}hallucination_rate": safe_divide(hallucinated, generated),
+            f"{self.prefix}reports_with_hallucination": any_hallucinated / weights.sum(axis=1),
+            f"{self.prefix}omission_rate": safe_divide(omitted, reference),
         }

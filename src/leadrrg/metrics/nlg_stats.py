@@ -44,7 +44,9 @@ def _ngram_counts(words: list[str], n_max: int = MAX_N) -> dict[tuple[str, ...],
     return counts
 
 
-def _normalised(references: Sequence[str], hypotheses: Sequence[str]) -> tuple[list[list[str]], list[list[str]]]:
+def _normalised(
+    references: Sequence[str], hypotheses: Sequence[str]
+) -> tuple[list[list[str]], list[list[str]]]:
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
     return (
@@ -142,8 +144,12 @@ class CiderStatistics:
         )
         idf_sq = (math.log(weights.sum()) - np.log(np.maximum(1.0, document_frequency))) ** 2  # (G,)
         dot = np.bincount(self.hyp_keys, weights=self.match * idf_sq[self.hyp_cols], minlength=slots)
-        hyp_norm = np.sqrt(np.bincount(self.hyp_keys, weights=self.hyp_sq * idf_sq[self.hyp_cols], minlength=slots))
-        ref_norm = np.sqrt(np.bincount(self.ref_keys, weights=self.ref_sq * idf_sq[self.ref_cols], minlength=slots))
+        hyp_norm = np.sqrt(
+            np.bincount(self.hyp_keys, weights=self.hyp_sq * idf_sq[self.hyp_cols], minlength=slots)
+        )
+        ref_norm = np.sqrt(
+            np.bincount(self.ref_keys, weights=self.ref_sq * idf_sq[self.ref_cols], minlength=slots)
+        )
         both = (hyp_norm != 0) & (ref_norm != 0)
         similarity = np.where(both, dot / np.where(both, hyp_norm * ref_norm, 1.0), dot)
         return similarity.reshape(self.num_studies, MAX_N).mean(axis=1) * self.penalty * 10.0
