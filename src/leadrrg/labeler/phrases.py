@@ -52,9 +52,7 @@ PLAIN_MENTIONS: dict[str, tuple[str, str | None]] = {
         r"|\bcavitation\b|\btumou?r\b|\bcarcinoma\b|\bneoplasm\b|\bmalignan(?:cy|t)\b|\bmetasta(?:sis|ses|tic)\b"
         r"|\blung lesions?\b|\bpulmonary lesions?\b",
         r"\bmass effect\b|\bmassive\b|\bsoft[ -]tissue mass\b|\bbreast mass|\bbody mass\b|\bmuscle mass\b"
-        r"|\bnodular interstitial\b"
-        # nodules explained as granulomas are granulomas
-        r"|\b(?:calcified )?nodul\w*(?:[ ,]+[\w/-]+){0,7}?[ ,]+(?:calcified )?granulom\w*",
+        r"|\bnodular interstitial\b",
     ),
     "Edema": (
         r"\bedema\b|\boedema\b|\b(?:vascular|pulmonary|venous) congestion\b|\bcongestive (?:heart )?failure\b"
@@ -65,8 +63,7 @@ PLAIN_MENTIONS: dict[str, tuple[str, str | None]] = {
     ),
     "Consolidation": (r"\bconsolidat(?:ion|ions|ed|ive)\b", None),
     "Pneumonia": (
-        r"\b(?:broncho)?pneumonias?\b|\bpneumonitis\b|\binfection\b|\binfectious\b|\binfective\b"
-        r"|\bpneumonic\b",
+        r"\b(?:broncho)?pneumonias?\b|\bpneumonitis\b|\bpneumonic\b",
         # healed granulomatous / tuberculous infection is a scar, not pneumonia
         r"\b(?:granulomatous|tuberculous|tuberculosis|fungal|histoplasm\w*|mycobacterial) (?:\w+ )?(?:infection|pneumonia)s?\b"
         r"|\b(?:prior|previous|old|remote|past|healed|history of|sequelae of|residuals? of) (?:\w+ ){0,2}(?:infection|pneumonia)s?\b",
@@ -82,10 +79,10 @@ PLAIN_MENTIONS: dict[str, tuple[str, str | None]] = {
         r"\b(?:pericardial|joint|knee|shoulder) effusion",
     ),
     "Pleural Other": (
-        r"\bpleural (?:thickening|scar\w*|plaques?|calcifications?|abnormality|abnormalities|reaction)\b"
-        r"|\bpleuro-?parenchymal (?:scar\w*|thickening|changes?)\b|\bpleural-parenchymal\b"
-        r"|\bfibrothorax\b|\bapical (?:pleural )?(?:capping|thickening)\b|\bthickening of the pleura\b"
-        r"|\bpleural based\b|\bpleural[- ]based\b",
+        r"\bpleural (?:thickening|plaques?|calcifications?|abnormality|abnormalities|reaction)\b"
+        r"|\bpleuro-?parenchymal thickening\b|\bfibrothorax\b|\bapical (?:pleural )?(?:capping|thickening)\b"
+        r"|\bthicken(?:ing|ed) of the (?:\w+ )?(?:pleura|fissures?)\b|\bthickened (?:\w+ )?(?:pleura|fissures?)\b"
+        r"|\b(?:fissural|fissure) thickening\b|\bpleural based\b|\bpleural[- ]based\b",
         None,
     ),
     "Fracture": (
@@ -109,6 +106,13 @@ PLAIN_MENTIONS: dict[str, tuple[str, str | None]] = {
         r"|\bguidelines?\b|\b(?:eustachian|fallopian|bronchial|endobronchial|neural) tubes?\b|\bcolon\b"
         r"|\bdevices? (?:are|is) (?:seen|noted)? ?outside\b|\bport(?:ion|able|al)\b|\bprosthetic joint",
     ),
+}
+
+# Weak mentions: observation -> regex. They name the observation only as a possibility, so a weak
+# mention is at most uncertain (a positive one counts as -1). "Infection" / "infectious process" name a
+# process, not the diagnosis: the IU X-Ray indexers annotate Pneumonia for named pneumonia only.
+WEAK_MENTIONS: dict[str, str] = {
+    "Pneumonia": r"\binfection\b|\binfectious\b|\binfective\b",
 }
 
 # Findings outside the 14 observations: positive or uncertain ones make No Finding blank (CheXpert
@@ -157,10 +161,10 @@ STATUS_NEGATIVE = (
     r"|(?:is|are) (?:\w+ )?stable in size and normal|negative)"
 )
 STATUS_UNCERTAIN = (
-    r"(?:borderline|possibly (?:\w+ )?(?:enlarged|widened)|may be (?:\w+ )?(?:enlarged|widened)|equivocal)"
+    r"(?:possibly (?:\w+ )?(?:enlarged|widened)|may be (?:\w+ )?(?:enlarged|widened)|equivocal)"
 )
 STATUS_POSITIVE = (
-    r"(?:enlarge(?:d|ment)|large|increased|widen(?:ed|ing)|wide|prominen(?:t|ce)|dilated|dilatation"
+    r"(?:borderline|enlarge(?:d|ment)|large|increased|widen(?:ed|ing)|wide|prominen(?:t|ce)|dilated|dilatation"
     r"|magnified|globular)"
 )
 
@@ -202,9 +206,9 @@ PSEUDO_NEGATION = (
     r"|\bnot (?:significantly )?changed\b|\bnot only\b|\bnot? (?:been )?improved?\b|\bno other\b(?= changes?)"
 )
 PRE_UNCERTAINTY = (
-    r"\bmay\b|\bmight\b|\bcould\b|\bpossibl[ey]\b|\bprobabl[ey]\b|\blikely\b|\bsuspect\w*|\bsuspicious\b"
+    r"\bmay\b|\bmight\b|\bcould\b|\bpossibl[ey]\b|\bprobabl[ey]\b|\blikely\b|\bmost xxxx\b|\bsuspect\w*|\bsuspicious\b"
     r"|\bsuggest\w*|\bconcern\w*|\bquestion\w*|\bqmark\b|\bequivocal\b|\bindeterminate\b|\bdifferential\b"
-    r"|\bconsider\w*|\bvs\b|\bversus\b|\bborderline\b|\bworrisome\b|\bpresum\w*|\bpotential\w*|\buncertain\b"
+    r"|\bconsider\w*|\bvs\b|\bversus\b|\bworrisome\b|\bpresum\w*|\bpotential\w*|\buncertain\b"
     r"|\bunclear\b|\bpuzzling\b|\bperhaps\b|\bcannot be assessed\b|\bnot (?:well |fully )?(?:assessed|evaluated)\b"
     r"|\bevaluat(?:e|ion) for\b|\brule out\b|\br/o\b|\bto exclude\b"
     r"|\bdoubtful\b|\bfavor\w*|\bmimic\w*|\b(?:in|with) the (?:appropriate|correct|right|proper) clinical (?:setting|context)\b"
@@ -216,6 +220,14 @@ POST_UNCERTAINTY = (
     r"|\bmay (?:be|represent|reflect|indicate)\b|\bcould (?:be|represent|reflect|indicate)\b|\bif (?:any|present)\b"
     r"|\bcannot be (?:entirely )?(?:excluded|ruled out)\b|\bnot (?:entirely )?(?:excluded|ruled out)\b"
     r"|\bmight (?:be|represent)\b|\bis suspected\b"
+)
+
+# Hedges that qualify the whole sentence, whatever the clause: "In the appropriate clinical setting, this
+# is compatible with pneumonia", "this appearance is compatible with pneumonia in the right clinical
+# context". A positive mention in such a sentence is uncertain.
+SENTENCE_UNCERTAINTY = (
+    r"\b(?:in|with) the (?:appropriate|correct|right|proper) clinical (?:setting|context|scenario)\b"
+    r"|\bin the (?:appropriate|correct|right|proper) setting\b"
 )
 
 # Words that close the scope of a cue inside a sentence.

@@ -112,11 +112,17 @@ def _compile(source: str) -> re.Pattern[str]:
     return re.compile(source)
 
 
+# (observation, mention, exclusion or None, highest rank a mention can give)
 _PLAIN = [
-    (_INDEX[name], _compile(include), _compile(exclude) if exclude else None)
+    (_INDEX[name], _compile(include), _compile(exclude) if exclude else None, _POS)
     for name, (include, exclude) in phrases.PLAIN_MENTIONS.items()
 ]
-_PLAIN.append((_OTHER, _compile(phrases.OTHER_FINDINGS), None))
+_EXCLUDE = {index: exclude for index, _, exclude, _ in _PLAIN}
+_PLAIN += [
+    (_INDEX[name], _compile(weak), _EXCLUDE[_INDEX[name]], _UNC)
+    for name, weak in phrases.WEAK_MENTIONS.items()
+]
+_PLAIN.append((_OTHER, _compile(phrases.OTHER_FINDINGS), None, _POS))
 
 
 def _size_statement(anchor: str) -> re.Pattern[str]:
@@ -141,6 +147,7 @@ _PRE_UNCERTAINTY = _compile(phrases.PRE_UNCERTAINTY)
 _PSEUDO_NEGATION = _compile(phrases.PSEUDO_NEGATION)
 _POST_UNCERTAINTY = _compile(phrases.POST_UNCERTAINTY)
 _SCOPE_BREAK = _compile(phrases.SCOPE_BREAK)
+_SENTENCE_UNCERTAINTY = _compile(phrases.SENTENCE_UNCERTAINTY)
 
 
 # --- cues ------------------------------------------------------------------------------------------------
@@ -149,7 +156,9 @@ _SCOPE_BREAK = _compile(phrases.SCOPE_BREAK)
 class _Cues:
     """Cue spans of one normalised report, sorted, with the clause boundaries."""
 
-    __slots__ = ("text", "pre_ends", "pre_kinds", "post_starts", "post_kinds", "break_starts", "break_ends")
+    __slots__ = (
+        "text", "pre_ends", "pre_kinds", "post_starts", "post_kinds", "break_starts", "break_ends", "hedged",
+    )  # fmt: skip
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -184,9 +193,18 @@ class _Cues:
         breaks.sort()
         self.break_starts = [s for s, _ in breaks]
         self.break_ends = sorted(e for _, e in breaks)
+        # (start, end) of every sentence with a sentence-level hedge; usually none
+        self.hedged = [_line_span(text, m.start()) for m in _SENTENCE_UNCERTAINTY.finditer(text)]
 
     def polarity(self, start: int, end: int) -> int:
         """Polarity of a mention at text[start:end]."""
+        rank = self._clause_polarity(start, end)
+        if rank == _POS and any(s <= start < e for s, e in self.hedged):
+            return _UNC
+        return rank
+
+    def _clause_polarity(self, start: int, end: int) -> int:
+        """Polarity of a mention at text[start:end] from the cues of its clause."""
         i = bisect.bisect_right(self.break_ends, start)
         clause_start = self.break_ends[i - 1] if i else 0
         j = bisect.bisect_left(self.break_starts, end)
@@ -217,6 +235,12 @@ class _Cues:
         return _POS
 
 
+def _line_span(text: str, position: int) -> tuple[int, int]:
+    """(start, end) of the normalised sentence (line) holding `position`."""
+    end = text.find("\n", position)
+    return text.rfind("\n", 0, position) + 1, len(text) if end < 0 else end
+
+
 def _overlaps(span: tuple[int, int], spans: list[tuple[int, int]]) -> bool:
     return any(s < span[1] and span[0] < e for s, e in spans)
 
@@ -233,7 +257,9 @@ def label_text(report: str) -> np.ndarray:
     cues = _Cues(text)
     ranks = [_NONE] * (NUM_OBSERVATIONS + 1)
 
-    for index, include, exclude in _PLAIN:
+    for index, include, exclude, cap in _PLAIN:
+        if ranks[index] == _POS:
+            continue
         excluded = None
         for m in include.finditer(text):
             if exclude is not None:
@@ -241,10 +267,10 @@ def label_text(report: str) -> np.ndarray:
                     excluded = [e.span() for e in exclude.finditer(text)]
                 if _overlaps(m.span(), excluded):
                     continue
-            rank = cues.polarity(*m.span())
+            rank = min(cues.polarity(*m.span()), cap)
             if rank > ranks[index]:
                 ranks[index] = rank
-                if rank == _POS:
+                if rank == cap:
                     break
 
     for keywords, pattern, targets in _SIZE:
