@@ -119,7 +119,7 @@ WEAK_MENTIONS: dict[str, str] = {
 # keeps such a list too), negated ones do not.
 OTHER_FINDINGS = (
     r"\bemphysema\w*|\bcopd\b|\bchronic obstructive\b|\bhyperinflat\w*|\bhyperexpan\w*|\bhyperlucen\w*"
-    r"|\bover-?inflat\w*|\bover-?expan\w*|\bgranulom\w*|\bcalcifi\w*|\bcalcinosis\b|\bscoliosis\b|\bscoliotic\b"
+    r"|\bover-?inflat\w*|\bover-?expan\w*|\bgranulom\w*|\bcalcifi\w*|\bcalcinosis\b|\b(?:dextro|levo|rotoscolio|thoracolumbar )?scolio(?:sis|tic)\b"
     r"|\bkyphosis\b|\bkyphotic\b|\bdegenerat\w*|\bspondylo\w*|\bosteophyt\w*|\barthrit\w*|\barthropath\w*"
     r"|\bdeformit\w*|\bhernia\w*|\beventration\b|\belevat(?:ed|ion) (?:of )?(?:the )?(?:right |left )?"
     r"(?:hemi)?diaphragm|\b(?:hemi)?diaphragm\w* (?:is |are )?elevat\w*|\btortu\w*|\bectatic\b|\bectasia\b"
@@ -140,7 +140,7 @@ OTHER_FINDINGS = (
     r"|\birregular\w*|\bsubsegmental\b|\bcrowding\b|\bthickening\b|\bvascular (?:calcification|prominence)"
     r"|\bemphysematous\b|\bchronic (?:lung|interstitial) disease\b|\bpulmonary hypertension\b|\bhematoma\b"
     r"|\bcontusion\b|\baspiration\b|\bcurvature\b|\bprosthes[ie]s\b|\bsutures?\b|\bpiercings?\b|\bnipple rings?\b"
-    r"|\bhyperaerat\w*|\bepicardial fat\b|\bflatten\w*|\b\bmetastat\w*|\bamputat\w*|\bpersistent\b(?= (?:density|opacity|finding))"
+    r"|\bhyperaerat\w*|\bdish\b|\bhyperostosis\b|\b(?:aortic )?dissection\b|\bendplate\b|\bepicardial fat\b|\bflatten\w*|\b\bmetastat\w*|\bamputat\w*|\bpersistent\b(?= (?:density|opacity|finding))"
 )
 
 # --------------------------------------------------------------------------------------------------
@@ -205,8 +205,11 @@ PSEUDO_NEGATION = (
     r"|progression|worsening|improvement|enlargement)\b|\bwithout (?:significant |interval )?change\b"
     r"|\bnot (?:significantly )?changed\b|\bnot only\b|\bnot? (?:been )?improved?\b|\bno other\b(?= changes?)"
 )
+# Hedge words that qualify something other than the finding's presence ("age-indeterminate fracture": the
+# fracture is there, its age is uncertain): they mask the uncertainty cues they contain.
+PSEUDO_UNCERTAINTY = r"\bage[- ]?(?:indeterminate|uncertain|undetermined)\b"
 PRE_UNCERTAINTY = (
-    r"\bmay\b|\bmight\b|\bcould\b|\bpossibl[ey]\b|\bprobabl[ey]\b|\blikely\b|\bmost xxxx\b|\bsuspect\w*|\bsuspicious\b"
+    r"\bmay\b|\bmight\b|\bcould\b|\bpossibl[ey]\b|\blikely\b|\bmost xxxx\b|\bsuspect\w*|\bsuspicious\b"
     r"|\bsuggest\w*|\bconcern\w*|\bquestion\w*|\bqmark\b|\bequivocal\b|\bindeterminate\b|\bdifferential\b"
     r"|\bconsider\w*|\bvs\b|\bversus\b|\bworrisome\b|\bpresum\w*|\bpotential\w*|\buncertain\b"
     r"|\bunclear\b|\bpuzzling\b|\bperhaps\b|\bcannot be assessed\b|\bnot (?:well |fully )?(?:assessed|evaluated)\b"
@@ -215,7 +218,7 @@ PRE_UNCERTAINTY = (
     r"|\bcorrelat\w* (?:clinically )?for\b|\bclinical correlation\b|\bto (?:identify|evaluate for|assess for|exclude)\b"
 )
 POST_UNCERTAINTY = (
-    r"\b(?:is|are) (?:also )?(?:possible|suspected|questioned|favored|likely|probable|not excluded)\b"
+    r"\b(?:is|are) (?:also )?(?:possible|suspected|questioned|favored|likely|not excluded)\b"
     r"|\bversus\b|\bvs\b|\bqmark\b"
     r"|\bmay (?:be|represent|reflect|indicate)\b|\bcould (?:be|represent|reflect|indicate)\b|\bif (?:any|present)\b"
     r"|\bcannot be (?:entirely )?(?:excluded|ruled out)\b|\bnot (?:entirely )?(?:excluded|ruled out)\b"
@@ -236,7 +239,8 @@ SCOPE_BREAK = (
     r"|\bwhereas\b|\bwhile\b|\byet\b|\botherwise\b|\bthere (?:is|are|has|have)\b(?! no\b)|\bin addition\b"
     r"|\bnow\b|\balso\b|\bsecondary to\b|\bdue to\b|\bconsistent with\b|\bcompatible with\b"
     r"|\b[,;] ?(?:and )?(?=(?:mild(?:ly)?|moderate(?:ly)?|severe(?:ly)?|stable|persistent|new|increas\w*|decreas\w*"
-    r"|there|the|heart|lungs?|cardiomegaly|unchanged|again|status|s/p|possible|probable|likely|improv\w*|worse\w*)\b)"
+    r"|there|the|heart|lungs?|cardiomegaly|unchanged|again|status|s/p|possible|probable|likely|improv\w*|worse\w*"
+    r"|healed|old|chronic|remote)\b)"
     r"|\b(?:and|with) (?=(?:mild(?:ly)?|moderate(?:ly)?|severe|small|minimal|trace|stable|persistent|new|increas\w*"
     r"|decreas\w*|there|the|bilateral|patchy|chronic|old|healed|heart|unchanged|again)\b)"
 )

@@ -145,6 +145,7 @@ _PRE_NEGATION = _compile(phrases.PRE_NEGATION)
 _POST_NEGATION = _compile(phrases.POST_NEGATION)
 _PRE_UNCERTAINTY = _compile(phrases.PRE_UNCERTAINTY)
 _PSEUDO_NEGATION = _compile(phrases.PSEUDO_NEGATION)
+_PSEUDO_UNCERTAINTY = _compile(phrases.PSEUDO_UNCERTAINTY)
 _POST_UNCERTAINTY = _compile(phrases.POST_UNCERTAINTY)
 _SCOPE_BREAK = _compile(phrases.SCOPE_BREAK)
 _SENTENCE_UNCERTAINTY = _compile(phrases.SENTENCE_UNCERTAINTY)
@@ -167,6 +168,8 @@ class _Cues:
         pre = [(e, _DOUBLE) for _, e in blocked]
         post = [(s, _DOUBLE) for s, _ in blocked]
         unc_spans = blocked + masked
+        if "age" in text:
+            blocked += [m.span() for m in _PSEUDO_UNCERTAINTY.finditer(text)]
         for m in _PRE_UNCERTAINTY.finditer(text):
             if not _overlaps(m.span(), blocked):
                 pre.append((m.end(), _UNC))
