@@ -10,10 +10,22 @@ radiologists index reports (the IU X-Ray MeSH annotations):
   make No Finding blank) rather than Lung Opacity / Pleural Other;
 - surgical clips, stents and sternotomy wires are *other findings*, not Support Devices; the
   devices are lines, tubes, catheters, pacemakers, leads, ports, valves and drains;
-- calcified nodules count as Lung Lesion; granulomas do not (other finding);
+- calcified nodules count as Lung Lesion, also when the report explains them as granulomas ("nodule
+  ... suggests a previous granulomatous process"); granulomas named as such do not (other finding);
+- pleural thickening (apical capping and thickened fissures included) is Pleural Other; pleural and
+  pleuroparenchymal scarring are other findings, as costophrenic blunting is;
+- "infection" / "infectious process" without the word pneumonia is at most uncertain Pneumonia
+  (`WEAK_MENTIONS`); CheXpert counts it positive;
+- "probable" / "probably" (more likely than not) do not hedge: the indexers annotate probable findings,
+  while "likely", "possible", "may", "suggest", ... stay uncertain as in CheXpert;
+- a sentence-level hedge ("in the appropriate clinical setting") makes every positive mention of its
+  sentence uncertain, whatever the clause; "age-indeterminate" hedges a finding's age, not the finding;
+- borderline heart size / cardiomegaly / enlargement is Cardiomegaly positive (CheXpert: uncertain);
 - healed / old fractures are Fracture positive;
 - an enlarged cardiomediastinal or cardiac silhouette is Cardiomegaly; a widened or prominent
   mediastinum is Enlarged Cardiomediastinum.
+
+`scripts/eval_labeler_iu.py` scores these rules against the MeSH annotations of the shared IU X-Ray reports.
 """
 
 from __future__ import annotations
