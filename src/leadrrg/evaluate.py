@@ -116,9 +116,11 @@ def _statistics(
     label_pairs: dict[str, tuple[np.ndarray, np.ndarray]],
     *,
     cider: bool,
+    chexbert_pair: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list:
-    """Per-study statistics of every bootstrapped metric: NLG (not METEOR) and, for every
-    ``prefix -> (reference labels, generated labels)``, CE and hallucination under that prefix."""
+    """Per-study statistics of every bootstrapped metric: NLG (not METEOR); for every
+    ``prefix -> (reference labels, generated labels)``, CE and hallucination under that prefix; and
+    CheXbert's CE (``chexbert14_*``) when `chexbert_pair` is given."""
     from leadrrg.metrics.clinical import ClinicalStatistics
     from leadrrg.metrics.hallucination import HallucinationStatistics
     from leadrrg.metrics.nlg_stats import nlg_statistics
@@ -127,7 +129,20 @@ def _statistics(
     for prefix, (ref_labels, hyp_labels) in label_pairs.items():
         statistics.append(ClinicalStatistics(ref_labels, hyp_labels, prefix=f"{prefix}ce"))
         statistics.append(HallucinationStatistics(ref_labels, hyp_labels, prefix=prefix))
+    if chexbert_pair is not None:
+        statistics.append(ClinicalStatistics(*chexbert_pair, prefix="chexbert"))
     return statistics
+
+
+def _chexbert_scores(chexbert_fn: LabelFn, references: list[str], generated: list[str]) -> tuple[dict, tuple]:
+    """CheXbert's CE metrics (``chexbert14_*``, ``chexbert5_*``, ``chexbert_per_observation``) and the
+    (reference, generated) label pair they come from."""
+    from leadrrg.metrics.clinical import ce_scores
+
+    labels = _label(chexbert_fn, references + generated)
+    pair = (labels[: len(references)], labels[len(references) :])
+    scores = {f"chexbert{name.removeprefix('ce')}": value for name, value in ce_scores(*pair).items()}
+    return scores, pair
 
 
 METEOR_CI_MISSING = (
@@ -157,6 +172,7 @@ def evaluate_predictions(
     label_fn: LabelFn | None = None,
     bootstrap: int = 0,
     seed: int = 0,
+    chexbert_fn: LabelFn | None = None,
 ) -> dict[str, Any]:
     """All metrics of one set of predictions.
 
@@ -168,7 +184,10 @@ def evaluate_predictions(
 
     With ``bootstrap=R`` > 0, every scalar rate and score but METEOR gains ``<metric>_ci`` = [low, high],
     its 95% percentile interval over R study-level bootstrap replicates drawn with `seed`
-    (`metrics.bootstrap`); ``meteor_ci`` is None, with the reason in ``missing``."""
+    (`metrics.bootstrap`); ``meteor_ci`` is None, with the reason in ``missing``.
+
+    `chexbert_fn` (e.g. `labeler.chexbert.CheXbertLabeler`) adds CE metrics from CheXbert's labels of
+    the same reports, named ``chexbert14_*`` / ``chexbert5_*`` beside ours (never mixed into them)."""
     from leadrrg.metrics.bootstrap import CI_LEVEL, percentile_interval, replicate_scores
     from leadrrg.metrics.nlg import NORMALIZATION, java_version, nlg_scores
 
@@ -185,9 +204,19 @@ def evaluate_predictions(
     metrics.update(nlg)
     for prefix, (ref_labels, hyp_labels) in label_pairs.items():
         metrics.update(_label_scores(ref_labels, hyp_labels, prefix))
+    chexbert_pair = None
+    if chexbert_fn is not None:
+        chexbert_scores, chexbert_pair = _chexbert_scores(chexbert_fn, references, generated)
+        metrics.update(chexbert_scores)
 
     if bootstrap > 0:
-        statistics = _statistics(references, generated, label_pairs, cider=metrics["cider"] is not None)
+        statistics = _statistics(
+            references,
+            generated,
+            label_pairs,
+            cider=metrics["cider"] is not None,
+            chexbert_pair=chexbert_pair,
+        )
         samples = replicate_scores(statistics, len(records), bootstrap, seed)
         metrics = _with_intervals(metrics, {name: percentile_interval(v) for name, v in samples.items()})
         missing["meteor_ci"] = METEOR_CI_MISSING
@@ -200,6 +229,7 @@ def evaluate_predictions(
         "normalization": NORMALIZATION,
         "reference_labels": "leadrrg.labeler on the reference reports",
         "ground_truth_labels": ground_truth is not None,
+        "chexbert": getattr(chexbert_fn, "provenance", {}) if chexbert_fn is not None else None,
         "bootstrap": (
             {"replicates": bootstrap, "seed": seed, "level": CI_LEVEL, "method": BOOTSTRAP_METHOD}
             if bootstrap > 0
@@ -373,6 +403,9 @@ def format_table(metrics: dict[str, Any]) -> str:
     lines += _ce_rows(metrics, "")
     lines.append("Hallucination (vs reference labels, 13 findings)")
     lines += _hallucination_rows(metrics, "")
+    if "chexbert14_micro_f1" in metrics:
+        lines.append("Clinical efficacy (CheXbert: reference vs generated)")
+        lines += _ce_rows(metrics, "", labeler="chexbert")
     if "gt_ce14_micro_f1" in metrics:
         lines.append("Clinical efficacy (ground-truth labels vs generated)")
         lines += _ce_rows(metrics, "gt_")
