@@ -124,7 +124,7 @@ PLAIN_MENTIONS: dict[str, tuple[str, str | None]] = {
 # mention is at most uncertain (a positive one counts as -1). "Infection" / "infectious process" name a
 # process, not the diagnosis: the IU X-Ray indexers annotate Pneumonia for named pneumonia only.
 WEAK_MENTIONS: dict[str, str] = {
-    "Pneumonia": r"\binfection\b|\binfectious\b|\binfective\b",
+    "Pneumonia": r"infection|infectious|infective",  # plain alternatives, joined inside \b(?P<weak>...)\b
 }
 
 # Findings outside the 14 observations: positive or uncertain ones make No Finding blank (CheXpert

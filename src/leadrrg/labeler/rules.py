@@ -112,17 +112,19 @@ def _compile(source: str) -> re.Pattern[str]:
     return re.compile(source)
 
 
-# (observation, mention, exclusion or None, highest rank a mention can give)
+def _mentions(name: str, include: str) -> str:
+    """The mention regex of an observation; its weak mentions (`phrases.WEAK_MENTIONS`) join as the
+    alternative ``\\b(?P<weak>...)``, so one scan finds both."""
+    weak = phrases.WEAK_MENTIONS.get(name)
+    return include if weak is None else rf"{include}|\b(?P<weak>{weak})\b"
+
+
+# (observation, mention regex, exclusion regex or None)
 _PLAIN = [
-    (_INDEX[name], _compile(include), _compile(exclude) if exclude else None, _POS)
+    (_INDEX[name], _compile(_mentions(name, include)), _compile(exclude) if exclude else None)
     for name, (include, exclude) in phrases.PLAIN_MENTIONS.items()
 ]
-_EXCLUDE = {index: exclude for index, _, exclude, _ in _PLAIN}
-_PLAIN += [
-    (_INDEX[name], _compile(weak), _EXCLUDE[_INDEX[name]], _UNC)
-    for name, weak in phrases.WEAK_MENTIONS.items()
-]
-_PLAIN.append((_OTHER, _compile(phrases.OTHER_FINDINGS), None, _POS))
+_PLAIN.append((_OTHER, _compile(phrases.OTHER_FINDINGS), None))
 
 
 def _size_statement(anchor: str) -> re.Pattern[str]:
@@ -168,7 +170,7 @@ class _Cues:
         pre = [(e, _DOUBLE) for _, e in blocked]
         post = [(s, _DOUBLE) for s, _ in blocked]
         unc_spans = blocked + masked
-        if "age" in text:
+        if "indetermin" in text or "ncertain" in text or "undetermin" in text:  # cheap test first
             blocked += [m.span() for m in _PSEUDO_UNCERTAINTY.finditer(text)]
         for m in _PRE_UNCERTAINTY.finditer(text):
             if not _overlaps(m.span(), blocked):
@@ -197,7 +199,11 @@ class _Cues:
         self.break_starts = [s for s, _ in breaks]
         self.break_ends = sorted(e for _, e in breaks)
         # (start, end) of every sentence with a sentence-level hedge; usually none
-        self.hedged = [_line_span(text, m.start()) for m in _SENTENCE_UNCERTAINTY.finditer(text)]
+        self.hedged = (
+            [_line_span(text, m.start()) for m in _SENTENCE_UNCERTAINTY.finditer(text)]
+            if "setting" in text or "context" in text or "scenario" in text
+            else []
+        )
 
     def polarity(self, start: int, end: int) -> int:
         """Polarity of a mention at text[start:end]."""
@@ -260,9 +266,7 @@ def label_text(report: str) -> np.ndarray:
     cues = _Cues(text)
     ranks = [_NONE] * (NUM_OBSERVATIONS + 1)
 
-    for index, include, exclude, cap in _PLAIN:
-        if ranks[index] == _POS:
-            continue
+    for index, include, exclude in _PLAIN:
         excluded = None
         for m in include.finditer(text):
             if exclude is not None:
@@ -270,10 +274,12 @@ def label_text(report: str) -> np.ndarray:
                     excluded = [e.span() for e in exclude.finditer(text)]
                 if _overlaps(m.span(), excluded):
                     continue
-            rank = min(cues.polarity(*m.span()), cap)
+            rank = cues.polarity(*m.span())
+            if rank == _POS and m.lastgroup == "weak":
+                rank = _UNC  # a weak mention is at most uncertain
             if rank > ranks[index]:
                 ranks[index] = rank
-                if rank == cap:
+                if rank == _POS:
                     break
 
     for keywords, pattern, targets in _SIZE:
