@@ -75,7 +75,6 @@ def test_shape_dtype_and_values():
         ("Questionable right apical pneumothorax.", "Pneumothorax", -1.0),
         ("Atelectasis versus pneumonia.", "Atelectasis", -1.0),
         ("Atelectasis versus pneumonia.", "Pneumonia", -1.0),
-        ("Borderline heart size.", "Cardiomegaly", -1.0),
         ("Suggestion of mild interstitial edema.", "Edema", -1.0),
         # double negation
         ("Pneumonia cannot be excluded.", "Pneumonia", -1.0),
@@ -85,6 +84,50 @@ def test_shape_dtype_and_values():
         ("No change in the small calcified right upper lobe nodule.", "Lung Lesion", 1.0),
         # not mentioned
         ("Heart size is normal.", "Pneumothorax", None),
+        # IU X-Ray indexing conventions (see labeler.phrases): borderline enlargement is enlargement
+        ("Borderline heart size.", "Cardiomegaly", 1.0),
+        ("Borderline cardiomegaly without acute disease.", "Cardiomegaly", 1.0),
+        ("Borderline enlargement of the cardiac silhouette.", "Cardiomegaly", 1.0),
+        # "probable" is the radiologist's more-likely-than-not: positive; weaker hedges stay uncertain
+        ("Probable small left pleural effusion.", "Pleural Effusion", 1.0),
+        ("Opacity probably represents consolidation.", "Consolidation", 1.0),
+        ("Left base opacity, likely atelectasis.", "Atelectasis", -1.0),
+        # a nodule stays a lesion when it is explained as a granuloma
+        ("Dense left lower lobe nodule suggests a previous granulomatous process.", "Lung Lesion", 1.0),
+        ("Scattered calcified pulmonary nodules, likely calcified granulomas.", "Lung Lesion", 1.0),
+        ("Calcified granuloma in the right upper lobe.", "Lung Lesion", None),
+        # pleural thickening (fissures included) is Pleural Other; pleural scarring is an other finding
+        ("There is thickening of the minor fissure.", "Pleural Other", 1.0),
+        ("Interlobar fissural thickening.", "Pleural Other", 1.0),
+        ("Bilateral apical pleural scarring.", "Pleural Other", None),
+        ("Opacities compatible with pleural-parenchymal scarring.", "Pleural Other", None),
+        ("Minimal apical capping.", "Pleural Other", 1.0),
+        # infection names a process, not the diagnosis: at most uncertain pneumonia
+        ("Findings most consistent with atypical infectious process.", "Pneumonia", -1.0),
+        ("Right basal chest infection.", "Pneumonia", -1.0),
+        ("No evidence of infection.", "Pneumonia", 0.0),
+        ("Remote granulomatous infection.", "Pneumonia", None),
+        # a sentence-level hedge qualifies every finding of its sentence
+        (
+            "In the appropriate clinical setting this appearance is compatible with pneumonia.",
+            "Pneumonia",
+            -1.0,
+        ),
+        ("Airspace disease compatible with pneumonia in the correct clinical setting.", "Pneumonia", -1.0),
+        (
+            "Airspace disease compatible with pneumonia. In the appropriate clinical setting, follow up.",
+            "Pneumonia",
+            1.0,
+        ),
+        # de-identification took "likely" from "most likely"
+        ("Opacities most XXXX representing pneumonia.", "Pneumonia", -1.0),
+        # the age of a fracture is uncertain, not the fracture
+        ("An age-indeterminate compression fracture of T8.", "Fracture", 1.0),
+        (
+            "Small rounded densities not seen on the previous exam, healed right 10th rib fracture noted.",
+            "Fracture",
+            1.0,
+        ),
     ],
 )
 def test_polarity(report, observation, expected):
@@ -123,6 +166,9 @@ def test_no_finding_rule():
     assert label("Possible right lower lobe pneumonia.")["No Finding"] is None  # uncertain counts
     assert label("Mild cardiomegaly.")["No Finding"] is None
     assert label("Calcified granuloma in the right upper lobe.")["No Finding"] is None  # other finding
+    assert label("Dextroscoliosis of the thoracic spine. Lungs are clear.")["No Finding"] is None
+    assert label("Probable DISH of the thoracic spine. Lungs are clear.")["No Finding"] is None
+    assert label("Bilateral apical pleural scarring. Lungs are clear.")["No Finding"] is None
     assert label("No emphysema. Lungs are clear.")["No Finding"] == 1.0
     assert label("")["No Finding"] is None  # empty report: nothing mentioned
     assert all(v is None for v in label("   ").values())

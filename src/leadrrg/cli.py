@@ -32,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "leadrrg.commands.evaluate",
         "score generated reports: NLG, clinical efficacy, hallucination",
     ),
+    "compare": (
+        "leadrrg.commands.compare",
+        "compare two systems' predictions on the same studies (paired bootstrap: difference, CI, p)",
+    ),
     "diagnose": (
         "leadrrg.commands.diagnose",
         "does the report follow the experts (oracle, flips), do the experts read the image (AUROC)?",

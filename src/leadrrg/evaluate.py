@@ -79,6 +79,90 @@ def _versions(java: str | None, meteor_missing: str | None) -> dict[str, str | N
     }
 
 
+def _texts(records: Sequence[dict]) -> tuple[list[str], list[str]]:
+    """The reference and generated reports of `records`; LeadrrgError when there are none or one is not
+    a string."""
+    if not records:
+        raise LeadrrgError("no predictions to evaluate (the predictions are empty)")
+    for index, record in enumerate(records):
+        for key in ("reference", "generated"):
+            if not isinstance(record.get(key), str):
+                raise LeadrrgError(f"{_record_name(record, index)}: '{key}' must be a string")
+    return [record["reference"] for record in records], [record["generated"] for record in records]
+
+
+def _label(label_fn: LabelFn | None, reports: list[str]) -> np.ndarray:
+    """(len(reports), 14) labels of `reports` by `label_fn` (default: `leadrrg.labeler.label_reports`)."""
+    if label_fn is None:
+        from leadrrg.labeler import label_reports as label_fn
+    labels = np.asarray(label_fn(reports), dtype=np.float32)
+    if labels.shape != (len(reports), NUM_OBSERVATIONS):
+        raise RuntimeError(f"the labeler returned shape {labels.shape} for {len(reports)} reports")
+    return labels
+
+
+def _label_scores(ref_labels: np.ndarray, hyp_labels: np.ndarray, prefix: str = "") -> dict[str, Any]:
+    """CE and hallucination metrics of one pair of label arrays, names prefixed by `prefix`."""
+    from leadrrg.metrics.clinical import ce_scores
+    from leadrrg.metrics.hallucination import hallucination_scores
+
+    scores = {**ce_scores(ref_labels, hyp_labels), **hallucination_scores(ref_labels, hyp_labels)}
+    return {f"{prefix}{name}": value for name, value in scores.items()}
+
+
+def _statistics(
+    references: list[str],
+    generated: list[str],
+    label_pairs: dict[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    cider: bool,
+    chexbert_pair: tuple[np.ndarray, np.ndarray] | None = None,
+) -> list:
+    """Per-study statistics of every bootstrapped metric: NLG (not METEOR); for every
+    ``prefix -> (reference labels, generated labels)``, CE and hallucination under that prefix; and
+    CheXbert's CE (``chexbert14_*``) when `chexbert_pair` is given."""
+    from leadrrg.metrics.clinical import ClinicalStatistics
+    from leadrrg.metrics.hallucination import HallucinationStatistics
+    from leadrrg.metrics.nlg_stats import nlg_statistics
+
+    statistics = nlg_statistics(references, generated, cider=cider)
+    for prefix, (ref_labels, hyp_labels) in label_pairs.items():
+        statistics.append(ClinicalStatistics(ref_labels, hyp_labels, prefix=f"{prefix}ce"))
+        statistics.append(HallucinationStatistics(ref_labels, hyp_labels, prefix=prefix))
+    if chexbert_pair is not None:
+        statistics.append(ClinicalStatistics(*chexbert_pair, prefix="chexbert"))
+    return statistics
+
+
+def _chexbert_scores(chexbert_fn: LabelFn, references: list[str], generated: list[str]) -> tuple[dict, tuple]:
+    """CheXbert's CE metrics (``chexbert14_*``, ``chexbert5_*``, ``chexbert_per_observation``) and the
+    (reference, generated) label pair they come from."""
+    from leadrrg.metrics.clinical import ce_scores
+
+    labels = _label(chexbert_fn, references + generated)
+    pair = (labels[: len(references)], labels[len(references) :])
+    scores = {f"chexbert{name.removeprefix('ce')}": value for name, value in ce_scores(*pair).items()}
+    return scores, pair
+
+
+METEOR_CI_MISSING = (
+    "not bootstrapped: METEOR's corpus score is computed inside meteor-1.5.jar, so an interval would need "
+    "a jar run per replicate"
+)
+
+
+def _with_intervals(metrics: dict[str, Any], intervals: dict[str, list[float]]) -> dict[str, Any]:
+    """`metrics` with ``<metric>_ci`` inserted right after each metric that has an interval."""
+    out: dict[str, Any] = {}
+    for name, value in metrics.items():
+        out[name] = value
+        if name in intervals:
+            out[f"{name}_ci"] = intervals[name]
+        elif name == "meteor":
+            out["meteor_ci"] = None
+    return out
+
+
 def evaluate_predictions(
     records: Sequence[dict],
     *,
@@ -86,6 +170,9 @@ def evaluate_predictions(
     section: str = "findings",
     meteor: bool = True,
     label_fn: LabelFn | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
+    chexbert_fn: LabelFn | None = None,
 ) -> dict[str, Any]:
     """All metrics of one set of predictions.
 
@@ -93,39 +180,46 @@ def evaluate_predictions(
     `leadrrg.labeler.label_reports`. Returns a flat dict of named metrics (`metrics.nlg`,
     `metrics.clinical`, `metrics.hallucination`; the same CE and hallucination metrics prefixed ``gt_``
     when records carry ground-truth ``labels``), the nested per-observation dicts, ``missing``
-    (metric -> reason) and ``meta`` (split, section, normalisation, number of studies, tool versions)."""
-    from leadrrg.metrics.clinical import ce_scores
-    from leadrrg.metrics.hallucination import hallucination_scores
+    (metric -> reason) and ``meta`` (split, section, normalisation, number of studies, tool versions).
+
+    With ``bootstrap=R`` > 0, every scalar rate and score but METEOR gains ``<metric>_ci`` = [low, high],
+    its 95% percentile interval over R study-level bootstrap replicates drawn with `seed`
+    (`metrics.bootstrap`); ``meteor_ci`` is None, with the reason in ``missing``.
+
+    `chexbert_fn` (e.g. `labeler.chexbert.CheXbertLabeler`) adds CE metrics from CheXbert's labels of
+    the same reports, named ``chexbert14_*`` / ``chexbert5_*`` beside ours (never mixed into them)."""
+    from leadrrg.metrics.bootstrap import CI_LEVEL, percentile_interval, replicate_scores
     from leadrrg.metrics.nlg import NORMALIZATION, java_version, nlg_scores
 
-    if not records:
-        raise LeadrrgError("no predictions to evaluate (the predictions are empty)")
-    for index, record in enumerate(records):
-        for key in ("reference", "generated"):
-            if not isinstance(record.get(key), str):
-                raise LeadrrgError(f"{_record_name(record, index)}: '{key}' must be a string")
-    references = [record["reference"] for record in records]
-    generated = [record["generated"] for record in records]
+    references, generated = _texts(records)
     ground_truth = _ground_truth(records)
-
-    if label_fn is None:
-        from leadrrg.labeler import label_reports as label_fn
-    labels = np.asarray(label_fn(references + generated), dtype=np.float32)
-    if labels.shape != (2 * len(records), NUM_OBSERVATIONS):
-        raise RuntimeError(f"the labeler returned shape {labels.shape} for {2 * len(records)} reports")
-    ref_labels, hyp_labels = labels[: len(records)], labels[len(records) :]
+    labels = _label(label_fn, references + generated)
+    label_pairs = {"": (labels[: len(records)], labels[len(records) :])}
+    if ground_truth is not None:
+        label_pairs["gt_"] = (ground_truth, label_pairs[""][1])
 
     metrics: dict[str, Any] = {}
     nlg = nlg_scores(references, generated, meteor=meteor)
     missing: dict[str, str] = nlg.pop("missing")
     metrics.update(nlg)
-    metrics.update(ce_scores(ref_labels, hyp_labels))
-    metrics.update(hallucination_scores(ref_labels, hyp_labels))
-    if ground_truth is not None:
-        for name, value in ce_scores(ground_truth, hyp_labels).items():
-            metrics[f"gt_{name}"] = value
-        for name, value in hallucination_scores(ground_truth, hyp_labels).items():
-            metrics[f"gt_{name}"] = value
+    for prefix, (ref_labels, hyp_labels) in label_pairs.items():
+        metrics.update(_label_scores(ref_labels, hyp_labels, prefix))
+    chexbert_pair = None
+    if chexbert_fn is not None:
+        chexbert_scores, chexbert_pair = _chexbert_scores(chexbert_fn, references, generated)
+        metrics.update(chexbert_scores)
+
+    if bootstrap > 0:
+        statistics = _statistics(
+            references,
+            generated,
+            label_pairs,
+            cider=metrics["cider"] is not None,
+            chexbert_pair=chexbert_pair,
+        )
+        samples = replicate_scores(statistics, len(records), bootstrap, seed)
+        metrics = _with_intervals(metrics, {name: percentile_interval(v) for name, v in samples.items()})
+        missing["meteor_ci"] = METEOR_CI_MISSING
 
     metrics["missing"] = missing
     metrics["meta"] = {
@@ -135,9 +229,129 @@ def evaluate_predictions(
         "normalization": NORMALIZATION,
         "reference_labels": "leadrrg.labeler on the reference reports",
         "ground_truth_labels": ground_truth is not None,
+        "chexbert": getattr(chexbert_fn, "provenance", {}) if chexbert_fn is not None else None,
+        "bootstrap": (
+            {"replicates": bootstrap, "seed": seed, "level": CI_LEVEL, "method": BOOTSTRAP_METHOD}
+            if bootstrap > 0
+            else None
+        ),
         "versions": _versions(java_version(), missing.get("meteor")),
     }
     return metrics
+
+
+BOOTSTRAP_METHOD = (
+    "study-level resampling with replacement (numpy default_rng(seed)); percentile interval; "
+    "per-study statistics re-aggregated per replicate (leadrrg.metrics.bootstrap)"
+)
+
+
+def _names(ids: Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(repr(i) for i in ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def _by_id(records: Sequence[dict], name: str) -> dict[str, dict]:
+    """`records` keyed by study id; LeadrrgError for a record without an id or an id given twice."""
+    by_id: dict[str, dict] = {}
+    for index, record in enumerate(records):
+        if "id" not in record:
+            raise LeadrrgError(f"{name}: record {index + 1} has no 'id'; compare pairs studies by id")
+        key = str(record["id"])
+        if key in by_id:
+            raise LeadrrgError(f"{name}: study {key!r} appears twice; compare needs one prediction per study")
+        by_id[key] = record
+    return by_id
+
+
+def pair_records(
+    records_a: Sequence[dict], records_b: Sequence[dict], names: tuple[str, str] = ("A", "B")
+) -> tuple[list[dict], list[dict]]:
+    """The records of both systems in the same study order (A's). LeadrrgError naming the studies present
+    in only one file, or the first study whose reference report differs between the files."""
+    by_a, by_b = _by_id(records_a, names[0]), _by_id(records_b, names[1])
+    only_a = [key for key in by_a if key not in by_b]
+    only_b = [key for key in by_b if key not in by_a]
+    if only_a or only_b:
+        parts = [
+            f"{len(ids)} only in {name} ({_names(ids)})"
+            for ids, name in ((only_a, names[0]), (only_b, names[1]))
+            if ids
+        ]
+        raise LeadrrgError(
+            f"the two prediction files must hold the same studies, but {len(only_a) + len(only_b)} differ: "
+            + "; ".join(parts)
+        )
+    for key, record in by_a.items():
+        if record.get("reference") != by_b[key].get("reference"):
+            raise LeadrrgError(
+                f"study {key!r} has a different reference report in {names[0]} and {names[1]}; "
+                "compare needs predictions for the same references"
+            )
+    return list(by_a.values()), [by_b[key] for key in by_a]
+
+
+def compare_predictions(
+    records_a: Sequence[dict],
+    records_b: Sequence[dict],
+    *,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    label_fn: LabelFn | None = None,
+    names: tuple[str, str] = ("A", "B"),
+) -> dict[str, dict[str, Any]]:
+    """Paired comparison of two systems' predictions on the same studies (matched by id).
+
+    Returns ``{metric: {"difference": B - A, "ci": [low, high], "p_value": p, "a": A, "b": B}}`` for every
+    bootstrapped metric of `evaluate_predictions` (NLG but METEOR, CE and hallucination, ``gt_`` ones
+    when both files carry the same ground-truth labels): the 95% percentile interval of the difference
+    over `bootstrap` paired study-level replicates and its two-sided paired-bootstrap p-value
+    (`metrics.bootstrap.paired_bootstrap`)."""
+    from leadrrg.metrics.bootstrap import paired_bootstrap, point_scores
+
+    if bootstrap < 1:
+        raise LeadrrgError(f"--bootstrap must be a positive number of replicates, got {bootstrap}")
+    records_a, records_b = pair_records(records_a, records_b, names)
+    references, generated_a = _texts(records_a)
+    _, generated_b = _texts(records_b)
+    ground_truth = _ground_truth(records_a)
+    ground_truth_b = _ground_truth(records_b)
+    if (ground_truth is None) != (ground_truth_b is None) or (
+        ground_truth is not None and not np.array_equal(ground_truth, ground_truth_b, equal_nan=True)
+    ):
+        raise LeadrrgError(
+            f"{names[0]} and {names[1]} carry different ground-truth 'labels'; give the same labels in both or none"
+        )
+    n = len(references)
+    labels = _label(label_fn, references + generated_a + generated_b)
+    ref_labels, hyp_a, hyp_b = labels[:n], labels[n : 2 * n], labels[2 * n :]
+    cider = any(text.strip() for text in references)
+
+    def pairs(hyp_labels: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        out = {"": (ref_labels, hyp_labels)}
+        if ground_truth is not None:
+            out["gt_"] = (ground_truth, hyp_labels)
+        return out
+
+    statistics_a = _statistics(references, generated_a, pairs(hyp_a), cider=cider)
+    statistics_b = _statistics(references, generated_b, pairs(hyp_b), cider=cider)
+    result = paired_bootstrap(statistics_a, statistics_b, n, bootstrap, seed)
+    values_a, values_b = point_scores(statistics_a, n), point_scores(statistics_b, n)
+    for name, entry in result.items():
+        entry["a"], entry["b"] = values_a[name], values_b[name]
+    return result
+
+
+def format_comparison(result: dict[str, dict[str, Any]], names: tuple[str, str] = ("A", "B")) -> str:
+    """The result of `compare_predictions` as a plain-text table for the console."""
+    lines = [f"  {'metric':<30}{names[0][:10]:>11}{names[1][:10]:>11}{'B - A':>10}{'95% CI':>22}{'p':>8}"]
+    for name, entry in result.items():
+        low, high = entry["ci"]
+        lines.append(
+            f"  {name:<30}{entry['a']:>11.4f}{entry['b']:>11.4f}{entry['difference']:>+10.4f}"
+            f"{f'[{low:+.4f}, {high:+.4f}]':>22}{entry['p_value']:>8.3f}"
+        )
+    return "\n".join(lines)
 
 
 def _value(metrics: dict[str, Any], name: str) -> str:
@@ -148,21 +362,30 @@ def _value(metrics: dict[str, Any], name: str) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def _ce_rows(metrics: dict[str, Any], prefix: str) -> list[str]:
+def _interval(metrics: dict[str, Any], name: str) -> str:
+    """ "  [low, high]" when `name` has a bootstrap interval, else ""."""
+    interval = metrics.get(f"{name}_ci")
+    return f"  [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
+
+
+def _ce_rows(metrics: dict[str, Any], prefix: str, labeler: str = "ce") -> list[str]:
     rows = [f"  {'':<18}{'precision':>10}{'recall':>10}{'f1':>10}"]
-    for subset in ("ce14", "ce5"):
+    for subset in (f"{labeler}14", f"{labeler}5"):
         for average in ("micro", "macro", "example"):
             key = f"{prefix}{subset}_{average}"
             cells = "".join(
                 f"{_value(metrics, f'{key}_{part}'):>10}" for part in ("precision", "recall", "f1")
             )
-            rows.append(f"  {subset + '_' + average:<18}{cells}")
+            rows.append(f"  {subset + '_' + average:<18}{cells}{_interval(metrics, f'{key}_f1')}")
     return rows
 
 
 def _hallucination_rows(metrics: dict[str, Any], prefix: str) -> list[str]:
     names = ("hallucination_rate", "reports_with_hallucination", "omission_rate")
-    return [f"  {name:<28}{_value(metrics, prefix + name):>10}" for name in names]
+    return [
+        f"  {name:<28}{_value(metrics, prefix + name):>10}{_interval(metrics, prefix + name)}"
+        for name in names
+    ]
 
 
 def format_table(metrics: dict[str, Any]) -> str:
@@ -175,11 +398,14 @@ def format_table(metrics: dict[str, Any]) -> str:
         header += f", section {meta['section']}"
     lines = [header, "NLG (R2Gen-normalised text, pycocoevalcap)"]
     for name in ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider"):
-        lines.append(f"  {name:<28}{_value(metrics, name):>10}")
+        lines.append(f"  {name:<28}{_value(metrics, name):>10}{_interval(metrics, name)}")
     lines.append("Clinical efficacy (labeler: reference vs generated)")
     lines += _ce_rows(metrics, "")
     lines.append("Hallucination (vs reference labels, 13 findings)")
     lines += _hallucination_rows(metrics, "")
+    if "chexbert14_micro_f1" in metrics:
+        lines.append("Clinical efficacy (CheXbert: reference vs generated)")
+        lines += _ce_rows(metrics, "", labeler="chexbert")
     if "gt_ce14_micro_f1" in metrics:
         lines.append("Clinical efficacy (ground-truth labels vs generated)")
         lines += _ce_rows(metrics, "gt_")

@@ -1,5 +1,6 @@
-"""`leadrrg evaluate --preds preds.jsonl --out metrics.json`: score generated reports (NLG, clinical
-efficacy, hallucination), write metrics.json atomically and print a table."""
+"""`leadrrg evaluate --preds preds.jsonl --out metrics.json [--bootstrap N] [--chexbert PATH --bert-dir DIR]`:
+score generated reports (NLG, clinical efficacy, hallucination; bootstrap intervals; CheXbert's CE beside
+ours), write metrics.json atomically and print a table."""
 
 from __future__ import annotations
 
@@ -32,6 +33,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip METEOR (it starts a Java VM); it is then reported as missing",
     )
+    parser.add_argument(
+        "--chexbert",
+        default=None,
+        metavar="PATH",
+        help="also label with CheXbert from this local checkpoint (chexbert.pth): chexbert14_* metrics beside ours",
+    )
+    parser.add_argument(
+        "--bert-dir",
+        default=None,
+        metavar="DIR",
+        help="local bert-base-uncased directory (config.json, vocab.txt) for --chexbert; nothing is downloaded",
+    )
+    parser.add_argument("--device", default="cpu", help="torch device for --chexbert (default: cpu)")
+    add_bootstrap_arguments(
+        parser, default=0, what="add <metric>_ci = [low, high], the 95%% interval, beside each metric"
+    )
+
+
+def add_bootstrap_arguments(parser: argparse.ArgumentParser, *, default: int, what: str) -> None:
+    """--bootstrap N and --seed S, shared with `leadrrg compare`."""
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=default,
+        metavar="N",
+        help=f"study-level bootstrap replicates: {what} (default: {default})",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap's resampling (default: 0)")
+
+
+def check_bootstrap(args: argparse.Namespace, minimum: int) -> None:
+    if args.bootstrap < minimum:
+        raise LeadrrgError(f"--bootstrap {args.bootstrap}: expected a number of replicates >= {minimum}")
 
 
 def read_predictions(path: str | Path) -> list[dict]:
@@ -66,10 +100,24 @@ def run(args: argparse.Namespace) -> int:
     from leadrrg.io import atomic_write_text
 
     check_output_file(args.out, "--out")
+    check_bootstrap(args, minimum=0)
+    chexbert_fn = None
+    if args.chexbert is not None or args.bert_dir is not None:
+        if args.chexbert is None or args.bert_dir is None:
+            raise LeadrrgError("--chexbert needs --bert-dir (and --bert-dir needs --chexbert)")
+        from leadrrg.labeler.chexbert import CheXbertLabeler
+
+        chexbert_fn = CheXbertLabeler(args.chexbert, args.bert_dir, device=args.device)
     records = read_predictions(args.preds)
     try:
         metrics = evaluate_predictions(
-            records, split=args.split, section=args.section, meteor=not args.no_meteor
+            records,
+            split=args.split,
+            section=args.section,
+            meteor=not args.no_meteor,
+            bootstrap=args.bootstrap,
+            seed=args.seed,
+            chexbert_fn=chexbert_fn,
         )
     except LeadrrgError as exc:
         raise LeadrrgError(f"{args.preds}: {exc}") from None

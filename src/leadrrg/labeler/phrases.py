@@ -10,10 +10,22 @@ radiologists index reports (the IU X-Ray MeSH annotations):
   make No Finding blank) rather than Lung Opacity / Pleural Other;
 - surgical clips, stents and sternotomy wires are *other findings*, not Support Devices; the
   devices are lines, tubes, catheters, pacemakers, leads, ports, valves and drains;
-- calcified nodules count as Lung Lesion; granulomas do not (other finding);
+- calcified nodules count as Lung Lesion, also when the report explains them as granulomas ("nodule
+  ... suggests a previous granulomatous process"); granulomas named as such do not (other finding);
+- pleural thickening (apical capping and thickened fissures included) is Pleural Other; pleural and
+  pleuroparenchymal scarring are other findings, as costophrenic blunting is;
+- "infection" / "infectious process" without the word pneumonia is at most uncertain Pneumonia
+  (`WEAK_MENTIONS`); CheXpert counts it positive;
+- "probable" / "probably" (more likely than not) do not hedge: the indexers annotate probable findings,
+  while "likely", "possible", "may", "suggest", ... stay uncertain as in CheXpert;
+- a sentence-level hedge ("in the appropriate clinical setting") makes every positive mention of its
+  sentence uncertain, whatever the clause; "age-indeterminate" hedges a finding's age, not the finding;
+- borderline heart size / cardiomegaly / enlargement is Cardiomegaly positive (CheXpert: uncertain);
 - healed / old fractures are Fracture positive;
 - an enlarged cardiomediastinal or cardiac silhouette is Cardiomegaly; a widened or prominent
   mediastinum is Enlarged Cardiomediastinum.
+
+`scripts/eval_labeler_iu.py` scores these rules against the MeSH annotations of the shared IU X-Ray reports.
 """
 
 from __future__ import annotations
@@ -52,9 +64,7 @@ PLAIN_MENTIONS: dict[str, tuple[str, str | None]] = {
         r"|\bcavitation\b|\btumou?r\b|\bcarcinoma\b|\bneoplasm\b|\bmalignan(?:cy|t)\b|\bmetasta(?:sis|ses|tic)\b"
         r"|\blung lesions?\b|\bpulmonary lesions?\b",
         r"\bmass effect\b|\bmassive\b|\bsoft[ -]tissue mass\b|\bbreast mass|\bbody mass\b|\bmuscle mass\b"
-        r"|\bnodular interstitial\b"
-        # nodules explained as granulomas are granulomas
-        r"|\b(?:calcified )?nodul\w*(?:[ ,]+[\w/-]+){0,7}?[ ,]+(?:calcified )?granulom\w*",
+        r"|\bnodular interstitial\b",
     ),
     "Edema": (
         r"\bedema\b|\boedema\b|\b(?:vascular|pulmonary|venous) congestion\b|\bcongestive (?:heart )?failure\b"
@@ -65,8 +75,7 @@ PLAIN_MENTIONS: dict[str, tuple[str, str | None]] = {
     ),
     "Consolidation": (r"\bconsolidat(?:ion|ions|ed|ive)\b", None),
     "Pneumonia": (
-        r"\b(?:broncho)?pneumonias?\b|\bpneumonitis\b|\binfection\b|\binfectious\b|\binfective\b"
-        r"|\bpneumonic\b",
+        r"\b(?:broncho)?pneumonias?\b|\bpneumonitis\b|\bpneumonic\b",
         # healed granulomatous / tuberculous infection is a scar, not pneumonia
         r"\b(?:granulomatous|tuberculous|tuberculosis|fungal|histoplasm\w*|mycobacterial) (?:\w+ )?(?:infection|pneumonia)s?\b"
         r"|\b(?:prior|previous|old|remote|past|healed|history of|sequelae of|residuals? of) (?:\w+ ){0,2}(?:infection|pneumonia)s?\b",
@@ -82,10 +91,10 @@ PLAIN_MENTIONS: dict[str, tuple[str, str | None]] = {
         r"\b(?:pericardial|joint|knee|shoulder) effusion",
     ),
     "Pleural Other": (
-        r"\bpleural (?:thickening|scar\w*|plaques?|calcifications?|abnormality|abnormalities|reaction)\b"
-        r"|\bpleuro-?parenchymal (?:scar\w*|thickening|changes?)\b|\bpleural-parenchymal\b"
-        r"|\bfibrothorax\b|\bapical (?:pleural )?(?:capping|thickening)\b|\bthickening of the pleura\b"
-        r"|\bpleural based\b|\bpleural[- ]based\b",
+        r"\bpleural (?:thickening|plaques?|calcifications?|abnormality|abnormalities|reaction)\b"
+        r"|\bpleuro-?parenchymal thickening\b|\bfibrothorax\b|\bapical (?:pleural )?(?:capping|thickening)\b"
+        r"|\bthicken(?:ing|ed) of the (?:\w+ )?(?:pleura|fissures?)\b|\bthickened (?:\w+ )?(?:pleura|fissures?)\b"
+        r"|\b(?:fissural|fissure) thickening\b|\bpleural based\b|\bpleural[- ]based\b",
         None,
     ),
     "Fracture": (
@@ -111,11 +120,18 @@ PLAIN_MENTIONS: dict[str, tuple[str, str | None]] = {
     ),
 }
 
+# Weak mentions: observation -> regex. They name the observation only as a possibility, so a weak
+# mention is at most uncertain (a positive one counts as -1). "Infection" / "infectious process" name a
+# process, not the diagnosis: the IU X-Ray indexers annotate Pneumonia for named pneumonia only.
+WEAK_MENTIONS: dict[str, str] = {
+    "Pneumonia": r"infection|infectious|infective",  # plain alternatives, joined inside \b(?P<weak>...)\b
+}
+
 # Findings outside the 14 observations: positive or uncertain ones make No Finding blank (CheXpert
 # keeps such a list too), negated ones do not.
 OTHER_FINDINGS = (
     r"\bemphysema\w*|\bcopd\b|\bchronic obstructive\b|\bhyperinflat\w*|\bhyperexpan\w*|\bhyperlucen\w*"
-    r"|\bover-?inflat\w*|\bover-?expan\w*|\bgranulom\w*|\bcalcifi\w*|\bcalcinosis\b|\bscoliosis\b|\bscoliotic\b"
+    r"|\bover-?inflat\w*|\bover-?expan\w*|\bgranulom\w*|\bcalcifi\w*|\bcalcinosis\b|\b(?:dextro|levo|rotoscolio|thoracolumbar )?scolio(?:sis|tic)\b"
     r"|\bkyphosis\b|\bkyphotic\b|\bdegenerat\w*|\bspondylo\w*|\bosteophyt\w*|\barthrit\w*|\barthropath\w*"
     r"|\bdeformit\w*|\bhernia\w*|\beventration\b|\belevat(?:ed|ion) (?:of )?(?:the )?(?:right |left )?"
     r"(?:hemi)?diaphragm|\b(?:hemi)?diaphragm\w* (?:is |are )?elevat\w*|\btortu\w*|\bectatic\b|\bectasia\b"
@@ -136,7 +152,7 @@ OTHER_FINDINGS = (
     r"|\birregular\w*|\bsubsegmental\b|\bcrowding\b|\bthickening\b|\bvascular (?:calcification|prominence)"
     r"|\bemphysematous\b|\bchronic (?:lung|interstitial) disease\b|\bpulmonary hypertension\b|\bhematoma\b"
     r"|\bcontusion\b|\baspiration\b|\bcurvature\b|\bprosthes[ie]s\b|\bsutures?\b|\bpiercings?\b|\bnipple rings?\b"
-    r"|\bhyperaerat\w*|\bepicardial fat\b|\bflatten\w*|\b\bmetastat\w*|\bamputat\w*|\bpersistent\b(?= (?:density|opacity|finding))"
+    r"|\bhyperaerat\w*|\bdish\b|\bhyperostosis\b|\b(?:aortic )?dissection\b|\bendplate\b|\bepicardial fat\b|\bflatten\w*|\b\bmetastat\w*|\bamputat\w*|\bpersistent\b(?= (?:density|opacity|finding))"
 )
 
 # --------------------------------------------------------------------------------------------------
@@ -157,10 +173,10 @@ STATUS_NEGATIVE = (
     r"|(?:is|are) (?:\w+ )?stable in size and normal|negative)"
 )
 STATUS_UNCERTAIN = (
-    r"(?:borderline|possibly (?:\w+ )?(?:enlarged|widened)|may be (?:\w+ )?(?:enlarged|widened)|equivocal)"
+    r"(?:possibly (?:\w+ )?(?:enlarged|widened)|may be (?:\w+ )?(?:enlarged|widened)|equivocal)"
 )
 STATUS_POSITIVE = (
-    r"(?:enlarge(?:d|ment)|large|increased|widen(?:ed|ing)|wide|prominen(?:t|ce)|dilated|dilatation"
+    r"(?:borderline|enlarge(?:d|ment)|large|increased|widen(?:ed|ing)|wide|prominen(?:t|ce)|dilated|dilatation"
     r"|magnified|globular)"
 )
 
@@ -201,21 +217,32 @@ PSEUDO_NEGATION = (
     r"|progression|worsening|improvement|enlargement)\b|\bwithout (?:significant |interval )?change\b"
     r"|\bnot (?:significantly )?changed\b|\bnot only\b|\bnot? (?:been )?improved?\b|\bno other\b(?= changes?)"
 )
+# Hedge words that qualify something other than the finding's presence ("age-indeterminate fracture": the
+# fracture is there, its age is uncertain): they mask the uncertainty cues they contain.
+PSEUDO_UNCERTAINTY = r"\bage[- ]?(?:indeterminate|uncertain|undetermined)\b"
 PRE_UNCERTAINTY = (
-    r"\bmay\b|\bmight\b|\bcould\b|\bpossibl[ey]\b|\bprobabl[ey]\b|\blikely\b|\bsuspect\w*|\bsuspicious\b"
+    r"\bmay\b|\bmight\b|\bcould\b|\bpossibl[ey]\b|\blikely\b|\bmost xxxx\b|\bsuspect\w*|\bsuspicious\b"
     r"|\bsuggest\w*|\bconcern\w*|\bquestion\w*|\bqmark\b|\bequivocal\b|\bindeterminate\b|\bdifferential\b"
-    r"|\bconsider\w*|\bvs\b|\bversus\b|\bborderline\b|\bworrisome\b|\bpresum\w*|\bpotential\w*|\buncertain\b"
+    r"|\bconsider\w*|\bvs\b|\bversus\b|\bworrisome\b|\bpresum\w*|\bpotential\w*|\buncertain\b"
     r"|\bunclear\b|\bpuzzling\b|\bperhaps\b|\bcannot be assessed\b|\bnot (?:well |fully )?(?:assessed|evaluated)\b"
     r"|\bevaluat(?:e|ion) for\b|\brule out\b|\br/o\b|\bto exclude\b"
     r"|\bdoubtful\b|\bfavor\w*|\bmimic\w*|\b(?:in|with) the (?:appropriate|correct|right|proper) clinical (?:setting|context)\b"
     r"|\bcorrelat\w* (?:clinically )?for\b|\bclinical correlation\b|\bto (?:identify|evaluate for|assess for|exclude)\b"
 )
 POST_UNCERTAINTY = (
-    r"\b(?:is|are) (?:also )?(?:possible|suspected|questioned|favored|likely|probable|not excluded)\b"
+    r"\b(?:is|are) (?:also )?(?:possible|suspected|questioned|favored|likely|not excluded)\b"
     r"|\bversus\b|\bvs\b|\bqmark\b"
     r"|\bmay (?:be|represent|reflect|indicate)\b|\bcould (?:be|represent|reflect|indicate)\b|\bif (?:any|present)\b"
     r"|\bcannot be (?:entirely )?(?:excluded|ruled out)\b|\bnot (?:entirely )?(?:excluded|ruled out)\b"
     r"|\bmight (?:be|represent)\b|\bis suspected\b"
+)
+
+# Hedges that qualify the whole sentence, whatever the clause: "In the appropriate clinical setting, this
+# is compatible with pneumonia", "this appearance is compatible with pneumonia in the right clinical
+# context". A positive mention in such a sentence is uncertain.
+SENTENCE_UNCERTAINTY = (
+    r"\b(?:in|with) the (?:appropriate|correct|right|proper) clinical (?:setting|context|scenario)\b"
+    r"|\bin the (?:appropriate|correct|right|proper) setting\b"
 )
 
 # Words that close the scope of a cue inside a sentence.
@@ -224,7 +251,8 @@ SCOPE_BREAK = (
     r"|\bwhereas\b|\bwhile\b|\byet\b|\botherwise\b|\bthere (?:is|are|has|have)\b(?! no\b)|\bin addition\b"
     r"|\bnow\b|\balso\b|\bsecondary to\b|\bdue to\b|\bconsistent with\b|\bcompatible with\b"
     r"|\b[,;] ?(?:and )?(?=(?:mild(?:ly)?|moderate(?:ly)?|severe(?:ly)?|stable|persistent|new|increas\w*|decreas\w*"
-    r"|there|the|heart|lungs?|cardiomegaly|unchanged|again|status|s/p|possible|probable|likely|improv\w*|worse\w*)\b)"
+    r"|there|the|heart|lungs?|cardiomegaly|unchanged|again|status|s/p|possible|probable|likely|improv\w*|worse\w*"
+    r"|healed|old|chronic|remote)\b)"
     r"|\b(?:and|with) (?=(?:mild(?:ly)?|moderate(?:ly)?|severe|small|minimal|trace|stable|persistent|new|increas\w*"
     r"|decreas\w*|there|the|bilateral|patchy|chronic|old|healed|heart|unchanged|again)\b)"
 )

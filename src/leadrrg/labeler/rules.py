@@ -112,8 +112,16 @@ def _compile(source: str) -> re.Pattern[str]:
     return re.compile(source)
 
 
+def _mentions(name: str, include: str) -> str:
+    """The mention regex of an observation; its weak mentions (`phrases.WEAK_MENTIONS`) join as the
+    alternative ``\\b(?P<weak>...)``, so one scan finds both."""
+    weak = phrases.WEAK_MENTIONS.get(name)
+    return include if weak is None else rf"{include}|\b(?P<weak>{weak})\b"
+
+
+# (observation, mention regex, exclusion regex or None)
 _PLAIN = [
-    (_INDEX[name], _compile(include), _compile(exclude) if exclude else None)
+    (_INDEX[name], _compile(_mentions(name, include)), _compile(exclude) if exclude else None)
     for name, (include, exclude) in phrases.PLAIN_MENTIONS.items()
 ]
 _PLAIN.append((_OTHER, _compile(phrases.OTHER_FINDINGS), None))
@@ -139,8 +147,10 @@ _PRE_NEGATION = _compile(phrases.PRE_NEGATION)
 _POST_NEGATION = _compile(phrases.POST_NEGATION)
 _PRE_UNCERTAINTY = _compile(phrases.PRE_UNCERTAINTY)
 _PSEUDO_NEGATION = _compile(phrases.PSEUDO_NEGATION)
+_PSEUDO_UNCERTAINTY = _compile(phrases.PSEUDO_UNCERTAINTY)
 _POST_UNCERTAINTY = _compile(phrases.POST_UNCERTAINTY)
 _SCOPE_BREAK = _compile(phrases.SCOPE_BREAK)
+_SENTENCE_UNCERTAINTY = _compile(phrases.SENTENCE_UNCERTAINTY)
 
 
 # --- cues ------------------------------------------------------------------------------------------------
@@ -149,7 +159,9 @@ _SCOPE_BREAK = _compile(phrases.SCOPE_BREAK)
 class _Cues:
     """Cue spans of one normalised report, sorted, with the clause boundaries."""
 
-    __slots__ = ("text", "pre_ends", "pre_kinds", "post_starts", "post_kinds", "break_starts", "break_ends")
+    __slots__ = (
+        "text", "pre_ends", "pre_kinds", "post_starts", "post_kinds", "break_starts", "break_ends", "hedged",
+    )  # fmt: skip
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -158,6 +170,8 @@ class _Cues:
         pre = [(e, _DOUBLE) for _, e in blocked]
         post = [(s, _DOUBLE) for s, _ in blocked]
         unc_spans = blocked + masked
+        if "indetermin" in text or "ncertain" in text or "undetermin" in text:  # cheap test first
+            blocked += [m.span() for m in _PSEUDO_UNCERTAINTY.finditer(text)]
         for m in _PRE_UNCERTAINTY.finditer(text):
             if not _overlaps(m.span(), blocked):
                 pre.append((m.end(), _UNC))
@@ -184,9 +198,22 @@ class _Cues:
         breaks.sort()
         self.break_starts = [s for s, _ in breaks]
         self.break_ends = sorted(e for _, e in breaks)
+        # (start, end) of every sentence with a sentence-level hedge; usually none
+        self.hedged = (
+            [_line_span(text, m.start()) for m in _SENTENCE_UNCERTAINTY.finditer(text)]
+            if "setting" in text or "context" in text or "scenario" in text
+            else []
+        )
 
     def polarity(self, start: int, end: int) -> int:
         """Polarity of a mention at text[start:end]."""
+        rank = self._clause_polarity(start, end)
+        if rank == _POS and any(s <= start < e for s, e in self.hedged):
+            return _UNC
+        return rank
+
+    def _clause_polarity(self, start: int, end: int) -> int:
+        """Polarity of a mention at text[start:end] from the cues of its clause."""
         i = bisect.bisect_right(self.break_ends, start)
         clause_start = self.break_ends[i - 1] if i else 0
         j = bisect.bisect_left(self.break_starts, end)
@@ -217,6 +244,12 @@ class _Cues:
         return _POS
 
 
+def _line_span(text: str, position: int) -> tuple[int, int]:
+    """(start, end) of the normalised sentence (line) holding `position`."""
+    end = text.find("\n", position)
+    return text.rfind("\n", 0, position) + 1, len(text) if end < 0 else end
+
+
 def _overlaps(span: tuple[int, int], spans: list[tuple[int, int]]) -> bool:
     return any(s < span[1] and span[0] < e for s, e in spans)
 
@@ -242,6 +275,8 @@ def label_text(report: str) -> np.ndarray:
                 if _overlaps(m.span(), excluded):
                     continue
             rank = cues.polarity(*m.span())
+            if rank == _POS and m.lastgroup == "weak":
+                rank = _UNC  # a weak mention is at most uncertain
             if rank > ranks[index]:
                 ranks[index] = rank
                 if rank == _POS:

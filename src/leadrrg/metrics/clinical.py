@@ -52,7 +52,7 @@ def check_pair(ref_labels: np.ndarray, hyp_labels: np.ndarray) -> tuple[np.ndarr
     return ref, hyp
 
 
-def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+def safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     """Elementwise numerator / denominator with 0 where the denominator is 0."""
     numerator = np.asarray(numerator, dtype=np.float64)
     denominator = np.asarray(denominator, dtype=np.float64)
@@ -62,7 +62,7 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 
 def _prf(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return _ratio(tp, tp + fp), _ratio(tp, tp + fn), _ratio(2 * tp, 2 * tp + fp + fn)
+    return safe_divide(tp, tp + fp), safe_divide(tp, tp + fn), safe_divide(2 * tp, 2 * tp + fp + fn)
 
 
 def _set_scores(ref: np.ndarray, hyp: np.ndarray, prefix: str) -> dict[str, float]:
@@ -106,3 +106,36 @@ def ce_scores(ref_labels: np.ndarray, hyp_labels: np.ndarray) -> dict[str, Any]:
         for k, name in enumerate(OBSERVATIONS)
     }
     return scores
+
+
+class ClinicalStatistics:
+    """Per-study TP / FP / FN of `ce_scores`, for the bootstrap (`metrics.bootstrap`): `scores(weights)`
+    gives the 18 ``{prefix}{14,5}_{micro,macro,example}_{precision,recall,f1}`` of every study weighting,
+    equal to `ce_scores` on the resampled set (all weights 1: `ce_scores` itself). ``prefix`` names the
+    labeler (``ce`` for ours, ``chexbert`` for CheXbert's)."""
+
+    def __init__(self, ref_labels: np.ndarray, hyp_labels: np.ndarray, prefix: str = "ce"):
+        ref, hyp = check_pair(ref_labels, hyp_labels)
+        self.prefix = prefix
+        self.counts = np.stack([ref & hyp, ~ref & hyp, ref & ~hyp]).astype(np.float64)  # (3, N, 14)
+
+    def _set_scores(self, counts: np.ndarray, weights: np.ndarray, name: str) -> dict[str, np.ndarray]:
+        tp, fp, fn = counts  # each (N, K)
+        total = weights.sum(axis=1)  # (B,)
+        per_report = _prf(tp.sum(1), fp.sum(1), fn.sum(1))  # 3 x (N,)
+        per_observation = _prf(weights @ tp, weights @ fp, weights @ fn)  # 3 x (B, K)
+        averages = {
+            "micro": _prf(weights @ tp.sum(1), weights @ fp.sum(1), weights @ fn.sum(1)),
+            "macro": tuple(values.mean(axis=1) for values in per_observation),
+            "example": tuple(weights @ values / total for values in per_report),
+        }
+        return {
+            f"{name}_{average}_{part}": values
+            for average, triple in averages.items()
+            for part, values in zip(("precision", "recall", "f1"), triple)
+        }
+
+    def scores(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        scores = self._set_scores(self.counts, weights, f"{self.prefix}14")
+        scores.update(self._set_scores(self.counts[:, :, CE5_INDICES], weights, f"{self.prefix}5"))
+        return scores

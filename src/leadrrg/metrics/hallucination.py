@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from leadrrg.constants import OBSERVATIONS
-from leadrrg.metrics.clinical import check_pair
+from leadrrg.metrics.clinical import check_pair, safe_divide
 
 FINDINGS: tuple[str, ...] = tuple(name for name in OBSERVATIONS if name != "No Finding")
 FINDING_INDICES: tuple[int, ...] = tuple(OBSERVATIONS.index(name) for name in FINDINGS)
@@ -68,3 +68,27 @@ def hallucination_scores(ref_labels: np.ndarray, hyp_labels: np.ndarray) -> dict
             for k, name in enumerate(FINDINGS)
         },
     }
+
+
+class HallucinationStatistics:
+    """Per-study counts of `hallucination_scores`, for the bootstrap (`metrics.bootstrap`):
+    `scores(weights)` gives ``hallucination_rate``, ``reports_with_hallucination`` and ``omission_rate``
+    of every study weighting (all weights 1: `hallucination_scores` itself), each name prefixed by
+    `prefix` (``gt_`` for the scores against ground-truth labels)."""
+
+    def __init__(self, ref_labels: np.ndarray, hyp_labels: np.ndarray, prefix: str = ""):
+        ref, hyp = check_pair(ref_labels, hyp_labels)
+        self.prefix = prefix
+        ref, hyp = ref[:, FINDING_INDICES], hyp[:, FINDING_INDICES]  # (N, 13)
+        hallucinated = hyp & ~ref
+        self.counts = np.stack(
+            [hyp.sum(1), hallucinated.sum(1), ref.sum(1), (ref & ~hyp).sum(1), hallucinated.any(1)], axis=1
+        ).astype(np.float64)  # (N, 5): generated, hallucinated, reference, omitted, any hallucinated
+
+    def scores(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        generated, hallucinated, reference, omitted, any_hallucinated = (weights @ self.counts).T  # (B,) each
+        return {
+            f"{self.prefix}hallucination_rate": safe_divide(hallucinated, generated),
+            f"{self.prefix}reports_with_hallucination": any_hallucinated / weights.sum(axis=1),
+            f"{self.prefix}omission_rate": safe_divide(omitted, reference),
+        }
