@@ -123,7 +123,7 @@ def test_mimic_labels_join_by_study_id_whatever_the_column_order(tmp_path: Path)
 def test_chexpert_plus_groups_views_frontal_first_and_reads_labels(tmp_path: Path) -> None:
     root = make_chexpert_plus(tmp_path)
     result = load_split(DataConfig(format="chexpert_plus", root=str(root)), "val")
-    assert result.split == "valid"  # "val" is an alias of CheXpert Plus's "valid"
+    assert result.split == "val"  # CheXpert Plus's "valid" is read as the canonical "val"
     study = result.studies[0]
     assert study.id.startswith("valid/patient") and len(study.images) == 2
     assert study.images[0].endswith("view1_frontal.jpg") and study.images[1].endswith("view2_lateral.jpg")
