@@ -271,7 +271,8 @@ def test_data_check_counts_and_exit_codes(tmp_path: Path, capsys: pytest.Capture
     root = make_mimic_cxr(tmp_path)
     assert run_check(["check", "--format", "mimic_cxr", "--root", str(root)]) == 0
     out = capsys.readouterr().out
-    assert "10 studies in splits test, train, val" in out and "labels: 10/10" in out and "OK" in out
+    assert "10 entries in splits test, train, val" in out and "labels: 10/10" in out and "OK" in out
+    assert "10 entries (one per image, as R2Gen evaluates) of 10 studies" in out
     annotation = json.loads((root / "annotation.json").read_text())
     Path(root / "images" / annotation["train"][0]["image_path"][0]).unlink()
     Path(root / "images" / annotation["val"][0]["image_path"][0]).write_bytes(b"not a jpeg")

@@ -220,31 +220,18 @@ def text_lines(text: str) -> list[str]:
     return [line.removesuffix("\r") for line in lines]
 
 
-def read_csv_table(
-    path: str | Path, text: str, delimiter: str = ","
-) -> tuple[list[str], list[tuple[int, dict]]]:
-    """(header, [(line, row dict)]) of CSV `text` read from `path`; blank lines skipped. An unterminated quote,
-    a stray quote or a row whose field count differs from the header's is a LeadrrgError naming the line,
-    never rows silently merged or shifted."""
+def read_csv_rows(path: str | Path, text: str, delimiter: str = ",") -> list[tuple[int, list[str]]]:
+    """[(line, fields)] of every non-blank row of CSV `text` read from `path`, header included. An unterminated
+    quote or a stray quote is a LeadrrgError naming the line."""
     csv.field_size_limit(1 << 30)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    header: list[str] | None = None
-    rows: list[tuple[int, dict]] = []
+    rows: list[tuple[int, list[str]]] = []
     start = 1
     try:
         for fields in reader:
             line, start = start, reader.line_num + 1
-            if not fields:
-                continue
-            if header is None:
-                header = fields
-                continue
-            if len(fields) != len(header):
-                raise LeadrrgError(
-                    f"{path}: line {line} has {len(fields)} fields but the header has {len(header)}; "
-                    "expected one field per column (quote fields that hold the delimiter)"
-                )
-            rows.append((line, dict(zip(header, fields))))
+            if fields:
+                rows.append((line, fields))
     except csv.Error as exc:
         problem = (
             "a quoted field that starts here is never closed"
@@ -252,7 +239,28 @@ def read_csv_table(
             else f"malformed CSV ({exc})"
         )
         raise LeadrrgError(f"{path}: line {start}: {problem}; expected well-formed CSV") from None
-    return header or [], rows
+    return rows
+
+
+def read_csv_table(
+    path: str | Path, text: str, delimiter: str = ","
+) -> tuple[list[str], list[tuple[int, dict]]]:
+    """(header, [(line, row dict)]) of CSV `text` read from `path`; blank lines skipped. An unterminated quote,
+    a stray quote or a row whose field count differs from the header's is a LeadrrgError naming the line,
+    never rows silently merged or shifted."""
+    rows = read_csv_rows(path, text, delimiter)
+    if not rows:
+        return [], []
+    header = rows[0][1]
+    table: list[tuple[int, dict]] = []
+    for line, fields in rows[1:]:
+        if len(fields) != len(header):
+            raise LeadrrgError(
+                f"{path}: line {line} has {len(fields)} fields but the header has {len(header)}; "
+                "expected one field per column (quote fields that hold the delimiter)"
+            )
+        table.append((line, dict(zip(header, fields))))
+    return header, table
 
 
 def json_lines(path: str | Path, text: str, expected: str) -> Iterator[tuple[int, Any]]:
