@@ -272,7 +272,9 @@ def json_lines(path: str | Path, text: str, expected: str) -> Iterator[tuple[int
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise LeadrrgError(f"{path}, line {number}: not valid JSON ({exc.msg}); expected {expected}") from None
+            raise LeadrrgError(
+                f"{path}, line {number}: not valid JSON ({exc.msg}); expected {expected}"
+            ) from None
         yield number, value
 
 

@@ -94,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
     records = read.records
     splits = available_splits(records)
     unit = "entries" if data.format == "mimic_cxr" and data.grouping == "entry" else "studies"
-    print(f"{data.format} data at {data.root}: {len(records)} {unit} in splits {', '.join(splits) or '(none)'}")
+    print(
+        f"{data.format} data at {data.root}: {len(records)} {unit} in splits {', '.join(splits) or '(none)'}"
+    )
     for note in read.notes:
         print(f"  {note}")
 

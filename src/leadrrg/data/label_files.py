@@ -5,7 +5,8 @@ Codings (`DataConfig.label_codes`), one per file, never guessed from the values:
 - `chexpert`: 1 positive, 0 negative, -1 uncertain, empty / null / NaN not mentioned (the CheXpert labeler's
   CSV, MIMIC-CXR-JPG's `mimic-cxr-2.0.0-chexpert.csv.gz`, CheXbert's `label.py` output, CheXpert Plus).
 - `chexbert`: the class ids of CheXbert's heads, as PromptMRG stores them per entry: 0 not mentioned,
-  1 positive, 2 negative, 3 uncertain.
+  1 positive, 2 negative, 3 uncertain; a list of 14 is in CheXbert's head order (`CHEXBERT_ORDER`: the
+  CheXpert order with No Finding last).
 A 2 or 3 read as `chexpert` (or a -1 read as `chexbert`) is an error that names the other coding.
 
 Tables a join understands (`DataConfig.label_join`):
@@ -43,13 +44,16 @@ EXPECTED_VALUES = {
     "data.label_codes=chexbert)",
     "chexbert": "0, 1, 2, 3 or empty (CheXbert codes; for 1 / 0 / -1 / blank set data.label_codes=chexpert)",
 }
+# CheXbert's (and PromptMRG's) order of the 14 heads: CheXpert's with No Finding moved to the end.
+CHEXBERT_ORDER: tuple[str, ...] = (*OBSERVATIONS[1:], OBSERVATIONS[0])
 REPORT_COLUMNS = ("Reports", "Report Impression", "report")
 CSV_SUFFIXES = (".csv", ".tsv")
 
 
 def parse_labels(value: Any, where: str, codes: str = "chexpert") -> np.ndarray | None:
-    """JSON labels -> (14,) float32 in CheXpert values (1/0/-1/NaN): a list of 14 numbers (null: not mentioned)
-    or an object {observation: value}; None stays None. `codes` names the coding of the values."""
+    """JSON labels -> (14,) float32 in CheXpert values (1/0/-1/NaN), `constants.OBSERVATIONS` order: a list of 14
+    numbers (null: not mentioned; in CheXbert's head order under `codes="chexbert"`) or an object
+    {observation: value}; None stays None. `codes` names the coding of the values."""
     if value is None:
         return None
     labels = np.full(NUM_OBSERVATIONS, np.nan, np.float32)
@@ -66,8 +70,9 @@ def parse_labels(value: Any, where: str, codes: str = "chexpert") -> np.ndarray 
             raise LeadrrgError(
                 f"{where}: labels has {len(value)} values; expected {NUM_OBSERVATIONS} (CheXpert order)"
             )
-        for i, item in enumerate(value):
-            labels[i] = label_value(item, f"{where}, label {OBSERVATIONS[i]!r}", codes)
+        order = CHEXBERT_ORDER if codes == "chexbert" else OBSERVATIONS
+        for name, item in zip(order, value):
+            labels[OBSERVATIONS.index(name)] = label_value(item, f"{where}, label {name!r}", codes)
         return labels
     raise LeadrrgError(
         f"{where}: labels is {type(value).__name__}; expected a list of 14 numbers or an object"
@@ -118,11 +123,15 @@ class LabelTable:
     rows: list[tuple[str, np.ndarray]]
 
 
-def read_label_table(path: str | Path, key_column: str, join: str = "auto", codes: str = "chexpert") -> LabelTable:
+def read_label_table(
+    path: str | Path, key_column: str, join: str = "auto", codes: str = "chexpert"
+) -> LabelTable:
     """A CheXpert-format label table: CSV / TSV (gzip allowed: `*.csv.gz`) with observation columns (empty = not
     mentioned; missing columns are NaN), or JSON lines (one object per line)."""
     path = Path(path)
-    content = read_text_maybe_gzip(path, "label file", "a CheXpert-format CSV (or .csv.gz) or JSON-lines file")
+    content = read_text_maybe_gzip(
+        path, "label file", "a CheXpert-format CSV (or .csv.gz) or JSON-lines file"
+    )
     suffix = strip_gzip_suffix(path).suffix.lower()
     if suffix in CSV_SUFFIXES:
         columns, raw_rows = read_csv_table(path, content, "\t" if suffix == ".tsv" else ",")
@@ -143,7 +152,13 @@ def read_label_table(path: str | Path, key_column: str, join: str = "auto", code
         if column and column not in row:
             raise LeadrrgError(f"{where} has no {column!r} key; expected an object with it")
         values = {name: row[name] for name in OBSERVATIONS if name in row}
-        key = "" if not column else normalise_report(row[column]) if join == "report" else normalise_key(row[column])
+        key = (
+            ""
+            if not column
+            else normalise_report(row[column])
+            if join == "report"
+            else normalise_key(row[column])
+        )
         table.rows.append((key, parse_labels(values, where, codes)))
     return table
 
@@ -183,9 +198,13 @@ class JoinSummary:
     unlabelled_records: int  # records the file has no row for
 
     def describe(self) -> str:
-        how = {"key": f"by {self.column!r}", "report": f"by report text ({self.column!r})", "row": "by row order"}
+        how = {
+            "key": f"by {self.column!r}",
+            "report": f"by report text ({self.column!r})",
+            "row": "by row order",
+        }
         return (
-            f"labels from {self.path} joined {how[self.join]}: {self.matched_records} studies labelled, "
+            f"labels from {self.path} joined {how[self.join]}: {self.matched_records} records labelled, "
             f"{self.unlabelled_records} without a row, {self.unused_rows} of {self.rows} rows unused"
         )
 
@@ -214,7 +233,13 @@ def join_labels(records: list[Record], table: LabelTable) -> JoinSummary:
                 used.add(index)
                 matched += 1
     return JoinSummary(
-        table.path, table.join, table.column, len(table.rows), matched, len(table.rows) - len(used), len(records) - matched
+        table.path,
+        table.join,
+        table.column,
+        len(table.rows),
+        matched,
+        len(table.rows) - len(used),
+        len(records) - matched,
     )
 
 

@@ -20,7 +20,14 @@ if TYPE_CHECKING:
 
 LABEL_VALUES = (1.0, 0.0, -1.0)
 
-__all__ = ["LABEL_VALUES", "labels_from_labeler", "normalise_key", "parse_labels", "read_label_file", "report_hash"]
+__all__ = [
+    "LABEL_VALUES",
+    "labels_from_labeler",
+    "normalise_key",
+    "parse_labels",
+    "read_label_file",
+    "report_hash",
+]
 
 
 def report_hash(report: str) -> str:

@@ -137,7 +137,11 @@ def load_split(data: DataConfig, split: str, records: list[Record] | None = None
         studies.append(Study(record.id, record.split, list(record.images), report, record.labels))
     if skipped:
         logger.info(
-            "%s split %r: skipped %d studies with an empty %s section", data.root, stored, skipped, data.section
+            "%s split %r: skipped %d studies with an empty %s section",
+            data.root,
+            stored,
+            skipped,
+            data.section,
         )
     return LoadResult(studies, stored, skipped, splits)
 

@@ -30,8 +30,9 @@ def canonical_split(name: str) -> str:
     return SPLIT_ALIASES.get(key.lower(), key.lower() if key.lower() in CANONICAL_SPLITS else key)
 
 
-def name_splits(stored: Sequence[str], where: str) -> tuple[dict[str, str], list[str]]:
-    """Canonical names for the split names of one data file, and a warning per name that was changed.
+def name_splits(stored: Sequence[str], where: str) -> tuple[dict[str, str], list[str], list[str]]:
+    """Canonical names for the split names of one data file; a note per alias mapped (`validate` -> `val`) and a
+    warning per blank name read as `test`.
 
     One blank name is read as `test` when the file has no other test split (the IU X-Ray annotation that
     names it `"    "`); two blank names, or a blank one beside a test split, are refused. Two names that
@@ -53,13 +54,13 @@ def name_splits(stored: Sequence[str], where: str) -> tuple[dict[str, str], list
                 "expected one name per split"
             )
         seen[canonical] = name
-    warnings = []
+    notes, warnings = [], []
     for name, canonical in names.items():
         if not name.strip():
             warnings.append(f"split name {name!r} (blank) in {where} is read as {canonical!r}")
         elif name != canonical:
-            warnings.append(f"split {name!r} in {where} is read as {canonical!r}")
-    return names, warnings
+            notes.append(f"split {name!r} in {where} is read as {canonical!r}")
+    return names, notes, warnings
 
 
 def resolve_split(split: str, available: Sequence[str], where: str) -> str:

@@ -122,7 +122,9 @@ def _read_headerless_csv(path: Path, text: str, columns: tuple[str, ...] | None)
     reports = []
     for line, fields in enumerate(rows, start=1):
         if max(numbers) > len(fields):
-            raise LeadrrgError(f"{path}: row {line} has {len(fields)} fields; expected at least {max(numbers)}")
+            raise LeadrrgError(
+                f"{path}: row {line} has {len(fields)} fields; expected at least {max(numbers)}"
+            )
         reports.append(_join([fields[n - 1] for n in numbers]))
     return reports
 

@@ -46,8 +46,12 @@ def image_resolver(root: Path, named: list[str]) -> tuple[Callable[[str], str], 
             note = None
             if folder or suffix:
                 note = f"images read from {base}" + (" with the CSV's .jpg names as .png" if suffix else "")
-            return (lambda name: str(_path(base, name, suffix).resolve())), note
-    return (lambda name: str((root / name).resolve())), None
+            return _resolver(base, suffix), note
+    return _resolver(root, None), None
+
+
+def _resolver(base: Path, suffix: str | None) -> Callable[[str], str]:
+    return lambda name: str(_path(base, name, suffix).resolve())
 
 
 def _path(base: Path, name: str, suffix: str | None) -> Path:
@@ -58,7 +62,9 @@ def read_chexpert_plus(data: DataConfig) -> ReadResult:
     root = Path(data.root)
     candidates = sorted(root.glob(CSV_GLOB))
     if not candidates:
-        raise LeadrrgError(f"{root} has no {CSV_GLOB}; a chexpert_plus data root holds CheXpert Plus's report CSV")
+        raise LeadrrgError(
+            f"{root} has no {CSV_GLOB}; a chexpert_plus data root holds CheXpert Plus's report CSV"
+        )
     path = candidates[-1]  # the newest release (names end in a yymmdd date)
     columns, rows = read_csv_table(path, read_text(path, "CheXpert Plus CSV", "CheXpert Plus's report CSV"))
     missing = [c for c in COLUMNS if c not in columns]
@@ -67,8 +73,8 @@ def read_chexpert_plus(data: DataConfig) -> ReadResult:
     for line, row in rows:
         if not (row["path_to_image"] or "").strip() or not (row["split"] or "").strip():
             raise bad_entry(path, f"line {line}", "empty path_to_image or split", "both set")
-    names, warnings = name_splits(sorted({row["split"] for _, row in rows}), str(path))
-    result = ReadResult([], warnings=warnings)
+    names, notes, warnings = name_splits(sorted({row["split"] for _, row in rows}), str(path))
+    result = ReadResult([], notes, warnings)
     resolve, note = image_resolver(root, [row["path_to_image"].strip() for _, row in rows])
     if note:
         result.notes.append(note)
@@ -81,7 +87,10 @@ def read_chexpert_plus(data: DataConfig) -> ReadResult:
         )
         if row["split"] != study["split"]:
             raise bad_entry(
-                path, f"line {line}", f"split {row['split']!r} for an image of a {study['split']!r} study", "one split per study"
+                path,
+                f"line {line}",
+                f"split {row['split']!r} for an image of a {study['split']!r} study",
+                "one split per study",
             )
         frontal = (row.get("frontal_lateral") or "").strip().lower() != "lateral"
         resolved = resolve(image)

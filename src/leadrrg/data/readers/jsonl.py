@@ -23,7 +23,9 @@ def read_manifest(data: DataConfig) -> ReadResult:
 
     root = Path(data.root)
     path = root / MANIFEST_NAME
-    content = read_text(path, "manifest", f"{MANIFEST_NAME} (one JSON study per line) in a {data.format} data root")
+    content = read_text(
+        path, "manifest", f"{MANIFEST_NAME} (one JSON study per line) in a {data.format} data root"
+    )
     records: list[Record] = []
     label_values: set = set()
     for line, entry in json_objects(path, content, EXPECTED):
@@ -52,11 +54,13 @@ def read_manifest(data: DataConfig) -> ReadResult:
         label_values.update(raw_values(entry.get("labels")))
         labels = parse_labels(entry.get("labels"), f"{path} {where}", data.label_codes)
         resolved = [resolve_image_path(root, p, data, f"{path} {where}") for p in images]
-        records.append(Record(str(entry["id"]), entry["split"], resolved, findings or "", impression or "", labels))
-    names, warnings = name_splits(sorted({r.split for r in records}), str(path))
+        records.append(
+            Record(str(entry["id"]), entry["split"], resolved, findings or "", impression or "", labels)
+        )
+    names, notes, warnings = name_splits(sorted({r.split for r in records}), str(path))
     for record in records:
         record.split, record.stored_split = names[record.split], record.split
-    result = ReadResult(records, warnings=warnings)
+    result = ReadResult(records, notes, warnings)
     warning = ambiguous_coding_warning(label_values, str(path), data.label_codes)
     if warning and data.format != "synth":  # SynthCXR writes its own labels in CheXpert codes
         result.warnings.append(warning)

@@ -78,8 +78,8 @@ def read_annotation(data: DataConfig) -> Annotation:
     except json.JSONDecodeError as exc:
         raise LeadrrgError(f"{path} is not valid JSON ({exc}); expected R2Gen's annotation.json") from None
     splits = _entries_by_split(path, annotation)
-    names, warnings = name_splits(list(splits), str(path))
-    result = ReadResult([], warnings=warnings)
+    names, notes, warnings = name_splits(list(splits), str(path))
+    result = ReadResult([], notes, warnings)
     entries: list[Entry] = []
     label_values: set = set()
     for stored, items in splits.items():
@@ -101,14 +101,17 @@ def _entries_by_split(path: Path, annotation: Any) -> dict[str, list]:
         without = sum(1 for e in annotation if not (isinstance(e, dict) and isinstance(e.get("split"), str)))
         if without:
             raise LeadrrgError(
-                f"{path} is a list of {len(annotation)} entries and {without} of them have no 'split'; expected "
-                "R2Gen's {split name: [entries]} or entries that each name their split"
+                f"{path} is a list of {len(annotation)} entries and {without} of them name no split (as PromptMRG's "
+                'IU X-Ray test file); expected R2Gen\'s {"train": [...], "val": [...], "test": [...]} or a "split" '
+                'key in every entry (for a test-only list, write it as {"test": [...]})'
             )
         splits: dict[str, list] = {}
         for entry in annotation:
             splits.setdefault(entry["split"], []).append(entry)
         return splits
-    raise LeadrrgError(f"{path} is not an object of split name -> list of entries; expected R2Gen's annotation.json")
+    raise LeadrrgError(
+        f"{path} is not an object of split name -> list of entries; expected R2Gen's annotation.json"
+    )
 
 
 def _check_entry(path: Path, split: str, index: int, entry: Any) -> Entry:
@@ -128,7 +131,9 @@ def _check_entry(path: Path, split: str, index: int, entry: Any) -> Entry:
     if isinstance(images, str):
         images = [images]
     if not isinstance(images, list) or not images or not all(isinstance(p, str) for p in images):
-        raise bad_entry(path, where, f"image_path is {images!r}", "a non-empty list of paths relative to images/")
+        raise bad_entry(
+            path, where, f"image_path is {images!r}", "a non-empty list of paths relative to images/"
+        )
     return Entry(f"{path} {where}", split, split, str(entry["id"]), entry["report"], images, entry)
 
 
@@ -148,7 +153,9 @@ def entry_record(entry: Entry, base: Path, data: DataConfig) -> Record:
     findings, impression = split_findings_impression(entry.report)
     labels = parse_labels(entry.raw.get("labels"), entry.where, data.label_codes)
     images = [resolve_image_path(base, p, data, entry.where) for p in entry.images]
-    return Record(entry.id, entry.split, images, findings, impression, labels, stored_split=entry.stored_split)
+    return Record(
+        entry.id, entry.split, images, findings, impression, labels, stored_split=entry.stored_split
+    )
 
 
 def finish(annotation: Annotation, data: DataConfig) -> None:
