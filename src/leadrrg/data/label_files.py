@@ -152,15 +152,15 @@ def read_label_table(
         if column and column not in row:
             raise LeadrrgError(f"{where} has no {column!r} key; expected an object with it")
         values = {name: row[name] for name in OBSERVATIONS if name in row}
-        key = (
-            ""
-            if not column
-            else normalise_report(row[column])
-            if join == "report"
-            else normalise_key(row[column])
-        )
+        key = _row_key(row, column, join)
         table.rows.append((key, parse_labels(values, where, codes)))
     return table
+
+
+def _row_key(row: dict, column: str, join: str) -> str:
+    if not column:
+        return ""
+    return normalise_report(row[column]) if join == "report" else normalise_key(row[column])
 
 
 def _join_kind(path: Path, columns: Sequence[str], key_column: str, join: str) -> tuple[str, str]:
