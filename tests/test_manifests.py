@@ -123,7 +123,7 @@ def test_mimic_labels_join_by_study_id_whatever_the_column_order(tmp_path: Path)
 def test_chexpert_plus_groups_views_frontal_first_and_reads_labels(tmp_path: Path) -> None:
     root = make_chexpert_plus(tmp_path)
     result = load_split(DataConfig(format="chexpert_plus", root=str(root)), "val")
-    assert result.split == "valid"  # "val" is an alias of CheXpert Plus's "valid"
+    assert result.split == "val"  # CheXpert Plus's "valid" is read as the canonical "val"
     study = result.studies[0]
     assert study.id.startswith("valid/patient") and len(study.images) == 2
     assert study.images[0].endswith("view1_frontal.jpg") and study.images[1].endswith("view2_lateral.jpg")
@@ -271,7 +271,8 @@ def test_data_check_counts_and_exit_codes(tmp_path: Path, capsys: pytest.Capture
     root = make_mimic_cxr(tmp_path)
     assert run_check(["check", "--format", "mimic_cxr", "--root", str(root)]) == 0
     out = capsys.readouterr().out
-    assert "10 studies in splits test, train, val" in out and "labels: 10/10" in out and "OK" in out
+    assert "10 entries in splits test, train, val" in out and "labels: 10/10" in out and "OK" in out
+    assert "10 entries (one per image, as R2Gen evaluates) of 10 studies" in out
     annotation = json.loads((root / "annotation.json").read_text())
     Path(root / "images" / annotation["train"][0]["image_path"][0]).unlink()
     Path(root / "images" / annotation["val"][0]["image_path"][0]).write_bytes(b"not a jpeg")

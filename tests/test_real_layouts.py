@@ -21,6 +21,32 @@ TINY = [
 ]
 
 
+def make_mimic_as_downloaded(root):
+    """MIMIC-CXR-JPG as PhysioNet ships it: images under files/, the split named `validate`, labels as .csv.gz."""
+    import gzip
+
+    root = make_mimic_cxr(root)
+    (root / "images").rename(root / "files")
+    annotation = json.loads((root / "annotation.json").read_text())
+    annotation["validate"] = annotation.pop("val")
+    (root / "annotation.json").write_text(json.dumps(annotation))
+    plain = root / "mimic-cxr-2.0.0-chexpert.csv"
+    (root / "mimic-cxr-2.0.0-chexpert.csv.gz").write_bytes(gzip.compress(plain.read_bytes()))
+    plain.unlink()
+    return root
+
+
+def test_mimic_as_downloaded_trains_with_validation_and_labels(tmp_path, monkeypatch):
+    monkeypatch.setenv("LEADRRG_CACHE", str(tmp_path / "cache"))
+    root = make_mimic_as_downloaded(tmp_path / "mimic")
+    overrides = [f"data.root={root}", "data.grouping=study", "model.max_views=2"]
+    config = apply_overrides(load_preset("mimic_cxr"), overrides + TINY + ["decode.strategy=greedy"])
+    run_experiment(config, tmp_path / "run", ["test"], meteor=False, quiet=True)
+    logs = [json.loads(line) for line in (tmp_path / "run" / "logs.jsonl").read_text().splitlines()]
+    assert any("val_loss" in record for record in logs)  # `validate` is the validation split
+    assert not list((tmp_path / "cache").glob("labels/report_labels-*.csv"))  # the .csv.gz labels were used
+
+
 @pytest.mark.parametrize(
     "fmt, preset, build, views",
     [

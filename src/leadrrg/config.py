@@ -260,6 +260,11 @@ DATA_FORMATS = ("synth", "jsonl", "iu_xray", "mimic_cxr", "chexpert_plus")
 SECTIONS = ("findings", "impression", "both")
 
 
+LABEL_JOINS = ("auto", "key", "report", "row")
+LABEL_CODES = ("chexpert", "chexbert")
+GROUPINGS = ("entry", "study")
+
+
 @dataclass
 class DataConfig:
     format: str = "synth"  # synth | jsonl | iu_xray | mimic_cxr | chexpert_plus
@@ -267,8 +272,21 @@ class DataConfig:
     section: str = "findings"  # report section used as the target: findings | impression | both
     clean: str = "r2gen"  # report text cleaning: r2gen | none
     max_report_tokens: int = 96  # report tokens kept (after the prompt), EOS included
-    label_file: str | None = None  # CheXpert-format labels (CSV or JSON lines), relative to root or absolute;
-    # joined by MIMIC study_id / CheXpert Plus path_to_image / id (defaults: see data/manifests.py)
+    # CheXpert-format labels (CSV, CSV.GZ or JSON lines), relative to root or absolute; joined by MIMIC
+    # study_id / CheXpert Plus path_to_image / id (defaults: see data/manifests.py)
+    label_file: str | None = None
+    # how label_file rows meet studies: auto (the id column if the file has one, else the report text of a
+    # labeler's output, `Reports` / `Report Impression`) | key | report | row (data-file order)
+    label_join: str = "auto"
+    # label values: chexpert (1 pos, 0 neg, -1 uncertain, blank not mentioned) | chexbert (PromptMRG /
+    # CheXbert class ids: 0 not mentioned, 1 pos, 2 neg, 3 uncertain; lists in CheXbert's head order)
+    label_codes: str = "chexpert"
+    # mimic_cxr: entry (one study per annotation entry = per image, as R2Gen evaluates) | study (entries
+    # grouped by study_id, their images as the views); the other layouts are per study already
+    grouping: str = "entry"
+    # iu_xray / mimic_cxr: the annotation JSON, relative to root (default annotation.json, else the one
+    # *annotation*.json in root, e.g. PromptMRG's iu_annotation_promptmrg.json)
+    annotation_file: str | None = None
     skip_bad_images: bool = False  # skip unreadable images with a count instead of failing
     allow_outside_root: bool = False  # accept image paths that resolve (symlinks followed) outside `root`
     num_workers: int = 0  # DataLoader worker processes
@@ -277,6 +295,9 @@ class DataConfig:
         _check_choice("data", "format", self.format, DATA_FORMATS)
         _check_choice("data", "section", self.section, SECTIONS)
         _check_choice("data", "clean", self.clean, ("r2gen", "none"))
+        _check_choice("data", "label_join", self.label_join, LABEL_JOINS)
+        _check_choice("data", "label_codes", self.label_codes, LABEL_CODES)
+        _check_choice("data", "grouping", self.grouping, GROUPINGS)
         _check_positive("data", "max_report_tokens", self.max_report_tokens)
         _check_positive("data", "num_workers", self.num_workers, allow_zero=True)
 

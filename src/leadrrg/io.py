@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gzip
 import hashlib
 import io
+import json
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from leadrrg.errors import LeadrrgError
 
@@ -171,6 +174,34 @@ def read_text(path: str | Path, what: str, expected: str) -> str:
         raise LeadrrgError(
             f"{what} {path} cannot be read ({exc.strerror or exc}); expected {expected}"
         ) from None
+    return decode_utf8(data, path, what, expected)
+
+
+def read_text_maybe_gzip(path: str | Path, what: str, expected: str) -> str:
+    """Like `read_text`, but a gzip file (PhysioNet ships `*.csv.gz`; recognised by its magic bytes) is
+    decompressed first."""
+    path = Path(path)
+    problem = path_problem(path)
+    if problem:
+        raise LeadrrgError(f"{what} {path} {problem}; expected {expected}")
+    try:
+        data = path.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise LeadrrgError(f"{what} {path} cannot be read ({reason}); expected {expected}") from None
+    return decode_utf8(data, path, what, expected)
+
+
+def strip_gzip_suffix(path: str | Path) -> Path:
+    """`labels.csv.gz` -> `labels.csv` (the name that tells the format); other names unchanged."""
+    path = Path(path)
+    return path.with_suffix("") if path.suffix.lower() == ".gz" else path
+
+
+def decode_utf8(data: bytes, path: str | Path, what: str, expected: str) -> str:
+    """UTF-8 `data` read from `path` as text (a BOM is dropped), or a LeadrrgError naming the line."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -189,31 +220,18 @@ def text_lines(text: str) -> list[str]:
     return [line.removesuffix("\r") for line in lines]
 
 
-def read_csv_table(
-    path: str | Path, text: str, delimiter: str = ","
-) -> tuple[list[str], list[tuple[int, dict]]]:
-    """(header, [(line, row dict)]) of CSV `text` read from `path`; blank lines skipped. An unterminated quote,
-    a stray quote or a row whose field count differs from the header's is a LeadrrgError naming the line,
-    never rows silently merged or shifted."""
+def read_csv_rows(path: str | Path, text: str, delimiter: str = ",") -> list[tuple[int, list[str]]]:
+    """[(line, fields)] of every non-blank row of CSV `text` read from `path`, header included. An unterminated
+    quote or a stray quote is a LeadrrgError naming the line."""
     csv.field_size_limit(1 << 30)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    header: list[str] | None = None
-    rows: list[tuple[int, dict]] = []
+    rows: list[tuple[int, list[str]]] = []
     start = 1
     try:
         for fields in reader:
             line, start = start, reader.line_num + 1
-            if not fields:
-                continue
-            if header is None:
-                header = fields
-                continue
-            if len(fields) != len(header):
-                raise LeadrrgError(
-                    f"{path}: line {line} has {len(fields)} fields but the header has {len(header)}; "
-                    "expected one field per column (quote fields that hold the delimiter)"
-                )
-            rows.append((line, dict(zip(header, fields))))
+            if fields:
+                rows.append((line, fields))
     except csv.Error as exc:
         problem = (
             "a quoted field that starts here is never closed"
@@ -221,4 +239,48 @@ def read_csv_table(
             else f"malformed CSV ({exc})"
         )
         raise LeadrrgError(f"{path}: line {start}: {problem}; expected well-formed CSV") from None
-    return header or [], rows
+    return rows
+
+
+def read_csv_table(
+    path: str | Path, text: str, delimiter: str = ","
+) -> tuple[list[str], list[tuple[int, dict]]]:
+    """(header, [(line, row dict)]) of CSV `text` read from `path`; blank lines skipped. An unterminated quote,
+    a stray quote or a row whose field count differs from the header's is a LeadrrgError naming the line,
+    never rows silently merged or shifted."""
+    rows = read_csv_rows(path, text, delimiter)
+    if not rows:
+        return [], []
+    header = rows[0][1]
+    table: list[tuple[int, dict]] = []
+    for line, fields in rows[1:]:
+        if len(fields) != len(header):
+            raise LeadrrgError(
+                f"{path}: line {line} has {len(fields)} fields but the header has {len(header)}; "
+                "expected one field per column (quote fields that hold the delimiter)"
+            )
+        table.append((line, dict(zip(header, fields))))
+    return header, table
+
+
+def json_lines(path: str | Path, text: str, expected: str) -> Iterator[tuple[int, Any]]:
+    """(line number, value) for each non-blank line of JSON-lines `text` read from `path`. A line that is not
+    JSON is a LeadrrgError "{path}, line N: not valid JSON (...); expected {expected}"."""
+    for number, line in enumerate(text_lines(text), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise LeadrrgError(
+                f"{path}, line {number}: not valid JSON ({exc.msg}); expected {expected}"
+            ) from None
+        yield number, value
+
+
+def json_objects(path: str | Path, text: str, expected: str) -> Iterator[tuple[int, dict]]:
+    """Like `json_lines`, but every line must hold a JSON object."""
+    for number, value in json_lines(path, text, expected):
+        if not isinstance(value, dict):
+            raise LeadrrgError(f"{path}, line {number}: a JSON {type(value).__name__}; expected {expected}")
+        yield number, value

@@ -1,7 +1,10 @@
 """`leadrrg data check`: validate a data root before training on it.
 
-Prints, per split, the studies kept, those skipped for an empty report section, the images, the missing
-and unreadable ones, and label coverage; lists the first few bad images and the totals. Exits 1 when any
+Prints how the data was read (split names mapped, the image folder and label file used, MIMIC entries vs
+studies), per split the studies kept, those skipped for an empty report section, the images, the missing
+and unreadable ones, and label coverage; lists the first few bad images and the totals, then every
+warning (blank or aliased split names, duplicate studies, a missing test split, label rows that match no
+study, label values whose coding is ambiguous). Exits 1 when any
 image is missing or unreadable or no study is usable, 0 otherwise (a malformed root or annotation, an image path
 outside the root or a repeated study id exits 2 through the CLI).
 """
@@ -14,7 +17,7 @@ SHOW_DEFAULT = 5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from leadrrg.config import DATA_FORMATS, SECTIONS
+    from leadrrg.config import DATA_FORMATS, GROUPINGS, LABEL_CODES, LABEL_JOINS, SECTIONS
 
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     check = actions.add_parser(
@@ -28,6 +31,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--clean", default="r2gen", choices=("r2gen", "none"), help="report text cleaning")
     check.add_argument(
         "--label-file", default=None, metavar="FILE", help="CheXpert-format label file to join"
+    )
+    check.add_argument(
+        "--label-join",
+        default="auto",
+        choices=LABEL_JOINS,
+        help="how label-file rows meet studies: auto | key | report (text) | row (file order)",
+    )
+    check.add_argument(
+        "--label-codes",
+        default="chexpert",
+        choices=LABEL_CODES,
+        help="label values: chexpert (1/0/-1/blank) | chexbert (0 blank, 1 pos, 2 neg, 3 uncertain)",
+    )
+    check.add_argument(
+        "--grouping",
+        default="entry",
+        choices=GROUPINGS,
+        help="mimic_cxr: entry (per image, as R2Gen evaluates) | study (entries grouped by study_id)",
+    )
+    check.add_argument(
+        "--annotation-file", default=None, metavar="FILE", help="iu_xray / mimic_cxr annotation JSON in ROOT"
     )
     check.add_argument(
         "--decode", action="store_true", help="decode every image fully (slow; default: headers)"
@@ -52,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from leadrrg.config import DataConfig
     from leadrrg.constants import OBSERVATIONS
     from leadrrg.data.images import check_image
-    from leadrrg.data.manifests import available_splits, load_split, read_records
+    from leadrrg.data.manifests import available_splits, load_split, read_data
 
     data = DataConfig(
         format=args.format,
@@ -60,13 +84,21 @@ def run(args: argparse.Namespace) -> int:
         section=args.section,
         clean=args.clean,
         label_file=args.label_file,
+        label_join=args.label_join,
+        label_codes=args.label_codes,
+        grouping=args.grouping,
+        annotation_file=args.annotation_file,
         allow_outside_root=args.allow_outside_root,
     )
-    records = read_records(data)
+    read = read_data(data)
+    records = read.records
     splits = available_splits(records)
+    unit = "entries" if data.format == "mimic_cxr" and data.grouping == "entry" else "studies"
     print(
-        f"{data.format} data at {data.root}: {len(records)} studies in splits {', '.join(splits) or '(none)'}"
+        f"{data.format} data at {data.root}: {len(records)} {unit} in splits {', '.join(splits) or '(none)'}"
     )
+    for note in read.notes:
+        print(f"  {note}")
 
     header = f"{'split':<12}{'studies':>9}{'empty ' + data.section:>20}{'images':>9}{'missing':>9}{'unreadable':>12}{'labelled':>10}"
     print(header)
@@ -110,8 +142,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nunreadable images: {len(unreadable)} (first {min(args.show, len(unreadable))})")
         for _, reason in unreadable[: args.show]:
             print(f"  {reason}")
-    if totals[1]:
-        print(f"\n{totals[1]} studies have an empty {data.section} section and are skipped")
 
     studies = int(totals[0])
     if all_labels:
@@ -122,6 +152,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {name:<28}{int((column == 1).sum()):>8} /{int((~np.isnan(column)).sum()):>8}")
     else:
         print(f"\nlabels: none of {studies} studies carry labels (the rule-based labeler can fill them)")
+
+    warnings = list(read.warnings)
+    if totals[1]:
+        warnings.append(f"{totals[1]} studies have an empty {data.section} section and are skipped")
+    if warnings:
+        print(f"\nwarnings: {len(warnings)}")
+        for warning in warnings:
+            print(f"  - {warning}")
 
     if missing or unreadable:
         print(f"\nFAILED: {len(missing)} missing and {len(unreadable)} unreadable images")

@@ -2,8 +2,9 @@
 
 INPUT is a CSV (the `--text-columns` joined with a space; by default `Reports`, `report`, `text` or
 `findings` + `impression`), a JSONL file with a `report` field, or a text file with one report per
-line. OUT.csv is the CheXpert labeler's format: `Reports`, then the 14 observations with `1.0`,
-`0.0`, `-1.0`, or empty when not mentioned, one row per input report in input order.
+line; `--no-header` reads a CSV whose every row is a report (the CheXpert labeler's `sample_reports.csv`).
+OUT.csv is the CheXpert labeler's format: `Reports`, then the 14 observations with `1.0`, `0.0`, `-1.0`,
+or empty when not mentioned, one row per input report in input order.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--text-columns",
         default=None,
         metavar="COLS",
-        help="comma-separated CSV columns (or JSONL fields) joined into the report, e.g. findings,impression",
+        help="comma-separated CSV columns (or JSONL fields) joined into the report, e.g. findings,impression "
+        "(with --no-header: column numbers from 1)",
+    )
+    parser.add_argument(
+        "--no-header",
+        action="store_true",
+        help="the CSV has no header row: every row is a report (the CheXpert labeler's sample_reports.csv)",
     )
 
 
@@ -39,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and out.is_dir():
         raise LeadrrgError(f"--out {out} is a directory; expected a CSV file path")
-    reports = read_reports(args.input, text_columns=args.text_columns)
+    reports = read_reports(args.input, text_columns=args.text_columns, header=not args.no_header)
 
     start = time.perf_counter()
     labels = label_reports(reports)

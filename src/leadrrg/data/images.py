@@ -8,8 +8,11 @@ Intensity conventions:
   LUT), VOI LUT (a LUT or window centre/width, the first one stored), min-max to [0, 1], and finally
   MONOCHROME1 inversion, so bones are bright and air is dark whatever the photometric interpretation.
 
+Compressed DICOM: JPEG Lossless (process 14, e.g. SV1), JPEG baseline / extended, JPEG-LS and JPEG 2000
+through pylibjpeg (pylibjpeg-libjpeg, pylibjpeg-openjpeg; pinned dependencies), RLE through pydicom itself.
+
 Every failure (missing, empty, truncated, corrupt, non-image, too large, compressed DICOM without a
-decoder) raises `LeadrrgError` naming the file and what was expected.
+decoder or with a truncated frame) raises `LeadrrgError` naming the file and what was expected.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ MAX_PIXELS = 64_000_000
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 EXPECTED = "a PNG, JPEG or DICOM radiograph"
+RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 
 
 def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -227,9 +231,11 @@ def _dicom_geometry(path: Path, dataset, max_pixels: int) -> None:
     if uid is not None and uid.is_compressed and not _decoder_available(uid):
         raise LeadrrgError(
             f"DICOM file {path} uses the compressed transfer syntax {_transfer_syntax(dataset)}, which no installed "
-            "decoder reads; install pylibjpeg with pylibjpeg-libjpeg / pylibjpeg-openjpeg (or python-gdcm), or "
-            "convert the file to an uncompressed DICOM or PNG"
+            "decoder reads; install leadrrg's pinned decoders (pip install pylibjpeg pylibjpeg-libjpeg "
+            "pylibjpeg-openjpeg) or python-gdcm, or convert the file to an uncompressed DICOM or PNG"
         )
+    if uid is not None and uid.is_compressed:
+        _check_frames_complete(path, dataset, uid)
     if uid is not None and not uid.is_compressed:
         bits = int(dataset.get("BitsAllocated", 16) or 16)
         samples = int(dataset.get("SamplesPerPixel", 1) or 1)
@@ -240,6 +246,29 @@ def _dicom_geometry(path: Path, dataset, max_pixels: int) -> None:
                 f"DICOM file {path} is truncated: {len(dataset.PixelData)} bytes of pixel data for "
                 f"{columns}x{rows}x{frames} frames at {bits} bits (expected {expected})"
             )
+
+
+def _check_frames_complete(path: Path, dataset, uid) -> None:
+    """Every JPEG, JPEG-LS and JPEG 2000 frame ends with its end marker FF D9 (EOI / EOC; a frame may be padded
+    with a zero byte to even length). Decoders fill the rest of a truncated frame without a word, so look."""
+    from pydicom.encaps import generate_frames
+
+    if uid == RLE_LOSSLESS or uid.name.startswith("Deflated"):
+        return  # RLE segments and deflate streams have no end marker
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    try:
+        for index, frame in enumerate(generate_frames(dataset.PixelData, number_of_frames=frames)):
+            if b"\xff\xd9" not in frame.rstrip(b"\x00")[-2:]:
+                raise LeadrrgError(
+                    f"DICOM file {path} has a truncated {uid.name} frame {index + 1} (no end marker FF D9); "
+                    "expected complete compressed pixel data"
+                )
+    except LeadrrgError:
+        raise
+    except Exception as exc:
+        raise LeadrrgError(
+            f"DICOM file {path} has unreadable encapsulated pixel data ({_describe(exc)}); expected {EXPECTED}"
+        ) from None
 
 
 def _decoder_available(uid) -> bool:
@@ -262,10 +291,9 @@ def _load_dicom(path: Path, max_pixels: int) -> np.ndarray:
         uid = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
         if uid is not None and uid.is_compressed:
             raise LeadrrgError(
-                f"DICOM file {path} uses the compressed transfer syntax {_transfer_syntax(dataset)}, which no "
-                "installed decoder could read; install pylibjpeg with pylibjpeg-libjpeg / pylibjpeg-openjpeg "
-                "(or python-gdcm), or convert the file to an uncompressed DICOM or PNG "
-                f"(decoder said: {_describe(exc)})"
+                f"DICOM file {path} holds {_transfer_syntax(dataset)} pixel data that no installed decoder could "
+                f"decode (decoder said: {_describe(exc)}); expected a valid compressed frame, or convert the file "
+                "to an uncompressed DICOM or PNG"
             ) from None
         raise LeadrrgError(
             f"DICOM file {path} has unreadable pixel data ({_describe(exc)}); expected {EXPECTED}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -13,7 +12,7 @@ import numpy as np
 
 from leadrrg.constants import NUM_OBSERVATIONS, OBSERVATIONS
 from leadrrg.errors import LeadrrgError
-from leadrrg.io import atomic_open, read_csv_table
+from leadrrg.io import atomic_open, json_objects, read_csv_rows, read_csv_table
 
 logger = logging.getLogger("leadrrg.labeler")
 
@@ -84,7 +83,7 @@ def _read_csv(path: Path, text: str, columns: tuple[str, ...] | None) -> list[st
         if columns is None:
             raise LeadrrgError(
                 f"{path}: no report column found; columns present: {', '.join(header) or '(none)'}; "
-                "name the text columns with --text-columns"
+                "name the text columns with --text-columns, or pass --no-header when the first row is a report"
             )
     missing = [name for name in columns if name not in header]
     if missing:
@@ -97,17 +96,7 @@ def _read_csv(path: Path, text: str, columns: tuple[str, ...] | None) -> list[st
 def _read_jsonl(path: Path, text: str, columns: tuple[str, ...] | None) -> list[str]:
     columns = columns or ("report",)
     reports = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise LeadrrgError(
-                f"{path}, line {number}: not valid JSON ({exc.msg}); expected one object per line"
-            ) from None
-        if not isinstance(record, dict):
-            raise LeadrrgError(f"{path}, line {number}: expected a JSON object with a {columns[0]!r} field")
+    for number, record in json_objects(path, text, f"one JSON object per line with a {columns[0]!r} field"):
         missing = [name for name in columns if name not in record]
         if missing:
             raise LeadrrgError(
@@ -118,17 +107,44 @@ def _read_jsonl(path: Path, text: str, columns: tuple[str, ...] | None) -> list[
     return reports
 
 
-def read_reports(path: str | Path, text_columns: str | Sequence[str] | None = None) -> list[str]:
+def _read_headerless_csv(path: Path, text: str, columns: tuple[str, ...] | None) -> list[str]:
+    """A CSV without a header row (the CheXpert labeler's `sample_reports.csv`): every row is a report; its
+    first field, or the fields numbered (from 1) in `columns`, joined."""
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    rows = [fields for _, fields in read_csv_rows(path, text, delimiter)]
+    numbers = [1] if columns is None else []
+    for name in columns or ():
+        if not name.isdigit() or int(name) < 1:
+            raise LeadrrgError(
+                f"--text-columns {name!r} with --no-header; expected column numbers counted from 1, e.g. 1 or 2,3"
+            )
+        numbers.append(int(name))
+    reports = []
+    for line, fields in enumerate(rows, start=1):
+        if max(numbers) > len(fields):
+            raise LeadrrgError(
+                f"{path}: row {line} has {len(fields)} fields; expected at least {max(numbers)}"
+            )
+        reports.append(_join([fields[n - 1] for n in numbers]))
+    return reports
+
+
+def read_reports(
+    path: str | Path, text_columns: str | Sequence[str] | None = None, header: bool = True
+) -> list[str]:
     """Reports from a CSV (the `text_columns` joined with a space; by default the first of
-    `Reports`, `report`, `text`, `findings` + `impression`, ... that exists), a JSONL file (the
-    `report` field, or `text_columns`) or a text file (one report per line; a blank line is an
-    empty report). Non-UTF-8 bytes are replaced, with a warning. Raises `LeadrrgError` on bad input."""
+    `Reports`, `report`, `text`, `findings` + `impression`, ... that exists; with `header=False` every row is a
+    report and `text_columns` are column numbers), a JSONL file (the `report` field, or `text_columns`) or a
+    text file (one report per line; a blank line is an empty report). Non-UTF-8 bytes are replaced, with a
+    warning. Raises `LeadrrgError` on bad input."""
     path = Path(path)
     text = _read_text(path)
     columns = _split_columns(text_columns)
     suffix = path.suffix.lower()
     if suffix in CSV_SUFFIXES:
-        return _read_csv(path, text, columns)
+        return _read_csv(path, text, columns) if header else _read_headerless_csv(path, text, columns)
+    if not header:
+        raise LeadrrgError(f"{path}: --no-header applies to CSV input, not to a {suffix or 'text'} file")
     if suffix in JSONL_SUFFIXES:
         return _read_jsonl(path, text, columns)
     if columns is not None:

@@ -1,0 +1,85 @@
+"""The types every data-set reader shares (a leaf module: readers and the dispatcher import it, it imports
+neither), and the path checks they all apply to the image paths a data file names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from leadrrg.config import DataConfig
+from leadrrg.errors import LeadrrgError
+
+
+@dataclass
+class Study:
+    """One study: its views (absolute paths), its target report (section chosen, cleaned) and its
+    labels ((14,) float32 with 1/0/-1/NaN in `constants.OBSERVATIONS` order, or None if unknown)."""
+
+    id: str
+    split: str
+    images: list[str]
+    report: str
+    labels: np.ndarray | None = None
+
+
+@dataclass
+class Record:
+    """A study as a format reader found it: both sections raw, before section choice and cleaning."""
+
+    id: str
+    split: str  # canonical split name (`splits.canonical_split`): train, val, test, or the name as stored
+    images: list[str]
+    findings: str
+    impression: str
+    labels: np.ndarray | None = None
+    label_key: str = ""  # joins an external label file: MIMIC study_id, CheXpert Plus first image; else id
+    stored_split: str | None = None  # the split name as the data file spells it (None: same as `split`)
+    group: str = ""  # the study this record belongs to when records are per image (MIMIC study_id); else id
+
+
+@dataclass
+class ReadResult:
+    """Every record of a data root and what a user should know about how it was read (`data check` prints
+    `notes` as information and `warnings` as things to look at)."""
+
+    records: list[Record]
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoadResult:
+    studies: list[Study]
+    split: str  # the canonical split name (e.g. "val" for CheXpert Plus's "valid")
+    skipped_empty: int  # studies skipped because their chosen report section is empty
+    available_splits: list[str]
+
+
+def bad_entry(path: Path, where: str, problem: str, expected: str) -> LeadrrgError:
+    return LeadrrgError(f"{path}: {where}: {problem}; expected {expected}")
+
+
+def resolve_image_path(base: Path, relative: str, data: DataConfig, where: str) -> str:
+    """The absolute path of an image named in a data file (relative to `base`), symlinks followed; refused when it
+    lies outside the data root unless `data.allow_outside_root`."""
+    path = Path(relative)
+    resolved = (path if path.is_absolute() else base / path).resolve()
+    check_inside_root(resolved, data, where, relative)
+    return str(resolved)
+
+
+def check_inside_root(resolved: Path, data: DataConfig, where: str, named: str) -> None:
+    root = Path(data.root).resolve()
+    if not data.allow_outside_root and not resolved.is_relative_to(root):
+        raise LeadrrgError(
+            f"{where}: image path {named!r} resolves to {resolved}, outside the data root {root}; expected images "
+            "inside the data root (set data.allow_outside_root=true to accept it)"
+        )
+
+
+def data_file(root: Path, name: str) -> Path:
+    """A file the user named (absolute, relative to the working directory, or relative to the data root)."""
+    path = Path(name)
+    return path if path.is_absolute() or path.exists() else root / path
