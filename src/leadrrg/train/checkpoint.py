@@ -8,7 +8,7 @@ RUN/
   checkpoint/            everything --resume needs, swapped in as a whole:
     model.safetensors      same weights (hard link when the file system allows)
     optimizer.safetensors  optimizer state tensors, keyed "<parameter name>/<state key>"
-    trainer_state.json     step, epoch, position in epoch, RNG states, schedule, best metric,
+    trainer_state.json     step, epoch, studies of the epoch consumed, RNG states, schedule, best metric,
                            and the optimizer's non-tensor state
   logs.jsonl             one JSON object per log / eval event
   tb/                    TensorBoard events
@@ -72,7 +72,7 @@ TMP_DIR = ".ckpt-tmp"
 OLD_DIR = ".ckpt-old"
 LOG_FILE = "logs.jsonl"
 TB_DIR = "tb"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the data position is global (samples_in_epoch), not per-process batches
 
 
 # --------------------------------------------------------------------------------------------------
@@ -218,7 +218,7 @@ def save_checkpoint(
     return final
 
 
-STATE_KEYS = ("step", "epoch", "batch_in_epoch", "optimizer")
+STATE_KEYS = ("step", "epoch", "optimizer")
 
 
 def read_trainer_state(checkpoint_dir: str | Path) -> dict[str, Any]:

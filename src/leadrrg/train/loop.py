@@ -44,6 +44,7 @@ from leadrrg.train.distributed import (
     all_gather_objects,
     all_reduce_mean,
     barrier,
+    epoch_seed,
     init_distributed,
     shutdown,
 )
@@ -68,7 +69,7 @@ StepCallback = Callable[[int, dict[str, float]], None]
 class TrainerState:
     step: int = 0  # optimizer steps done
     epoch: int = 0  # current epoch
-    batch_in_epoch: int = 0  # per-process batches of the current epoch already consumed
+    samples_in_epoch: int = 0  # studies of the current epoch consumed by all processes (global position)
     studies_seen: int = 0  # global (all processes)
     train_time_s: float = 0.0  # time in training steps (excluding validation and checkpoints)
     best_val_loss: float | None = None
@@ -98,6 +99,28 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def resumed_trainer_state(
+    saved: dict[str, Any], train_cfg: TrainConfig, checkpoint_dir: Path
+) -> TrainerState:
+    """The TrainerState of a checkpoint's trainer state; its data position is global (studies of the epoch), so
+    it holds for any world size and batch size, as long as the epoch's permutation (train.seed) is the run's."""
+    state = TrainerState.from_dict(saved)
+    if "samples_in_epoch" not in saved:  # format 1: per-process batches of the run's own batch and world size
+        state.samples_in_epoch = (
+            int(saved.get("batch_in_epoch", 0)) * train_cfg.batch_size * saved.get("world_size", 1)
+        )
+        logger.warning(
+            "checkpoint of format 1: its data position assumes train.batch_size=%d", train_cfg.batch_size
+        )
+    expected = epoch_seed(train_cfg.seed, state.epoch)
+    if saved.get("epoch_seed", expected) != expected:
+        raise LeadrrgError(
+            f"cannot resume from {checkpoint_dir}: it stopped inside the data order of train.seed="
+            f"{saved.get('seed')}, not train.seed={train_cfg.seed}; resume with train.seed={saved.get('seed')}"
+        )
+    return state
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -236,14 +259,16 @@ def validate(
 
 
 def _batch_stream(loader, sampler, state: TrainerState) -> Iterator[dict[str, Any]]:
-    """Batches across epochs from the state's position; the state tracks what has been consumed."""
+    """Batches across epochs from the state's position; the state tracks what has been consumed (in studies
+    of the epoch, over all processes, so that a resume with another world size or batch size goes on from
+    the same place)."""
     while True:
-        set_loader_epoch(loader, sampler, state.epoch, state.batch_in_epoch)
+        set_loader_epoch(loader, sampler, state.epoch, state.samples_in_epoch)
         for batch in loader:
-            state.batch_in_epoch += 1
+            state.samples_in_epoch += loader.batch_size * sampler.world_size  # every rank read a full batch
             yield batch
         state.epoch += 1
-        state.batch_in_epoch = 0
+        state.samples_in_epoch = 0
 
 
 def train_step(
@@ -316,7 +341,7 @@ def fit(
     if resume_from is not None:
         saved_state = ckpt.read_trainer_state(resume_from)
         ckpt.load_model_weights(raw_model, resume_from / ckpt.MODEL_FILE)
-        state = TrainerState.from_dict(saved_state)
+        state = resumed_trainer_state(saved_state, train_cfg, resume_from)
     raw_model.to(device)
     optimizer, param_names = build_optimizer(raw_model, train_cfg)
     if saved_state is not None:
@@ -381,6 +406,9 @@ def fit(
             trainer_state = {
                 **dataclasses.asdict(state),
                 "world_size": ctx.world_size,
+                "seed": train_cfg.seed,
+                # the permutation that samples_in_epoch indexes (checked on resume)
+                "epoch_seed": epoch_seed(train_cfg.seed, state.epoch),
                 "rng": rng_states,
                 "scheduler": {
                     "name": "warmup_cosine",
@@ -395,13 +423,13 @@ def fit(
         while state.step < train_cfg.max_steps:
             started = time.perf_counter()
             lr_factor = set_learning_rates(optimizer, state.step, train_cfg)
-            position = (state.epoch, state.batch_in_epoch)
+            position = (state.epoch, state.samples_in_epoch)
             try:
                 losses, grad_norm = train_step(model, optimizer, stream, train_cfg, device, ctx.enabled)
             except LeadrrgError as exc:  # raised before the optimizer step: the weights are the last step's
                 if ctx.enabled or state.step == saved_step:
                     raise
-                state.epoch, state.batch_in_epoch = position  # a resume re-reads this step's batches
+                state.epoch, state.samples_in_epoch = position  # a resume re-reads this step's batches
                 optimizer.zero_grad(set_to_none=True)
                 save()
                 raise LeadrrgError(
