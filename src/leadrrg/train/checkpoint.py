@@ -11,6 +11,7 @@ RUN/
     trainer_state.json     step, epoch, studies of the epoch consumed, RNG states, schedule, best metric,
                            and the optimizer's non-tensor state
   logs.jsonl             one JSON object per log / eval event
+  logs.superseded.jsonl  records past the checkpoint a resume started from (the steps it trained again)
   tb/                    TensorBoard events
 ```
 
@@ -71,6 +72,7 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 TMP_DIR = ".ckpt-tmp"
 OLD_DIR = ".ckpt-old"
 LOG_FILE = "logs.jsonl"
+SUPERSEDED_LOG_FILE = "logs.superseded.jsonl"  # records of steps that a resume trained again
 TB_DIR = "tb"
 FORMAT_VERSION = 2  # 2: the data position is global (samples_in_epoch), not per-process batches
 

@@ -151,10 +151,30 @@ def _log_lines(path: Path) -> list[str]:
     return kept
 
 
+def supersede_records(path: Path, start_step: int) -> None:
+    """Move the records of logs.jsonl past `start_step` (steps a resume trains again) to logs.superseded.jsonl:
+    logs.jsonl then reads as one uninterrupted run, and nothing a run logged is deleted."""
+    lines = _log_lines(path)
+    kept = [line for line in lines if json.loads(line).get("step", 0) <= start_step]
+    dropped = [line for line in lines if json.loads(line).get("step", 0) > start_step]
+    if dropped:
+        with open(path.with_name(ckpt.SUPERSEDED_LOG_FILE), "a", encoding="utf-8") as handle:
+            handle.write("".join(line + "\n" for line in dropped))
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def logged_anything(run_dir: Path) -> bool:
+    """Whether the run has written a log record (then a failure never deletes the run directory)."""
+    path = run_dir / ckpt.LOG_FILE
+    return path.is_file() and bool(_log_lines(path))
+
+
 class RunLogger:
     """logs.jsonl + TensorBoard (rank 0 only), a progress bar on a TTY, one line per eval otherwise."""
 
-    def __init__(self, run_dir: Path, ctx: DistContext, start_step: int, max_steps: int, quiet: bool):
+    def __init__(
+        self, run_dir: Path, ctx: DistContext, start_step: int, max_steps: int, quiet: bool, resume: bool
+    ):
         self.enabled = ctx.is_main
         self.quiet = quiet
         self.writer = None
@@ -164,15 +184,12 @@ class RunLogger:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / ckpt.LOG_FILE
-        if start_step > 0 and self.path.exists():  # drop records past the checkpoint we resume from
-            kept = [line for line in _log_lines(self.path) if json.loads(line).get("step", 0) <= start_step]
-            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+        if resume and self.path.exists():
+            supersede_records(self.path, start_step)
         self.handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(
-            str(run_dir / ckpt.TB_DIR), purge_step=start_step + 1 if start_step else None
-        )
+        self.writer = SummaryWriter(str(run_dir / ckpt.TB_DIR), purge_step=start_step + 1 if resume else None)
         if not quiet and sys.stderr.isatty():
             from tqdm import tqdm
 
@@ -329,8 +346,11 @@ def fit(
     resume_from: Path | None = None,
     callbacks: Sequence[StepCallback] = (),
     quiet: bool = False,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Train `task.model` to `train.max_steps`, from scratch or from the checkpoint in `resume_from`."""
+    """Train `task.model` to `train.max_steps`, from scratch or from the checkpoint in `resume_from`. `resume`
+    (implied by `resume_from`) continues the run's logs; without a checkpoint it starts again from step 0."""
+    resume = resume or resume_from is not None
     train_cfg = task.config.train
     run_dir = Path(run_dir)
     device = ctx.device
@@ -371,7 +391,7 @@ def fit(
 
     loader, sampler = make_train_loader(task, ctx)
     val_loader = make_val_loader(task) if ctx.is_main else None
-    run_log = RunLogger(run_dir, ctx, state.step, train_cfg.max_steps, quiet)
+    run_log = RunLogger(run_dir, ctx, state.step, train_cfg.max_steps, quiet, resume)
     studies_per_step = train_cfg.batch_size * train_cfg.grad_accum_steps * ctx.world_size
     stream = _batch_stream(loader, sampler, state)
     fit_started = time.perf_counter()
@@ -558,9 +578,9 @@ def train(
             barrier(ctx)
             checkpoint_dir = ckpt.recover_checkpoint_dir(out_dir) if not ctx.is_main else checkpoint_dir
             if checkpoint_dir is None:
-                raise LeadrrgError(
-                    f"cannot resume: {out_dir} has no checkpoint (it stopped before its first save); "
-                    "delete the directory and train again"
+                logger.warning(
+                    "%s has no checkpoint (it stopped before its first save): training starts again from step 0",
+                    out_dir,
                 )
             tokenizer = ReportTokenizer.load(out_dir / ckpt.TOKENIZER_DIR)
         elif ckpt.is_run_dir(out_dir):
@@ -578,11 +598,19 @@ def train(
                 ckpt.init_run_dir(out_dir, config, task.tokenizer)
         barrier(ctx)
         try:
-            return fit(task, out_dir, ctx, checkpoint_dir, callbacks, quiet)
+            return fit(task, out_dir, ctx, checkpoint_dir, callbacks, quiet, resume)
         except BaseException:
-            # A new run that stopped before its first checkpoint is not a run: leave nothing behind.
+            # A new run that stopped before its first checkpoint and logged nothing is not a run: leave nothing
+            # behind. Once it has logged, its logs are what tells why it stopped: they stay.
             if created and ckpt.recover_checkpoint_dir(out_dir) is None:
-                if not existed:
+                if logged_anything(out_dir):
+                    logger.warning(
+                        "%s stopped before its first checkpoint; its logs are kept there "
+                        "(`leadrrg train --resume --out %s` starts it again from step 0)",
+                        out_dir,
+                        out_dir,
+                    )
+                elif not existed:
                     shutil.rmtree(out_dir, ignore_errors=True)
                 else:
                     for path in out_dir.iterdir():
