@@ -222,3 +222,56 @@ def test_resume_across_world_and_batch_size_reads_each_study_once(tmp_path):
         assert state["step"] == 5 and (state["epoch"], state["samples_in_epoch"]) == (0, 24)
     assert len(read("a1-rank0")) == 12 and len(read("a2-rank0")) == len(read("a2-rank1")) == 6
     assert len(read("b1-rank0")) == len(read("b1-rank1")) == 6 and len(read("b2-rank0")) == 12
+
+
+def _diverging_worker(rank: int, port: int, data_root: str, out_dir: str) -> None:
+    """Rank 1's loss turns NaN at step 2; each rank writes the error it stopped with."""
+    from leadrrg.errors import LeadrrgError
+    from leadrrg.train.loop import fit
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2"
+    )
+    torch.set_num_threads(1)
+    from leadrrg.train.distributed import init_distributed, shutdown
+
+    ctx = init_distributed("cpu")
+    try:
+        config = tiny_config(data_root, "train.batch_size=2", "train.max_steps=4", "train.eval_every=0")
+        task = build_task(config, ctx)
+        forward, calls = task.model.forward, []
+
+        def nan_at_step_2(*args, **kwargs):
+            out = forward(*args, **kwargs)
+            calls.append(1)
+            if rank == 1 and len(calls) == 2:
+                out = {**out, "loss": out["loss"] * float("nan"), "lm_loss": out["lm_loss"] * float("nan")}
+            return out
+
+        task.model.forward = nan_at_step_2
+        try:
+            fit(task, os.path.join(out_dir, "run"), ctx, quiet=True)
+            message = "finished"
+        except LeadrrgError as exc:
+            message = str(exc)
+        Path(out_dir, f"error{rank}.txt").write_text(message)
+    finally:
+        shutdown(ctx)
+
+
+def test_divergence_on_one_rank_stops_every_rank_with_the_same_error(tmp_path):
+    import time
+
+    data_root = make_synth(tmp_path / "data", train=8, val=2)
+    context = mp.spawn(
+        _diverging_worker, args=(_free_port(), str(data_root), str(tmp_path)), nprocs=2, join=False
+    )
+    deadline = time.monotonic() + 240  # a rank left waiting in a collective would hang: fail instead
+    while not context.join(timeout=max(deadline - time.monotonic(), 0.1)):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("a rank hung after another rank's loss turned non-finite")
+    errors = [(tmp_path / f"error{rank}.txt").read_text() for rank in range(2)]
+    assert errors[0] == errors[1], errors
+    assert errors[0].startswith("training diverged: the loss is not finite at step 2 (on 1 of 2 processes)")

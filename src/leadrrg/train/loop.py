@@ -18,7 +18,6 @@ import copy
 import dataclasses
 import json
 import logging
-import math
 import random
 import resource
 import shutil
@@ -288,6 +287,23 @@ def _batch_stream(loader, sampler, state: TrainerState) -> Iterator[dict[str, An
         state.samples_in_epoch = 0
 
 
+class Diverged(Exception):
+    """A non-finite loss on `processes` of the `world_size` processes (raised on every process alike)."""
+
+    def __init__(self, processes: int, world_size: int):
+        super().__init__(f"the loss is not finite on {processes} of {world_size} processes")
+        self.processes, self.world_size = processes, world_size
+
+
+def count_non_finite(losses: torch.Tensor, device: torch.device, distributed: bool) -> int:
+    """How many processes have a non-finite loss this step: a collective, so that all decide alike (a rank
+    that stopped alone would leave the others waiting in the next collective)."""
+    flag = torch.tensor([0.0 if bool(torch.isfinite(losses).all()) else 1.0], device=device)
+    if distributed:
+        torch.distributed.all_reduce(flag)
+    return int(flag.item())
+
+
 def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -297,7 +313,8 @@ def train_step(
     distributed: bool = False,
 ) -> tuple[torch.Tensor, float]:
     """One optimizer step over `grad_accum_steps` batches from `batches` (DDP gradient sync on the last
-    only); returns the mean (loss, lm_loss, cls_loss) (3,) and the gradient norm before clipping.
+    only); returns the mean (loss, lm_loss, cls_loss) (3,) and the gradient norm before clipping. A non-finite
+    loss on any process raises `Diverged` on every process, before the optimizer step.
 
     The LM loss is the mean over every report token of the step, across micro-batches and processes (not a mean
     of per-batch means, which would weigh a token of a short-report batch more): each micro-batch's token mean is
@@ -324,6 +341,10 @@ def train_step(
             (out["lm_loss"] * weights[micro] + cls_term / train_cfg.grad_accum_steps).backward()
         terms = torch.stack([out["loss"].detach(), out["lm_loss"].detach(), out["cls_loss"].detach()])
         losses += terms.float().cpu()
+    processes_diverged = count_non_finite(losses, device, distributed)
+    if processes_diverged:  # every process stops here together; the weights stay the last step's
+        optimizer.zero_grad(set_to_none=True)
+        raise Diverged(processes_diverged, world_size)
     parameters = [p for p in model.parameters() if p.grad is not None]
     max_norm = train_cfg.grad_clip if train_cfg.grad_clip > 0 else float("inf")
     grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))
@@ -446,6 +467,12 @@ def fit(
             position = (state.epoch, state.samples_in_epoch)
             try:
                 losses, grad_norm = train_step(model, optimizer, stream, train_cfg, device, ctx.enabled)
+            except Diverged as exc:
+                where = f" (on {exc.processes} of {exc.world_size} processes)" if exc.world_size > 1 else ""
+                raise LeadrrgError(
+                    f"training diverged: the loss is not finite at step {state.step + 1}{where}; "
+                    f"lower train.lr (now {train_cfg.lr}) or raise train.warmup_steps"
+                ) from None
             except LeadrrgError as exc:  # raised before the optimizer step: the weights are the last step's
                 if ctx.enabled or state.step == saved_step:
                     raise
@@ -456,11 +483,6 @@ def fit(
                     f"{exc} (the {state.step} steps trained so far are saved: fix the input and continue with "
                     f"`leadrrg train --resume --out {run_dir}`)"
                 ) from None
-            if not math.isfinite(float(losses[0])):
-                raise LeadrrgError(
-                    f"training diverged: the loss is {float(losses[0])} at step {state.step + 1}; "
-                    f"lower train.lr (now {train_cfg.lr}) or raise train.warmup_steps"
-                )
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             elapsed = time.perf_counter() - started
