@@ -259,15 +259,3 @@ def update_trainer_state(run_dir: str | Path, values: dict[str, Any]) -> None:
     path = Path(run_dir) / CHECKPOINT_DIR / STATE_FILE
     state = json.loads(path.read_text(encoding="utf-8"))
     atomic_write_text(path, json.dumps({**state, **values}, indent=1) + "\n")
-
-
-def load_checkpoint(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Path]:
-    """(trainer_state, optimizer tensors, checkpoint dir) of a run, or a LeadrrgError."""
-    checkpoint = recover_checkpoint_dir(run_dir)
-    if checkpoint is None:
-        raise LeadrrgError(
-            f"{run_dir} has no checkpoint to resume from; expected {Path(run_dir) / CHECKPOINT_DIR / STATE_FILE}"
-        )
-    state = read_trainer_state(checkpoint)
-    optimizer_tensors, _ = read_safetensors(checkpoint / OPTIMIZER_FILE)
-    return state, optimizer_tensors, checkpoint
