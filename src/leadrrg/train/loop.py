@@ -320,6 +320,54 @@ def fit(
 # Entry point
 
 
+def open_for_resume(
+    config: RunConfig, out_dir: Path, ctx: DistContext
+) -> tuple[ReportTokenizer, Path | None]:
+    """The run's tokenizer and complete checkpoint (None: it stopped before its first save; training then
+    starts again from step 0), after checking that `config.model` is the run's."""
+    if not (out_dir / ckpt.CONFIG_FILE).is_file():
+        raise LeadrrgError(
+            f"cannot resume: {out_dir} is not a leadrrg run (no {ckpt.CONFIG_FILE}); start it without --resume"
+        )
+    saved = load_run_config(out_dir / ckpt.CONFIG_FILE)
+    difference = first_difference(to_dict(config.model), to_dict(saved.model), "model")
+    if difference:
+        raise LeadrrgError(
+            f"cannot resume {out_dir}: the model config differs from the run's at {difference}; "
+            "train the new config into another directory (the run is left as it is)"
+        )
+    checkpoint_dir = ckpt.recover_checkpoint_dir(out_dir) if ctx.is_main else None  # rank 0 repairs a swap
+    barrier(ctx)
+    if not ctx.is_main:
+        checkpoint_dir = ckpt.recover_checkpoint_dir(out_dir)
+    if checkpoint_dir is None:
+        logger.warning(
+            "%s has no checkpoint (it stopped before its first save): training starts again from step 0",
+            out_dir,
+        )
+    return ReportTokenizer.load(out_dir / ckpt.TOKENIZER_DIR), checkpoint_dir
+
+
+def clean_up_unstarted_run(out_dir: Path, existed: bool) -> None:
+    """After a new run failed before its first checkpoint: if it logged nothing it is not a run, and nothing is
+    left behind (an existing directory is emptied again); once it has logged, its logs tell why it stopped and
+    stay, with config.json and the tokenizer (`--resume` starts it again from step 0)."""
+    if ckpt.recover_checkpoint_dir(out_dir) is not None:
+        return
+    if logged_anything(out_dir):
+        logger.warning(
+            "%s stopped before its first checkpoint; its logs are kept there "
+            "(`leadrrg train --resume --out %s` starts it again from step 0)",
+            out_dir,
+            out_dir,
+        )
+    elif not existed:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    else:
+        for path in out_dir.iterdir():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def train(
     config: RunConfig,
     out_dir: str | Path,
@@ -332,7 +380,8 @@ def train(
 
     A new run refuses a non-empty `out_dir`. `resume=True` continues the run in `out_dir` from its last
     checkpoint (weights, optimizer, schedule, RNG and data order); `config.model` must match the run's,
-    while `config.train` may change (e.g. more steps). Under torchrun every process calls this."""
+    while `config.train` may change (e.g. more steps, or another batch size or number of processes).
+    Under torchrun every process calls this."""
     out_dir = Path(out_dir)
     check_output_dir(out_dir, "run directory")
     existed = out_dir.exists()
@@ -341,27 +390,7 @@ def train(
     try:
         tokenizer, checkpoint_dir = None, None
         if resume:
-            if not (out_dir / ckpt.CONFIG_FILE).is_file():
-                raise LeadrrgError(
-                    f"cannot resume: {out_dir} is not a leadrrg run (no {ckpt.CONFIG_FILE}); start it without --resume"
-                )
-            saved = load_run_config(out_dir / ckpt.CONFIG_FILE)
-            difference = first_difference(to_dict(config.model), to_dict(saved.model), "model")
-            if difference:
-                raise LeadrrgError(
-                    f"cannot resume {out_dir}: the model config differs from the run's at {difference}; "
-                    "train the new config into another directory (the run is left as it is)"
-                )
-            if ctx.is_main:
-                checkpoint_dir = ckpt.recover_checkpoint_dir(out_dir)
-            barrier(ctx)
-            checkpoint_dir = ckpt.recover_checkpoint_dir(out_dir) if not ctx.is_main else checkpoint_dir
-            if checkpoint_dir is None:
-                logger.warning(
-                    "%s has no checkpoint (it stopped before its first save): training starts again from step 0",
-                    out_dir,
-                )
-            tokenizer = ReportTokenizer.load(out_dir / ckpt.TOKENIZER_DIR)
+            tokenizer, checkpoint_dir = open_for_resume(config, out_dir, ctx)
         elif ckpt.is_run_dir(out_dir):
             raise LeadrrgError(
                 f"{out_dir} already exists and is not empty; choose a new --out, or pass --resume to continue that run"
@@ -379,21 +408,8 @@ def train(
         try:
             return fit(task, out_dir, ctx, checkpoint_dir, callbacks, quiet, resume)
         except BaseException:
-            # A new run that stopped before its first checkpoint and logged nothing is not a run: leave nothing
-            # behind. Once it has logged, its logs are what tells why it stopped: they stay.
-            if created and ckpt.recover_checkpoint_dir(out_dir) is None:
-                if logged_anything(out_dir):
-                    logger.warning(
-                        "%s stopped before its first checkpoint; its logs are kept there "
-                        "(`leadrrg train --resume --out %s` starts it again from step 0)",
-                        out_dir,
-                        out_dir,
-                    )
-                elif not existed:
-                    shutil.rmtree(out_dir, ignore_errors=True)
-                else:
-                    for path in out_dir.iterdir():
-                        shutil.rmtree(path) if path.is_dir() else path.unlink()
+            if created:
+                clean_up_unstarted_run(out_dir, existed)
             raise
     finally:
         shutdown(ctx)
