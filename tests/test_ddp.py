@@ -94,7 +94,7 @@ def test_sampler_position_is_global_across_world_sizes():
 def test_resume_refuses_another_seed():
     from leadrrg.config import TrainConfig
     from leadrrg.errors import LeadrrgError
-    from leadrrg.train.loop import resumed_trainer_state
+    from leadrrg.train.state import resumed_trainer_state
 
     saved = {"step": 2, "epoch": 1, "samples_in_epoch": 8, "seed": 0, "epoch_seed": epoch_seed(0, 1)}
     assert resumed_trainer_state(saved, TrainConfig(seed=0), Path("ckpt")).samples_in_epoch == 8
