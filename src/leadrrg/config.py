@@ -156,7 +156,9 @@ class DecoderConfig:
     load_dtype: str = (
         "float32"  # dtype of pretrained weights: float32 | bfloat16 | float16 (autocast does the rest)
     )
-    attn_implementation: str = "auto"  # auto (transformers' choice) | eager | sdpa | flash_attention_2 (needs CUDA)
+    attn_implementation: str = (
+        "auto"  # auto (transformers' choice) | eager | sdpa | flash_attention_2 (needs CUDA)
+    )
 
     def __post_init__(self) -> None:
         for name in (
@@ -309,13 +311,17 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at max_steps
     grad_clip: float = 1.0  # max global gradient norm; 0 disables
     precision: str = "auto"  # auto: bf16 autocast on CUDA (fp16 + GradScaler without bf16), fp32 on CPU | fp32 | bf16 | fp16
-    compile: bool = False  # torch.compile the model for training (the weights saved are the uncompiled module's)
+    compile: bool = (
+        False  # torch.compile the model for training (the weights saved are the uncompiled module's)
+    )
     eval_every: int = 200  # validation every N steps (0: only at the end)
     eval_batches: int = 8  # validation batches per evaluation (0: the whole val split)
     eval_generate: int = 0  # generate reports for the first N validation studies at each evaluation and score
     # them (val_gen_ce14_micro_f1, val_gen_bleu_4, val_gen_hallucination_rate; decode settings: decode.*); 0: off
     eval_samples: int = 3  # generated reports shown as text in TensorBoard per evaluation
-    select_metric: str = ""  # keep the best checkpoint by this validation metric in RUN/best/ ("" : no RUN/best/)
+    select_metric: str = (
+        ""  # keep the best checkpoint by this validation metric in RUN/best/ ("" : no RUN/best/)
+    )
     select_mode: str = "auto"  # auto (min for losses and hallucination rate, else max) | min | max
     early_stop_patience: int = 0  # stop after N evaluations without a better select_metric; 0: never
     save_every: int = 200  # checkpoint every N steps (0: only at the end)

@@ -131,7 +131,9 @@ def build_causal_lm(config: DecoderConfig, vocab_size: int, pad_token_id: int) -
     from transformers import AutoModelForCausalLM
 
     spec = BACKBONES.get(config.backbone)
-    attention = {} if config.attn_implementation == "auto" else {"attn_implementation": config.attn_implementation}
+    attention = (
+        {} if config.attn_implementation == "auto" else {"attn_implementation": config.attn_implementation}
+    )
     if config.pretrained_path is None:
         lm = AutoModelForCausalLM.from_config(spec.make_config(config, vocab_size, pad_token_id), **attention)
     else:
