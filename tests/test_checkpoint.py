@@ -208,3 +208,24 @@ def test_resume_needs_a_checkpoint_and_the_same_model(data_root, tmp_path, train
     changed = tiny_config(data_root, "model.decoder.num_layers=3")
     with pytest.raises(LeadrrgError, match="model.decoder.num_layers"):
         train(changed, trained_run[0], resume=True)
+
+
+def test_a_run_stopped_before_its_first_checkpoint_keeps_its_logs(data_root, tmp_path):
+    config = tiny_config(data_root, "train.max_steps=2", "train.save_every=0", "train.eval_every=0")
+
+    def stop_at_step_1(step, record):
+        raise KeyboardInterrupt
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, run_dir, callbacks=[stop_at_step_1], quiet=True)
+    assert not (run_dir / "checkpoint").exists()
+    records = [json.loads(line) for line in (run_dir / "logs.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["step"]) for r in records] == [("train", 1)]
+    assert any(p.name.startswith("events.out.tfevents") for p in (run_dir / "tb").iterdir())
+    # --resume starts it again from step 0; the first attempt's records move aside, none is deleted.
+    assert train(config, run_dir, resume=True, quiet=True)["steps"] == 2
+    steps = [json.loads(line)["step"] for line in (run_dir / "logs.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 2]  # train, train, val
+    superseded = (run_dir / "logs.superseded.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in superseded] == records

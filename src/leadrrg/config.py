@@ -134,6 +134,9 @@ class InjectionConfig:
         _check_range("model.injection", "gate_bias_init", self.gate_bias_init, -1e3, 1e3)
 
 
+ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa", "flash_attention_2")
+
+
 @dataclass
 class DecoderConfig:
     backbone: str = "llama"  # backbone registry key: llama, qwen2, mistral, gpt2
@@ -153,6 +156,9 @@ class DecoderConfig:
     load_dtype: str = (
         "float32"  # dtype of pretrained weights: float32 | bfloat16 | float16 (autocast does the rest)
     )
+    attn_implementation: str = (
+        "auto"  # auto (transformers' choice) | eager | sdpa | flash_attention_2 (needs CUDA)
+    )
 
     def __post_init__(self) -> None:
         for name in (
@@ -170,6 +176,7 @@ class DecoderConfig:
         _check_range("model.decoder", "dropout", self.dropout, 0.0, 1.0, high_open=True)
         _check_range("model.decoder", "lora_dropout", self.lora_dropout, 0.0, 1.0, high_open=True)
         _check_choice("model.decoder", "load_dtype", self.load_dtype, ("float32", "bfloat16", "float16"))
+        _check_choice("model.decoder", "attn_implementation", self.attn_implementation, ATTN_IMPLEMENTATIONS)
         if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
             raise LeadrrgError(
                 f"model.decoder.hidden_size ({self.hidden_size}) must be divisible by model.decoder.num_heads ({self.num_heads}), "
@@ -302,7 +309,20 @@ class DataConfig:
         _check_positive("data", "num_workers", self.num_workers, allow_zero=True)
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Validation metrics that can select RUN/best/ (train.select_metric); the val_gen_* ones score reports generated
+# on the first train.eval_generate validation studies.
+SELECT_METRICS = (
+    "val_loss",
+    "val_lm_loss",
+    "val_expert_macro_auroc",
+    "val_expert_macro_f1",
+    "val_gen_ce14_micro_f1",
+    "val_gen_bleu_4",
+    "val_gen_hallucination_rate",
+)
+GENERATION_METRICS = tuple(name for name in SELECT_METRICS if name.startswith("val_gen_"))
+LOWER_IS_BETTER = ("val_loss", "val_lm_loss", "val_gen_hallucination_rate")
 
 
 @dataclass
@@ -316,9 +336,20 @@ class TrainConfig:
     warmup_steps: int = 50  # linear warmup from lr / warmup_steps to lr
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at max_steps
     grad_clip: float = 1.0  # max global gradient norm; 0 disables
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU | fp32 | bf16
+    precision: str = "auto"  # auto: bf16 autocast on CUDA (fp16 + GradScaler without bf16), fp32 on CPU | fp32 | bf16 | fp16
+    compile: bool = (
+        False  # torch.compile the model for training (the weights saved are the uncompiled module's)
+    )
     eval_every: int = 200  # validation every N steps (0: only at the end)
     eval_batches: int = 8  # validation batches per evaluation (0: the whole val split)
+    eval_generate: int = 0  # generate reports for the first N validation studies at each evaluation and score
+    # them (val_gen_ce14_micro_f1, val_gen_bleu_4, val_gen_hallucination_rate; decode settings: decode.*); 0: off
+    eval_samples: int = 3  # generated reports shown as text in TensorBoard per evaluation
+    select_metric: str = (
+        ""  # keep the best checkpoint by this validation metric in RUN/best/ ("" : no RUN/best/)
+    )
+    select_mode: str = "auto"  # auto (min for losses and hallucination rate, else max) | min | max
+    early_stop_patience: int = 0  # stop after N evaluations without a better select_metric; 0: never
     save_every: int = 200  # checkpoint every N steps (0: only at the end)
     log_every: int = 10  # a logs.jsonl / TensorBoard record every N steps
     seed: int = 0  # model init, data order (per epoch) and augmentation (per position) follow it
@@ -334,6 +365,21 @@ class TrainConfig:
         if not 0 <= self.min_lr_ratio <= 1:
             raise LeadrrgError(f"train.min_lr_ratio is {self.min_lr_ratio!r}; expected a number in [0, 1]")
         _check_choice("train", "precision", self.precision, PRECISIONS)
+        for name in ("eval_generate", "eval_samples", "early_stop_patience"):
+            _check_positive("train", name, getattr(self, name), allow_zero=True)
+        if self.select_metric:
+            _check_choice("train", "select_metric", self.select_metric, SELECT_METRICS)
+        _check_choice("train", "select_mode", self.select_mode, ("auto", "min", "max"))
+        if self.select_metric in GENERATION_METRICS and not self.eval_generate:
+            raise LeadrrgError(
+                f"train.select_metric is {self.select_metric!r}, a score of generated reports, but train.eval_generate "
+                "is 0; set train.eval_generate=N (validation studies to generate for)"
+            )
+        if self.early_stop_patience and not self.select_metric:
+            raise LeadrrgError(
+                "train.early_stop_patience is set but train.select_metric is empty; expected the metric to watch, "
+                "e.g. train.select_metric=val_loss"
+            )
         if not (self.device in ("auto", "cpu", "cuda") or self.device.removeprefix("cuda:").isdigit()):
             raise LeadrrgError(f"train.device is {self.device!r}; expected auto, cpu, cuda or cuda:N")
 

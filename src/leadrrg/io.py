@@ -51,11 +51,6 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         handle.write(text)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_open(path, "wb") as handle:
-        handle.write(data)
-
-
 @contextlib.contextmanager
 def atomic_directory(path: str | Path, suffix: str = ".partial") -> Iterator[Path]:
     """Build a directory in a temporary sibling of `path`; when the block succeeds it replaces `path` as a

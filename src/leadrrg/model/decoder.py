@@ -131,8 +131,11 @@ def build_causal_lm(config: DecoderConfig, vocab_size: int, pad_token_id: int) -
     from transformers import AutoModelForCausalLM
 
     spec = BACKBONES.get(config.backbone)
+    attention = (
+        {} if config.attn_implementation == "auto" else {"attn_implementation": config.attn_implementation}
+    )
     if config.pretrained_path is None:
-        lm = AutoModelForCausalLM.from_config(spec.make_config(config, vocab_size, pad_token_id))
+        lm = AutoModelForCausalLM.from_config(spec.make_config(config, vocab_size, pad_token_id), **attention)
     else:
         path = Path(config.pretrained_path)
         if not (path / "config.json").is_file():
@@ -140,7 +143,7 @@ def build_causal_lm(config: DecoderConfig, vocab_size: int, pad_token_id: int) -
                 f"decoder.pretrained_path {path} has no config.json; expected a local transformers causal-LM directory"
             )
         lm = AutoModelForCausalLM.from_pretrained(
-            path, local_files_only=True, dtype=_DTYPES[config.load_dtype]
+            path, local_files_only=True, dtype=_DTYPES[config.load_dtype], **attention
         )
         if vocab_size > lm.get_input_embeddings().num_embeddings:
             raise LeadrrgError(

@@ -252,10 +252,8 @@ class InjectedLayer(nn.Module):
 
     def forward(self, *args, **kwargs):
         injection = self._injection
-        if injection is None:
-            if self.expert_tokens is None:
-                return self.layer(*args, **kwargs)
-            injection = self._prepare(self.expert_tokens, self.trace)  # expert tokens set by hand
+        if injection is None:  # outside `injecting`: the wrapped layer alone
+            return self.layer(*args, **kwargs)
         if args:
             hidden_states, args = args[0], args[1:]
         else:

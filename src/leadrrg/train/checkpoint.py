@@ -9,9 +9,10 @@ RUN/
   checkpoint/            everything --resume needs, swapped in as a whole:
     model.safetensors      same weights (hard link when the file system allows)
     optimizer.safetensors  optimizer state tensors, keyed "<parameter name>/<state key>"
-    trainer_state.json     step, epoch, position in epoch, RNG states, schedule, best metric,
+    trainer_state.json     step, epoch, studies of the epoch consumed, RNG states, schedule, best metric,
                            and the optimizer's non-tensor state
   logs.jsonl             one JSON object per log / eval event
+  logs.superseded.jsonl  records past the checkpoint a resume started from (the steps it trained again)
   tb/                    TensorBoard events
 ```
 
@@ -73,8 +74,9 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 TMP_DIR = ".ckpt-tmp"
 OLD_DIR = ".ckpt-old"
 LOG_FILE = "logs.jsonl"
+SUPERSEDED_LOG_FILE = "logs.superseded.jsonl"  # records of steps that a resume trained again
 TB_DIR = "tb"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the data position is global (samples_in_epoch), not per-process batches
 
 
 # --------------------------------------------------------------------------------------------------
@@ -221,7 +223,7 @@ def save_checkpoint(
     return final
 
 
-STATE_KEYS = ("step", "epoch", "batch_in_epoch", "optimizer")
+STATE_KEYS = ("step", "epoch", "optimizer")
 
 
 def read_trainer_state(checkpoint_dir: str | Path) -> dict[str, Any]:
@@ -260,15 +262,3 @@ def update_trainer_state(run_dir: str | Path, values: dict[str, Any]) -> None:
     path = Path(run_dir) / CHECKPOINT_DIR / STATE_FILE
     state = json.loads(path.read_text(encoding="utf-8"))
     atomic_write_text(path, json.dumps({**state, **values}, indent=1) + "\n")
-
-
-def load_checkpoint(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Path]:
-    """(trainer_state, optimizer tensors, checkpoint dir) of a run, or a LeadrrgError."""
-    checkpoint = recover_checkpoint_dir(run_dir)
-    if checkpoint is None:
-        raise LeadrrgError(
-            f"{run_dir} has no checkpoint to resume from; expected {Path(run_dir) / CHECKPOINT_DIR / STATE_FILE}"
-        )
-    state = read_trainer_state(checkpoint)
-    optimizer_tensors, _ = read_safetensors(checkpoint / OPTIMIZER_FILE)
-    return state, optimizer_tensors, checkpoint

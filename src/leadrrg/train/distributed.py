@@ -106,17 +106,18 @@ def broadcast_object(obj: Any, ctx: DistContext) -> Any:
 
 
 class EpochShardSampler(Sampler):
-    """Indices of one epoch for one rank: a permutation that is a pure function of (seed, epoch),
-    padded to a multiple of the world size and dealt round-robin to the ranks (like
-    DistributedSampler), starting at `start` so a resumed run reads the same order from mid-epoch.
+    """Indices of one epoch for one rank: a permutation that is a pure function of (seed, epoch), read from
+    global position `start` (the studies of the epoch already consumed, by all ranks together) and dealt
+    round-robin to the ranks; the tail that does not fill one index per rank is left out.
 
     With world size W and per-rank batch B, rank r's k-th batch holds permutation positions
-    k*W*B .. (k+1)*W*B - 1 (those = r mod W): the ranks together see exactly the global batch a single
-    process with batch W*B would see.
+    start + k*W*B .. start + (k+1)*W*B - 1 (those = start + r mod W): the ranks together see exactly the global
+    batch a single process with batch W*B would see. Since the position is global, a run resumed with another
+    world size or batch size reads the rest of the epoch, each study once.
 
     With `item_seeds`, it yields `(index, item_seed)` pairs for `PositionSeeded`: the seed is a function of
-    (seed, epoch, position in the global order), so augmentation does not depend on the number of
-    processes or loader workers, or on where a run was resumed."""
+    (seed, epoch, global position), so augmentation does not depend on the number of processes or loader
+    workers, or on where a run was resumed."""
 
     def __init__(
         self, num_items: int, seed: int, rank: int = 0, world_size: int = 1, item_seeds: bool = False
@@ -127,28 +128,33 @@ class EpochShardSampler(Sampler):
         self.start = 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Read epoch `epoch` from global position `start` (studies of the epoch already consumed)."""
         self.epoch, self.start = epoch, start
 
-    def epoch_indices(self) -> list[int]:
+    def epoch_order(self) -> list[int]:
+        """The epoch's permutation of all items (every rank alike)."""
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        order = torch.randperm(self.num_items, generator=generator).tolist()
-        padding = (-len(order)) % self.world_size
-        order += order[:padding]
-        return order[self.rank :: self.world_size]
+        return torch.randperm(self.num_items, generator=generator).tolist()
+
+    def positions(self) -> range:
+        """This rank's global positions from `start`: start + rank, start + rank + W, ... (len(self) of them)."""
+        first = self.start + self.rank
+        return range(first, first + len(self) * self.world_size, self.world_size)
+
+    def epoch_indices(self) -> list[int]:
+        """The item indices this rank reads, in order."""
+        order = self.epoch_order()
+        return [order[position] for position in self.positions()]
 
     def __iter__(self) -> Iterator:
-        indices = self.epoch_indices()
+        order = self.epoch_order()
         if not self.item_seeds:
-            return iter(indices[self.start :])
+            return iter([order[position] for position in self.positions()])
         base = epoch_seed(self.seed, self.epoch)
-        return iter(
-            (index, (base + 104_729 * (self.rank + self.world_size * position)) % 2**63)
-            for position, index in enumerate(indices)
-            if position >= self.start
-        )
+        return iter((order[position], (base + 104_729 * position) % 2**63) for position in self.positions())
 
     def __len__(self) -> int:
-        return max(-(-self.num_items // self.world_size) - self.start, 0)
+        return max(self.num_items - self.start, 0) // self.world_size
 
 
 class PositionSeeded(Dataset):

@@ -35,6 +35,7 @@ from leadrrg.errors import LeadrrgError
 from leadrrg.progress import Progress
 from leadrrg.train.distributed import DistContext
 from leadrrg.train.optim import build_optimizer, set_learning_rates
+from leadrrg.train.step import make_grad_scaler
 from leadrrg.train.task import TrainingTask, make_train_loader, set_loader_epoch
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,8 @@ def warm_up_experts(
     task: TrainingTask, run_dir: Path, ctx: DistContext, autocast, quiet: bool = True
 ) -> None:
     """Train `task.model`'s vision encoder and experts for `model.grounding.expert_warmup_steps` steps on L_cls.
-    `autocast()` returns the run's autocast context; unless `quiet`, rank 0 shows a progress line."""
+    `autocast()` returns the run's autocast context (fp16 gets a loss scaler); unless `quiet`, rank 0 shows a
+    progress line."""
     model, config = task.model, task.config
     steps = config.model.grounding.expert_warmup_steps
     if steps == 0:
@@ -79,6 +81,7 @@ def warm_up_experts(
     stage = ExpertStage(model)
     optimizer, _ = build_optimizer(stage, schedule)
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    scaler = make_grad_scaler(config.train.precision, ctx.device)
     loader, sampler = make_train_loader(task, ctx)
     log = open(run_dir / "logs.jsonl", "a", encoding="utf-8") if ctx.is_main else None  # noqa: SIM115
     bar = Progress(steps, "expert warm-up", unit="steps", enabled=ctx.is_main and not quiet)
@@ -98,18 +101,20 @@ def warm_up_experts(
                         batch["images"], batch["view_mask"], batch["expert_labels"]
                     )
                 value = float(loss.detach())
-                if not math.isfinite(value):
+                if not _finite_everywhere(value, ctx):  # decided together: no rank waits in a collective
                     raise LeadrrgError(
-                        f"expert warm-up diverged: the loss is {value} at step {step + 1}; lower train.lr "
+                        f"expert warm-up diverged: the loss is not finite at step {step + 1}; lower train.lr "
                         f"(now {config.train.lr})"
                     )
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
                 if ctx.enabled:
                     _average_gradients(parameters, ctx.world_size)
+                scaler.unscale_(optimizer)
                 if schedule.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(parameters, schedule.grad_clip)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 step += 1
                 bar.update(1)
                 window.append(value)
@@ -132,6 +137,13 @@ def warm_up_experts(
             log.close()
     optimizer.zero_grad(set_to_none=True)
     logger.info("expert warm-up: %d steps in %.0f s", steps, time.perf_counter() - started)
+
+
+def _finite_everywhere(value: float, ctx: DistContext) -> bool:
+    bad = torch.tensor(0.0 if math.isfinite(value) else 1.0, device=ctx.device)
+    if ctx.enabled:
+        dist.all_reduce(bad)
+    return bad.item() == 0
 
 
 def _average_gradients(parameters: list[nn.Parameter], world_size: int) -> None:

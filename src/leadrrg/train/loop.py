@@ -1,30 +1,25 @@
 """The training loop: plain steps (nanoGPT style).
 
-One optimizer step = `grad_accum_steps` micro-batches (forward under autocast, backward, DDP gradient
-sync on the last one only) -> clip -> AdamW step at the scheduled lr. Every `log_every` steps a JSONL /
-TensorBoard record; every `eval_every` steps validation (loss and a cheap clinical check from the
-expert logits: macro AUROC / F1, no generation); every `save_every` steps and at the end a checkpoint.
-Metrics and checkpointing live here and in `checkpoint.py`, never in the model.
+`fit` runs optimizer steps (`step.train_step`) to `train.max_steps`. Every `log_every` steps a JSONL /
+TensorBoard record (`run_log`); every `eval_every` steps validation (`validation`: losses, the experts' macro
+AUROC / F1 and, with `train.eval_generate`, scores of generated reports), model selection into RUN/best/ and
+early stopping (`selection`); every `save_every` steps and at the end a checkpoint (`checkpoint`, `state`).
+Metrics and checkpointing live there, never in the model.
 
 Nothing trained is lost to a failure after it: a step's checkpoint is written before its validation, a
 validation that fails is logged and skipped, and a data error in a training step (an image that does not
-decode) first saves the steps completed so far (single process), then stops with the error.
+decode) first saves the steps completed so far (single process), then stops with the error. Decisions that
+end training (divergence, early stopping) are taken by all processes together.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import dataclasses
-import json
 import logging
-import math
 import random
-import resource
 import shutil
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from leadrrg.config import RunConfig, TrainConfig, first_difference, load_run_config, save_config, to_dict
-from leadrrg.data.collate import move_batch
+from leadrrg.config import RunConfig, first_difference, load_run_config, save_config, to_dict
 from leadrrg.errors import LeadrrgError
-from leadrrg.io import atomic_write_text, check_output_dir
-from leadrrg.metrics.experts import expert_scores
+from leadrrg.io import check_output_dir
 from leadrrg.provenance import check_base_models
 from leadrrg.run_files import weight_defining
 from leadrrg.tokenizer import ReportTokenizer
@@ -46,251 +39,32 @@ from leadrrg.train.distributed import (
     all_gather_objects,
     all_reduce_mean,
     barrier,
+    broadcast_object,
     init_distributed,
     shutdown,
 )
 from leadrrg.train.expert_warmup import warm_up_experts
 from leadrrg.train.optim import build_optimizer, set_learning_rates
-from leadrrg.train.task import (
-    TrainingTask,
-    build_task,
-    make_train_loader,
-    make_val_loader,
-    resolve_paths,
-    set_loader_epoch,
+from leadrrg.train.run_log import RunLogger, logged_anything
+from leadrrg.train.selection import ModelSelector
+from leadrrg.train.state import EVALUATION_FIELDS, TrainerState, restore_checkpoint, state_to_save
+from leadrrg.train.step import (  # noqa: F401  (peak_memory_mb, train_step: re-exported for benchmarks)
+    Diverged,
+    autocast_context,
+    batch_stream,
+    make_grad_scaler,
+    peak_memory_mb,
+    train_step,
 )
+from leadrrg.train.task import TrainingTask, build_task, make_train_loader, make_val_loader, resolve_paths
+from leadrrg.train.validation import generate_and_score, make_generation_loader, samples_markdown, validate
 
 logger = logging.getLogger(__name__)
 
 # Called after every optimizer step with (step, record); raising stops training (tests use it to
 # simulate a kill between checkpoints).
 StepCallback = Callable[[int, dict[str, float]], None]
-
-
-@dataclasses.dataclass
-class TrainerState:
-    step: int = 0  # optimizer steps done
-    epoch: int = 0  # current epoch
-    batch_in_epoch: int = 0  # per-process batches of the current epoch already consumed
-    studies_seen: int = 0  # global (all processes)
-    train_time_s: float = 0.0  # time in training steps (excluding validation and checkpoints)
-    best_val_loss: float | None = None
-    best_step: int | None = None
-    last_eval: dict[str, float] | None = None
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainerState:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-
-# --------------------------------------------------------------------------------------------------
-# Small pure helpers
-
-
-def autocast_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (auto) or wherever precision=bf16; fp32 otherwise."""
-    if precision == "bf16" or (
-        precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
-    ):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-# --------------------------------------------------------------------------------------------------
-# Logging
-
-
-def _log_lines(path: Path) -> list[str]:
-    """The complete JSON records of logs.jsonl; a line torn by a kill mid-write (or otherwise unreadable) is
-    dropped with a warning."""
-    kept = []
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            record = None
-        if isinstance(record, dict):
-            kept.append(line)
-        else:
-            logger.warning(
-                "%s line %d is not a complete JSON record (a write cut short?); dropped", path, number
-            )
-    return kept
-
-
-class RunLogger:
-    """logs.jsonl + TensorBoard (rank 0 only), a progress bar on a TTY, one line per eval otherwise."""
-
-    def __init__(self, run_dir: Path, ctx: DistContext, start_step: int, max_steps: int, quiet: bool):
-        self.enabled = ctx.is_main
-        self.quiet = quiet
-        self.writer = None
-        self.bar = None
-        self.plain = None
-        if not self.enabled:
-            return
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.path = run_dir / ckpt.LOG_FILE
-        if start_step > 0 and self.path.exists():  # drop records past the checkpoint we resume from
-            kept = [line for line in _log_lines(self.path) if json.loads(line).get("step", 0) <= start_step]
-            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
-        self.handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(
-            str(run_dir / ckpt.TB_DIR), purge_step=start_step + 1 if start_step else None
-        )
-        if not quiet and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(
-                total=max_steps, initial=start_step, unit="step", desc="train", dynamic_ncols=True
-            )
-        elif not quiet:  # a log file or pipe: a plain line every 30 s, no carriage returns
-            from leadrrg.progress import Progress
-
-            self.plain = Progress(max_steps - start_step, "train", unit="steps")
-
-    def log(self, kind: str, step: int, values: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        record = {"kind": kind, "step": step, **values}
-        self.handle.write(json.dumps(record) + "\n")
-        self.handle.flush()
-        for key, value in values.items():
-            if isinstance(value, (int, float)) and value is not None:
-                self.writer.add_scalar(f"{kind}/{key}", value, step)
-        if kind == "train" and self.bar is not None:
-            self.bar.set_postfix(loss=f"{values['loss']:.3f}", sps=f"{values['studies_per_s']:.1f}")
-        if kind == "val" and not self.quiet:
-            text = " ".join(f"{k}={v:.4g}" for k, v in values.items() if isinstance(v, float))
-            (self.bar.write if self.bar is not None else lambda s: print(s, file=sys.stderr))(
-                f"step {step}: {text}"
-            )
-
-    def advance(self) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-        if self.plain is not None:
-            self.plain.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        if self.plain is not None:
-            self.plain.close()
-        if self.writer is not None:
-            self.writer.close()
-            self.handle.close()
-
-
-# --------------------------------------------------------------------------------------------------
-# Validation
-
-
-@torch.no_grad()
-def validate(
-    model: nn.Module, loader, device: torch.device, precision: str, max_batches: int
-) -> dict[str, float]:
-    """Mean losses over the first `max_batches` validation batches (0: all) and expert macro AUROC/F1."""
-    from leadrrg.model.lead import expert_targets
-
-    was_training = model.training
-    model.eval()
-    totals: dict[str, float] = {"loss": 0.0, "lm_loss": 0.0, "cls_loss": 0.0}
-    count = 0
-    logits_all, labels_all = [], []
-    for index, batch in enumerate(loader):
-        if max_batches and index >= max_batches:
-            break
-        with autocast_context(precision, device):
-            out = model(**move_batch(batch, device))
-        size = len(batch["ids"])
-        for key in totals:
-            totals[key] += float(out[key]) * size
-        count += size
-        if out.get("expert_logits") is not None:
-            logits_all.append(out["expert_logits"].float().cpu())
-            labels_all.append(model.select_expert_labels(batch["expert_labels"]))
-    model.train(was_training)
-    results = {f"val_{k}": v / max(count, 1) for k, v in totals.items()}
-    if logits_all:
-        targets, weights = expert_targets(torch.cat(labels_all), model.config.label_policy)
-        scores = expert_scores(torch.cat(logits_all).numpy(), targets.numpy(), weights.numpy())
-        results.update({f"val_{k}": v for k, v in scores.items() if v is not None})
-    return results
-
-
-# --------------------------------------------------------------------------------------------------
-# The loop
-
-
-def _batch_stream(loader, sampler, state: TrainerState) -> Iterator[dict[str, Any]]:
-    """Batches across epochs from the state's position; the state tracks what has been consumed."""
-    while True:
-        set_loader_epoch(loader, sampler, state.epoch, state.batch_in_epoch)
-        for batch in loader:
-            state.batch_in_epoch += 1
-            yield batch
-        state.epoch += 1
-        state.batch_in_epoch = 0
-
-
-def train_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batches: Iterator[dict[str, Any]],
-    train_cfg: TrainConfig,
-    device: torch.device,
-    distributed: bool = False,
-) -> tuple[torch.Tensor, float]:
-    """One optimizer step over `grad_accum_steps` batches from `batches` (DDP gradient sync on the last
-    only); returns the mean (loss, lm_loss, cls_loss) (3,) and the gradient norm before clipping.
-
-    The LM loss is the mean over every report token of the step, across micro-batches and processes (not a mean
-    of per-batch means, which would weigh a token of a short-report batch more): each micro-batch's token mean is
-    weighted by its share of the step's tokens (times the world size, since DDP averages gradients over
-    processes). The classification loss stays a mean over micro-batches."""
-    from leadrrg.model.lead import target_token_count
-
-    micro_batches = [next(batches) for _ in range(train_cfg.grad_accum_steps)]
-    counts = torch.stack([target_token_count(b["target_ids"]) for b in micro_batches]).double()  # (A,)
-    total = counts.sum().to(device)
-    world_size = 1
-    if distributed:
-        torch.distributed.all_reduce(total)
-        world_size = torch.distributed.get_world_size()
-    weights = (counts * world_size / total.cpu().clamp(min=1)).tolist()  # (A,) sum to world_size
-    losses = torch.zeros(3)
-    for micro, batch in enumerate(micro_batches):
-        last = micro == train_cfg.grad_accum_steps - 1
-        sync = model.no_sync() if (distributed and not last) else contextlib.nullcontext()
-        with sync:
-            with autocast_context(train_cfg.precision, device):
-                out = model(**move_batch(batch, device))
-            cls_term = out["loss"] - out["lm_loss"]  # lambda * L_cls
-            (out["lm_loss"] * weights[micro] + cls_term / train_cfg.grad_accum_steps).backward()
-        terms = torch.stack([out["loss"].detach(), out["lm_loss"].detach(), out["cls_loss"].detach()])
-        losses += terms.float().cpu()
-    parameters = [p for p in model.parameters() if p.grad is not None]
-    max_norm = train_cfg.grad_clip if train_cfg.grad_clip > 0 else float("inf")
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return losses / train_cfg.grad_accum_steps, grad_norm
+LOSS_KEYS = ("loss", "lm_loss", "cls_loss")
 
 
 def _seed_process(seed: int, rank: int) -> None:
@@ -300,6 +74,230 @@ def _seed_process(seed: int, rank: int) -> None:
     torch.manual_seed(seed + rank)
 
 
+def compile_for_training(model: nn.Module) -> nn.Module:
+    """torch.compile of the module the steps call (train.compile); the weights stay those of the raw model."""
+    return torch.compile(model)
+
+
+class Trainer:
+    """One call of `fit`: the model (raw, and as the steps call it: DDP, compiled), optimizer, loss scaler,
+    data stream, logger, model selector and trainer state."""
+
+    def __init__(self, task: TrainingTask, run_dir: Path, ctx: DistContext, resume_from: Path | None):
+        self.task, self.run_dir, self.ctx = task, run_dir, ctx
+        self.train_cfg = train_cfg = task.config.train
+        self.device = ctx.device
+        self.raw_model = task.model
+        _seed_process(train_cfg.seed, ctx.rank)
+        if resume_from is not None:
+            ckpt.load_model_weights(self.raw_model, resume_from / ckpt.MODEL_FILE)
+        self.raw_model.to(self.device)
+        self.optimizer, self.param_names = build_optimizer(self.raw_model, train_cfg)
+        self.scaler = make_grad_scaler(train_cfg.precision, self.device)
+        self.state = TrainerState()
+        if resume_from is not None:
+            self.state = restore_checkpoint(
+                resume_from, self.raw_model, self.optimizer, self.param_names, self.scaler, train_cfg, ctx
+            )
+        model: nn.Module = self.raw_model
+        if ctx.enabled:
+            model = nn.parallel.DistributedDataParallel(
+                self.raw_model, device_ids=[self.device] if self.device.type == "cuda" else None
+            )
+        self.model = compile_for_training(model) if train_cfg.compile else model
+        self.model.train()
+        loader, sampler = make_train_loader(task, ctx)
+        self.stream = batch_stream(loader, sampler, self.state)
+        self.val_loader = make_val_loader(task) if ctx.is_main else None
+        self.generation_loader = (
+            make_generation_loader(task.val_dataset, task.collator, task.config) if ctx.is_main else None
+        )
+        self.selector = ModelSelector(train_cfg, run_dir)
+        self.studies_per_step = train_cfg.batch_size * train_cfg.grad_accum_steps * ctx.world_size
+        self.saved_step = self.state.step
+        self.window = self._empty_window()
+        self.started = time.perf_counter()
+
+    @staticmethod
+    def _empty_window() -> dict[str, float]:
+        return {"loss": 0.0, "lm_loss": 0.0, "cls_loss": 0.0, "steps": 0, "time": 0.0}
+
+    # ----------------------------------------------------------------------------------------------
+    # One step
+
+    def step(self) -> tuple[float, float]:
+        """One optimizer step; returns (lr factor, grad norm). A data error saves the steps done first (single
+        process); a non-finite loss on any process stops every process with the same error."""
+        state, train_cfg = self.state, self.train_cfg
+        started = time.perf_counter()
+        lr_factor = set_learning_rates(self.optimizer, state.step, train_cfg)
+        position = (state.epoch, state.samples_in_epoch)
+        try:
+            losses, grad_norm = train_step(
+                self.model, self.optimizer, self.stream, train_cfg, self.device, self.ctx.enabled, self.scaler
+            )
+        except Diverged as exc:
+            where = f" (on {exc.processes} of {exc.world_size} processes)" if exc.world_size > 1 else ""
+            raise LeadrrgError(
+                f"training diverged: the loss is not finite at step {state.step + 1}{where}; "
+                f"lower train.lr (now {train_cfg.lr}) or raise train.warmup_steps"
+            ) from None
+        except LeadrrgError as exc:  # raised before the optimizer step: the weights are the last step's
+            if self.ctx.enabled or state.step == self.saved_step:
+                raise
+            state.epoch, state.samples_in_epoch = position  # a resume re-reads this step's batches
+            self.optimizer.zero_grad(set_to_none=True)
+            self.save()
+            raise LeadrrgError(
+                f"{exc} (the {state.step} steps trained so far are saved: fix the input and continue with "
+                f"`leadrrg train --resume --out {self.run_dir}`)"
+            ) from None
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elapsed = time.perf_counter() - started
+        state.step += 1
+        state.studies_seen += self.studies_per_step
+        state.train_time_s += elapsed
+        self.window["steps"] += 1
+        self.window["time"] += elapsed
+        for i, key in enumerate(LOSS_KEYS):
+            self.window[key] += float(losses[i])
+        return lr_factor, grad_norm
+
+    def train_record(self, lr_factor: float, grad_norm: float) -> dict[str, float]:
+        """The logged means since the last record (over all processes); resets the window."""
+        window = self.window
+        means = all_reduce_mean(torch.tensor([window[k] / window["steps"] for k in LOSS_KEYS]), self.ctx)
+        record = {key: float(means[i]) for i, key in enumerate(LOSS_KEYS)}
+        record.update(
+            lr=self.optimizer.param_groups[0]["lr"],
+            lr_factor=lr_factor,
+            grad_norm=grad_norm,
+            studies_per_s=self.studies_per_step * window["steps"] / max(window["time"], 1e-9),
+            epoch=self.state.studies_seen / (len(self.task.train_dataset) or 1),
+            wall_s=time.perf_counter() - self.started,
+        )
+        self.window = self._empty_window()
+        return record
+
+    # ----------------------------------------------------------------------------------------------
+    # Checkpoints and evaluation
+
+    def save(self) -> None:
+        self.saved_step = self.state.step
+        rng_states = all_gather_objects(ckpt.capture_rng_state(), self.ctx)
+        if self.ctx.is_main:
+            trainer_state = state_to_save(
+                self.state, self.train_cfg, self.ctx, self.optimizer, self.scaler, rng_states
+            )
+            ckpt.save_checkpoint(
+                self.run_dir, self.raw_model, self.optimizer, self.param_names, trainer_state
+            )
+        barrier(self.ctx)
+
+    def evaluate(self, run_log: RunLogger, saved: bool) -> bool:
+        """Validate (rank 0) and select; returns whether to stop early, decided on rank 0 for every process. A
+        failed validation (e.g. an image that does not decode) is logged and training goes on. When this step's
+        checkpoint is written, its trainer state gets the evaluation."""
+        stop = False
+        if self.ctx.is_main and self.val_loader is not None:
+            try:
+                results = self.validation_results(run_log)
+            except LeadrrgError as exc:
+                logger.warning("validation at step %d skipped: %s", self.state.step, exc)
+                run_log.log("val_error", self.state.step, {"error": str(exc)})
+            else:
+                state = self.state
+                state.last_eval = {"step": state.step, **results}
+                if state.best_val_loss is None or results["val_loss"] < state.best_val_loss:
+                    state.best_val_loss, state.best_step = results["val_loss"], state.step
+                stop = self.selector.update(state, self.raw_model, results)
+                run_log.log("val", state.step, results)
+                if saved:
+                    ckpt.update_trainer_state(
+                        self.run_dir, {name: getattr(state, name) for name in EVALUATION_FIELDS}
+                    )
+        return bool(broadcast_object(stop, self.ctx))
+
+    def validation_results(self, run_log: RunLogger) -> dict[str, float]:
+        train_cfg = self.train_cfg
+        results = validate(
+            self.raw_model, self.val_loader, self.device, train_cfg.precision, train_cfg.eval_batches
+        )
+        if self.generation_loader is not None:
+            references = {study.id: study.report for study in self.task.val_dataset.studies}
+            scores, records = generate_and_score(
+                self.raw_model, self.task.tokenizer, self.generation_loader, self.task.config, references
+            )
+            results.update(scores)
+            if train_cfg.eval_samples:
+                run_log.log_text(
+                    "val/samples", self.state.step, samples_markdown(records, train_cfg.eval_samples)
+                )
+        return results
+
+    # ----------------------------------------------------------------------------------------------
+    # The loop
+
+    def run(self, run_log: RunLogger, callbacks: Sequence[StepCallback]) -> bool:
+        """Steps to train.max_steps; returns whether training stopped early."""
+        train_cfg, state = self.train_cfg, self.state
+        while state.step < train_cfg.max_steps:
+            lr_factor, grad_norm = self.step()
+            run_log.advance()
+            last_step = state.step == train_cfg.max_steps
+            record: dict[str, float] = {}
+            if state.step % train_cfg.log_every == 0 or last_step:
+                record = self.train_record(lr_factor, grad_norm)
+                run_log.log("train", state.step, record)
+            # Save before validating: nothing that validation can run into loses trained steps.
+            save_due = last_step or bool(train_cfg.save_every and state.step % train_cfg.save_every == 0)
+            if save_due:
+                self.save()
+            evaluate_due = last_step or bool(train_cfg.eval_every and state.step % train_cfg.eval_every == 0)
+            if evaluate_due and self.evaluate(run_log, saved=save_due) and not last_step:
+                self.stop_early(saved=save_due)
+                return True
+            for callback in callbacks:
+                callback(state.step, record)
+        return False
+
+    def stop_early(self, saved: bool) -> None:
+        state = self.state
+        logger.warning(
+            "early stop at step %d: %s has not improved for %d evaluations (best %s at step %s, in %s)",
+            state.step,
+            self.train_cfg.select_metric,
+            state.evals_since_best,
+            state.best_score,
+            state.best_score_step,
+            self.run_dir / "best",
+        )
+        if not saved:
+            self.save()
+
+    def summary(self, stopped_early: bool) -> dict[str, Any]:
+        state, last_eval = self.state, self.state.last_eval or {}
+        return {
+            "run_dir": str(self.run_dir),
+            "steps": state.step,
+            "epochs": state.studies_seen / (len(self.task.train_dataset) or 1),
+            "final_val_loss": last_eval.get("val_loss"),
+            "val_expert_macro_auroc": last_eval.get("val_expert_macro_auroc"),
+            "val_expert_macro_f1": last_eval.get("val_expert_macro_f1"),
+            "best_val_loss": state.best_val_loss,
+            "select_metric": self.train_cfg.select_metric or None,
+            "best_score": state.best_score,
+            "best_score_step": state.best_score_step,
+            "stopped_early": stopped_early,
+            "studies_per_s": state.studies_seen / max(state.train_time_s, 1e-9),
+            "train_time_s": state.train_time_s,
+            "peak_memory_mb": peak_memory_mb(self.device),
+            "world_size": self.ctx.world_size,
+            "device": str(self.device),
+        }
+
+
 def fit(
     task: TrainingTask,
     run_dir: Path,
@@ -307,193 +305,75 @@ def fit(
     resume_from: Path | None = None,
     callbacks: Sequence[StepCallback] = (),
     quiet: bool = False,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Train `task.model` to `train.max_steps`, from scratch or from the checkpoint in `resume_from`."""
-    train_cfg = task.config.train
+    """Train `task.model` to `train.max_steps`, from scratch or from the checkpoint in `resume_from`. `resume`
+    (implied by `resume_from`) continues the run's logs; without a checkpoint it starts again from step 0."""
+    resume = resume or resume_from is not None
     run_dir = Path(run_dir)
-    device = ctx.device
-    raw_model = task.model
-    state = TrainerState()
-    _seed_process(train_cfg.seed, ctx.rank)
-    saved_state: dict[str, Any] | None = None
-    if resume_from is not None:
-        saved_state = ckpt.read_trainer_state(resume_from)
-        ckpt.load_model_weights(raw_model, resume_from / ckpt.MODEL_FILE)
-        state = TrainerState.from_dict(saved_state)
-    raw_model.to(device)
-    optimizer, param_names = build_optimizer(raw_model, train_cfg)
-    if saved_state is not None:
-        optimizer_tensors, _ = ckpt.read_safetensors(resume_from / ckpt.OPTIMIZER_FILE)
-        configured = [
-            {key: group[key] for key in RESUMED_HYPERPARAMETERS} for group in optimizer.param_groups
-        ]
-        with ckpt.damaged_checkpoint(resume_from):
-            ckpt.load_optimizer_state(optimizer, param_names, optimizer_tensors, saved_state["optimizer"])
-        apply_configured_hyperparameters(optimizer, configured)
-        rng_states = saved_state.get("rng", [])
-        if isinstance(rng_states, list) and len(rng_states) == ctx.world_size:
-            with ckpt.damaged_checkpoint(resume_from):
-                ckpt.restore_rng_state(rng_states[ctx.rank])
-        else:
-            logger.warning(
-                "checkpoint has RNG states for %d processes, now %d: RNG reseeded",
-                len(rng_states),
-                ctx.world_size,
-            )
-    model: nn.Module = raw_model
-    if ctx.enabled:
-        model = nn.parallel.DistributedDataParallel(
-            raw_model, device_ids=[device] if device.type == "cuda" else None
-        )
-    model.train()
-
-    loader, sampler = make_train_loader(task, ctx)
-    val_loader = make_val_loader(task) if ctx.is_main else None
-    run_log = RunLogger(run_dir, ctx, state.step, train_cfg.max_steps, quiet)
-    studies_per_step = train_cfg.batch_size * train_cfg.grad_accum_steps * ctx.world_size
-    stream = _batch_stream(loader, sampler, state)
-    fit_started = time.perf_counter()
-    window = {"loss": 0.0, "lm_loss": 0.0, "cls_loss": 0.0, "steps": 0, "time": 0.0}
-
-    def run_validation(saved: bool) -> None:
-        """Validate; a failure (e.g. an image that does not decode) is logged and training goes on. When the
-        checkpoint of this step is already written, its trainer state gets the new evaluation."""
-        if ctx.is_main and val_loader is not None:
-            try:
-                results = validate(raw_model, val_loader, device, train_cfg.precision, train_cfg.eval_batches)
-            except LeadrrgError as exc:
-                logger.warning("validation at step %d skipped: %s", state.step, exc)
-                run_log.log("val_error", state.step, {"error": str(exc)})
-            else:
-                state.last_eval = {"step": state.step, **results}
-                if state.best_val_loss is None or results["val_loss"] < state.best_val_loss:
-                    state.best_val_loss, state.best_step = results["val_loss"], state.step
-                run_log.log("val", state.step, results)
-                if saved:
-                    fields = ("best_val_loss", "best_step", "last_eval")
-                    ckpt.update_trainer_state(run_dir, {name: getattr(state, name) for name in fields})
-        barrier(ctx)
-
-    saved_step = state.step
-
-    def save() -> None:
-        nonlocal saved_step
-        saved_step = state.step
-        rng_states = all_gather_objects(ckpt.capture_rng_state(), ctx)
-        if ctx.is_main:
-            trainer_state = {
-                **dataclasses.asdict(state),
-                "world_size": ctx.world_size,
-                "rng": rng_states,
-                "scheduler": {
-                    "name": "warmup_cosine",
-                    "step": state.step,
-                    "base_lrs": [g["initial_lr"] for g in optimizer.param_groups],
-                },
-            }
-            ckpt.save_checkpoint(run_dir, raw_model, optimizer, param_names, trainer_state)
-        barrier(ctx)
-
+    trainer = Trainer(task, run_dir, ctx, resume_from)
+    run_log = RunLogger(run_dir, ctx, trainer.state.step, task.config.train.max_steps, quiet, resume)
     try:
-        while state.step < train_cfg.max_steps:
-            started = time.perf_counter()
-            lr_factor = set_learning_rates(optimizer, state.step, train_cfg)
-            position = (state.epoch, state.batch_in_epoch)
-            try:
-                losses, grad_norm = train_step(model, optimizer, stream, train_cfg, device, ctx.enabled)
-            except LeadrrgError as exc:  # raised before the optimizer step: the weights are the last step's
-                if ctx.enabled or state.step == saved_step:
-                    raise
-                state.epoch, state.batch_in_epoch = position  # a resume re-reads this step's batches
-                optimizer.zero_grad(set_to_none=True)
-                save()
-                raise LeadrrgError(
-                    f"{exc} (the {state.step} steps trained so far are saved: fix the input and continue with "
-                    f"`leadrrg train --resume --out {run_dir}`)"
-                ) from None
-            if not math.isfinite(float(losses[0])):
-                raise LeadrrgError(
-                    f"training diverged: the loss is {float(losses[0])} at step {state.step + 1}; "
-                    f"lower train.lr (now {train_cfg.lr}) or raise train.warmup_steps"
-                )
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            elapsed = time.perf_counter() - started
-            state.step += 1
-            state.studies_seen += studies_per_step
-            state.train_time_s += elapsed
-            window["steps"] += 1
-            window["time"] += elapsed
-            for i, key in enumerate(("loss", "lm_loss", "cls_loss")):
-                window[key] += float(losses[i])
-            run_log.advance()
-
-            record: dict[str, float] = {}
-            if state.step % train_cfg.log_every == 0 or state.step == train_cfg.max_steps:
-                means = all_reduce_mean(
-                    torch.tensor([window[k] / window["steps"] for k in ("loss", "lm_loss", "cls_loss")]), ctx
-                )
-                record = {
-                    "loss": float(means[0]),
-                    "lm_loss": float(means[1]),
-                    "cls_loss": float(means[2]),
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "lr_factor": lr_factor,
-                    "grad_norm": grad_norm,
-                    "studies_per_s": studies_per_step * window["steps"] / max(window["time"], 1e-9),
-                    "epoch": state.studies_seen / (len(task.train_dataset) or 1),
-                    "wall_s": time.perf_counter() - fit_started,
-                }
-                run_log.log("train", state.step, record)
-                window = {"loss": 0.0, "lm_loss": 0.0, "cls_loss": 0.0, "steps": 0, "time": 0.0}
-            last_step = state.step == train_cfg.max_steps
-            # Save before validating: nothing that validation can run into loses trained steps.
-            save_due = last_step or (train_cfg.save_every and state.step % train_cfg.save_every == 0)
-            if save_due:
-                save()
-            if last_step or (train_cfg.eval_every and state.step % train_cfg.eval_every == 0):
-                run_validation(saved=bool(save_due))
-            for callback in callbacks:
-                callback(state.step, record)
+        stopped_early = trainer.run(run_log, callbacks)
     finally:
         run_log.close()
-
-    last_eval = state.last_eval or {}
-    return {
-        "run_dir": str(run_dir),
-        "steps": state.step,
-        "epochs": state.studies_seen / (len(task.train_dataset) or 1),
-        "final_val_loss": last_eval.get("val_loss"),
-        "val_expert_macro_auroc": last_eval.get("val_expert_macro_auroc"),
-        "val_expert_macro_f1": last_eval.get("val_expert_macro_f1"),
-        "best_val_loss": state.best_val_loss,
-        "studies_per_s": state.studies_seen / max(state.train_time_s, 1e-9),
-        "train_time_s": state.train_time_s,
-        "peak_memory_mb": peak_memory_mb(device),
-        "world_size": ctx.world_size,
-        "device": str(device),
-    }
+    return trainer.summary(stopped_early)
 
 
 # --------------------------------------------------------------------------------------------------
 # Entry point
 
 
-# Optimizer settings taken from the config on --resume (the checkpoint's moments are kept): a changed train.lr,
-# lr_llm or weight_decay applies from the resumed step on, as config.json then records.
-RESUMED_HYPERPARAMETERS = ("initial_lr", "weight_decay")
+def open_for_resume(
+    config: RunConfig, out_dir: Path, ctx: DistContext
+) -> tuple[ReportTokenizer, Path | None]:
+    """The run's tokenizer and complete checkpoint (None: it stopped before its first save; training then
+    starts again from step 0), after checking that `config.model` is the run's."""
+    if not (out_dir / ckpt.CONFIG_FILE).is_file():
+        raise LeadrrgError(
+            f"cannot resume: {out_dir} is not a leadrrg run (no {ckpt.CONFIG_FILE}); start it without --resume"
+        )
+    saved = load_run_config(out_dir / ckpt.CONFIG_FILE)
+    # Settings that do not change what the weights mean (a moved base model's path) may change.
+    difference = first_difference(
+        weight_defining(to_dict(config.model)), weight_defining(to_dict(saved.model)), "model"
+    )
+    check_base_models(out_dir, config)  # the same base weights, by fingerprint
+    if difference:
+        raise LeadrrgError(
+            f"cannot resume {out_dir}: the model config differs from the run's at {difference}; "
+            "train the new config into another directory (the run is left as it is)"
+        )
+    checkpoint_dir = ckpt.recover_checkpoint_dir(out_dir) if ctx.is_main else None  # rank 0 repairs a swap
+    barrier(ctx)
+    if not ctx.is_main:
+        checkpoint_dir = ckpt.recover_checkpoint_dir(out_dir)
+    if checkpoint_dir is None:
+        logger.warning(
+            "%s has no checkpoint (it stopped before its first save): training starts again from step 0",
+            out_dir,
+        )
+    return ReportTokenizer.load(out_dir / ckpt.TOKENIZER_DIR), checkpoint_dir
 
 
-def apply_configured_hyperparameters(
-    optimizer: torch.optim.Optimizer, configured: list[dict[str, Any]]
-) -> None:
-    for group, values in zip(optimizer.param_groups, configured):
-        changed = {k: (group[k], v) for k, v in values.items() if group[k] != v}
-        if changed:
-            logger.info(
-                "resume: optimizer group %s now uses %s (checkpoint, config)", group.get("name"), changed
-            )
-        group.update(values)
+def clean_up_unstarted_run(out_dir: Path, existed: bool) -> None:
+    """After a new run failed before its first checkpoint: if it logged nothing it is not a run, and nothing is
+    left behind (an existing directory is emptied again); once it has logged, its logs tell why it stopped and
+    stay, with config.json and the tokenizer (`--resume` starts it again from step 0)."""
+    if ckpt.recover_checkpoint_dir(out_dir) is not None:
+        return
+    if logged_anything(out_dir):
+        logger.warning(
+            "%s stopped before its first checkpoint; its logs are kept there "
+            "(`leadrrg train --resume --out %s` starts it again from step 0)",
+            out_dir,
+            out_dir,
+        )
+    elif not existed:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    else:
+        for path in out_dir.iterdir():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def train(
@@ -508,7 +388,8 @@ def train(
 
     A new run refuses a non-empty `out_dir`. `resume=True` continues the run in `out_dir` from its last
     checkpoint (weights, optimizer, schedule, RNG and data order); `config.model` must match the run's,
-    while `config.train` may change (e.g. more steps). Under torchrun every process calls this."""
+    while `config.train` may change (e.g. more steps, or another batch size or number of processes).
+    Under torchrun every process calls this."""
     out_dir = Path(out_dir)
     check_output_dir(out_dir, "run directory")
     existed = out_dir.exists()
@@ -517,31 +398,7 @@ def train(
     try:
         tokenizer, checkpoint_dir = None, None
         if resume:
-            if not (out_dir / ckpt.CONFIG_FILE).is_file():
-                raise LeadrrgError(
-                    f"cannot resume: {out_dir} is not a leadrrg run (no {ckpt.CONFIG_FILE}); start it without --resume"
-                )
-            saved = load_run_config(out_dir / ckpt.CONFIG_FILE)
-            # Settings that do not change what the weights mean (a moved base model's path) may change.
-            difference = first_difference(
-                weight_defining(to_dict(config.model)), weight_defining(to_dict(saved.model)), "model"
-            )
-            check_base_models(out_dir, config)  # the same base weights, by fingerprint
-            if difference:
-                raise LeadrrgError(
-                    f"cannot resume {out_dir}: the model config differs from the run's at {difference}; "
-                    "train the new config into another directory (the run is left as it is)"
-                )
-            if ctx.is_main:
-                checkpoint_dir = ckpt.recover_checkpoint_dir(out_dir)
-            barrier(ctx)
-            checkpoint_dir = ckpt.recover_checkpoint_dir(out_dir) if not ctx.is_main else checkpoint_dir
-            if checkpoint_dir is None:
-                raise LeadrrgError(
-                    f"cannot resume: {out_dir} has no checkpoint (it stopped before its first save); "
-                    "delete the directory and train again"
-                )
-            tokenizer = ReportTokenizer.load(out_dir / ckpt.TOKENIZER_DIR)
+            tokenizer, checkpoint_dir = open_for_resume(config, out_dir, ctx)
         elif ckpt.is_run_dir(out_dir):
             raise LeadrrgError(
                 f"{out_dir} already exists and is not empty; choose a new --out, or pass --resume to continue that run"
@@ -561,15 +418,10 @@ def train(
                 warm_up_experts(
                     task, out_dir, ctx, lambda: autocast_context(config.train.precision, ctx.device), quiet
                 )
-            return fit(task, out_dir, ctx, checkpoint_dir, callbacks, quiet)
+            return fit(task, out_dir, ctx, checkpoint_dir, callbacks, quiet, resume)
         except BaseException:
-            # A new run that stopped before its first checkpoint is not a run: leave nothing behind.
-            if created and ckpt.recover_checkpoint_dir(out_dir) is None:
-                if not existed:
-                    shutil.rmtree(out_dir, ignore_errors=True)
-                else:
-                    for path in out_dir.iterdir():
-                        shutil.rmtree(path) if path.is_dir() else path.unlink()
+            if created:
+                clean_up_unstarted_run(out_dir, existed)
             raise
     finally:
         shutdown(ctx)

@@ -209,7 +209,7 @@ def fit_context_balance(model: nn.Module, studies: list) -> None:
 
 
 def check_batch_fits(num_studies: int, batch_size: int, world_size: int) -> None:
-    if -(-num_studies // world_size) < batch_size:
+    if num_studies // world_size < batch_size:
         raise LeadrrgError(
             f"the training split has {num_studies} studies, fewer than one batch per process "
             f"(train.batch_size={batch_size} x {world_size} processes); lower train.batch_size"
@@ -238,15 +238,12 @@ def make_train_loader(task: TrainingTask, ctx: DistContext) -> tuple[DataLoader,
     return loader, sampler
 
 
-def set_loader_epoch(loader: DataLoader, sampler: EpochShardSampler, epoch: int, start_batch: int) -> None:
-    sampler.set_epoch(epoch, start=start_batch * loader.batch_size)
+def set_loader_epoch(loader: DataLoader, sampler: EpochShardSampler, epoch: int, start: int) -> None:
+    """Read epoch `epoch` from global position `start` (the studies of the epoch all processes consumed)."""
+    sampler.set_epoch(epoch, start=start)
     # Augmentation is seeded per item (PositionSeeded); this keeps the loader's own draws (worker base
     # seeds) off the global RNG and reproducible.
     loader.generator.manual_seed(epoch_seed(sampler.seed, epoch) + 1 + 1_000 * sampler.rank)
-
-
-def batches_per_epoch(loader: DataLoader, sampler: EpochShardSampler) -> int:
-    return len(sampler.epoch_indices()) // loader.batch_size
 
 
 def make_val_loader(task: TrainingTask) -> DataLoader | None:
