@@ -86,22 +86,20 @@ def describe_device(preference: str = "auto") -> str:
 def data_manifest(data) -> dict[str, Any]:
     """SHA-256 of the data root's manifest files (the ones `leadrrg.data.manifests` reads), one per file and
     one over all; images are not hashed."""
-    from leadrrg.data.manifests import (
-        ANNOTATION_NAME,
-        CHEXPERT_PLUS_GLOB,
-        CHEXPERT_PLUS_LABEL_DIR,
-        MANIFEST_NAME,
-        MIMIC_LABEL_NAME,
-    )
+    from leadrrg.data.readers.chexpert_plus import CSV_GLOB, LABEL_DIRS
+    from leadrrg.data.readers.jsonl import MANIFEST_NAME
+    from leadrrg.data.readers.mimic_cxr import LABEL_NAMES
+    from leadrrg.data.readers.r2gen import ANNOTATION_NAME
     from leadrrg.io import sha256_file
 
     root = Path(data.root) if data.root else None
     files: dict[str, str] = {}
     if root is not None and root.is_dir():
-        candidates = [root / MANIFEST_NAME, root / ANNOTATION_NAME, root / MIMIC_LABEL_NAME]
-        candidates += sorted(root.glob(CHEXPERT_PLUS_GLOB)) + sorted(
-            (root / CHEXPERT_PLUS_LABEL_DIR).glob("*.json")
-        )
+        candidates = [root / MANIFEST_NAME, root / ANNOTATION_NAME, *(root / name for name in LABEL_NAMES)]
+        if data.annotation_file:
+            candidates.append(root / data.annotation_file)
+        candidates += sorted(root.glob(CSV_GLOB))
+        candidates += [path for folder in LABEL_DIRS for path in sorted((root / folder).glob("*.json"))]
         if data.label_file:
             label = Path(data.label_file)
             candidates.append(label if label.is_absolute() else root / label)
