@@ -6,6 +6,19 @@ import argparse
 from collections.abc import Sequence
 
 
+def add_run_argument(
+    parser: argparse.ArgumentParser, help_text: str = "trained run directory (written by leadrrg train)"
+) -> None:
+    """`--run DIR`, also spelled `--run-dir` (torchrun takes `--run` for its own `--run-path`), in `args.run`."""
+    parser.add_argument(
+        "--run",
+        "--run-dir",
+        dest="run",
+        required=True,
+        help=f"{help_text}; --run-dir is the same, and the one torchrun accepts",
+    )
+
+
 def add_overrides_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
     """`--set KEY=VALUE`, repeatable, collected in `args.overrides`."""
     parser.add_argument(

@@ -7,13 +7,12 @@ import argparse
 import json
 from pathlib import Path
 
+from leadrrg.commands import add_run_argument
 from leadrrg.errors import LeadrrgError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--run", "--run-dir", dest="run", required=True, help="a run directory (leadrrg train --out)"
-    )
+    add_run_argument(parser, "a run directory (leadrrg train --out)")
     parser.add_argument(
         "--split", default="shift_test", help="a split with ground-truth labels (default shift_test)"
     )

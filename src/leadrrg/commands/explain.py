@@ -11,18 +11,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from leadrrg.commands import add_overrides_argument, check_trained_overrides
+from leadrrg.commands import add_overrides_argument, add_run_argument, check_trained_overrides
 from leadrrg.errors import LeadrrgError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--run",
-        "--run-dir",
-        dest="run",
-        required=True,
-        help="trained run directory (written by leadrrg train); --run-dir is the same, and the one torchrun accepts",
-    )
+    add_run_argument(parser, "trained run directory (written by leadrrg train)")
     parser.add_argument(
         "--images", nargs="+", required=True, metavar="IMAGE", help="one study's views, frontal first"
     )

@@ -34,7 +34,7 @@ import json
 import sys
 from pathlib import Path
 
-from leadrrg.commands import add_overrides_argument, check_trained_overrides
+from leadrrg.commands import add_overrides_argument, add_run_argument, check_trained_overrides
 from leadrrg.config import DATA_FORMATS
 from leadrrg.errors import LeadrrgError
 from leadrrg.io import check_output_file, path_problem
@@ -47,13 +47,7 @@ SHARD_CHUNK = 4  # under torchrun, batches decoded between two flushes of a rank
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--run",
-        "--run-dir",
-        dest="run",
-        required=True,
-        help="trained run directory (written by leadrrg train); --run-dir is the same, and the one torchrun accepts",
-    )
+    add_run_argument(parser, "trained run directory (written by leadrrg train)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--data", help="data root (default: the run's data.root)")
     source.add_argument(
@@ -367,24 +361,9 @@ def read_views(study, max_views: int) -> tuple[list, list[dict]]:
 
 def finished_ids(out: Path) -> set[str]:
     """Ids of the complete lines of an earlier run's output; a torn last line (killed mid-write) is removed."""
-    if not out.is_file():
-        return set()
-    ids, keep = set(), []
-    raw = out.read_text(encoding="utf-8")
-    for line in raw.splitlines(keepends=True):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            break
-        if not line.endswith("\n") or not isinstance(record, dict) or "id" not in record:
-            break
-        ids.add(str(record["id"]))
-        keep.append(line)
-    if "".join(keep) != raw:
-        from leadrrg.io import atomic_write_text
+    from leadrrg.inference.shards import read_records
 
-        atomic_write_text(out, "".join(keep))
-    return ids
+    return {study_id for study_id, _ in read_records(out)}
 
 
 def generate_for_images(args, generator) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from leadrrg.commands import add_overrides_argument, check_trained_overrides
+from leadrrg.commands import add_overrides_argument, add_run_argument, check_trained_overrides
 from leadrrg.errors import LeadrrgError
 
 
@@ -19,13 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from leadrrg.inference.settings import ServeConfig
 
     defaults = ServeConfig()
-    parser.add_argument(
-        "--run",
-        "--run-dir",
-        dest="run",
-        required=True,
-        help="trained run directory (written by leadrrg train); --run-dir is the same, and the one torchrun accepts",
-    )
+    add_run_argument(parser, "trained run directory (written by leadrrg train)")
     parser.add_argument("--host", default=defaults.host, help="address to listen on (default: loopback only)")
     parser.add_argument(
         "--port", type=int, default=defaults.port, help=f"TCP port (default: {defaults.port})"
