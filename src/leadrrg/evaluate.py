@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import platform
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -64,11 +63,7 @@ def _ground_truth(records: Sequence[dict]) -> np.ndarray | None:
 
 
 def _versions(java: str | None, meteor_missing: str | None) -> dict[str, str | None]:
-    def version_of(package: str) -> str | None:
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return None
+    from leadrrg.provenance import package_version as version_of
 
     return {
         "leadrrg": __version__,

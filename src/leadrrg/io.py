@@ -157,36 +157,26 @@ def path_problem(path: str | Path, kind: str = "file") -> str | None:
     return None
 
 
-def read_text(path: str | Path, what: str, expected: str) -> str:
-    """The UTF-8 text of `path` (a BOM is dropped), or a LeadrrgError: "{what} {path} <problem>; expected ..."."""
+def read_text(path: str | Path, what: str, expected: str, gzipped: bool = False) -> str:
+    """The UTF-8 text of `path` (a BOM is dropped), or a LeadrrgError: "{what} {path} <problem>; expected ...".
+    `gzipped`: a gzip file (recognised by its magic bytes) is decompressed first."""
     path = Path(path)
     problem = path_problem(path)
     if problem:
         raise LeadrrgError(f"{what} {path} {problem}; expected {expected}")
     try:
         data = path.read_bytes()
-    except OSError as exc:
-        raise LeadrrgError(
-            f"{what} {path} cannot be read ({exc.strerror or exc}); expected {expected}"
-        ) from None
-    return decode_utf8(data, path, what, expected)
-
-
-def read_text_maybe_gzip(path: str | Path, what: str, expected: str) -> str:
-    """Like `read_text`, but a gzip file (PhysioNet ships `*.csv.gz`; recognised by its magic bytes) is
-    decompressed first."""
-    path = Path(path)
-    problem = path_problem(path)
-    if problem:
-        raise LeadrrgError(f"{what} {path} {problem}; expected {expected}")
-    try:
-        data = path.read_bytes()
-        if data[:2] == b"\x1f\x8b":
+        if gzipped and data[:2] == b"\x1f\x8b":
             data = gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as exc:
         reason = getattr(exc, "strerror", None) or exc
         raise LeadrrgError(f"{what} {path} cannot be read ({reason}); expected {expected}") from None
     return decode_utf8(data, path, what, expected)
+
+
+def read_text_maybe_gzip(path: str | Path, what: str, expected: str) -> str:
+    """`read_text` of a file that may be gzipped (PhysioNet ships `*.csv.gz`)."""
+    return read_text(path, what, expected, gzipped=True)
 
 
 def strip_gzip_suffix(path: str | Path) -> Path:

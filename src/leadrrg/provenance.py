@@ -36,22 +36,24 @@ BASE_PATH_OVERRIDES = tuple(f"{key}.pretrained_path=" for key in BASE_MODEL_KEYS
 _FINGERPRINTS: dict[tuple, dict[str, Any]] = {}  # (path, (name, size, mtime)...) -> fingerprint, per process
 
 
-def versions() -> dict[str, str | None]:
+def package_version(package: str) -> str | None:
+    """The installed version of `package`, or None."""
     from importlib import metadata
 
-    import leadrrg
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
-    def version_of(package: str) -> str | None:
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return None
+
+def versions() -> dict[str, str | None]:
+    import leadrrg
 
     return {
         "leadrrg": leadrrg.__version__,
-        "torch": version_of("torch"),
-        "transformers": version_of("transformers"),
-        "peft": version_of("peft"),
+        "torch": package_version("torch"),
+        "transformers": package_version("transformers"),
+        "peft": package_version("peft"),
         "python": sys.version.split()[0],
     }
 
