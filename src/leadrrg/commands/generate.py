@@ -120,12 +120,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         generator = load(args.run, device=shard.device, seed=args.seed + shard.rank, overrides=args.overrides)
         if args.images is not None:
-            return generate_for_images(args, generator)
-        if studies is not None:
-            return generate_for_inputs(args, generator, studies, shard)
-        return generate_for_split(args, generator, shard)
-    finally:
-        shards.stop(shard)
+            status = generate_for_images(args, generator)
+        elif studies is not None:
+            status = generate_for_inputs(args, generator, studies, shard)
+        else:
+            status = generate_for_split(args, generator, shard)
+    except BaseException:
+        shards.stop(shard, clean=False)
+        raise
+    shards.stop(shard)
+    return status
 
 
 def evidence_mode(args) -> bool | str:

@@ -70,9 +70,12 @@ def start(device: str, resolve: Callable[[str], torch.device]) -> Shard:
     return Shard(dist.get_rank(), dist.get_world_size(), resolved, owns)
 
 
-def stop(shard: Shard) -> None:
-    if shard.owns_group and dist.is_initialized():
-        dist.destroy_process_group()
+def stop(shard: Shard, clean: bool = True) -> None:
+    """Leaves the process group this process joined (`leadrrg.train.distributed.leave_group`)."""
+    if shard.owns_group:
+        from leadrrg.train.distributed import leave_group
+
+        leave_group(clean)
 
 
 def broadcast(obj: Any, shard: Shard) -> Any:

@@ -68,9 +68,23 @@ def init_distributed(device_preference: str = "auto") -> DistContext:
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, device, owns)
 
 
-def shutdown(ctx: DistContext) -> None:
-    if ctx.owns_group and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(ctx: DistContext, clean: bool = True) -> None:
+    if ctx.owns_group:
+        leave_group(clean)
+
+
+def leave_group(clean: bool = True) -> None:
+    """Destroys the default process group. After a clean finish it first waits for every rank: without that
+    barrier a rank that finishes first can tear its sockets down while a peer's last collective is still in
+    flight, and on gloo that rarely ends the peer with SIGABRT ("terminate called without an active
+    exception") after its work is done, so torchrun reports a failure for a run that wrote everything. After
+    an error there is no barrier: the others may never reach it, and this rank must exit so that torchrun
+    stops them."""
+    if not dist.is_initialized():
+        return
+    if clean:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def barrier(ctx: DistContext) -> None:

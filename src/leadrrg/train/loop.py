@@ -395,6 +395,7 @@ def train(
     existed = out_dir.exists()
     config = resolve_paths(copy.deepcopy(config))
     ctx = init_distributed(config.train.device)
+    clean = False
     try:
         tokenizer, checkpoint_dir = None, None
         if resume:
@@ -418,10 +419,12 @@ def train(
                 warm_up_experts(
                     task, out_dir, ctx, lambda: autocast_context(config.train.precision, ctx.device), quiet
                 )
-            return fit(task, out_dir, ctx, checkpoint_dir, callbacks, quiet, resume)
+            result = fit(task, out_dir, ctx, checkpoint_dir, callbacks, quiet, resume)
         except BaseException:
             if created:
                 clean_up_unstarted_run(out_dir, existed)
             raise
+        clean = True
+        return result
     finally:
-        shutdown(ctx)
+        shutdown(ctx, clean)
