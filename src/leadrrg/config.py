@@ -216,6 +216,9 @@ class GroundingConfig:
         0.0  # share of training studies whose visual prompt tokens are masked out, so that
     )
     # the decoder must write their findings from the experts (modality dropout: the gated path is the way in)
+    counterfactual: float = 0.0  # share of training studies whose decoder reads the truth with one finding
+    # flipped, against a report edited to match (data/counterfactual.py): p disagrees with the image, and the
+    # target follows p. 0: off
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.truth_forcing <= 1.0:
@@ -229,6 +232,10 @@ class GroundingConfig:
         if not 0.0 <= self.visual_dropout < 1.0:
             raise LeadrrgError(
                 f"model.grounding.visual_dropout is {self.visual_dropout!r}; expected a number in [0, 1)"
+            )
+        if not 0.0 <= self.counterfactual < 1.0:
+            raise LeadrrgError(
+                f"model.grounding.counterfactual is {self.counterfactual!r}; expected a number in [0, 1)"
             )
         _check_choice("model.grounding", "balance", self.balance, BALANCES)
         _check_positive("model.grounding", "expert_warmup_steps", self.expert_warmup_steps, allow_zero=True)
@@ -258,6 +265,12 @@ class ModelConfig:
         _check_positive("model", "visual_pool", self.visual_pool)
         _check_positive("model", "cls_loss_weight", self.cls_loss_weight, allow_zero=True)
         _check_choice("model", "label_policy", self.label_policy, LABEL_POLICIES)
+        if self.grounding.counterfactual > 0 and self.injection.fusion in ("none", "aux"):
+            raise LeadrrgError(
+                f"model.grounding.counterfactual is {self.grounding.counterfactual} with model.injection.fusion="
+                f"{self.injection.fusion}, whose decoder does not read the experts; set it to 0, or use a fusion "
+                "that does (layerwise, input)"
+            )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -39,15 +39,17 @@ PAPER = (
     "model.grounding.detach_experts=false",
     "model.grounding.balance=none",
     "model.grounding.expert_warmup_steps=0",
+    "model.grounding.counterfactual=0",
 )
 
 VARIANTS: dict[str, Variant] = {
     "lvlm": Variant(
-        ("model.injection.fusion=none", "model.grounding.expert_warmup_steps=0"),
+        ("model.injection.fusion=none", "model.grounding.expert_warmup_steps=0", "model.grounding.counterfactual=0"),
         about="plain LVLM, no experts",
     ),
     "lvlm_cls": Variant(
-        ("model.injection.fusion=aux",), about="LVLM + the same experts and L_cls, nothing fused"
+        ("model.injection.fusion=aux", "model.grounding.counterfactual=0"),
+        about="LVLM + the same experts and L_cls, nothing fused",
     ),
     "lvlm_cls_bias": Variant(
         decode=("decode.expert_bias=1.0",),
@@ -65,6 +67,14 @@ VARIANTS: dict[str, Variant] = {
     "lead_stage1": Variant(
         ("model.grounding.expert_warmup_steps=600", "model.grounding.balance=none"),
         about="600 steps of vision + experts alone on plain BCE before joint training (preset lead_stage1)",
+    ),
+    "lead_stage1_counterfactual": Variant(
+        (
+            "model.grounding.expert_warmup_steps=600",
+            "model.grounding.balance=none",
+            "model.grounding.counterfactual=0.3",
+        ),
+        about="lead_stage1 + 30% of the studies with one finding flipped in p and the report edited to match",
     ),
     "lead_detach_vision": Variant(
         ("model.grounding.detach_vision=true",), about="only L_cls trains the vision encoder"

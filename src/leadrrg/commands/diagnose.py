@@ -1,4 +1,4 @@
-"""`leadrrg diagnose --run RUN --split S [--limit N] [--oracle] [--flip N] [--json OUT.json]`: does the report
+"""`leadrrg diagnose --run RUN [--data DIR] --split S [--limit N] [--oracle] [--flip N] [--json OUT.json]`: does the report
 follow the experts, and do the experts read the image? See `leadrrg.diagnose` for every measure."""
 
 from __future__ import annotations
@@ -13,6 +13,11 @@ from leadrrg.errors import LeadrrgError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_argument(parser, "a run directory (leadrrg train --out)")
+    parser.add_argument(
+        "--data",
+        help="data root in the run's format (default: the run's data.root), e.g. a selection set synthesised "
+        "apart from the evaluation splits",
+    )
     parser.add_argument(
         "--split", default="shift_test", help="a split with ground-truth labels (default shift_test)"
     )
@@ -49,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.json_out, "--json")
     check_run_dir(Path(args.run))
     model, tokenizer, config = load_run(args.run, device=resolve_device(args.device))
+    if args.data:
+        config.data.root = args.data
     studies = load_studies(config.data, args.split)[: args.limit]
     if args.flip > len(studies):
         raise LeadrrgError(f"--flip {args.flip} exceeds the {len(studies)} studies diagnosed (--limit)")

@@ -24,6 +24,8 @@ class ReportCollator:
       attention_mask(B, T) long, 1 on real tokens
       target_ids    (B, T) long, input_ids with IGNORE_INDEX on bos, prompt and padding
       expert_labels (B, K) float, 1/0/-1 and NaN (not mentioned) kept
+      decoder_labels (B, K) float, the labels the decoder reads under truth forcing (expert_labels but for
+                    counterfactual studies, `leadrrg.data.counterfactual`)
       ids, reports  lists of str
     """
 
@@ -60,14 +62,25 @@ class ReportCollator:
             "expert_labels": torch.stack(
                 [torch.as_tensor(item["labels"], dtype=torch.float32) for item in items]
             ),
+            "decoder_labels": torch.stack(
+                [torch.as_tensor(item.get("decoder_labels", item["labels"]), dtype=torch.float32) for item in items]
+            ),
             "ids": [item["id"] for item in items],
             "reports": [item["report"] for item in items],
         }
 
 
-MODEL_INPUTS = ("images", "view_mask", "input_ids", "attention_mask", "target_ids", "expert_labels")
+MODEL_INPUTS = (
+    "images",
+    "view_mask",
+    "input_ids",
+    "attention_mask",
+    "target_ids",
+    "expert_labels",
+    "decoder_labels",
+)
 
 
 def move_batch(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
     """The tensors the model's forward takes, on `device` (non-blocking where pinned)."""
-    return {key: batch[key].to(device, non_blocking=True) for key in MODEL_INPUTS}
+    return {key: batch[key].to(device, non_blocking=True) for key in MODEL_INPUTS if key in batch}

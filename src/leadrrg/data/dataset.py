@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 
 from leadrrg.config import VisionConfig
 from leadrrg.constants import NUM_OBSERVATIONS
+from leadrrg.data.counterfactual import CounterfactualEditor
 from leadrrg.data.images import check_image, load_image
 from leadrrg.data.manifests import Study
 from leadrrg.errors import LeadrrgError
@@ -92,7 +93,10 @@ def raise_on_bad_images(studies: Sequence[Study], max_views: int, where: str, hi
 
 class StudyDataset(Dataset):
     """Items: {"id": str, "images": (V, C, S, S) float, "view_mask": (V,) bool, "report": str,
-    "labels": (14,) float with NaN for not mentioned (all NaN when the study has no labels)}.
+    "labels": (14,) float with NaN for not mentioned (all NaN when the study has no labels),
+    "decoder_labels": (14,) the labels the decoder reads under truth forcing: `labels`, or for a counterfactual
+    study (training only, a `counterfactual_rate` share) the labels with one finding flipped, and "report" the
+    report edited to match (`leadrrg.data.counterfactual`)}.
 
     A study with more than `max_views` images keeps its first `max_views` (readers put frontal views
     first); fewer are zero-padded and masked out.
@@ -105,6 +109,8 @@ class StudyDataset(Dataset):
         max_views: int,
         train: bool,
         skip_bad_images: bool = False,
+        counterfactual: CounterfactualEditor | None = None,
+        counterfactual_rate: float = 0.0,
     ):
         if max_views < 1:
             raise LeadrrgError(f"max_views is {max_views}; expected at least 1")
@@ -112,6 +118,8 @@ class StudyDataset(Dataset):
         self.max_views = max_views
         self.train = train
         self.skip_bad_images = skip_bad_images
+        self.counterfactual = counterfactual if train and counterfactual_rate > 0 else None
+        self.counterfactual_rate = counterfactual_rate
         self.skipped_images = 0
         self.skipped_studies = 0
         self.bad_images: list[tuple[str, str]] = []  # (path, reason) of every skipped view
@@ -182,10 +190,16 @@ class StudyDataset(Dataset):
             labels = torch.full((NUM_OBSERVATIONS,), float("nan"))
         else:
             labels = torch.from_numpy(np.asarray(study.labels, dtype=np.float32).copy())
+        report, decoder_labels = study.report, labels
+        if self.counterfactual is not None and float(torch.rand(())) < self.counterfactual_rate:
+            edited = self.counterfactual.edit(study.report, labels.numpy())
+            if edited is not None:
+                report, decoder_labels = edited[0], torch.from_numpy(edited[1])
         return {
             "id": study.id,
             "images": images,
             "view_mask": view_mask,
-            "report": study.report,
+            "report": report,
             "labels": labels,
+            "decoder_labels": decoder_labels,
         }

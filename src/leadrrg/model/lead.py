@@ -181,10 +181,12 @@ class LeadModel(nn.Module):
         view_mask: torch.Tensor,
         expert_probs: torch.Tensor | None = None,
         expert_labels: torch.Tensor | None = None,
+        decoder_labels: torch.Tensor | None = None,
     ) -> StudyContext:
         """images (B, V, C, H, W), view_mask (B, V) bool -> StudyContext (computed once per study).
         `expert_probs` (B, K) replaces the experts' probabilities for the decoder (oracle, flip, override);
-        `expert_labels` (B, 14 or K) are used in training only, for truth forcing (see `decoder_probs`)."""
+        `expert_labels` / `decoder_labels` (B, 14 or K) are used in training only, for truth forcing (see
+        `decoder_probs`)."""
         vision = self.vision(images, view_mask)  # tokens (B, V*N, Dv), token_mask (B, V*N)
         prompt_source = vision.tokens
         if self.experts is not None and self.config.grounding.detach_vision:
@@ -196,7 +198,7 @@ class LeadModel(nn.Module):
         if self.experts is None:
             return StudyContext(visual_tokens, prompt_mask)
         features, expert_logits = self.experts(vision.tokens, vision.token_mask)  # (B, K, De), (B, K)
-        probs = self.decoder_probs(expert_logits, expert_probs, expert_labels)  # (B, K)
+        probs = self.decoder_probs(expert_logits, expert_probs, expert_labels, decoder_labels)  # (B, K)
         if self.config.grounding.detach_experts:
             features = features.detach()  # the LM loss stops here: only L_cls trains the experts
         if self.expert_input is not None:
@@ -214,10 +216,13 @@ class LeadModel(nn.Module):
         expert_logits: torch.Tensor,
         expert_probs: torch.Tensor | None = None,
         expert_labels: torch.Tensor | None = None,
+        decoder_labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The probabilities p (B, K) the decoder reads: `expert_probs` when given, else sigmoid(expert_logits)
         (detached with grounding.detach_experts); in training, a `grounding.truth_forcing` share of the studies
-        (rows) reads the ground-truth targets of `expert_labels` instead, softened by `grounding.truth_jitter`."""
+        (rows) reads the ground-truth targets of `decoder_labels` (default `expert_labels`) instead, softened by
+        `grounding.truth_jitter`. A row whose `decoder_labels` differ from its `expert_labels` (a counterfactual
+        study, whose report was edited to match them) always reads them."""
         if expert_probs is not None:
             if expert_probs.shape != expert_logits.shape:
                 raise LeadrrgError(
@@ -229,15 +234,21 @@ class LeadModel(nn.Module):
         grounding = self.config.grounding
         if grounding.detach_experts:
             probs = probs.detach()
-        if self.training and expert_labels is not None and grounding.truth_forcing > 0:
-            targets, _ = expert_targets(self.select_expert_labels(expert_labels), self.config.label_policy)
-            targets = targets.to(probs)
-            if grounding.truth_jitter > 0:  # p ~ U(1 - j, 1) when present, U(0, j) when absent
-                shift = torch.rand_like(targets) * grounding.truth_jitter
-                targets = targets + shift * (1.0 - 2.0 * targets)
-            forced = torch.rand(probs.shape[0], 1, device=probs.device) < grounding.truth_forcing  # (B, 1)
-            probs = torch.where(forced, targets, probs)
-        return probs
+        if not self.training or expert_labels is None:
+            return probs
+        truth = self.select_expert_labels(expert_labels)  # (B, K)
+        read = truth if decoder_labels is None else self.select_expert_labels(decoder_labels)
+        edited = (read != truth) & ~(read.isnan() & truth.isnan())  # (B, K)
+        counterfactual = edited.any(dim=1, keepdim=True)  # (B, 1)
+        if grounding.truth_forcing <= 0 and not bool(counterfactual.any()):
+            return probs
+        targets, _ = expert_targets(read, self.config.label_policy)
+        targets = targets.to(probs)
+        if grounding.truth_jitter > 0:  # p ~ U(1 - j, 1) when present, U(0, j) when absent
+            shift = torch.rand_like(targets) * grounding.truth_jitter
+            targets = targets + shift * (1.0 - 2.0 * targets)
+        forced = torch.rand(probs.shape[0], 1, device=probs.device) < grounding.truth_forcing  # (B, 1)
+        return torch.where(forced | counterfactual, targets, probs)
 
     def embed_inputs(
         self, context: StudyContext, input_ids: torch.Tensor, attention_mask: torch.Tensor
@@ -257,13 +268,15 @@ class LeadModel(nn.Module):
         attention_mask: torch.Tensor,
         target_ids: torch.Tensor,
         expert_labels: torch.Tensor | None = None,
+        decoder_labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | None]:
         """Training losses. images (B, V, C, H, W), view_mask (B, V), input_ids / attention_mask / target_ids (B, T)
-        (targets -100 outside the report), expert_labels (B, 14 or K) 1/0/-1/NaN ->
+        (targets -100 outside the report), expert_labels (B, 14 or K) 1/0/-1/NaN (the experts learn them),
+        decoder_labels (B, 14 or K) what truth forcing feeds the decoder (default expert_labels) ->
         {loss, lm_loss, cls_loss, expert_logits (B, K) or None for fusion=none, lm_tokens (the report tokens
         lm_loss averages over: `target_token_count(target_ids)`)}."""
         context = self.encode_study(
-            images, view_mask, expert_labels=expert_labels
+            images, view_mask, expert_labels=expert_labels, decoder_labels=decoder_labels
         )  # (B, P, D), Z (B, L, K, D)
         if self.training and self.config.grounding.visual_dropout > 0:
             context.visual_mask = self.drop_visual_tokens(context.visual_mask)

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from leadrrg.config import RunConfig
 from leadrrg.data.collate import ReportCollator
+from leadrrg.data.counterfactual import CounterfactualEditor
 from leadrrg.errors import LeadrrgError
 from leadrrg.run_files import build_model  # noqa: F401  (re-exported for the training code)
 from leadrrg.tokenizer import ReportTokenizer
@@ -135,7 +136,19 @@ def build_task(
     model = build_model(config, tokenizer)
     check_sequence_fits(model, tokenizer, config)
     fit_context_balance(model, train_studies)
-    train_dataset = StudyDataset(train_studies, vision, max_views, train=True, skip_bad_images=skip)
+    rate = config.model.grounding.counterfactual
+    editor = (
+        CounterfactualEditor([s.report for s in train_studies], config.model.experts.names) if rate > 0 else None
+    )
+    train_dataset = StudyDataset(
+        train_studies,
+        vision,
+        max_views,
+        train=True,
+        skip_bad_images=skip,
+        counterfactual=editor,
+        counterfactual_rate=rate,
+    )
     val_dataset = (
         StudyDataset(val_studies, vision, max_views, train=False, skip_bad_images=skip)
         if val_studies

@@ -1,0 +1,139 @@
+"""Counterfactual training reports (`model.grounding.counterfactual`, docs/FAITHFULNESS.md).
+
+With truth forcing alone the decoder never sees p disagree with the image, so where the visual tokens show a
+finding clearly it may read the finding from them and ignore p (the visual bypass the flip test measures). A
+counterfactual study keeps its image but flips one finding in the labels the decoder reads (present <-> absent),
+and its target report is edited to match: the sentences that mention the finding are removed and one sentence
+stating its new state is put in their place. The experts still learn from the true labels; only the decoder's
+evidence and target change, so the one way to predict the edited sentence is to read p.
+
+The editor works on report text, so it needs no generator of reports and runs on real data as on SynthCXR:
+
+- sentences are split at `.`, `!` or `?` followed by white space, and each is read by the rule labeler;
+- the replacement sentences come from the training reports themselves: a sentence joins the bank of a
+  finding's positive (or negative) statements when that finding is the only one of the 13 it mentions;
+- when a finding is switched on, sentences that declare the whole study normal ("no acute cardiopulmonary
+  abnormality") go too;
+- an edit is kept only when the labeler's reading of the edited report asserts the flipped finding iff it was
+  switched on and asserts every other finding exactly as the original report did; otherwise another finding is
+  tried, and after `MAX_TRIES` the study is used as it is. So an edit never teaches a report that contradicts the
+  labels the decoder read, as far as the labeler can tell.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from leadrrg.constants import OBSERVATIONS
+
+SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
+# Whole-study normal statements, which a report with a finding must not keep.
+NORMAL_STUDY = re.compile(
+    r"\b(no (acute|active) (cardiopulmonary|intrathoracic|chest|pulmonary)?\s*"
+    r"(disease|process|abnormalit\w*|findings?)|normal (chest|study|examination|radiograph)|"
+    r"(chest|study|examination|radiograph) is (normal|unremarkable))\b",
+    re.IGNORECASE,
+)
+# "The lungs are clear" says no parenchymal finding, though the labeler reads no observation in it.
+CLEAR_LUNGS = re.compile(r"\blungs? (are|is|remain)\b[^.]{0,30}?\bclear\b|\bclear lungs?\b", re.IGNORECASE)
+LUNG_FINDINGS = frozenset(
+    OBSERVATIONS.index(n)
+    for n in ("Lung Opacity", "Lung Lesion", "Edema", "Consolidation", "Pneumonia", "Atelectasis")
+)
+NO_FINDING = OBSERVATIONS.index("No Finding")
+SUPPORT_DEVICES = OBSERVATIONS.index("Support Devices")
+FINDING_COLUMNS = tuple(i for i in range(len(OBSERVATIONS)) if i != NO_FINDING)
+MAX_TRIES = 4
+
+
+def split_sentences(report: str) -> list[str]:
+    return [s for s in SENTENCE_BREAK.split(report.strip()) if s]
+
+
+class CounterfactualEditor:
+    """Edits training reports for one flipped finding. `reports`: the training reports (for the phrase banks);
+    `flippable`: the CheXpert names the decoder reads (the experts' names; No Finding is never flipped)."""
+
+    def __init__(self, reports: Sequence[str], flippable: Sequence[str]):
+        self._labels: dict[str, np.ndarray] = {}
+        self.flippable = [OBSERVATIONS.index(n) for n in flippable if n in OBSERVATIONS and n != "No Finding"]
+        positive: dict[int, set[str]] = {k: set() for k in self.flippable}
+        negative: dict[int, set[str]] = {k: set() for k in self.flippable}
+        for report in reports:
+            for sentence in split_sentences(report or ""):
+                values = self.read(sentence)
+                mentioned = [k for k in FINDING_COLUMNS if not np.isnan(values[k])]
+                if len(mentioned) == 1 and mentioned[0] in positive:
+                    k = mentioned[0]
+                    if values[k] == 1:
+                        positive[k].add(sentence)
+                    elif values[k] == 0:
+                        negative[k].add(sentence)
+        # sorted: the same banks in every process, whatever the set order
+        self.positive = {k: sorted(v) for k, v in positive.items()}
+        self.negative = {k: sorted(v) for k, v in negative.items()}
+
+    def read(self, text: str) -> np.ndarray:
+        """The labeler's reading (14,) of a sentence or report, cached (training reports repeat sentences)."""
+        values = self._labels.get(text)
+        if values is None:
+            from leadrrg.labeler.rules import label_text
+
+            values = label_text(text)
+            if len(self._labels) < 200_000:
+                self._labels[text] = values
+        return values
+
+    def edit(
+        self, report: str, labels: np.ndarray, generator: torch.Generator | None = None
+    ) -> tuple[str, np.ndarray] | None:
+        """(edited report, decoder labels (14,): `labels` with one finding flipped and No Finding recomputed) or
+        None when no checked edit was found. `labels` (14,) 1/0/-1/NaN are the study's labels."""
+        if not self.flippable or not report:
+            return None
+        sentences = split_sentences(report)
+        before = self.read(report)
+        for _ in range(MAX_TRIES):
+            k = self.flippable[int(torch.randint(len(self.flippable), (1,), generator=generator))]
+            switch_on = not labels[k] == 1
+            bank = self.positive[k] if switch_on else self.negative[k]
+            if switch_on and not bank:
+                continue
+            kept: list[str] = []
+            position = None
+            for sentence in sentences:
+                mentions = not np.isnan(self.read(sentence)[k])
+                if mentions or (switch_on and self.denies_all(sentence, k)):
+                    position = len(kept) if position is None else position
+                    continue
+                kept.append(sentence)
+            if bank:
+                choice = bank[int(torch.randint(len(bank), (1,), generator=generator))]
+                kept.insert(len(kept) if position is None else position, choice)
+            edited = " ".join(kept)
+            if not self.consistent(before, self.read(edited), k, switch_on):
+                continue
+            flipped = np.array(labels, dtype=np.float32, copy=True)
+            flipped[k] = 1.0 if switch_on else 0.0
+            if not np.isnan(flipped[NO_FINDING]):
+                others = [i for i in FINDING_COLUMNS if i != SUPPORT_DEVICES]
+                flipped[NO_FINDING] = 0.0 if np.any(np.isin(flipped[others], (1.0, -1.0))) else 1.0
+            return edited, flipped
+        return None
+
+    @staticmethod
+    def denies_all(sentence: str, k: int) -> bool:
+        """A sentence that rules finding k out without naming it (the whole study, or the lungs, normal)."""
+        return bool(NORMAL_STUDY.search(sentence) or (k in LUNG_FINDINGS and CLEAR_LUNGS.search(sentence)))
+
+    @staticmethod
+    def consistent(before: np.ndarray, after: np.ndarray, k: int, switch_on: bool) -> bool:
+        """The edited reading asserts finding k iff it was switched on, and every other finding as before."""
+        if (after[k] == 1) != switch_on:
+            return False
+        others = [i for i in FINDING_COLUMNS if i != k]
+        return bool(np.array_equal(before[others] == 1, after[others] == 1))
