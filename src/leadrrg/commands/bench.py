@@ -47,6 +47,15 @@ VARIANTS: dict[str, Variant] = {
         ("model.injection.fusion=none", "model.grounding.expert_warmup_steps=0", "model.grounding.counterfactual=0"),
         about="plain LVLM, no experts",
     ),
+    "lvlm_long": Variant(
+        (
+            "model.injection.fusion=none",
+            "model.grounding.expert_warmup_steps=0",
+            "model.grounding.counterfactual=0",
+            "train.max_steps=800",
+        ),
+        about="plain LVLM with twice the demo's steps: about the training time of LEAD with stage 1",
+    ),
     "lvlm_cls": Variant(
         ("model.injection.fusion=aux", "model.grounding.counterfactual=0"),
         about="LVLM + the same experts and L_cls, nothing fused",
@@ -68,13 +77,13 @@ VARIANTS: dict[str, Variant] = {
         ("model.grounding.expert_warmup_steps=600", "model.grounding.balance=none"),
         about="600 steps of vision + experts alone on plain BCE before joint training (preset lead_stage1)",
     ),
-    "lead_stage1_counterfactual": Variant(
+    "lead_counterfactual": Variant(
         (
             "model.grounding.expert_warmup_steps=600",
             "model.grounding.balance=none",
-            "model.grounding.counterfactual=0.3",
+            "model.grounding.counterfactual=0.8",
         ),
-        about="lead_stage1 + 30% of the studies with one finding flipped in p and the report edited to match",
+        about="lead_stage1 + 80% of the studies with one finding flipped in p and the report edited to match",
     ),
     "lead_detach_vision": Variant(
         ("model.grounding.detach_vision=true",), about="only L_cls trains the vision encoder"
