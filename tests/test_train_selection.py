@@ -101,3 +101,25 @@ def test_training_generates_scores_selects_and_stops_early(tmp_path):
         "val/val_gen_bleu_4" in events.Tags()["scalars"]
         and "val/samples/text_summary" in events.Tags()["tensors"]
     )
+
+
+def test_a_run_that_stopped_early_is_not_trained_further_on_resume_unless_patience_grows(tmp_path):
+    from leadrrg.config import apply_overrides
+    from leadrrg.train import train
+
+    data_root = make_synth(tmp_path / "data", train=8, val=2)
+    config = tiny_config(
+        data_root, "train.max_steps=2", "train.eval_every=1", "train.save_every=0", "train.select_metric=val_loss"
+    )
+    run_dir = tmp_path / "run"
+    train(config, run_dir, quiet=True)
+    state_file = run_dir / "checkpoint" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state["evals_since_best"] = 2  # as the checkpoint of a run stopped by patience 2 has it
+    state_file.write_text(json.dumps(state))
+
+    longer = apply_overrides(config, ["train.max_steps=4", "train.early_stop_patience=2"])
+    summary = train(longer, run_dir, resume=True, quiet=True)
+    assert summary["stopped_early"] and summary["steps"] == 2
+    more_patience = apply_overrides(config, ["train.max_steps=4", "train.early_stop_patience=5"])
+    assert train(more_patience, run_dir, resume=True, quiet=True)["steps"] == 4

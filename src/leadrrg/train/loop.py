@@ -242,6 +242,17 @@ class Trainer:
     def run(self, run_log: RunLogger, callbacks: Sequence[StepCallback]) -> bool:
         """Steps to train.max_steps; returns whether training stopped early."""
         train_cfg, state = self.train_cfg, self.state
+        patience = train_cfg.early_stop_patience
+        if patience and state.step < train_cfg.max_steps and state.evals_since_best >= patience:
+            # A resumed run that had stopped early: its checkpoint is the stop (a larger patience continues).
+            logger.warning(
+                "not training: this run stopped early at step %d (%s has not improved for %d evaluations); "
+                "resume with a larger train.early_stop_patience to continue it",
+                state.step,
+                train_cfg.select_metric,
+                state.evals_since_best,
+            )
+            return True
         while state.step < train_cfg.max_steps:
             lr_factor, grad_norm = self.step()
             run_log.advance()
