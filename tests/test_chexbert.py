@@ -180,3 +180,24 @@ def test_cli_evaluate_with_chexbert(tmp_path, monkeypatch, chexbert_files, capsy
     assert "CheXbert" in capsys.readouterr().out
     assert cli.main([*argv, "--chexbert", str(checkpoint)]) == 2
     assert "--chexbert needs --bert-dir" in capsys.readouterr().err
+
+
+def test_cli_compare_with_chexbert(tmp_path, monkeypatch, chexbert_files, capsys):
+    import leadrrg.labeler
+
+    checkpoint, bert_dir, _ = chexbert_files
+    monkeypatch.setattr(leadrrg.labeler, "label_reports", keyword_labeler)
+    worse = [{**r, "generated": ""} for r in RECORDS]
+    a = write_jsonl(tmp_path / "a.jsonl", [json.dumps(r) for r in worse])
+    b = write_jsonl(tmp_path / "b.jsonl", [json.dumps(r) for r in RECORDS])
+    out = tmp_path / "c.json"
+    argv = ["compare", str(a), str(b), "--bootstrap", "20", "--out", str(out)]
+    assert cli.main([*argv, "--chexbert", str(checkpoint), "--bert-dir", str(bert_dir)]) == 0
+    result = json.loads(out.read_text())
+    assert {"chexbert14_micro_f1", "ce14_micro_f1"} <= set(result)
+    assert result["chexbert14_micro_f1"]["b"] == pytest.approx(
+        evaluate_predictions(
+            RECORDS, meteor=False, label_fn=keyword_labeler, chexbert_fn=CheXbertLabeler(checkpoint, bert_dir)
+        )["chexbert14_micro_f1"]
+    )
+    assert cli.main(argv) == 0 and not any(k.startswith("chexbert") for k in json.loads(out.read_text()))

@@ -64,7 +64,9 @@ def test_an_edit_asserts_the_flipped_finding_and_every_other_finding_as_before(s
 
 def test_no_edit_when_no_checked_edit_exists():
     bank = CounterfactualEditor(["No pneumothorax."], ["Pneumothorax"])  # no positive statement to insert
-    assert bank.edit("No pneumothorax.", labels_of("No pneumothorax."), torch.Generator().manual_seed(0)) is None
+    assert (
+        bank.edit("No pneumothorax.", labels_of("No pneumothorax."), torch.Generator().manual_seed(0)) is None
+    )
 
 
 def test_counterfactual_needs_a_decoder_that_reads_the_experts():
@@ -89,7 +91,11 @@ def test_counterfactual_rows_read_their_flipped_labels_and_the_experts_learn_the
     read[1, OBSERVATIONS.index("Pleural Effusion")] = 1.0  # study 1 is counterfactual
     probs = model.decoder_probs(logits, expert_labels=truth, decoder_labels=read)
     assert torch.equal(probs[0], torch.full((k,), 0.5)) and torch.equal(probs[2], torch.full((k,), 0.5))
-    assert probs[1].tolist() == [1.0, 1.0, 1.0]  # Cardiomegaly 1, Edema uncertain (U-ones), Effusion flipped on
+    assert probs[1].tolist() == [
+        1.0,
+        1.0,
+        1.0,
+    ]  # Cardiomegaly 1, Edema uncertain (U-ones), Effusion flipped on
     # the experts learn the truth: the classification loss ignores decoder_labels
     torch.manual_seed(0)
     plain = model(**batch)
@@ -117,9 +123,18 @@ def test_training_items_are_edited_at_the_rate_and_nothing_else_is(tmp_path):
             assert torch.equal(item["labels"].nan_to_num(7), torch.tensor(study.labels).float().nan_to_num(7))
         return sum(item["report"] != study.report for item, study in zip(items, studies))
 
-    assert edited(StudyDataset(studies, vision, 1, train=True, counterfactual=bank, counterfactual_rate=0.0)) == 0
-    assert edited(StudyDataset(studies, vision, 1, train=False, counterfactual=bank, counterfactual_rate=0.9)) == 0
-    assert edited(StudyDataset(studies, vision, 1, train=True, counterfactual=bank, counterfactual_rate=0.9)) > 25
+    assert (
+        edited(StudyDataset(studies, vision, 1, train=True, counterfactual=bank, counterfactual_rate=0.0))
+        == 0
+    )
+    assert (
+        edited(StudyDataset(studies, vision, 1, train=False, counterfactual=bank, counterfactual_rate=0.9))
+        == 0
+    )
+    assert (
+        edited(StudyDataset(studies, vision, 1, train=True, counterfactual=bank, counterfactual_rate=0.9))
+        > 25
+    )
 
 
 def test_a_run_trains_with_counterfactual_studies(tmp_path):
@@ -128,7 +143,11 @@ def test_a_run_trains_with_counterfactual_studies(tmp_path):
     from tests.test_train_helpers import TINY_MODEL, TINY_TRAIN
 
     data = synthesize(tmp_path / "data", {"train": 8, "val": 4, "test": 2}, size=64, seed=0)
-    sets = [a for item in [*TINY_MODEL, *TINY_TRAIN, "model.grounding.counterfactual=0.9"] for a in ("--set", item)]
+    sets = [
+        a
+        for item in [*TINY_MODEL, *TINY_TRAIN, "model.grounding.counterfactual=0.9"]
+        for a in ("--set", item)
+    ]
     run = tmp_path / "run"
     assert main(["train", "--preset", "demo", "--data", str(data), "--out", str(run), "--quiet", *sets]) == 0
     assert load_run_config(run / "config.json").model.grounding.counterfactual == 0.9

@@ -106,7 +106,10 @@ def test_diagnose_errors(tiny_run, tmp_path, capsys):
 def test_diagnose_reads_another_data_root_with_data(tiny_run, tmp_path, capsys):
     other = make_jsonl(tmp_path / "selection", counts={"shift_test": 5}, views=2)
     out = tmp_path / "diag.json"
-    assert main(["diagnose", "--run", str(tiny_run), "--data", str(other), "--limit", "9", "--json", str(out)]) == 0
+    assert (
+        main(["diagnose", "--run", str(tiny_run), "--data", str(other), "--limit", "9", "--json", str(out)])
+        == 0
+    )
     assert json.loads(out.read_text())["studies"] == 5  # the run's own data has no shift_test split
     capsys.readouterr()
     assert main(["diagnose", "--run", str(tiny_run), "--limit", "9"]) == 2

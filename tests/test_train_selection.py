@@ -109,7 +109,11 @@ def test_a_run_that_stopped_early_is_not_trained_further_on_resume_unless_patien
 
     data_root = make_synth(tmp_path / "data", train=8, val=2)
     config = tiny_config(
-        data_root, "train.max_steps=2", "train.eval_every=1", "train.save_every=0", "train.select_metric=val_loss"
+        data_root,
+        "train.max_steps=2",
+        "train.eval_every=1",
+        "train.save_every=0",
+        "train.select_metric=val_loss",
     )
     run_dir = tmp_path / "run"
     train(config, run_dir, quiet=True)

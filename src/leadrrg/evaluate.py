@@ -34,7 +34,7 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _ground_truth(records: Sequence[dict]) -> np.ndarray | None:
+def ground_truth_labels(records: Sequence[dict]) -> np.ndarray | None:
     """(N, 14) float ground-truth labels (null -> NaN) when every record has ``labels``; None when none
     has; LeadrrgError when only some have, or a row is not 14 numbers."""
     with_labels = [i for i, record in enumerate(records) if record.get("labels") is not None]
@@ -74,7 +74,7 @@ def _versions(java: str | None, meteor_missing: str | None) -> dict[str, str | N
     }
 
 
-def _texts(records: Sequence[dict]) -> tuple[list[str], list[str]]:
+def report_texts(records: Sequence[dict]) -> tuple[list[str], list[str]]:
     """The reference and generated reports of `records`; LeadrrgError when there are none or one is not
     a string."""
     if not records:
@@ -86,7 +86,7 @@ def _texts(records: Sequence[dict]) -> tuple[list[str], list[str]]:
     return [record["reference"] for record in records], [record["generated"] for record in records]
 
 
-def _label(label_fn: LabelFn | None, reports: list[str]) -> np.ndarray:
+def label_with(label_fn: LabelFn | None, reports: list[str]) -> np.ndarray:
     """(len(reports), 14) labels of `reports` by `label_fn` (default: `leadrrg.labeler.label_reports`)."""
     if label_fn is None:
         from leadrrg.labeler import label_reports as label_fn
@@ -105,7 +105,7 @@ def _label_scores(ref_labels: np.ndarray, hyp_labels: np.ndarray, prefix: str = 
     return {f"{prefix}{name}": value for name, value in scores.items()}
 
 
-def _statistics(
+def bootstrap_statistics(
     references: list[str],
     generated: list[str],
     label_pairs: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -134,7 +134,7 @@ def _chexbert_scores(chexbert_fn: LabelFn, references: list[str], generated: lis
     (reference, generated) label pair they come from."""
     from leadrrg.metrics.clinical import ce_scores
 
-    labels = _label(chexbert_fn, references + generated)
+    labels = label_with(chexbert_fn, references + generated)
     pair = (labels[: len(references)], labels[len(references) :])
     scores = {f"chexbert{name.removeprefix('ce')}": value for name, value in ce_scores(*pair).items()}
     return scores, pair
@@ -186,9 +186,9 @@ def evaluate_predictions(
     from leadrrg.metrics.bootstrap import CI_LEVEL, percentile_interval, replicate_scores
     from leadrrg.metrics.nlg import NORMALIZATION, java_version, nlg_scores
 
-    references, generated = _texts(records)
-    ground_truth = _ground_truth(records)
-    labels = _label(label_fn, references + generated)
+    references, generated = report_texts(records)
+    ground_truth = ground_truth_labels(records)
+    labels = label_with(label_fn, references + generated)
     label_pairs = {"": (labels[: len(records)], labels[len(records) :])}
     if ground_truth is not None:
         label_pairs["gt_"] = (ground_truth, label_pairs[""][1])
@@ -205,7 +205,7 @@ def evaluate_predictions(
         metrics.update(chexbert_scores)
 
     if bootstrap > 0:
-        statistics = _statistics(
+        statistics = bootstrap_statistics(
             references,
             generated,
             label_pairs,
@@ -239,114 +239,6 @@ BOOTSTRAP_METHOD = (
     "study-level resampling with replacement (numpy default_rng(seed)); percentile interval; "
     "per-study statistics re-aggregated per replicate (leadrrg.metrics.bootstrap)"
 )
-
-
-def _names(ids: Sequence[str], limit: int = 10) -> str:
-    shown = ", ".join(repr(i) for i in ids[:limit])
-    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
-
-
-def _by_id(records: Sequence[dict], name: str) -> dict[str, dict]:
-    """`records` keyed by study id; LeadrrgError for a record without an id or an id given twice."""
-    by_id: dict[str, dict] = {}
-    for index, record in enumerate(records):
-        if "id" not in record:
-            raise LeadrrgError(f"{name}: record {index + 1} has no 'id'; compare pairs studies by id")
-        key = str(record["id"])
-        if key in by_id:
-            raise LeadrrgError(f"{name}: study {key!r} appears twice; compare needs one prediction per study")
-        by_id[key] = record
-    return by_id
-
-
-def pair_records(
-    records_a: Sequence[dict], records_b: Sequence[dict], names: tuple[str, str] = ("A", "B")
-) -> tuple[list[dict], list[dict]]:
-    """The records of both systems in the same study order (A's). LeadrrgError naming the studies present
-    in only one file, or the first study whose reference report differs between the files."""
-    by_a, by_b = _by_id(records_a, names[0]), _by_id(records_b, names[1])
-    only_a = [key for key in by_a if key not in by_b]
-    only_b = [key for key in by_b if key not in by_a]
-    if only_a or only_b:
-        parts = [
-            f"{len(ids)} only in {name} ({_names(ids)})"
-            for ids, name in ((only_a, names[0]), (only_b, names[1]))
-            if ids
-        ]
-        raise LeadrrgError(
-            f"the two prediction files must hold the same studies, but {len(only_a) + len(only_b)} differ: "
-            + "; ".join(parts)
-        )
-    for key, record in by_a.items():
-        if record.get("reference") != by_b[key].get("reference"):
-            raise LeadrrgError(
-                f"study {key!r} has a different reference report in {names[0]} and {names[1]}; "
-                "compare needs predictions for the same references"
-            )
-    return list(by_a.values()), [by_b[key] for key in by_a]
-
-
-def compare_predictions(
-    records_a: Sequence[dict],
-    records_b: Sequence[dict],
-    *,
-    bootstrap: int = 1000,
-    seed: int = 0,
-    label_fn: LabelFn | None = None,
-    names: tuple[str, str] = ("A", "B"),
-) -> dict[str, dict[str, Any]]:
-    """Paired comparison of two systems' predictions on the same studies (matched by id).
-
-    Returns ``{metric: {"difference": B - A, "ci": [low, high], "p_value": p, "a": A, "b": B}}`` for every
-    bootstrapped metric of `evaluate_predictions` (NLG but METEOR, CE and hallucination, ``gt_`` ones
-    when both files carry the same ground-truth labels): the 95% percentile interval of the difference
-    over `bootstrap` paired study-level replicates and its two-sided paired-bootstrap p-value
-    (`metrics.bootstrap.paired_bootstrap`)."""
-    from leadrrg.metrics.bootstrap import paired_bootstrap, point_scores
-
-    if bootstrap < 1:
-        raise LeadrrgError(f"--bootstrap must be a positive number of replicates, got {bootstrap}")
-    records_a, records_b = pair_records(records_a, records_b, names)
-    references, generated_a = _texts(records_a)
-    _, generated_b = _texts(records_b)
-    ground_truth = _ground_truth(records_a)
-    ground_truth_b = _ground_truth(records_b)
-    if (ground_truth is None) != (ground_truth_b is None) or (
-        ground_truth is not None and not np.array_equal(ground_truth, ground_truth_b, equal_nan=True)
-    ):
-        raise LeadrrgError(
-            f"{names[0]} and {names[1]} carry different ground-truth 'labels'; give the same labels in both or none"
-        )
-    n = len(references)
-    labels = _label(label_fn, references + generated_a + generated_b)
-    ref_labels, hyp_a, hyp_b = labels[:n], labels[n : 2 * n], labels[2 * n :]
-    cider = any(text.strip() for text in references)
-
-    def pairs(hyp_labels: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        out = {"": (ref_labels, hyp_labels)}
-        if ground_truth is not None:
-            out["gt_"] = (ground_truth, hyp_labels)
-        return out
-
-    statistics_a = _statistics(references, generated_a, pairs(hyp_a), cider=cider)
-    statistics_b = _statistics(references, generated_b, pairs(hyp_b), cider=cider)
-    result = paired_bootstrap(statistics_a, statistics_b, n, bootstrap, seed)
-    values_a, values_b = point_scores(statistics_a, n), point_scores(statistics_b, n)
-    for name, entry in result.items():
-        entry["a"], entry["b"] = values_a[name], values_b[name]
-    return result
-
-
-def format_comparison(result: dict[str, dict[str, Any]], names: tuple[str, str] = ("A", "B")) -> str:
-    """The result of `compare_predictions` as a plain-text table for the console."""
-    lines = [f"  {'metric':<30}{names[0][:10]:>11}{names[1][:10]:>11}{'B - A':>10}{'95% CI':>22}{'p':>8}"]
-    for name, entry in result.items():
-        low, high = entry["ci"]
-        lines.append(
-            f"  {name:<30}{entry['a']:>11.4f}{entry['b']:>11.4f}{entry['difference']:>+10.4f}"
-            f"{f'[{low:+.4f}, {high:+.4f}]':>22}{entry['p_value']:>8.3f}"
-        )
-    return "\n".join(lines)
 
 
 def _value(metrics: dict[str, Any], name: str) -> str:

@@ -44,7 +44,11 @@ PAPER = (
 
 VARIANTS: dict[str, Variant] = {
     "lvlm": Variant(
-        ("model.injection.fusion=none", "model.grounding.expert_warmup_steps=0", "model.grounding.counterfactual=0"),
+        (
+            "model.injection.fusion=none",
+            "model.grounding.expert_warmup_steps=0",
+            "model.grounding.counterfactual=0",
+        ),
         about="plain LVLM, no experts",
     ),
     "lvlm_long": Variant(

@@ -1,6 +1,6 @@
-"""`leadrrg compare A.jsonl B.jsonl [--bootstrap N] [--out C.json]`: paired bootstrap comparison of two
-systems' predictions on the same studies: per metric the difference B - A, its 95% interval and a
-paired-bootstrap p-value (`leadrrg.evaluate.compare_predictions`)."""
+"""`leadrrg compare A.jsonl B.jsonl [--bootstrap N] [--out C.json] [--chexbert PATH --bert-dir DIR]`: paired
+bootstrap comparison of two systems' predictions on the same studies: per metric the difference B - A, its 95%
+interval and a paired-bootstrap p-value (`leadrrg.comparison.compare_predictions`), CheXbert's CE beside ours."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import argparse
 import json
 from pathlib import Path
 
-from leadrrg.commands.evaluate import add_bootstrap_arguments, check_bootstrap, read_predictions
+from leadrrg.commands.evaluate import (
+    add_bootstrap_arguments,
+    add_chexbert_arguments,
+    check_bootstrap,
+    chexbert_labeler,
+    read_predictions,
+)
 from leadrrg.io import check_output_file
 
 
@@ -23,21 +29,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", default=None, help="JSON to write: metric -> {difference, ci, p_value, a, b}"
     )
     add_bootstrap_arguments(parser, default=1000, what="paired replicates of the difference B - A")
+    add_chexbert_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from leadrrg.evaluate import compare_predictions, format_comparison
+    from leadrrg.comparison import compare_predictions, format_comparison
     from leadrrg.io import atomic_write_text
 
     if args.out is not None:
         check_output_file(args.out, "--out")
     check_bootstrap(args, minimum=1)
     names = (Path(args.a).name, Path(args.b).name)
+    records_a, records_b = read_predictions(args.a), read_predictions(args.b)
     result = compare_predictions(
-        read_predictions(args.a),
-        read_predictions(args.b),
+        records_a,
+        records_b,
         bootstrap=args.bootstrap,
         seed=args.seed,
+        chexbert_fn=chexbert_labeler(args),
         names=names,
     )
     print(f"{names[1]} - {names[0]}: {args.bootstrap} paired bootstrap replicates, seed {args.seed}")

@@ -33,6 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip METEOR (it starts a Java VM); it is then reported as missing",
     )
+    add_chexbert_arguments(parser)
+    add_bootstrap_arguments(
+        parser, default=0, what="add <metric>_ci = [low, high], the 95%% interval, beside each metric"
+    )
+
+
+def add_chexbert_arguments(parser: argparse.ArgumentParser) -> None:
+    """--chexbert PATH, --bert-dir DIR and --device, shared with `leadrrg compare`."""
     parser.add_argument(
         "--chexbert",
         default=None,
@@ -46,9 +54,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="local bert-base-uncased directory (config.json, vocab.txt) for --chexbert; nothing is downloaded",
     )
     parser.add_argument("--device", default="cpu", help="torch device for --chexbert (default: cpu)")
-    add_bootstrap_arguments(
-        parser, default=0, what="add <metric>_ci = [low, high], the 95%% interval, beside each metric"
-    )
+
+
+def chexbert_labeler(args: argparse.Namespace):
+    """The CheXbertLabeler that --chexbert / --bert-dir name, or None when neither is given."""
+    if args.chexbert is None and args.bert_dir is None:
+        return None
+    if args.chexbert is None or args.bert_dir is None:
+        raise LeadrrgError("--chexbert needs --bert-dir (and --bert-dir needs --chexbert)")
+    from leadrrg.labeler.chexbert import CheXbertLabeler
+
+    return CheXbertLabeler(args.chexbert, args.bert_dir, device=args.device)
 
 
 def add_bootstrap_arguments(parser: argparse.ArgumentParser, *, default: int, what: str) -> None:
@@ -101,13 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_file(args.out, "--out")
     check_bootstrap(args, minimum=0)
-    chexbert_fn = None
-    if args.chexbert is not None or args.bert_dir is not None:
-        if args.chexbert is None or args.bert_dir is None:
-            raise LeadrrgError("--chexbert needs --bert-dir (and --bert-dir needs --chexbert)")
-        from leadrrg.labeler.chexbert import CheXbertLabeler
-
-        chexbert_fn = CheXbertLabeler(args.chexbert, args.bert_dir, device=args.device)
+    chexbert_fn = chexbert_labeler(args)
     records = read_predictions(args.preds)
     try:
         metrics = evaluate_predictions(

@@ -63,7 +63,10 @@ class ReportCollator:
                 [torch.as_tensor(item["labels"], dtype=torch.float32) for item in items]
             ),
             "decoder_labels": torch.stack(
-                [torch.as_tensor(item.get("decoder_labels", item["labels"]), dtype=torch.float32) for item in items]
+                [
+                    torch.as_tensor(item.get("decoder_labels", item["labels"]), dtype=torch.float32)
+                    for item in items
+                ]
             ),
             "ids": [item["id"] for item in items],
             "reports": [item["report"] for item in items],

@@ -99,7 +99,7 @@ class CounterfactualEditor:
         before = self.read(report)
         for _ in range(MAX_TRIES):
             k = self.flippable[int(torch.randint(len(self.flippable), (1,), generator=generator))]
-            switch_on = not labels[k] == 1
+            switch_on = labels[k] != 1  # absent or unmentioned (NaN) -> on
             bank = self.positive[k] if switch_on else self.negative[k]
             if switch_on and not bank:
                 continue

@@ -138,7 +138,9 @@ def build_task(
     fit_context_balance(model, train_studies)
     rate = config.model.grounding.counterfactual
     editor = (
-        CounterfactualEditor([s.report for s in train_studies], config.model.experts.names) if rate > 0 else None
+        CounterfactualEditor([s.report for s in train_studies], config.model.experts.names)
+        if rate > 0
+        else None
     )
     train_dataset = StudyDataset(
         train_studies,
