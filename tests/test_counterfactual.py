@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from leadrrg.config import GroundingConfig, InjectionConfig, ModelConfig, load_run_config
+from leadrrg.config import GroundingConfig, load_run_config
 from leadrrg.constants import OBSERVATIONS
 from leadrrg.data.counterfactual import CounterfactualEditor, split_sentences
 from leadrrg.errors import LeadrrgError
@@ -69,11 +69,20 @@ def test_no_edit_when_no_checked_edit_exists():
     )
 
 
-def test_counterfactual_needs_a_decoder_that_reads_the_experts():
-    with pytest.raises(LeadrrgError, match="counterfactual"):
-        ModelConfig(injection=InjectionConfig(fusion="none"), grounding=GroundingConfig(counterfactual=0.3))
+def test_only_a_decoder_that_reads_the_experts_gets_counterfactual_studies(tmp_path):
+    from leadrrg.data.synth import synthesize
+    from leadrrg.train.distributed import DistContext
+    from leadrrg.train.task import build_task
+    from tests.test_train_helpers import tiny_config
+
     with pytest.raises(LeadrrgError, match=r"\[0, 1\)"):
         GroundingConfig(counterfactual=1.0)
+    data = synthesize(tmp_path / "data", {"train": 8, "val": 2, "test": 2}, size=32, seed=0)
+    for fusion, edits in (("layerwise", True), ("input", True), ("aux", False), ("none", False)):
+        config = tiny_config(data, f"model.injection.fusion={fusion}", "model.grounding.counterfactual=0.5")
+        dataset = build_task(config, DistContext()).train_dataset
+        assert (dataset.counterfactual is not None) == edits
+        assert dataset.counterfactual_rate == (0.5 if edits else 0.0)
 
 
 def test_counterfactual_rows_read_their_flipped_labels_and_the_experts_learn_the_truth():

@@ -191,9 +191,12 @@ BALANCES = ("none", "context")
 class GroundingConfig:
     """How the experts are trained and what the decoder is told during training (docs/FAITHFULNESS.md).
 
-    The paper's recipe (preset `lead_paper`) is truth_forcing=0, detach_experts=false, expert_warmup_steps=0: the
-    decoder reads the experts' own probabilities and the LM loss trains the experts. The default makes the channel count:
-    the decoder learns that p means what it says, and the experts learn the image, not the co-occurrence prior."""
+    The paper's recipe (preset `lead_paper`) is truth_forcing=0, detach_experts=false, expert_warmup_steps=0,
+    counterfactual=0: the decoder reads the experts' own probabilities and the LM loss trains the experts. The default
+    makes the channel count: the experts learn the image first (stage 1), the decoder learns that p means what it
+    says (truth forcing) and that it must follow p where the image says otherwise (counterfactual studies).
+    Switches that need experts (stage 1) or a decoder that reads them (counterfactual studies) do nothing for a
+    model without (fusion=none; aux for counterfactual)."""
 
     truth_forcing: float = 1.0  # share of training studies whose decoder reads the ground-truth labels as p
     # (PromptMRG-style); the rest read the experts' own p. 0: always their own (the paper)
@@ -203,12 +206,12 @@ class GroundingConfig:
         True  # stop the LM loss at the expert features and probabilities: only L_cls trains
     )
     # the experts (two-stage classifiers as in RaDialog / CCD, in one pass)
-    expert_warmup_steps: int = 0  # stage 1: steps of the vision encoder + experts alone on L_cls before
+    expert_warmup_steps: int = 600  # stage 1: steps of the vision encoder + experts alone on L_cls before
     # joint training (train/expert_warmup.py); 0: joint training only (the paper)
     detach_vision: bool = False  # stop the LM loss at the vision tokens too: only L_cls trains the vision
     # encoder (the decoder's visual prompt still goes through its trainable projector); needs experts
     balance: str = (
-        "context"  # expert BCE weights: none | context (each expert's label made independent of the
+        "none"  # expert BCE weights: none | context (each expert's label made independent of the
     )
     # other labels of the training data by inverse propensity weights: exclusive samples count more)
     balance_clip: float = 10.0  # context weights are clipped to [1 / clip, clip]
@@ -216,7 +219,7 @@ class GroundingConfig:
         0.0  # share of training studies whose visual prompt tokens are masked out, so that
     )
     # the decoder must write their findings from the experts (modality dropout: the gated path is the way in)
-    counterfactual: float = 0.0  # share of training studies whose decoder reads the truth with one finding
+    counterfactual: float = 0.8  # share of training studies whose decoder reads the truth with one finding
     # flipped, against a report edited to match (data/counterfactual.py): p disagrees with the image, and the
     # target follows p. 0: off
 
@@ -265,12 +268,6 @@ class ModelConfig:
         _check_positive("model", "visual_pool", self.visual_pool)
         _check_positive("model", "cls_loss_weight", self.cls_loss_weight, allow_zero=True)
         _check_choice("model", "label_policy", self.label_policy, LABEL_POLICIES)
-        if self.grounding.counterfactual > 0 and self.injection.fusion in ("none", "aux"):
-            raise LeadrrgError(
-                f"model.grounding.counterfactual is {self.grounding.counterfactual} with model.injection.fusion="
-                f"{self.injection.fusion}, whose decoder does not read the experts; set it to 0, or use a fusion "
-                "that does (layerwise, input)"
-            )
 
 
 # --------------------------------------------------------------------------------------------------

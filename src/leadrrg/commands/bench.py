@@ -77,17 +77,17 @@ VARIANTS: dict[str, Variant] = {
         ("model.grounding.truth_forcing=0.5",), about="truth for half the studies"
     ),
     "lead_no_detach": Variant(("model.grounding.detach_experts=false",), about="LM loss trains the experts"),
-    "lead_stage1": Variant(
-        ("model.grounding.expert_warmup_steps=600", "model.grounding.balance=none"),
-        about="600 steps of vision + experts alone on plain BCE before joint training (preset lead_stage1)",
+    "lead_no_counterfactual": Variant(
+        ("model.grounding.counterfactual=0",), about="no counterfactual studies (the lead_stage1 recipe)"
     ),
-    "lead_counterfactual": Variant(
+    "lead_no_stage1": Variant(("model.grounding.expert_warmup_steps=0",), about="joint training only"),
+    "lead_joint": Variant(
         (
-            "model.grounding.expert_warmup_steps=600",
-            "model.grounding.balance=none",
-            "model.grounding.counterfactual=0.8",
+            "model.grounding.expert_warmup_steps=0",
+            "model.grounding.counterfactual=0",
+            "model.grounding.balance=context",
         ),
-        about="lead_stage1 + 80% of the studies with one finding flipped in p and the report edited to match",
+        about="the default before stage 1 and counterfactual studies (joint training, context balance)",
     ),
     "lead_detach_vision": Variant(
         ("model.grounding.detach_vision=true",), about="only L_cls trains the vision encoder"
@@ -95,7 +95,9 @@ VARIANTS: dict[str, Variant] = {
     "lead_query_readout": Variant(
         ("model.experts.readout=query",), about="experts read only their attended feature (no max-pooled one)"
     ),
-    "lead_no_balance": Variant(("model.grounding.balance=none",), about="plain BCE for the experts"),
+    "lead_context_balance": Variant(
+        ("model.grounding.balance=context",), about="context-balanced BCE for the experts"
+    ),
     "lead_mixture": Variant(
         ("model.injection.confidence=mixture",), about="p e + (1 - p) a, no present vector"
     ),

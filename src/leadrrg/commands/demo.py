@@ -18,7 +18,7 @@ from leadrrg.commands import add_overrides_argument
 
 SPLITS = ("test", "shift_test")
 MODELS = (
-    ("lvlm", "plain LVLM", ("model.injection.fusion=none", "model.grounding.expert_warmup_steps=0")),
+    ("lvlm", "plain LVLM", ("model.injection.fusion=none",)),
     ("lead", "LEAD", ()),
 )
 

@@ -69,11 +69,9 @@ def warm_up_experts(
     steps = config.model.grounding.expert_warmup_steps
     if steps == 0:
         return
-    if getattr(model, "experts", None) is None:
-        raise LeadrrgError(
-            f"model.grounding.expert_warmup_steps is {steps} but model.injection.fusion="
-            f"{config.model.injection.fusion!r} has no experts; set it to 0"
-        )
+    if getattr(model, "experts", None) is None:  # fusion=none: nothing to warm up
+        logger.info("no stage 1: model.injection.fusion=%r has no experts", config.model.injection.fusion)
+        return
     schedule = dataclasses.replace(
         config.train, max_steps=steps, warmup_steps=min(config.train.warmup_steps, steps)
     )

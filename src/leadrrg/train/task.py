@@ -136,7 +136,9 @@ def build_task(
     model = build_model(config, tokenizer)
     check_sequence_fits(model, tokenizer, config)
     fit_context_balance(model, train_studies)
-    rate = config.model.grounding.counterfactual
+    # Counterfactual studies teach a decoder that reads p; with fusion none or aux nothing reads it.
+    reads_experts = config.model.injection.fusion in ("layerwise", "input")
+    rate = config.model.grounding.counterfactual if reads_experts else 0.0
     editor = (
         CounterfactualEditor([s.report for s in train_studies], config.model.experts.names)
         if rate > 0
