@@ -71,3 +71,12 @@ def test_a_run_saved_before_a_default_changed_keeps_its_old_behaviour(tmp_path):
     assert load_run_config(tmp_path / "config.json").model.experts.readout == "query"
     save_config(RunConfig(), tmp_path / "new.json")
     assert load_run_config(tmp_path / "new.json").model.experts.readout == RunConfig().model.experts.readout
+
+
+def test_the_paper_preset_and_the_paper_bench_variant_are_one_recipe():
+    from leadrrg.commands.bench import PAPER
+    from leadrrg.config import apply_overrides, load_preset
+
+    preset, variant = load_preset("lead_paper").model, apply_overrides(load_preset("demo"), list(PAPER)).model
+    assert preset == variant
+    assert preset.grounding.counterfactual == 0 and preset.grounding.expert_warmup_steps == 0
