@@ -77,6 +77,20 @@ def test_the_paper_preset_and_the_paper_bench_variant_are_one_recipe():
     from leadrrg.commands.bench import PAPER
     from leadrrg.config import apply_overrides, load_preset
 
-    preset, variant = load_preset("lead_paper").model, apply_overrides(load_preset("demo"), list(PAPER)).model
-    assert preset == variant
-    assert preset.grounding.counterfactual == 0 and preset.grounding.expert_warmup_steps == 0
+    preset, variant = load_preset("lead_paper"), apply_overrides(load_preset("demo"), list(PAPER))
+    assert preset.model == variant.model and preset.decode == variant.decode
+    assert preset.model.grounding.counterfactual == 0 and preset.model.grounding.expert_warmup_steps == 0
+    assert preset.decode.expert_threshold == 0  # its decoder reads its own soft p
+
+
+def test_a_run_saved_before_a_default_changed_keeps_what_it_was_trained_with(tmp_path):
+    from leadrrg.config import load_run_config, save_config
+
+    config = RunConfig()
+    save_config(config, tmp_path / "config.json")
+    data = json.loads((tmp_path / "config.json").read_text())
+    del data["model"]["grounding"]["counterfactual"], data["decode"]["expert_threshold"]
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    old = load_run_config(tmp_path / "config.json")
+    assert old.model.grounding.counterfactual == 0 and old.decode.expert_threshold == 0
+    assert config.model.grounding.counterfactual == 0.8 and config.decode.expert_threshold == 0.7

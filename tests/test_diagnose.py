@@ -113,3 +113,11 @@ def test_diagnose_reads_another_data_root_with_data(tiny_run, tmp_path, capsys):
     assert json.loads(out.read_text())["studies"] == 5  # the run's own data has no shift_test split
     capsys.readouterr()
     assert main(["diagnose", "--run", str(tiny_run), "--limit", "9"]) == 2
+
+
+def test_diagnose_takes_decoding_settings_and_refuses_model_ones(tiny_run, tmp_path, capsys):
+    out = tmp_path / "diag.json"
+    args = ["diagnose", "--run", str(tiny_run), "--split", "test", "--limit", "2", "--json", str(out)]
+    assert main([*args, "--set", "decode.expert_threshold=0.5"]) == 0
+    assert main([*args, "--set", "model.decoder.num_layers=9"]) == 2
+    assert "only decode.* can be changed in diagnose" in capsys.readouterr().err

@@ -12,7 +12,6 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from leadrrg.errors import LeadrrgError
 from leadrrg.train.checkpoint import weights_to_save
 from leadrrg.train.distributed import DistContext
 from leadrrg.train.expert_warmup import warm_up_experts

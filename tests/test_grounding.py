@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from leadrrg.config import GroundingConfig
+from leadrrg.config import DecodeConfig, GroundingConfig
 from leadrrg.errors import LeadrrgError
 from leadrrg.model.balance import ContextBalance
 from leadrrg.model.lead import expert_targets
@@ -165,3 +165,21 @@ def test_visual_dropout_masks_whole_studies_in_training_only():
     assert torch.equal(before, model(**batch)["lm_loss"])  # eval: nothing dropped, deterministic
     with pytest.raises(LeadrrgError, match="visual_dropout"):
         GroundingConfig(visual_dropout=1.0)
+
+
+def test_expert_threshold_binarizes_what_the_decoder_reads_and_keeps_the_soft_p():
+    model = build(tiny_config())
+    perturb_zero_init(model)
+    batch = tiny_batch()
+    soft = torch.tensor([[0.3, 0.8, 0.6], [0.75, 0.1, 0.69]])
+    hard = (soft > 0.7).float()
+    images, views = batch["images"], batch["view_mask"]
+    with torch.no_grad():
+        thresholded = model.encode_study(images, views, expert_probs=soft, threshold=0.7)
+        binary = model.encode_study(images, views, expert_probs=hard)
+        plain = model.encode_study(images, views, expert_probs=soft)
+    assert torch.equal(thresholded.expert_tokens, binary.expert_tokens)
+    assert not torch.equal(thresholded.expert_tokens, plain.expert_tokens)
+    assert torch.equal(thresholded.expert_probs, soft)  # reports carry the experts' own p
+    with pytest.raises(LeadrrgError, match="expert_threshold"):
+        DecodeConfig(expert_threshold=1.0)

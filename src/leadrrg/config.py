@@ -210,9 +210,7 @@ class GroundingConfig:
     # joint training (train/expert_warmup.py); 0: joint training only (the paper)
     detach_vision: bool = False  # stop the LM loss at the vision tokens too: only L_cls trains the vision
     # encoder (the decoder's visual prompt still goes through its trainable projector); needs experts
-    balance: str = (
-        "none"  # expert BCE weights: none | context (each expert's label made independent of the
-    )
+    balance: str = "none"  # expert BCE weights: none | context (each expert's label made independent of the
     # other labels of the training data by inverse propensity weights: exclusive samples count more)
     balance_clip: float = 10.0  # context weights are clipped to [1 / clip, clip]
     visual_dropout: float = (
@@ -413,6 +411,9 @@ class DecodeConfig:
     expert_bias: float = 0.0  # CCD-style expert logit bias on finding-word tokens (leadrrg.expert_bias):
     # strength multiplying log(p / (1 - p)) of each expert; 0 disables
     expert_bias_gamma: float = 10.0  # the per-token bias is clipped to [-log gamma, log gamma] (> 1)
+    expert_threshold: float = 0.7  # > 0: the decoder reads each expert's p > threshold as 1, else 0 (the 0/1
+    # evidence truth forcing trains it on); reports still carry the soft p. 0: the decoder reads p itself (a
+    # decoder trained on its own p, truth_forcing=0 as in lead_paper, should)
     cache: str = (
         "dynamic"  # KV cache of greedy / sampled decoding: dynamic | static (preallocated; for compile)
     )
@@ -441,6 +442,10 @@ class DecodeConfig:
         if not 0 <= self.expert_bias < float("inf"):  # NaN fails too
             raise LeadrrgError(
                 f"decode.expert_bias is {self.expert_bias!r}; expected a finite non-negative number (0 disables)"
+            )
+        if not 0 <= self.expert_threshold < 1:
+            raise LeadrrgError(
+                f"decode.expert_threshold is {self.expert_threshold!r}; expected a number in [0, 1) (0 disables)"
             )
         if not 1 < self.expert_bias_gamma < float("inf"):
             raise LeadrrgError(
@@ -615,6 +620,10 @@ def save_config(config: Any, path: str | Path) -> None:
 # trained with the old behaviour, so it keeps it (the new default applies to new runs only).
 RUN_DEFAULTS_BEFORE_CHANGE: dict[tuple[str, ...], Any] = {
     ("model", "experts", "readout"): "query",
+    ("model", "grounding", "expert_warmup_steps"): 0,
+    ("model", "grounding", "balance"): "context",
+    ("model", "grounding", "counterfactual"): 0.0,
+    ("decode", "expert_threshold"): 0.0,
 }
 
 

@@ -40,6 +40,7 @@ PAPER = (
     "model.grounding.balance=none",
     "model.grounding.expert_warmup_steps=0",
     "model.grounding.counterfactual=0",
+    "decode.expert_threshold=0",  # its decoder was trained on its own soft p
 )
 
 VARIANTS: dict[str, Variant] = {

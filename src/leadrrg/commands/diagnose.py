@@ -1,4 +1,4 @@
-"""`leadrrg diagnose --run RUN [--data DIR] --split S [--limit N] [--oracle] [--flip N] [--json OUT.json]`: does the report
+"""`leadrrg diagnose --run RUN [--data DIR] --split S [--limit N] [--oracle] [--flip N] [--json OUT.json] [--set decode.K=V]`: does the report
 follow the experts, and do the experts read the image? See `leadrrg.diagnose` for every measure."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from leadrrg.commands import add_run_argument
+from leadrrg.commands import add_overrides_argument, add_run_argument, check_trained_overrides
 from leadrrg.errors import LeadrrgError
 
 
@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the order in which findings are flipped")
     parser.add_argument("--json", dest="json_out", metavar="OUT.json", help="also write the measures as JSON")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
+    add_overrides_argument(
+        parser, "decoding setting of the run to change, repeatable (e.g. decode.expert_threshold=0)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,7 +56,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json_out:
         check_output_file(args.json_out, "--json")
     check_run_dir(Path(args.run))
-    model, tokenizer, config = load_run(args.run, device=resolve_device(args.device))
+    check_trained_overrides(args.overrides, ("decode.",), "in diagnose")
+    model, tokenizer, config = load_run(
+        args.run, device=resolve_device(args.device), overrides=args.overrides
+    )
     if args.data:
         config.data.root = args.data
     studies = load_studies(config.data, args.split)[: args.limit]

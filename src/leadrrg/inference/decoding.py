@@ -171,7 +171,9 @@ def generate_reports(
             images, view_mask = images.to(_device(model)), view_mask.to(_device(model))
             if expert_probs is not None:
                 expert_probs = torch.as_tensor(expert_probs, dtype=torch.float32, device=images.device)
-            context = model.encode_study(images, view_mask, expert_probs=expert_probs)
+            context = model.encode_study(
+                images, view_mask, expert_probs=expert_probs, threshold=decode.expert_threshold
+            )
             inputs_embeds, prompt_mask = prompt_inputs(model, tokenizer, context)  # (B, P, D), (B, P)
             state = DecodeState(
                 model,

@@ -182,11 +182,13 @@ class LeadModel(nn.Module):
         expert_probs: torch.Tensor | None = None,
         expert_labels: torch.Tensor | None = None,
         decoder_labels: torch.Tensor | None = None,
+        threshold: float = 0.0,
     ) -> StudyContext:
         """images (B, V, C, H, W), view_mask (B, V) bool -> StudyContext (computed once per study).
         `expert_probs` (B, K) replaces the experts' probabilities for the decoder (oracle, flip, override);
         `expert_labels` / `decoder_labels` (B, 14 or K) are used in training only, for truth forcing (see
-        `decoder_probs`)."""
+        `decoder_probs`). `threshold` > 0 (decode.expert_threshold): the decoder reads p > threshold as 1 and the
+        rest as 0, the 0/1 evidence truth forcing trained it on; the context keeps the soft p (reported)."""
         vision = self.vision(images, view_mask)  # tokens (B, V*N, Dv), token_mask (B, V*N)
         prompt_source = vision.tokens
         if self.experts is not None and self.config.grounding.detach_vision:
@@ -199,16 +201,17 @@ class LeadModel(nn.Module):
             return StudyContext(visual_tokens, prompt_mask)
         features, expert_logits = self.experts(vision.tokens, vision.token_mask)  # (B, K, De), (B, K)
         probs = self.decoder_probs(expert_logits, expert_probs, expert_labels, decoder_labels)  # (B, K)
+        read = (probs > threshold).to(probs) if threshold > 0 else probs  # what the decoder reads
         if self.config.grounding.detach_experts:
             features = features.detach()  # the LM loss stops here: only L_cls trains the experts
         if self.expert_input is not None:
-            expert_input = self.expert_input(features, probs)  # (B, K, D)
+            expert_input = self.expert_input(features, read)  # (B, K, D)
             visual_tokens = torch.cat([visual_tokens, expert_input], dim=1)  # (B, V*N' + K, D)
             prompt_mask = torch.cat([prompt_mask, prompt_mask.new_ones(expert_input.shape[:2])], dim=1)
             return StudyContext(visual_tokens, prompt_mask, expert_logits, probs)
         if self.expert_projections is None:  # fusion=aux: the experts are a side classifier
             return StudyContext(visual_tokens, prompt_mask, expert_logits, probs)
-        expert_tokens = self.expert_projections(features, probs)  # Z (B, L, K, D)
+        expert_tokens = self.expert_projections(features, read)  # Z (B, L, K, D)
         return StudyContext(visual_tokens, prompt_mask, expert_logits, probs, expert_tokens)
 
     def decoder_probs(
