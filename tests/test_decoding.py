@@ -109,14 +109,15 @@ def generate(model, tokenizer, studies, **decode) -> list[GeneratedReport]:
     images, view_mask = studies
     evidence = decode.pop("evidence", False)
     generator = decode.pop("generator", None)
-    config = DecodeConfig(**{"max_new_tokens": MAX_NEW, **decode})
+    # The decoder reads the soft p here (the references below build their contexts without a threshold).
+    config = DecodeConfig(**{"max_new_tokens": MAX_NEW, "expert_threshold": 0.0, **decode})
     return generate_reports(model, tokenizer, images, view_mask, config, evidence, generator)
 
 
 @torch.no_grad()
-def uncached_greedy(model, tokenizer, images, view_mask, max_new: int) -> list[int]:
+def uncached_greedy(model, tokenizer, images, view_mask, max_new: int, threshold: float = 0.0) -> list[int]:
     """Greedy decoding of one study that re-runs the whole sequence at every step, without a cache."""
-    context = model.encode_study(images, view_mask)
+    context = model.encode_study(images, view_mask, threshold=threshold)
     prompt, out = [tokenizer.bos_id, *tokenizer.prompt_ids], []
     for _ in range(max_new):
         ids = torch.tensor([prompt + out])
@@ -164,12 +165,13 @@ def test_fitted_model_writes_the_reports_and_stops(trained, tokenizer, studies):
     assert_scope_clear(trained)
 
 
-def test_cached_equals_uncached_greedy(trained, tokenizer, studies):
+@pytest.mark.parametrize("threshold", [0.0, 0.5])
+def test_cached_equals_uncached_greedy(trained, tokenizer, studies, threshold):
     images, view_mask = studies
-    reports = generate(trained, tokenizer, studies)
+    reports = generate(trained, tokenizer, studies, expert_threshold=threshold)
     for i, report in enumerate(reports):
-        expected = uncached_greedy(trained, tokenizer, images[i : i + 1], view_mask[i : i + 1], MAX_NEW)
-        assert report.token_ids == expected
+        one = images[i : i + 1], view_mask[i : i + 1]
+        assert report.token_ids == uncached_greedy(trained, tokenizer, *one, MAX_NEW, threshold=threshold)
 
 
 def test_batched_equals_one_by_one(trained, tokenizer, studies):

@@ -61,7 +61,7 @@ def probs_with(effusion: float, batch: int = 4) -> torch.Tensor:
 
 def generate(model, tokenizer, studies, expert_probs=None, generator=None, **decode):
     images, view_mask = studies
-    config = DecodeConfig(**{"max_new_tokens": MAX_NEW, **decode})
+    config = DecodeConfig(**{"max_new_tokens": MAX_NEW, "expert_threshold": 0.0, **decode})
     return generate_reports(
         model, tokenizer, images, view_mask, config, generator=generator, expert_probs=expert_probs
     )
