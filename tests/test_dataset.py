@@ -25,7 +25,9 @@ def test_items_follow_the_contract(tmp_path: Path) -> None:
     assert len(dataset) == 6
     item = dataset[1]
     assert set(item) == {"id", "images", "view_mask", "report", "labels", "decoder_labels"}
-    assert torch.equal(item["decoder_labels"].nan_to_num(7), item["labels"].nan_to_num(7))  # no counterfactual
+    assert torch.equal(
+        item["decoder_labels"].nan_to_num(7), item["labels"].nan_to_num(7)
+    )  # no counterfactual
     assert item["images"].shape == (2, 3, 32, 32) and item["images"].dtype == torch.float32
     assert item["view_mask"].tolist() == [True, False] and item["view_mask"].dtype == torch.bool
     assert torch.all(item["images"][1] == 0)  # the missing view is zero-padded
