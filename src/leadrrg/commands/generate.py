@@ -225,6 +225,7 @@ def generate_sharded(args, shard, studies, decode_into, chunk_size: int, include
     """Decode this rank's share of the studies not yet done into its part file, `chunk_size` studies per
     `decode_into(chunk, handle)` call (each flushed, so a kill loses one chunk at most), then merge every part
     into --out on rank 0 (`leadrrg.inference.shards`). Returns the number of lines in --out."""
+    from leadrrg.collectives import broadcast_object
     from leadrrg.inference import shards
     from leadrrg.progress import Progress
 
@@ -236,7 +237,7 @@ def generate_sharded(args, shard, studies, decode_into, chunk_size: int, include
         if args.restart:
             shards.remove_parts(out)
         done = shards.finished_ids(out, include_out=include_out and not args.restart)
-    done = shards.broadcast(done, shard)
+    done = broadcast_object(done, shard)
     todo = [study for study in studies if study.id not in done]
     if done and shard.is_main:
         print(f"resuming: {len(studies) - len(todo)} of {len(studies)} studies already done", file=sys.stderr)
@@ -278,11 +279,11 @@ def generate_for_inputs(args, generator, studies, shard) -> int:
             counts[key] += value
 
     if shard.enabled:
-        from leadrrg.inference import shards
+        from leadrrg.collectives import all_gather_objects
 
         done_before = 0
         generate_sharded(args, shard, studies, decode_into, size * SHARD_CHUNK, include_out=True)
-        totals = shards.gather(counts, shard)
+        totals = all_gather_objects(counts, shard)
         counts = {key: sum(c[key] for c in totals) for key in counts}
     else:
         from leadrrg.progress import Progress

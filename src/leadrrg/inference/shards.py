@@ -6,7 +6,7 @@ rank 0 merges the parts into one predictions file in input order, checked for du
 Part files sit beside the output (`preds.jsonl.part<r>of<N>`), one JSON record a line, appended batch by
 batch, so a killed run resumes: studies already in a part file (of any world size) or in the output are not
 decoded again. Rank r decodes the r-th, (r+N)-th, ... study still to do. Inference never imports the training
-code; this module keeps its own few collectives (gloo on CPUs, NCCL on GPUs). A single process (no torchrun)
+code; its collectives are `leadrrg.collectives`, shared with training (gloo on CPUs, NCCL on GPUs). A single process (no torchrun)
 is world size 1 and every helper is a no-op.
 """
 
@@ -15,32 +15,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from leadrrg.collectives import DistContext, all_gather_objects, shutdown
 from leadrrg.errors import LeadrrgError
 
-
-@dataclass
-class Shard:
-    """This process's place among the ranks, and the device it decodes on."""
-
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
-    owns_group: bool = False
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
+Shard = DistContext  # this process's place among the ranks, and the device it decodes on
 
 
 def launched_world_size() -> int:
@@ -67,33 +51,12 @@ def start(device: str, resolve: Callable[[str], torch.device]) -> Shard:
             torch.cuda.set_device(resolved)
         dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo")
         owns = True
-    return Shard(dist.get_rank(), dist.get_world_size(), resolved, owns)
+    return Shard(dist.get_rank(), dist.get_world_size(), local_rank, resolved, owns)
 
 
 def stop(shard: Shard, clean: bool = True) -> None:
-    """Leaves the process group this process joined (`leadrrg.train.distributed.leave_group`)."""
-    if shard.owns_group:
-        from leadrrg.train.distributed import leave_group
-
-        leave_group(clean)
-
-
-def broadcast(obj: Any, shard: Shard) -> Any:
-    """Rank 0's `obj` on every rank."""
-    if not shard.enabled:
-        return obj
-    box = [obj if shard.is_main else None]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def gather(obj: Any, shard: Shard) -> list[Any]:
-    """[obj of rank 0, obj of rank 1, ...] on every rank (small objects)."""
-    if not shard.enabled:
-        return [obj]
-    out: list[Any] = [None] * shard.world_size
-    dist.all_gather_object(out, obj)
-    return out
+    """Leaves the process group this process joined (`leadrrg.collectives.leave_group`)."""
+    shutdown(shard, clean)
 
 
 def gather_or_raise(result: Any, error: BaseException | None, shard: Shard) -> list[Any]:
@@ -101,7 +64,7 @@ def gather_or_raise(result: Any, error: BaseException | None, shard: Shard) -> l
     every rank raises (a LeadrrgError naming the failed rank on the others), so one rank's error never leaves
     the others waiting in the next collective."""
     text = None if error is None else f"{type(error).__name__}: {error}"
-    gathered = gather((result, text), shard)
+    gathered = all_gather_objects((result, text), shard)
     if error is not None:
         raise error
     for rank, (_, other) in enumerate(gathered):
