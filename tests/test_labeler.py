@@ -288,3 +288,27 @@ def test_kerley_b_lines_are_not_a_support_device():
     labels = label_reports(["Moderate interstitial pulmonary edema with Kerley B lines."])
     assert labels[0, OBSERVATIONS.index("Edema")] == 1.0
     assert np.isnan(labels[0, OBSERVATIONS.index("Support Devices")])
+
+
+def test_a_sentence_is_labelled_alone_and_from_the_cache_the_same_as_afresh():
+    from leadrrg.labeler import rules
+
+    # no cue reaches across a sentence end, in either direction
+    assert label("No effusion. Pneumothorax.")["Pneumothorax"] == 1.0
+    assert label("Pneumothorax. Not excluded.")["Pneumothorax"] == 1.0
+    reports = [
+        "FINDINGS: No pleural effusion. Small left pneumothorax. IMPRESSION: 1. Pneumonia cannot be excluded.",
+        "Small left pneumothorax. No pleural effusion or consolidation.",
+        "Heart size is normal. No pleural effusion.",
+    ] * 3
+    rules._sentence_ranks.cache_clear()
+    cached = label_reports(reports)
+    assert rules._sentence_ranks.cache_info().hits > 0  # repeated sentences came from the cache
+    bypass = rules._sentence_ranks
+    rules._sentence_ranks = bypass.__wrapped__
+    try:
+        afresh = label_reports(reports)
+    finally:
+        rules._sentence_ranks = bypass
+    np.testing.assert_array_equal(cached, afresh)
+    assert rules._sentence_ranks.cache_info().maxsize == rules.SENTENCE_CACHE_SIZE  # bounded

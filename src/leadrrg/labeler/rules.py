@@ -12,6 +12,7 @@ effusion negative and pneumothorax positive.
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 from collections.abc import Sequence
 
@@ -31,6 +32,7 @@ _SUPPORT_DEVICES = _INDEX["Support Devices"]
 _OTHER = NUM_OBSERVATIONS  # slot for findings outside the 14 (only used by the No Finding rule)
 
 _POST_WINDOW = 50  # characters between a mention and a cue after it
+SENTENCE_CACHE_SIZE = 1 << 16  # labelled sentences kept (a few MB); see `_sentence_ranks`
 
 # --- normalisation -----------------------------------------------------------------------------------
 
@@ -262,8 +264,30 @@ def label_text(report: str) -> np.ndarray:
     labels = np.full(NUM_OBSERVATIONS, np.nan, dtype=np.float32)
     if not report or not report.strip():
         return labels
-    text = normalize(report)
-    cues = _Cues(text)
+    ranks = [_NONE] * (NUM_OBSERVATIONS + 1)
+    for line in normalize(report).split("\n"):
+        if line:
+            ranks = list(map(max, ranks, _sentence_ranks(line)))
+    for index in range(NUM_OBSERVATIONS):
+        if ranks[index] != _NONE:
+            labels[index] = _RANK_TO_VALUE[ranks[index]]
+
+    # No Finding (CheXpert): positive when nothing but Support Devices is positive or uncertain.
+    findings = [r for i, r in enumerate(ranks) if i not in (_NO_FINDING, _SUPPORT_DEVICES)]
+    if max(findings) < _UNC:
+        labels[_NO_FINDING] = POSITIVE
+    return labels
+
+
+@functools.lru_cache(maxsize=SENTENCE_CACHE_SIZE)
+def _sentence_ranks(text: str) -> tuple[int, ...]:
+    """Polarity rank per observation (+ the `_OTHER` slot) of one normalised sentence.
+
+    Every rule is local to a sentence: a clause ends at the newline that ends it, and no pattern matches a
+    newline. A report's ranks are therefore the maximum of its sentences' ranks, and a sentence seen before
+    (radiology reports repeat most of theirs: "No pneumothorax.") is labelled from the cache. The cues are
+    found only for a sentence with a mention."""
+    cues = None
     ranks = [_NONE] * (NUM_OBSERVATIONS + 1)
 
     for index, include, exclude in _PLAIN:
@@ -274,6 +298,7 @@ def label_text(report: str) -> np.ndarray:
                     excluded = [e.span() for e in exclude.finditer(text)]
                 if _overlaps(m.span(), excluded):
                     continue
+            cues = cues or _Cues(text)
             rank = cues.polarity(*m.span())
             if rank == _POS and m.lastgroup == "weak":
                 rank = _UNC  # a weak mention is at most uncertain
@@ -284,7 +309,7 @@ def label_text(report: str) -> np.ndarray:
 
     for keywords, pattern, targets in _SIZE:
         if not any(k in text for k in keywords):
-            continue  # cheap test first: most reports lack one of the anchors
+            continue  # cheap test first: most sentences lack one of the anchors
         for m in pattern.finditer(text):
             groups = m.groupdict()
             if groups["neg"] or groups["b_neg"]:
@@ -292,6 +317,7 @@ def label_text(report: str) -> np.ndarray:
             elif groups["unc"] or groups["b_unc"]:
                 rank = _UNC
             else:
+                cues = cues or _Cues(text)
                 rank = cues.polarity(*m.span())
                 if rank == _POS and _PRE_UNCERTAINTY.search(m.group()):
                     rank = _UNC
@@ -307,16 +333,7 @@ def label_text(report: str) -> np.ndarray:
     for index, pattern in _NEGATIVE_STATEMENTS:
         if ranks[index] == _NONE and pattern.search(text):
             ranks[index] = _NEG
-
-    for index in range(NUM_OBSERVATIONS):
-        if ranks[index] != _NONE:
-            labels[index] = _RANK_TO_VALUE[ranks[index]]
-
-    # No Finding (CheXpert): positive when nothing but Support Devices is positive or uncertain.
-    findings = [r for i, r in enumerate(ranks) if i not in (_NO_FINDING, _SUPPORT_DEVICES)]
-    if max(findings) < _UNC:
-        labels[_NO_FINDING] = POSITIVE
-    return labels
+    return tuple(ranks)
 
 
 def label_reports(reports: Sequence[str]) -> np.ndarray:
