@@ -54,6 +54,14 @@ def main() -> None:
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-augment", action="store_true", help="train on the images as stored")
+    parser.add_argument(
+        "--pos-weight",
+        type=float,
+        default=0.0,
+        metavar="CLIP",
+        help="weigh each finding's positives by (negatives / positives) ** 0.5, clipped to CLIP (0: off)",
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     config = apply_overrides(load_preset(args.preset), args.overrides)
@@ -103,13 +111,18 @@ def main() -> None:
         return scores
 
     images, targets = data["train"]
+    positives = targets.sum(dim=0).clamp(min=1.0)
+    pos_weight = (
+        ((len(targets) - positives) / positives).sqrt().clamp(max=args.pos_weight)
+        if args.pos_weight
+        else None
+    )
     generator = torch.Generator().manual_seed(args.seed)
     start = time.perf_counter()
     for step in range(1, args.steps + 1):
         index = torch.randint(0, len(images), (train.batch_size,), generator=generator)
-        loss = F.binary_cross_entropy_with_logits(
-            logits_of(torch.stack([augment(x) for x in images[index]])), targets[index]
-        )
+        batch = images[index] if args.no_augment else torch.stack([augment(x) for x in images[index]])
+        loss = F.binary_cross_entropy_with_logits(logits_of(batch), targets[index], pos_weight=pos_weight)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, train.grad_clip)

@@ -74,6 +74,8 @@ def test_augmentation_only_when_training_and_seeded(tmp_path: Path) -> None:
     assert torch.equal(first, again)
     assert not torch.equal(first, train[0]["images"])  # a fresh draw differs
     assert (first - evaluation[0]["images"]).abs().mean() < 1.0  # small, not a different image
+    plain = StudyDataset(studies, VISION, 1, train=True, augment=False)  # data.augment=false
+    assert torch.equal(plain[0]["images"], evaluation[0]["images"])
 
 
 def test_dataloader_workers_are_deterministic(tmp_path: Path) -> None:
@@ -105,3 +107,15 @@ def test_bad_images_raise_or_are_skipped_with_a_count(tmp_path: Path) -> None:
     assert dataset.skipped_images == 3 and dataset.skipped_studies == 1 and len(dataset) == 5
     assert dataset[0]["view_mask"].tolist() == [True, False]
     assert {path for path, _ in dataset.bad_images} == {studies[0].images[1], *studies[2].images}
+
+
+def test_data_augment_reaches_the_training_set_only(tmp_path: Path) -> None:
+    from leadrrg.data.synth import synthesize
+    from leadrrg.train.distributed import DistContext
+    from leadrrg.train.task import build_task
+    from tests.test_train_helpers import tiny_config
+
+    data = synthesize(tmp_path / "data", {"train": 8, "val": 2, "test": 2}, size=32, seed=0)
+    for value in (True, False):
+        task = build_task(tiny_config(data, f"data.augment={str(value).lower()}"), DistContext())
+        assert task.train_dataset.augment is value and task.val_dataset.augment is False

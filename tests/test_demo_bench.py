@@ -90,3 +90,14 @@ def test_aggregate_and_table():
     assert aggregate([None, None]) == (None, None)
     results = {"a": {"0": {"test": {"bleu_4": 0.5}}, "1": {"test": {"bleu_4": 0.7}}}}
     assert "| a | 2 | 0.600 ± 0.141 |" in results_table(results, "test")
+
+
+def test_every_bench_variant_is_a_valid_config_of_the_demo_preset():
+    from leadrrg.commands.bench import VARIANTS
+    from leadrrg.config import apply_overrides, load_preset
+
+    for name, variant in VARIANTS.items():
+        trained = VARIANTS[variant.trained_as].overrides if variant.trained_as else variant.overrides
+        config = apply_overrides(load_preset("demo"), [*trained, *variant.decode])  # raises on a bad key
+        assert variant.trained_as is None or variant.trained_as in VARIANTS, name
+        assert config.train.max_steps > 0

@@ -104,3 +104,22 @@ def test_two_gloo_processes_warm_up_as_one_process(data_root, tmp_path):
         moved,
         gap,
     )  # trained, and the same training as batch 4 on one process
+
+
+@pytest.mark.parametrize("setting", [True, False])
+def test_stage1_reads_the_images_as_stored_when_told_and_the_joint_stage_augments(
+    data_root, tmp_path, setting
+):
+    config = tiny_config(data_root, *WARMUP, f"model.grounding.expert_warmup_augment={str(setting).lower()}")
+    task = build_task(config, DistContext())
+    assert task.train_dataset.augment  # data.augment=true
+    seen, forward = [], task.model.classification_forward
+
+    def spy(*args):
+        seen.append(task.train_dataset.augment)  # what the loader (no workers here) reads the images with
+        return forward(*args)
+
+    task.model.classification_forward = spy
+    warm_up_experts(task, tmp_path, DistContext(), contextlib.nullcontext)
+    assert seen == [setting] * 3
+    assert task.train_dataset.augment  # restored for the joint stage

@@ -183,3 +183,32 @@ def test_expert_threshold_binarizes_what_the_decoder_reads_and_keeps_the_soft_p(
     assert torch.equal(thresholded.expert_probs, soft)  # reports carry the experts' own p
     with pytest.raises(LeadrrgError, match="expert_threshold"):
         DecodeConfig(expert_threshold=1.0)
+
+
+def test_derive_no_finding_reads_no_finding_as_chexpert_defines_it():
+    from leadrrg.config import ExpertConfig
+
+    names = ["No Finding", "Cardiomegaly", "Edema", "Support Devices"]
+    config = tiny_config()
+    config.experts = ExpertConfig(names=names, hidden_size=16, num_heads=2)
+    model = build(config)
+    perturb_zero_init(model)
+    read = torch.tensor(
+        [[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 1.0, 1.0]]
+    )
+    derived = model.with_derived_no_finding(read)
+    assert derived[:, 0].tolist() == [0.0, 1.0, 1.0, 0.0]  # devices alone are still "no finding"
+    assert torch.equal(derived[:, 1:], read[:, 1:])
+    batch = tiny_batch()
+    images, views = batch["images"], batch["view_mask"]
+    normal = torch.tensor([[0.9, 0.8, 0.1, 0.0], [0.9, 0.1, 0.1, 0.0]])  # a flip left No Finding high
+    finding = torch.tensor([[0.1, 0.8, 0.1, 0.0], [0.9, 0.1, 0.1, 0.0]])
+    with torch.no_grad():
+        a = model.encode_study(images, views, expert_probs=normal, threshold=0.7, derive_no_finding=True)
+        b = model.encode_study(images, views, expert_probs=finding, threshold=0.7, derive_no_finding=True)
+        c = model.encode_study(images, views, expert_probs=normal, threshold=0.7)
+    assert torch.equal(a.expert_tokens, b.expert_tokens)  # the No Finding expert's own p no longer counts
+    assert not torch.equal(a.expert_tokens, c.expert_tokens)
+    assert torch.equal(a.expert_probs, normal)  # reports keep the experts' own p
+    # without a No Finding expert nothing changes
+    assert torch.equal(build(tiny_config()).with_derived_no_finding(read[:, :3]), read[:, :3])

@@ -208,6 +208,8 @@ class GroundingConfig:
     # the experts (two-stage classifiers as in RaDialog / CCD, in one pass)
     expert_warmup_steps: int = 600  # stage 1: steps of the vision encoder + experts alone on L_cls before
     # joint training (train/expert_warmup.py); 0: joint training only (the paper)
+    expert_warmup_augment: bool = True  # stage 1 augments its images when data.augment does; false: stage 1
+    # reads them as stored (sharper small signs for the experts) and only the joint stage augments
     detach_vision: bool = False  # stop the LM loss at the vision tokens too: only L_cls trains the vision
     # encoder (the decoder's visual prompt still goes through its trainable projector); needs experts
     balance: str = "none"  # expert BCE weights: none | context (each expert's label made independent of the
@@ -305,6 +307,10 @@ class DataConfig:
     skip_bad_images: bool = False  # skip unreadable images with a count instead of failing
     allow_outside_root: bool = False  # accept image paths that resolve (symlinks followed) outside `root`
     num_workers: int = 0  # DataLoader worker processes
+    # training images get a small random affine and brightness / contrast jitter (data/dataset.py). The demo
+    # preset turns it off: SynthCXR draws pose, exposure and noise per image already, and the resampling blurs
+    # the thin and small signs (docs/RESULTS.md)
+    augment: bool = True
 
     def __post_init__(self) -> None:
         _check_choice("data", "format", self.format, DATA_FORMATS)
@@ -414,6 +420,10 @@ class DecodeConfig:
     expert_threshold: float = 0.7  # > 0: the decoder reads each expert's p > threshold as 1, else 0 (the 0/1
     # evidence truth forcing trains it on); reports still carry the soft p. 0: the decoder reads p itself (a
     # decoder trained on its own p, truth_forcing=0 as in lead_paper, should)
+    derive_no_finding: bool = True  # with expert_threshold > 0 the decoder reads No Finding as CheXpert
+    # defines it (1 iff it reads no other finding but Support Devices), as in every label it was trained on,
+    # instead of the No Finding expert's own verdict; an override (flip, API) of one finding then cannot
+    # leave the decoder reading "normal study" beside it. false: the No Finding expert's thresholded p
     cache: str = (
         "dynamic"  # KV cache of greedy / sampled decoding: dynamic | static (preallocated; for compile)
     )
@@ -624,6 +634,7 @@ RUN_DEFAULTS_BEFORE_CHANGE: dict[tuple[str, ...], Any] = {
     ("model", "grounding", "balance"): "context",
     ("model", "grounding", "counterfactual"): 0.0,
     ("decode", "expert_threshold"): 0.0,
+    ("decode", "derive_no_finding"): False,
 }
 
 

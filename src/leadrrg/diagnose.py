@@ -12,7 +12,11 @@ On a split with ground-truth labels (SynthCXR: the image's truth), for the first
   else -> 1; the finding cycles through the 13 in a seeded order) and the report regenerated. The report
   follows when its reading of that finding changes to the flipped value (asserted iff flipped on:
   `flip_follow_rate`), and leaves the others alone when every other finding's reading is as in the
-  unflipped report (`flip_others_unchanged_rate`).
+  unflipped report (`flip_others_unchanged_rate`). Only that finding's p changes; the No Finding expert's p
+  is left as it was. A decoder that reads thresholded evidence with `decode.derive_no_finding` (the default)
+  reads No Finding from the other findings, as CheXpert defines it; with `derive_no_finding=false` a finding
+  switched on in a normal study sits beside a No Finding read as 1, a combination its training labels never
+  hold (docs/RESULTS.md measures both).
 
 The decoder's input is replaced through `generate_split(..., expert_probs=...)`, the same override a user has;
 nothing in the model is patched.

@@ -82,6 +82,17 @@ VARIANTS: dict[str, Variant] = {
         ("model.grounding.counterfactual=0",), about="no counterfactual studies (the lead_stage1 recipe)"
     ),
     "lead_no_stage1": Variant(("model.grounding.expert_warmup_steps=0",), about="joint training only"),
+    "lead_no_augment": Variant(
+        ("data.augment=false",), about="training images as stored (no random affine, no intensity jitter)"
+    ),
+    "lead_stage1_no_augment": Variant(
+        ("model.grounding.expert_warmup_augment=false",), about="stage 1 reads the images as stored"
+    ),
+    "lead_own_no_finding": Variant(
+        decode=("decode.derive_no_finding=false",),
+        trained_as="lead",
+        about="the decoder reads the No Finding expert's own verdict, not CheXpert's rule",
+    ),
     "lead_joint": Variant(
         (
             "model.grounding.expert_warmup_steps=0",

@@ -4,7 +4,7 @@ Geometry: each view is resized to fit `vision.image_size` keeping its aspect rat
 and centred on a black square (letterbox), so anatomy is not stretched; a square image is a plain resize.
 Then pixels in [0, 1] are normalised with `vision.mean` / `vision.std` and repeated to `vision.channels`.
 
-Augmentation (train=True only): a small random affine (rotation within 5 degrees, scale 0.95-1.05,
+Augmentation (train=True and augment=True, `data.augment`): a small random affine (rotation within 5 degrees, scale 0.95-1.05,
 shift within 4%) and brightness/contrast jitter within 10%, drawn from torch's global generator. A
 DataLoader seeds each worker's generator from its base seed (itself drawn from the main process's
 generator, or the DataLoader's `generator`), so with `torch.manual_seed` the stream is reproducible.
@@ -111,12 +111,14 @@ class StudyDataset(Dataset):
         skip_bad_images: bool = False,
         counterfactual: CounterfactualEditor | None = None,
         counterfactual_rate: float = 0.0,
+        augment: bool = True,
     ):
         if max_views < 1:
             raise LeadrrgError(f"max_views is {max_views}; expected at least 1")
         self.vision = vision
         self.max_views = max_views
         self.train = train
+        self.augment = train and augment
         self.skip_bad_images = skip_bad_images
         self.counterfactual = counterfactual if train and counterfactual_rate > 0 else None
         self.counterfactual_rate = counterfactual_rate
@@ -151,10 +153,10 @@ class StudyDataset(Dataset):
         return len(self.studies)
 
     def load_view(self, path: str) -> torch.Tensor:
-        """One image path -> (C, S, S) normalised tensor (augmented when training)."""
+        """One image path -> (C, S, S) normalised tensor (augmented when training with `augment`)."""
         size = self.vision.image_size
         image = letterbox(torch.from_numpy(load_image(path)), size)  # (S, S)
-        if self.train:
+        if self.augment:
             image = augment(image)
         image = (image - self.vision.mean) / self.vision.std
         return image[None].expand(self.vision.channels, size, size).contiguous()  # (C, S, S)

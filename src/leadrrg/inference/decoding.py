@@ -172,7 +172,11 @@ def generate_reports(
             if expert_probs is not None:
                 expert_probs = torch.as_tensor(expert_probs, dtype=torch.float32, device=images.device)
             context = model.encode_study(
-                images, view_mask, expert_probs=expert_probs, threshold=decode.expert_threshold
+                images,
+                view_mask,
+                expert_probs=expert_probs,
+                threshold=decode.expert_threshold,
+                derive_no_finding=decode.derive_no_finding,
             )
             inputs_embeds, prompt_mask = prompt_inputs(model, tokenizer, context)  # (B, P, D), (B, P)
             state = DecodeState(

@@ -183,12 +183,15 @@ class LeadModel(nn.Module):
         expert_labels: torch.Tensor | None = None,
         decoder_labels: torch.Tensor | None = None,
         threshold: float = 0.0,
+        derive_no_finding: bool = False,
     ) -> StudyContext:
         """images (B, V, C, H, W), view_mask (B, V) bool -> StudyContext (computed once per study).
         `expert_probs` (B, K) replaces the experts' probabilities for the decoder (oracle, flip, override);
         `expert_labels` / `decoder_labels` (B, 14 or K) are used in training only, for truth forcing (see
         `decoder_probs`). `threshold` > 0 (decode.expert_threshold): the decoder reads p > threshold as 1 and the
-        rest as 0, the 0/1 evidence truth forcing trained it on; the context keeps the soft p (reported)."""
+        rest as 0, the 0/1 evidence truth forcing trained it on; the context keeps the soft p (reported). With
+        `derive_no_finding` (decode.derive_no_finding) the thresholded No Finding is then set as CheXpert defines
+        it, as in every label the decoder was trained on: 1 iff no other finding but Support Devices reads 1."""
         vision = self.vision(images, view_mask)  # tokens (B, V*N, Dv), token_mask (B, V*N)
         prompt_source = vision.tokens
         if self.experts is not None and self.config.grounding.detach_vision:
@@ -202,6 +205,8 @@ class LeadModel(nn.Module):
         features, expert_logits = self.experts(vision.tokens, vision.token_mask)  # (B, K, De), (B, K)
         probs = self.decoder_probs(expert_logits, expert_probs, expert_labels, decoder_labels)  # (B, K)
         read = (probs > threshold).to(probs) if threshold > 0 else probs  # what the decoder reads
+        if threshold > 0 and derive_no_finding:
+            read = self.with_derived_no_finding(read)
         if self.config.grounding.detach_experts:
             features = features.detach()  # the LM loss stops here: only L_cls trains the experts
         if self.expert_input is not None:
@@ -213,6 +218,18 @@ class LeadModel(nn.Module):
             return StudyContext(visual_tokens, prompt_mask, expert_logits, probs)
         expert_tokens = self.expert_projections(features, read)  # Z (B, L, K, D)
         return StudyContext(visual_tokens, prompt_mask, expert_logits, probs, expert_tokens)
+
+    def with_derived_no_finding(self, read: torch.Tensor) -> torch.Tensor:
+        """0/1 evidence (B, K) -> the same with No Finding = 1 iff no expert other than No Finding and Support
+        Devices reads 1 (unchanged when the experts have no No Finding)."""
+        names = list(self.config.experts.names)
+        if "No Finding" not in names:
+            return read
+        column = names.index("No Finding")
+        findings = [i for i, name in enumerate(names) if name not in ("No Finding", "Support Devices")]
+        read = read.clone()
+        read[:, column] = 1.0 - read[:, findings].amax(dim=1) if findings else 1.0
+        return read
 
     def decoder_probs(
         self,

@@ -80,7 +80,9 @@ def warm_up_experts(
     optimizer, _ = build_optimizer(stage, schedule)
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     scaler = make_grad_scaler(config.train.precision, ctx.device)
-    loader, sampler = make_train_loader(task, ctx)
+    augment = task.train_dataset.augment  # restored for the joint stage
+    task.train_dataset.augment = augment and config.model.grounding.expert_warmup_augment
+    loader, sampler = make_train_loader(task, ctx)  # workers copy the dataset per epoch, with this setting
     log = open(run_dir / "logs.jsonl", "a", encoding="utf-8") if ctx.is_main else None  # noqa: SIM115
     bar = Progress(steps, "expert warm-up", unit="steps", enabled=ctx.is_main and not quiet)
     model.train()
@@ -130,6 +132,7 @@ def warm_up_experts(
                     window = []
             epoch += 1
     finally:
+        task.train_dataset.augment = augment
         bar.close()
         if log is not None:
             log.close()

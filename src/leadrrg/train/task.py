@@ -152,6 +152,7 @@ def build_task(
         skip_bad_images=skip,
         counterfactual=editor,
         counterfactual_rate=rate,
+        augment=config.data.augment,
     )
     val_dataset = (
         StudyDataset(val_studies, vision, max_views, train=False, skip_bad_images=skip)
