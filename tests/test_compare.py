@@ -45,7 +45,7 @@ def test_bootstrap_adds_intervals_beside_each_metric():
         low, high = metrics[f"{name}_ci"]
         assert low <= high
     assert "gt_ce14_micro_f1_ci" in metrics and "gt_omission_rate_ci" in metrics
-    assert metrics["meteor_ci"] is None and "not bootstrapped" in metrics["missing"]["meteor_ci"]
+    assert metrics["meteor_ci"] is None and "no METEOR score" in metrics["missing"]["meteor_ci"]
     assert "num_hallucinated_ci" not in metrics  # counts are not resampled
     assert metrics["meta"]["bootstrap"]["replicates"] == 50 and metrics["meta"]["bootstrap"]["seed"] == 1
     again = evaluate_predictions(RECORDS, meteor=False, label_fn=keyword_labeler, bootstrap=50, seed=1)

@@ -19,7 +19,7 @@ from leadrrg.metrics.clinical import ClinicalStatistics, ce_scores
 from leadrrg.metrics.hallucination import HallucinationStatistics, hallucination_scores
 from leadrrg.metrics.nlg import nlg_scores
 from leadrrg.metrics.nlg_stats import nlg_statistics
-from tests.test_metrics_nlg import GOLDEN, GOLDEN_EMPTY_LAST, HYPOTHESES, REFERENCES
+from tests.test_metrics_nlg import GOLDEN, GOLDEN_EMPTY_LAST, HAVE_JAVA, HYPOTHESES, REFERENCES
 
 NLG_NAMES = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider")
 
@@ -57,6 +57,38 @@ def test_a_replicate_equals_pycocoevalcap_on_the_resampled_set():
     scores = scores_of(nlg_statistics(RAW_REFERENCES, RAW_HYPOTHESES), weights)
     for name in NLG_NAMES:
         assert scores[name] == pytest.approx(expected[name], rel=1e-12, abs=1e-15), name
+
+
+@pytest.mark.skipif(not HAVE_JAVA, reason="METEOR needs java on PATH")
+def test_meteor_replicates_are_the_jars_own_score_of_the_resampled_set():
+    from leadrrg.metrics.nlg_stats import MeteorStatistics
+
+    statistics = MeteorStatistics(RAW_REFERENCES, RAW_HYPOTHESES)
+    ones = np.ones(len(RAW_REFERENCES))
+    assert scores_of([statistics], ones)["meteor"] == nlg_scores(RAW_REFERENCES, RAW_HYPOTHESES)["meteor"]
+    weights = np.array([3, 0, 1, 0, 2, 1, 0], dtype=np.float64)
+    drawn = np.repeat(np.arange(len(weights)), weights.astype(int))
+    expected = nlg_scores([RAW_REFERENCES[i] for i in drawn], [RAW_HYPOTHESES[i] for i in drawn])["meteor"]
+    assert scores_of([statistics], weights)["meteor"] == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.skipif(not HAVE_JAVA, reason="METEOR needs java on PATH")
+def test_evaluate_bootstraps_meteor_beside_the_other_metrics():
+    from leadrrg.evaluate import evaluate_predictions
+
+    records = [
+        {"id": f"s{i}", "reference": r, "generated": h}
+        for i, (r, h) in enumerate(zip(RAW_REFERENCES, RAW_HYPOTHESES))
+    ]
+    metrics = evaluate_predictions(
+        records,
+        bootstrap=40,
+        seed=0,
+        label_fn=lambda texts: np.full((len(texts), NUM_OBSERVATIONS), np.nan, dtype=np.float32),
+    )
+    low, high = metrics["meteor_ci"]
+    assert low <= metrics["meteor"] <= high and low < high
+    assert "meteor_ci" not in metrics["missing"]
 
 
 def random_labels(rng, n):

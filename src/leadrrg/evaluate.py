@@ -113,7 +113,7 @@ def bootstrap_statistics(
     cider: bool,
     chexbert_pair: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list:
-    """Per-study statistics of every bootstrapped metric: NLG (not METEOR); for every
+    """Per-study statistics of every bootstrapped metric: NLG (METEOR: `meteor_replicates`); for every
     ``prefix -> (reference labels, generated labels)``, CE and hallucination under that prefix; and
     CheXbert's CE (``chexbert14_*``) when `chexbert_pair` is given."""
     from leadrrg.metrics.clinical import ClinicalStatistics
@@ -140,10 +140,19 @@ def _chexbert_scores(chexbert_fn: LabelFn, references: list[str], generated: lis
     return scores, pair
 
 
-METEOR_CI_MISSING = (
-    "not bootstrapped: METEOR's corpus score is computed inside meteor-1.5.jar, so an interval would need "
-    "a jar run per replicate"
-)
+def meteor_replicates(
+    references: list[str], generated: list[str], bootstrap: int, seed: int
+) -> tuple[np.ndarray | None, str | None]:
+    """METEOR on the same `bootstrap` replicates as the other metrics (meteor-1.5.jar aggregates each one,
+    `metrics.nlg_stats.MeteorStatistics`): (values, None), or (None, reason) when the jar fails."""
+    from leadrrg.metrics.bootstrap import replicate_scores
+    from leadrrg.metrics.nlg_stats import MeteorStatistics
+
+    try:
+        statistics = MeteorStatistics(references, generated)
+        return replicate_scores([statistics], len(references), bootstrap, seed)["meteor"], None
+    except (OSError, ValueError) as exc:
+        return None, f"METEOR jar failed during the bootstrap ({type(exc).__name__}: {exc})"
 
 
 def _with_intervals(metrics: dict[str, Any], intervals: dict[str, list[float]]) -> dict[str, Any]:
@@ -177,9 +186,10 @@ def evaluate_predictions(
     when records carry ground-truth ``labels``), the nested per-observation dicts, ``missing``
     (metric -> reason) and ``meta`` (split, section, normalisation, number of studies, tool versions).
 
-    With ``bootstrap=R`` > 0, every scalar rate and score but METEOR gains ``<metric>_ci`` = [low, high],
+    With ``bootstrap=R`` > 0, every scalar rate and score gains ``<metric>_ci`` = [low, high],
     its 95% percentile interval over R study-level bootstrap replicates drawn with `seed`
-    (`metrics.bootstrap`); ``meteor_ci`` is None, with the reason in ``missing``.
+    (`metrics.bootstrap`); METEOR's replicates are aggregated by its jar, and ``meteor_ci`` is None (the
+    reason in ``missing``) when METEOR was not computed.
 
     `chexbert_fn` (e.g. `labeler.chexbert.CheXbertLabeler`) adds CE metrics from CheXbert's labels of
     the same reports, named ``chexbert14_*`` / ``chexbert5_*`` beside ours (never mixed into them)."""
@@ -213,8 +223,15 @@ def evaluate_predictions(
             chexbert_pair=chexbert_pair,
         )
         samples = replicate_scores(statistics, len(records), bootstrap, seed)
+        if metrics["meteor"] is not None:
+            values, reason = meteor_replicates(references, generated, bootstrap, seed)
+            if values is not None:
+                samples["meteor"] = values
+            else:
+                missing["meteor_ci"] = reason
+        else:
+            missing["meteor_ci"] = f"no METEOR score: {missing['meteor']}"
         metrics = _with_intervals(metrics, {name: percentile_interval(v) for name, v in samples.items()})
-        missing["meteor_ci"] = METEOR_CI_MISSING
 
     metrics["missing"] = missing
     metrics["meta"] = {

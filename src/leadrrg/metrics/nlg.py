@@ -141,6 +141,15 @@ def _stop_meteor() -> str:
     return _close_meteor(running[1]) if running is not None else ""
 
 
+def meteor_scorer() -> Any:
+    """The process's METEOR scorer (pycocoevalcap's wrapper over one JVM) on the `java` on PATH; OSError when
+    there is none or it cannot start."""
+    java = shutil.which("java")
+    if java is None:
+        raise FileNotFoundError("java not found on PATH")
+    return _meteor_scorer(os.path.realpath(java))
+
+
 def _meteor_score(gts: dict[int, list[str]], res: dict[int, list[str]]) -> tuple[float | None, str | None]:
     """METEOR through pycocoevalcap's wrapper: ``(score, None)``, or ``(None, reason)`` when Java is
     missing or the jar fails. Only the failures of the external tool are caught: a broken pipe or an

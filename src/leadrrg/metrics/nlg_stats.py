@@ -18,8 +18,12 @@ k times, as k copies under distinct ids would); with all weights 1 it gives `nlg
   of pycocoevalcap, which counts bigrams), so the counts are stored once as flat arrays and each
   replicate recomputes only the idf and three weighted sums per study and order.
 
-METEOR is not here: its score is a corpus aggregate computed inside meteor-1.5.jar from per-segment
-statistics, and reproducing it outside the jar is not exact; its interval is reported as missing.
+- **METEOR** is a corpus aggregate that meteor-1.5.jar computes from per-segment statistics, and
+  reproducing it outside the jar would not be exact. So the jar does both halves: each study's statistics
+  line (its ``SCORE`` answer) is computed once, and a replicate sends the jar one ``EVAL`` with every study's
+  line repeated as often as it was drawn; the jar's aggregate is the replicate's METEOR, with all weights 1
+  exactly pycocoevalcap's number (the same request it makes). `MeteorStatistics` needs the process's
+  METEOR JVM (`nlg`); an ``EVAL`` costs a few milliseconds, no alignment is redone.
 """
 
 from __future__ import annotations
@@ -159,12 +163,43 @@ class CiderStatistics:
         return {"cider": values}
 
 
+class MeteorStatistics:
+    """METEOR under study weights, aggregated by meteor-1.5.jar itself (see the module docstring). Raises
+    OSError / ValueError when the jar cannot answer (the caller reports the interval as missing)."""
+
+    def __init__(self, references: Sequence[str], hypotheses: Sequence[str]):
+        from leadrrg.metrics.nlg import meteor_scorer
+
+        self.scorer = meteor_scorer()
+        with self.scorer.lock:
+            self.lines = [  # the jar's statistics line of each study, as pycocoevalcap's compute_score asks
+                self.scorer._stat(normalize_report(h), [normalize_report(r)])
+                for r, h in zip(references, hypotheses, strict=True)
+            ]
+
+    def aggregate(self, counts: np.ndarray) -> float:
+        """The jar's corpus METEOR with study i's statistics counted counts[i] times."""
+        lines = [line for line, k in zip(self.lines, counts.astype(int)) for _ in range(k)]
+        process = self.scorer.meteor_p
+        with self.scorer.lock:
+            process.stdin.write(("EVAL" + "".join(f" ||| {line}" for line in lines) + "\n").encode())
+            process.stdin.flush()
+            for _ in lines:  # per-segment scores, then the aggregate
+                process.stdout.readline()
+            return float(process.stdout.readline().strip())
+
+    def scores(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        return {"meteor": np.array([self.aggregate(row) for row in weights])}
+
+
 def nlg_statistics(
-    references: Sequence[str], hypotheses: Sequence[str], *, cider: bool = True
-) -> list[BleuStatistics | RougeStatistics | CiderStatistics]:
-    """The per-study statistics of every NLG metric but METEOR (CIDEr left out with ``cider=False``,
-    e.g. when it is undefined because every reference is empty)."""
+    references: Sequence[str], hypotheses: Sequence[str], *, cider: bool = True, meteor: bool = False
+) -> list[BleuStatistics | RougeStatistics | CiderStatistics | MeteorStatistics]:
+    """The per-study statistics of the NLG metrics: BLEU and ROUGE-L; CIDEr unless ``cider=False`` (e.g.
+    when it is undefined because every reference is empty); METEOR with ``meteor=True`` (needs Java)."""
     statistics: list = [BleuStatistics(references, hypotheses), RougeStatistics(references, hypotheses)]
     if cider:
         statistics.append(CiderStatistics(references, hypotheses))
+    if meteor:
+        statistics.append(MeteorStatistics(references, hypotheses))
     return statistics
