@@ -24,7 +24,7 @@ from leadrrg.config import apply_overrides, load_preset
 from leadrrg.train.distributed import DistContext, resolve_device
 from leadrrg.train.loop import peak_memory_mb, set_learning_rates, train_step
 from leadrrg.train.optim import build_optimizer
-from leadrrg.train.task import build_task, make_train_loader, set_loader_epoch
+from leadrrg.train.task import build_task, make_train_loader, resolve_paths, set_loader_epoch
 
 
 def main() -> None:
@@ -45,7 +45,9 @@ def main() -> None:
 
     device = resolve_device(args.device)
     ctx = DistContext(device=device)
-    base = apply_overrides(load_preset(args.preset), [f"data.root={args.data}", *args.overrides])
+    base = resolve_paths(  # ~ in a preset's pretrained_path, as `leadrrg train` reads it
+        apply_overrides(load_preset(args.preset), [f"data.root={args.data}", *args.overrides])
+    )
     runs = {}
     fusions = [f.strip() for f in args.fusions.split(",") if f.strip()]
     if "layerwise" not in fusions or "none" not in fusions:
