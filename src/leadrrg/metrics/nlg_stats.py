@@ -193,13 +193,11 @@ class MeteorStatistics:
 
 
 def nlg_statistics(
-    references: Sequence[str], hypotheses: Sequence[str], *, cider: bool = True, meteor: bool = False
-) -> list[BleuStatistics | RougeStatistics | CiderStatistics | MeteorStatistics]:
-    """The per-study statistics of the NLG metrics: BLEU and ROUGE-L; CIDEr unless ``cider=False`` (e.g.
-    when it is undefined because every reference is empty); METEOR with ``meteor=True`` (needs Java)."""
+    references: Sequence[str], hypotheses: Sequence[str], *, cider: bool = True
+) -> list[BleuStatistics | RougeStatistics | CiderStatistics]:
+    """The per-study statistics of the NLG metrics but METEOR (`MeteorStatistics`, which needs Java): BLEU and
+    ROUGE-L; CIDEr unless ``cider=False`` (e.g. when it is undefined because every reference is empty)."""
     statistics: list = [BleuStatistics(references, hypotheses), RougeStatistics(references, hypotheses)]
     if cider:
         statistics.append(CiderStatistics(references, hypotheses))
-    if meteor:
-        statistics.append(MeteorStatistics(references, hypotheses))
     return statistics
