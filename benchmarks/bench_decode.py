@@ -4,10 +4,13 @@ and of Hugging Face `generate()` on the same base decoder with the same prompt e
     .venv/bin/python benchmarks/bench_decode.py [--run RUN] [--batch-sizes 1 16] [--new-tokens 64] [--repeats 5]
                                                 [--threads 1] [--device cpu] [--set model.decoder.hidden_size=512]
                                                 [--cache static] [--compile] [--bandwidth-mb 1024]
+                                                [--dtype bfloat16]
 
 With batch 1 it also prints, from the same run, the measured memory read bandwidth (the median time to sum a
 large float32 tensor), the bound it puts on batch-1 decoding (bandwidth / decoder weight bytes read per token)
-and the share of that bound our LEAD decoding reaches.
+and the share of that bound our LEAD decoding reaches. `--dtype bfloat16` / `float16` decodes with the language
+model in that precision (`decode.dtype`, as `leadrrg generate --set decode.dtype=...` loads a run): half the bytes
+per token, so the bound doubles; the share of the float32 bound is printed beside it.
 
 Models: the `demo` preset's model (random init, the zero-initialised projections W^l given small random values
 so that injection is active), or the run given with --run (its `none` twin then has the same architecture, random
@@ -180,6 +183,12 @@ def main() -> None:
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile our one-token step")
     parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default="float32",
+        help="the language model's weights and compute (decode.dtype)",
+    )
+    parser.add_argument(
         "--bandwidth-mb", type=int, default=1024, help="tensor summed to measure read bandwidth"
     )
     parser.add_argument(
@@ -190,11 +199,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     lead, none, tokenizer = build_models(args.run, device, args.overrides)
+    float32_weights = weight_bytes_per_token(lead)
+    for model in (lead, none):
+        model.lm.to(getattr(torch, args.dtype))
     config = lead.config
     print(
         f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}; decoder "
         f"{config.decoder.backbone} {config.decoder.num_layers}x{config.decoder.hidden_size}, "
-        f"{config.experts.num_experts} experts, vocab {tokenizer.vocab_size}; {args.new_tokens} new tokens, "
+        f"{config.experts.num_experts} experts, vocab {tokenizer.vocab_size}, {args.dtype}; "
+        f"{args.new_tokens} new tokens, "
         f"median of {args.repeats}"
     )
     rows = {
@@ -249,6 +262,12 @@ def main() -> None:
             f"decoder weights read per token {weights / 1e6:.0f} MB; bound {bound:.1f} tokens/s at batch 1; "
             f"ours layerwise {reached:.1f} tokens/s = {100 * reached / bound:.0f}% of it"
         )
+        if weights != float32_weights:
+            float32_bound = bandwidth / float32_weights
+            print(
+                f"against the float32 weights ({float32_weights / 1e6:.0f} MB, bound {float32_bound:.1f} "
+                f"tokens/s): {100 * reached / float32_bound:.0f}%"
+            )
 
 
 if __name__ == "__main__":

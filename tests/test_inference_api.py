@@ -18,6 +18,7 @@ from leadrrg.data.manifests import Study
 from leadrrg.errors import LeadrrgError
 from leadrrg.inference.evidence import compact_evidence, expert_weights, token_pieces
 from leadrrg.inference.inputs import to_gray, view_tensor
+from leadrrg.inference.steps import CachedDecoder, prompt_inputs
 from leadrrg.predict import generate_split
 from tests.fixtures_data import make_jsonl, write_png
 from tests.test_generate_cli import write_tiny_run
@@ -103,6 +104,35 @@ def test_decode_overrides_and_their_errors(generator, images):
         generator.generate(np.full((8, 8), 3.0, dtype=np.float32))
     with pytest.raises(LeadrrgError, match="does not exist"):
         leadrrg.load(images[0].parent / "nope")
+
+
+def _first_logits(generator, image) -> torch.Tensor:
+    """The next-token logits after the prompt, as the decoding loops get them."""
+    views, view_mask = generator.prepare(image)
+    model = generator.model
+    with torch.inference_mode():
+        context = model.encode_study(views[None], view_mask[None])
+        embeds, prompt_mask = prompt_inputs(model, generator.tokenizer, context)
+        with model.injecting(context):
+            return CachedDecoder(model, prompt_mask, max_new_tokens=1).prefill(embeds)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_decoding_casts_the_language_model_only(run_dir, generator, images, dtype):
+    half = leadrrg.load(run_dir, device="cpu", overrides=[f"decode.dtype={dtype}"])
+    assert {p.dtype for p in half.model.lm.parameters()} == {getattr(torch, dtype)}
+    rest = [p for name, p in half.model.named_parameters() if not name.startswith("lm.")]
+    assert rest and all(p.dtype == torch.float32 for p in rest)  # vision encoder, experts, projections
+    full_logits, half_logits = _first_logits(generator, images[0]), _first_logits(half, images[0])
+    assert half_logits.dtype == torch.float32
+    assert not torch.equal(half_logits, full_logits)  # the decoder did run in half precision
+    torch.testing.assert_close(half_logits, full_logits, atol=0.05 * full_logits.abs().max().item(), rtol=0)
+    result = half.generate(images[0])
+    assert result.report and result.expert_probs == generator.generate(images[0]).expert_probs
+    with pytest.raises(LeadrrgError, match="cast when the run was loaded"):
+        half.generate(images[0], dtype="float32")
+    with pytest.raises(LeadrrgError, match=r"decode\.dtype"):
+        leadrrg.load(run_dir, device="cpu", overrides=["decode.dtype=int8"])
 
 
 def test_expert_probability_override_reaches_the_result(generator, images):

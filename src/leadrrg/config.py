@@ -430,10 +430,14 @@ class DecodeConfig:
     compile: bool = (
         False  # torch.compile the one-token decoding step (with cache=static; CUDA graphs on GPUs)
     )
+    dtype: str = "float32"  # the language model's weights and compute when a run is loaded for decoding:
+    # float32 (as trained) | bfloat16 | float16. Half the bytes to read per token: batch-1 decoding is bound by
+    # reading the weights. The vision encoder and the experts stay float32; greedy tokens may differ from float32
 
     def __post_init__(self) -> None:
         _check_choice("decode", "strategy", self.strategy, STRATEGIES)
         _check_choice("decode", "cache", self.cache, ("dynamic", "static"))
+        _check_choice("decode", "dtype", self.dtype, ("float32", "bfloat16", "float16"))
         _check_positive("decode", "num_beams", self.num_beams)
         _check_positive("decode", "max_new_tokens", self.max_new_tokens)
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:

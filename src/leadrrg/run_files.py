@@ -254,6 +254,8 @@ def load_run(
     load_model_weights(model, run_dir / MODEL_FILE)
     warn_if_unfinished(run_dir, config)
     model.to(device).eval()
+    if config.decode.dtype != "float32":  # decoding only: the language model in half precision
+        model.lm.to(getattr(torch, config.decode.dtype))
     return model, tokenizer, config
 
 

@@ -135,6 +135,11 @@ class ReportGenerator:
         unknown = sorted(set(overrides) - fields)
         if unknown:
             raise LeadrrgError(f"unknown decode setting(s) {unknown}; expected some of {sorted(fields)}")
+        if overrides.get("dtype", self.config.decode.dtype) != self.config.decode.dtype:
+            raise LeadrrgError(
+                f"decode setting dtype={overrides['dtype']!r}: the weights were cast when the run was loaded "
+                f"({self.config.decode.dtype}); expected leadrrg.load(run, overrides=['decode.dtype=...'])"
+            )
         return dataclasses.replace(self.config.decode, **overrides)
 
     # ----------------------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ class CachedDecoder:
             logits_to_keep=1,
         )
         self.cache = out.past_key_values
-        return out.logits[:, -1]
+        return out.logits[:, -1].float()  # float32 logits also from a half-precision model (decode.dtype)
 
     def step(self, token_ids: torch.Tensor) -> torch.Tensor:
         """token_ids (B,) -> next-token logits (B, vocab); the cache grows by one position."""
@@ -95,7 +95,7 @@ class CachedDecoder:
                 embeds, self.mask[:, : self.length], past_key_values=self.cache, use_cache=True
             )
         self.cache = out.past_key_values
-        return out.logits[:, -1]
+        return out.logits[:, -1].float()
 
     def repeat_interleave(self, repeats: int) -> None:
         """Each row repeated `repeats` times (beam search: B studies -> B * num_beams beams)."""
