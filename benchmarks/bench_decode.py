@@ -8,7 +8,9 @@ and of Hugging Face `generate()` on the same base decoder with the same prompt e
 
 With batch 1 it also prints, from the same run, the measured memory read bandwidth (the median time to sum a
 large float32 tensor), the bound it puts on batch-1 decoding (bandwidth / decoder weight bytes read per token)
-and the share of that bound our LEAD decoding reaches. `--dtype bfloat16` / `float16` decodes with the language
+and the share of that bound our LEAD decoding reaches; then how fast `F.linear` alone reads the same weights at
+batch 1 (the BLAS kernel's ceiling: on a CPU whose matrix-vector product reads well below the bandwidth, that
+ceiling, not Python overhead, is what limits the share). `--dtype bfloat16` / `float16` decodes with the language
 model in that precision (`decode.dtype`, as `leadrrg generate --set decode.dtype=...` loads a run): half the bytes
 per token, so the bound doubles; the share of the float32 bound is printed beside it.
 
@@ -91,6 +93,35 @@ def read_bandwidth(device: torch.device, megabytes: int = 1024, repeats: int = 5
     return values.numel() * values.element_size() / statistics.median(times)
 
 
+def linear_read_rate(model, device: torch.device, repeats: int = 5) -> float:
+    """Bytes/s at which `F.linear` alone reads the language model's linear weights at batch 1 (every nn.Linear
+    of the LM once, each on a fresh (1, in) input of its dtype; nothing else): the ceiling the BLAS kernel puts
+    on batch-1 decoding, below the memory bound when its matrix-vector product does not reach the bandwidth."""
+    import torch.nn.functional as F
+
+    linears = [m for m in model.lm.modules() if isinstance(m, torch.nn.Linear)]
+    inputs = {
+        (m.in_features, m.weight.dtype): torch.randn(1, m.in_features, device=device, dtype=m.weight.dtype)
+        for m in linears
+    }
+    total = sum(m.weight.numel() * m.weight.element_size() for m in linears)
+
+    def run() -> None:
+        with torch.inference_mode():
+            for m in linears:
+                F.linear(inputs[(m.in_features, m.weight.dtype)], m.weight)
+
+    run()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        run()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return total / statistics.median(times)
+
+
 def weight_bytes_per_token(model) -> int:
     """Bytes of decoder weights read per decoding step at batch 1: every LM parameter once (tied ones once),
     except the input embedding table when it is not the output head (one row of it is read)."""
@@ -124,11 +155,25 @@ def ours(
     return sum(len(report.token_ids) for report in reports)
 
 
+def encode_like_ours(model, images, view_mask):
+    """The StudyContext `generate_reports` builds with the default decode settings (the expert threshold and
+    the derived No Finding), so that HF's rows decode from the same evidence as ours."""
+    from leadrrg.config import DecodeConfig
+
+    decode = DecodeConfig()
+    return model.encode_study(
+        images,
+        view_mask,
+        threshold=decode.expert_threshold,
+        derive_no_finding=decode.derive_no_finding,
+    )
+
+
 @torch.inference_mode()
 def hf(model, tokenizer, images, view_mask, new_tokens: int) -> int:
     from leadrrg.inference.decoding import prompt_inputs
 
-    context = model.encode_study(images, view_mask)
+    context = encode_like_ours(model, images, view_mask)
     inputs_embeds, mask = prompt_inputs(model, tokenizer, context)
     with model.injecting(context):  # a no-op scope for fusion=none
         out = model.lm.generate(
@@ -153,7 +198,7 @@ def check_same_tokens(model, tokenizer, images, view_mask, new_tokens: int) -> b
     decode = DecodeConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
     ours_ids = [r.token_ids for r in generate_reports(model, tokenizer, images, view_mask, decode)]
     with torch.inference_mode():
-        context = model.encode_study(images, view_mask)
+        context = encode_like_ours(model, images, view_mask)
         inputs_embeds, mask = prompt_inputs(model, tokenizer, context)
         with model.injecting(context):
             hf_ids = model.lm.generate(
@@ -261,6 +306,12 @@ def main() -> None:
             f"read bandwidth {bandwidth / 1e9:.1f} GB/s (sum of a {args.bandwidth_mb} MiB float32 tensor); "
             f"decoder weights read per token {weights / 1e6:.0f} MB; bound {bound:.1f} tokens/s at batch 1; "
             f"ours layerwise {reached:.1f} tokens/s = {100 * reached / bound:.0f}% of it"
+        )
+        kernel = linear_read_rate(lead, device)
+        print(
+            f"F.linear alone reads these weights at {kernel / 1e9:.1f} GB/s at batch 1 "
+            f"({100 * kernel / bandwidth:.0f}% of the read bandwidth): a ceiling of {kernel / weights:.1f} "
+            f"tokens/s before any other op"
         )
         if weights != float32_weights:
             float32_bound = bandwidth / float32_weights
