@@ -82,6 +82,10 @@ VARIANTS: dict[str, Variant] = {
         ("model.grounding.counterfactual=0",), about="no counterfactual studies (the lead_stage1 recipe)"
     ),
     "lead_no_stage1": Variant(("model.grounding.expert_warmup_steps=0",), about="joint training only"),
+    "lead_long_stage1": Variant(
+        ("model.grounding.expert_warmup_steps=3600",),
+        about="a 3,600-step stage 1 (12x the demo's): where the experts alone reach AUROC 0.90 on shift_test",
+    ),
     "lead_no_augment": Variant(
         ("data.augment=false",), about="training images as stored (no random affine, no intensity jitter)"
     ),
