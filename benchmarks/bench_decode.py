@@ -155,25 +155,12 @@ def ours(
     return sum(len(report.token_ids) for report in reports)
 
 
-def encode_like_ours(model, images, view_mask):
-    """The StudyContext `generate_reports` builds with the default decode settings (the expert threshold and
-    the derived No Finding), so that HF's rows decode from the same evidence as ours."""
-    from leadrrg.config import DecodeConfig
-
-    decode = DecodeConfig()
-    return model.encode_study(
-        images,
-        view_mask,
-        threshold=decode.expert_threshold,
-        derive_no_finding=decode.derive_no_finding,
-    )
-
-
 @torch.inference_mode()
 def hf(model, tokenizer, images, view_mask, new_tokens: int) -> int:
-    from leadrrg.inference.decoding import prompt_inputs
+    from leadrrg.config import DecodeConfig
+    from leadrrg.inference.steps import decoding_context, prompt_inputs
 
-    context = encode_like_ours(model, images, view_mask)
+    context = decoding_context(model, images, view_mask, DecodeConfig())  # as ours decodes
     inputs_embeds, mask = prompt_inputs(model, tokenizer, context)
     with model.injecting(context):  # a no-op scope for fusion=none
         out = model.lm.generate(
@@ -193,12 +180,13 @@ def hf(model, tokenizer, images, view_mask, new_tokens: int) -> int:
 def check_same_tokens(model, tokenizer, images, view_mask, new_tokens: int) -> bool:
     """Our greedy tokens equal HF generate()'s on the same model and prompt."""
     from leadrrg.config import DecodeConfig
-    from leadrrg.inference.decoding import generate_reports, prompt_inputs
+    from leadrrg.inference.decoding import generate_reports
+    from leadrrg.inference.steps import decoding_context, prompt_inputs
 
     decode = DecodeConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
     ours_ids = [r.token_ids for r in generate_reports(model, tokenizer, images, view_mask, decode)]
     with torch.inference_mode():
-        context = encode_like_ours(model, images, view_mask)
+        context = decoding_context(model, images, view_mask, decode)  # as ours decodes
         inputs_embeds, mask = prompt_inputs(model, tokenizer, context)
         with model.injecting(context):
             hf_ids = model.lm.generate(

@@ -45,6 +45,7 @@ from leadrrg.inference.steps import (
     DecodeState,
     Hypotheses,
     LogitsProcessor,
+    decoding_context,
     prompt_inputs,
     sample_next,
     take_evidence,
@@ -171,13 +172,7 @@ def generate_reports(
             images, view_mask = images.to(_device(model)), view_mask.to(_device(model))
             if expert_probs is not None:
                 expert_probs = torch.as_tensor(expert_probs, dtype=torch.float32, device=images.device)
-            context = model.encode_study(
-                images,
-                view_mask,
-                expert_probs=expert_probs,
-                threshold=decode.expert_threshold,
-                derive_no_finding=decode.derive_no_finding,
-            )
+            context = decoding_context(model, images, view_mask, decode, expert_probs)
             inputs_embeds, prompt_mask = prompt_inputs(model, tokenizer, context)  # (B, P, D), (B, P)
             state = DecodeState(
                 model,

@@ -108,6 +108,18 @@ class CachedDecoder:
         self.mask = self.mask.index_select(0, rows)
 
 
+def decoding_context(model, images, view_mask, decode: DecodeConfig, expert_probs=None):
+    """The StudyContext the decoder reads: the experts' p (or `expert_probs` (B, K)), thresholded and with No
+    Finding derived as `decode` says (`expert_threshold`, `derive_no_finding`)."""
+    return model.encode_study(
+        images,
+        view_mask,
+        expert_probs=expert_probs,
+        threshold=decode.expert_threshold,
+        derive_no_finding=decode.derive_no_finding,
+    )
+
+
 def prompt_inputs(model, tokenizer, context) -> tuple[torch.Tensor, torch.Tensor]:
     """[BOS, visual tokens, "Findings:"] for every study: -> inputs_embeds (B, P, D), attention mask (B, P)."""
     batch = context.visual_tokens.shape[0]
