@@ -42,13 +42,13 @@ def build_models(run: str | None, device: torch.device, overrides: list[str] = (
     import numpy as np
 
     from leadrrg.config import InjectionConfig, apply_overrides, load_preset
-    from leadrrg.data.synth import sample_findings
-    from leadrrg.data.synth_reports import write_report
+    from leadrrg.data.synth.generate import sample_findings
+    from leadrrg.data.synth.reports import write_report
+    from leadrrg.data.tokenizer import ReportTokenizer
     from leadrrg.model.lead import LeadModel
-    from leadrrg.tokenizer import ReportTokenizer
 
     if run:
-        from leadrrg.train import load_run
+        from leadrrg.runs.files import load_run
 
         lead, tokenizer, config = load_run(run, device=device)
         model_config = config.model

@@ -38,10 +38,10 @@ def build(fusion: str, device: torch.device, dtype: torch.dtype):
     import numpy as np
 
     from leadrrg.config import apply_overrides, load_preset
-    from leadrrg.data.synth import sample_findings
-    from leadrrg.data.synth_reports import write_report
+    from leadrrg.data.synth.generate import sample_findings
+    from leadrrg.data.synth.reports import write_report
+    from leadrrg.data.tokenizer import ReportTokenizer
     from leadrrg.model.lead import LeadModel
-    from leadrrg.tokenizer import ReportTokenizer
 
     config = apply_overrides(load_preset("demo"), [*SMOLLM2_135M, f"model.injection.fusion={fusion}"])
     rng = np.random.default_rng(0)

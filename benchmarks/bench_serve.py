@@ -32,8 +32,8 @@ CONCURRENCY = (1, 4, 16)
 def synth_images(folder: Path, count: int) -> list[Path]:
     from PIL import Image
 
-    from leadrrg.data.synth import make_study
-    from leadrrg.data.synth_types import SynthConfig
+    from leadrrg.data.synth.generate import make_study
+    from leadrrg.data.synth.types import SynthConfig
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -49,9 +49,10 @@ def untrained_demo_run(folder: Path) -> Path:
     import torch
 
     from leadrrg.config import load_preset
+    from leadrrg.data.tokenizer import ReportTokenizer
     from leadrrg.model.lead import LeadModel
-    from leadrrg.tokenizer import ReportTokenizer
-    from leadrrg.train.checkpoint import init_run_dir, save_model_weights
+    from leadrrg.runs.files import save_model_weights
+    from leadrrg.train.checkpoint import init_run_dir
 
     config = load_preset("demo")
     texts = ["the heart size is normal. the lungs are clear. no pleural effusion or pneumothorax."] * 50
@@ -70,7 +71,7 @@ def free_port() -> int:
 
 
 def start_server(run: Path, port: int, threads: int, max_batch: int, max_wait_ms: float) -> subprocess.Popen:
-    from leadrrg.inference.client import request
+    from leadrrg.serve.client import request
 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     command = [sys.executable, "-m", "leadrrg", "serve", "--run", str(run), "--host", "127.0.0.1", "--port", str(port),
@@ -92,14 +93,14 @@ def start_server(run: Path, port: int, threads: int, max_batch: int, max_wait_ms
 
 
 def served_counts(url: str) -> tuple[int, int]:
-    from leadrrg.inference.client import request
+    from leadrrg.serve.client import request
 
     service = request(url + "/v1/model")[1]["service"]
     return service["batches"], service["studies"]
 
 
 def load_level(url: str, files: list[tuple[str, bytes]], concurrency: int, requests: int) -> dict:
-    from leadrrg.inference.client import post_report
+    from leadrrg.serve.client import post_report
 
     batches, studies = served_counts(url)
 
@@ -126,7 +127,7 @@ def load_level(url: str, files: list[tuple[str, bytes]], concurrency: int, reque
 
 
 def burst(url: str, files: list[tuple[str, bytes]], size: int = 16) -> dict:
-    from leadrrg.inference.client import post_report
+    from leadrrg.serve.client import post_report
 
     bad = set(range(2, size, 5))
     payloads = [[("corrupt.png", b"\x89PNG\r\n\x1a\n" + os.urandom(200))] if i in bad else [files[i % len(files)]]

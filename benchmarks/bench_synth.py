@@ -15,8 +15,8 @@ from pathlib import Path
 
 
 def bench_single(size: int, studies: int, out: Path) -> tuple[float, float]:
-    from leadrrg.data.synth import SynthConfig, _png_bytes, make_study, sample_findings
-    from leadrrg.data.synth_render import render_image
+    from leadrrg.data.synth.generate import SynthConfig, _png_bytes, make_study, sample_findings
+    from leadrrg.data.synth.render import render_image
 
     config = SynthConfig()
     make_study("train", 0, size, 0, config)  # warm up (imports, caches)
@@ -40,7 +40,7 @@ def bench_single(size: int, studies: int, out: Path) -> tuple[float, float]:
 
 
 def bench_pool(size: int, studies: int, workers: int, out: Path) -> float:
-    from leadrrg.data.synth import synthesize
+    from leadrrg.data.synth.generate import synthesize
 
     start = time.perf_counter()
     synthesize(out / f"pool_{size}", {"train": studies}, size=size, seed=0, workers=workers)

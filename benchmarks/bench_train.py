@@ -20,11 +20,12 @@ import time
 
 import torch
 
+from leadrrg.collectives import DistContext
 from leadrrg.config import apply_overrides, load_preset
-from leadrrg.train.distributed import DistContext, resolve_device
-from leadrrg.train.loop import peak_memory_mb, set_learning_rates, train_step
-from leadrrg.train.optim import build_optimizer
-from leadrrg.train.task import build_task, make_train_loader, resolve_paths, set_loader_epoch
+from leadrrg.train.build import build_task, make_train_loader, resolve_paths, set_loader_epoch
+from leadrrg.train.distributed import resolve_device
+from leadrrg.train.optim import build_optimizer, set_learning_rates
+from leadrrg.train.step import peak_memory_mb, train_step
 
 
 def main() -> None:

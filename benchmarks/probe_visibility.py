@@ -15,9 +15,9 @@ import argparse
 import numpy as np
 
 from leadrrg.constants import OBSERVATIONS
-from leadrrg.data.synth_prior import findings_from_labels
-from leadrrg.data.synth_render import render_image
-from leadrrg.data.synth_types import Findings, SynthConfig
+from leadrrg.data.synth.prior import findings_from_labels
+from leadrrg.data.synth.render import render_image
+from leadrrg.data.synth.types import Findings, SynthConfig
 
 
 def main() -> None:

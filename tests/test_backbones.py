@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from leadrrg import backbones
-from leadrrg.backbones import SMOLLM2, is_complete, prepare_smollm2, prepare_wheel_backbone, smollm2_dir
 from leadrrg.cli import main
 from leadrrg.errors import LeadrrgError
+from leadrrg.runs import backbones
+from leadrrg.runs.backbones import SMOLLM2, is_complete, prepare_smollm2, prepare_wheel_backbone, smollm2_dir
 
 gguf = pytest.importorskip("gguf")
 

@@ -12,8 +12,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from leadrrg.errors import LeadrrgError
+from leadrrg.runs.files import load_model_weights, load_run, save_model_weights
 from leadrrg.train import checkpoint as ckpt
-from leadrrg.train import load_run, train
+from leadrrg.train.loop import train
 from tests.test_train_helpers import make_synth, tiny_config
 
 
@@ -58,9 +59,9 @@ def test_run_directory_layout(trained_run):
 
 
 def test_load_run_gives_identical_logits(trained_run, data_root):
+    from leadrrg.collectives import DistContext
     from leadrrg.data.collate import move_batch
-    from leadrrg.train.distributed import DistContext
-    from leadrrg.train.task import build_task, make_val_loader
+    from leadrrg.train.build import build_task, make_val_loader
 
     run_dir, _ = trained_run
     model, tokenizer, config = load_run(run_dir)
@@ -100,23 +101,23 @@ class Frozen(nn.Module):
 
 def test_weights_skip_frozen_and_tied_and_load_strictly(tmp_path):
     model = Frozen()
-    ckpt.save_model_weights(model, tmp_path / "m.safetensors")
+    save_model_weights(model, tmp_path / "m.safetensors")
     saved = load_file(tmp_path / "m.safetensors")
     assert sorted(saved) == ["head.weight", "running"]  # base frozen, embed.weight an alias of head.weight
     other = Frozen()
     other.base.load_state_dict(model.base.state_dict())
-    ckpt.load_model_weights(other, tmp_path / "m.safetensors")
+    load_model_weights(other, tmp_path / "m.safetensors")
     assert torch.equal(other.head.weight, model.embed.weight) and other.head.weight is other.embed.weight
     # Strict: an unexpected key or a missing trainable key is an error naming the keys.
     save_file({**saved, "extra.weight": torch.zeros(1)}, tmp_path / "extra.safetensors")
     with pytest.raises(LeadrrgError, match="unexpected keys \\['extra.weight'\\]"):
-        ckpt.load_model_weights(other, tmp_path / "extra.safetensors")
+        load_model_weights(other, tmp_path / "extra.safetensors")
     save_file({"running": saved["running"]}, tmp_path / "missing.safetensors")
     with pytest.raises(LeadrrgError, match="2 missing keys \\['embed.weight', 'head.weight'\\]"):
-        ckpt.load_model_weights(other, tmp_path / "missing.safetensors")
+        load_model_weights(other, tmp_path / "missing.safetensors")
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(LeadrrgError, match="not a readable safetensors"):
-        ckpt.load_model_weights(other, tmp_path / "bad.safetensors")
+        load_model_weights(other, tmp_path / "bad.safetensors")
 
 
 def test_optimizer_and_rng_state_round_trip(tmp_path):

@@ -16,7 +16,7 @@ transformers = pytest.importorskip("transformers")
 from leadrrg import cli  # noqa: E402
 from leadrrg.constants import OBSERVATIONS  # noqa: E402
 from leadrrg.errors import LeadrrgError  # noqa: E402
-from leadrrg.evaluate import evaluate_predictions  # noqa: E402
+from leadrrg.evaluation.evaluate import evaluate_predictions  # noqa: E402
 from leadrrg.labeler.chexbert import CHEXBERT_ORDER, CheXbertLabeler, build_model  # noqa: E402
 from tests.test_evaluate import RECORDS, keyword_labeler, write_jsonl  # noqa: E402
 

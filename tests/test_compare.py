@@ -8,9 +8,9 @@ import json
 import pytest
 
 from leadrrg import cli
-from leadrrg.comparison import compare_predictions
 from leadrrg.errors import LeadrrgError
-from leadrrg.evaluate import evaluate_predictions
+from leadrrg.evaluation.compare import compare_predictions
+from leadrrg.evaluation.evaluate import evaluate_predictions
 from tests.test_evaluate import RECORDS, keyword_labeler, write_jsonl
 
 REFERENCES = [

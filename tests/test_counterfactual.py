@@ -70,9 +70,9 @@ def test_no_edit_when_no_checked_edit_exists():
 
 
 def test_only_a_decoder_that_reads_the_experts_gets_counterfactual_studies(tmp_path):
-    from leadrrg.data.synth import synthesize
-    from leadrrg.train.distributed import DistContext
-    from leadrrg.train.task import build_task
+    from leadrrg.collectives import DistContext
+    from leadrrg.data.synth.generate import synthesize
+    from leadrrg.train.build import build_task
     from tests.test_train_helpers import tiny_config
 
     with pytest.raises(LeadrrgError, match=r"\[0, 1\)"):
@@ -118,7 +118,7 @@ def test_training_items_are_edited_at_the_rate_and_nothing_else_is(tmp_path):
     from leadrrg.config import DataConfig, VisionConfig
     from leadrrg.data.dataset import StudyDataset
     from leadrrg.data.manifests import load_studies
-    from leadrrg.data.synth import synthesize
+    from leadrrg.data.synth.generate import synthesize
 
     root = synthesize(tmp_path / "data", {"train": 40, "val": 2, "test": 2}, size=32, seed=0)
     studies = load_studies(DataConfig(format="synth", root=str(root)), "train")
@@ -148,7 +148,7 @@ def test_training_items_are_edited_at_the_rate_and_nothing_else_is(tmp_path):
 
 def test_a_run_trains_with_counterfactual_studies(tmp_path):
     from leadrrg.cli import main
-    from leadrrg.data.synth import synthesize
+    from leadrrg.data.synth.generate import synthesize
     from tests.test_train_helpers import TINY_MODEL, TINY_TRAIN
 
     data = synthesize(tmp_path / "data", {"train": 8, "val": 4, "test": 2}, size=64, seed=0)

@@ -110,9 +110,9 @@ def test_bad_images_raise_or_are_skipped_with_a_count(tmp_path: Path) -> None:
 
 
 def test_data_augment_reaches_the_training_set_only(tmp_path: Path) -> None:
-    from leadrrg.data.synth import synthesize
-    from leadrrg.train.distributed import DistContext
-    from leadrrg.train.task import build_task
+    from leadrrg.collectives import DistContext
+    from leadrrg.data.synth.generate import synthesize
+    from leadrrg.train.build import build_task
     from tests.test_train_helpers import tiny_config
 
     data = synthesize(tmp_path / "data", {"train": 8, "val": 2, "test": 2}, size=32, seed=0)

@@ -12,9 +12,10 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from leadrrg.train.checkpoint import weights_to_save
-from leadrrg.train.distributed import DistContext, EpochShardSampler, epoch_seed
-from leadrrg.train.task import build_task
+from leadrrg.collectives import DistContext
+from leadrrg.runs.files import weights_to_save
+from leadrrg.train.build import build_task
+from leadrrg.train.distributed import EpochShardSampler, epoch_seed
 from tests.test_train_helpers import make_synth, tiny_config
 
 # Reports of unequal lengths (not truncated): the step's LM loss is the mean over every token of the global
@@ -47,7 +48,8 @@ def _worker(
         WORLD_SIZE=str(world_size),
     )
     torch.set_num_threads(1)
-    from leadrrg.train.distributed import init_distributed, shutdown
+    from leadrrg.collectives import shutdown
+    from leadrrg.train.distributed import init_distributed
 
     ctx = init_distributed("cpu")
     try:
@@ -170,7 +172,8 @@ def _resume_worker(rank: int, port: int, data_root: str, out_dir: str) -> None:
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2"
     )
     torch.set_num_threads(1)
-    from leadrrg.train.distributed import init_distributed, shutdown
+    from leadrrg.collectives import shutdown
+    from leadrrg.train.distributed import init_distributed
 
     ctx = init_distributed("cpu")
     single = DistContext()
@@ -233,7 +236,8 @@ def _diverging_worker(rank: int, port: int, data_root: str, out_dir: str) -> Non
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2"
     )
     torch.set_num_threads(1)
-    from leadrrg.train.distributed import init_distributed, shutdown
+    from leadrrg.collectives import shutdown
+    from leadrrg.train.distributed import init_distributed
 
     ctx = init_distributed("cpu")
     try:

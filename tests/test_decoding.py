@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from leadrrg.config import DecodeConfig
+from leadrrg.data.tokenizer import ReportTokenizer
 from leadrrg.inference.decoding import GeneratedReport, generate_reports
 from leadrrg.inference.steps import LogitsProcessor, banned_ngram_tokens, sample_next
 from leadrrg.model.lead import LeadModel
-from leadrrg.tokenizer import ReportTokenizer
 from tests.test_model_helpers import EXPERTS, perturb_zero_init, tiny_config
 
 REPORTS = [

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from leadrrg.cli import main
-from leadrrg.diagnose import FINDINGS, flip_plan, flip_test, micro_f1, truth_probs
+from leadrrg.evaluation.diagnose import FINDINGS, flip_plan, flip_test, micro_f1, truth_probs
 from tests.fixtures_data import make_jsonl
 from tests.test_generate_cli import write_tiny_run
 

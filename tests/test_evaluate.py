@@ -11,7 +11,7 @@ import pytest
 from leadrrg import cli
 from leadrrg.constants import NUM_OBSERVATIONS, OBSERVATIONS
 from leadrrg.errors import LeadrrgError
-from leadrrg.evaluate import evaluate_predictions, format_table
+from leadrrg.evaluation.evaluate import evaluate_predictions, format_table
 from leadrrg.metrics.clinical import ce_scores
 from leadrrg.metrics.hallucination import hallucination_scores
 from leadrrg.metrics.nlg import NORMALIZATION

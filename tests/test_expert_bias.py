@@ -11,11 +11,11 @@ import torch
 import leadrrg.inference.decoding
 from leadrrg.config import DecodeConfig
 from leadrrg.constants import OBSERVATIONS
+from leadrrg.data.tokenizer import ReportTokenizer
 from leadrrg.errors import LeadrrgError
-from leadrrg.expert_bias import FINDING_WORDS, expert_logit_bias, finding_token_ids
 from leadrrg.inference.decoding import generate_reports
+from leadrrg.inference.expert_bias import FINDING_WORDS, expert_logit_bias, finding_token_ids
 from leadrrg.inference.steps import LogitsProcessor
-from leadrrg.tokenizer import ReportTokenizer
 from tests.test_decoding import REPORTS, fit_model, ids_of, make_model, random_model, two_view_studies
 from tests.test_model_helpers import EXPERTS
 

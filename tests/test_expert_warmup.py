@@ -12,10 +12,10 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from leadrrg.train.checkpoint import weights_to_save
-from leadrrg.train.distributed import DistContext
+from leadrrg.collectives import DistContext
+from leadrrg.runs.files import weights_to_save
+from leadrrg.train.build import build_task
 from leadrrg.train.expert_warmup import warm_up_experts
-from leadrrg.train.task import build_task
 from tests.test_ddp import _free_port
 from tests.test_train_helpers import make_synth, tiny_config
 
@@ -82,7 +82,8 @@ def _worker(rank: int, world_size: int, port: int, data_root: str, out_dir: str)
         WORLD_SIZE=str(world_size),
     )
     torch.set_num_threads(1)
-    from leadrrg.train.distributed import init_distributed, shutdown
+    from leadrrg.collectives import shutdown
+    from leadrrg.train.distributed import init_distributed
 
     ctx = init_distributed("cpu")
     try:

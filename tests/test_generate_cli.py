@@ -13,10 +13,11 @@ from leadrrg.cli import main
 from leadrrg.commands.evaluate import read_predictions
 from leadrrg.config import DataConfig, DecodeConfig, RunConfig
 from leadrrg.data.manifests import load_studies
+from leadrrg.data.tokenizer import ReportTokenizer
+from leadrrg.inference.predict import generate_split
 from leadrrg.model.lead import LeadModel
-from leadrrg.predict import generate_split
-from leadrrg.tokenizer import ReportTokenizer
-from leadrrg.train.checkpoint import init_run_dir, save_model_weights
+from leadrrg.runs.files import save_model_weights
+from leadrrg.train.checkpoint import init_run_dir
 from tests.fixtures_data import FIXTURE_REPORTS, make_jsonl, write_png
 from tests.test_model_helpers import EXPERTS, perturb_zero_init, tiny_config
 
@@ -114,7 +115,7 @@ def test_full_evidence_has_the_tensors(run_dir, tmp_path):
 
 
 def test_generate_split_does_not_depend_on_the_batch_size(run_dir, data_root):
-    from leadrrg.train import load_run
+    from leadrrg.runs.files import load_run
 
     model, tokenizer, config = load_run(run_dir)
     studies = load_studies(config.data, "test")

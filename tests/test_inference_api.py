@@ -18,8 +18,8 @@ from leadrrg.data.manifests import Study
 from leadrrg.errors import LeadrrgError
 from leadrrg.inference.evidence import compact_evidence, expert_weights, token_pieces
 from leadrrg.inference.inputs import to_gray, view_tensor
+from leadrrg.inference.predict import generate_split
 from leadrrg.inference.steps import CachedDecoder, prompt_inputs
-from leadrrg.predict import generate_split
 from tests.fixtures_data import make_jsonl, write_png
 from tests.test_generate_cli import write_tiny_run
 from tests.test_model_helpers import EXPERTS

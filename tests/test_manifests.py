@@ -12,7 +12,8 @@ import pytest
 import leadrrg.labeler
 from leadrrg.config import DataConfig
 from leadrrg.constants import OBSERVATIONS
-from leadrrg.data.labels import labels_from_labeler, parse_labels
+from leadrrg.data.label_files import parse_labels
+from leadrrg.data.labels import labels_from_labeler
 from leadrrg.data.manifests import FORMATS, load_split, load_studies
 from leadrrg.data.text import clean_report, extract_sections, select_section, split_findings_impression
 from leadrrg.errors import LeadrrgError

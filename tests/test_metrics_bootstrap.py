@@ -74,7 +74,7 @@ def test_meteor_replicates_are_the_jars_own_score_of_the_resampled_set():
 
 @pytest.mark.skipif(not HAVE_JAVA, reason="METEOR needs java on PATH")
 def test_evaluate_bootstraps_meteor_beside_the_other_metrics():
-    from leadrrg.evaluate import evaluate_predictions
+    from leadrrg.evaluation.evaluate import evaluate_predictions
 
     records = [
         {"id": f"s{i}", "reference": r, "generated": h}

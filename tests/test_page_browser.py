@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("fastapi")
 
 import leadrrg  # noqa: E402
-from leadrrg.inference.serve import BackgroundServer, ServeConfig, create_app  # noqa: E402
+from leadrrg.serve.app import BackgroundServer, ServeConfig, create_app  # noqa: E402
 from tests.fixtures_data import make_jsonl  # noqa: E402
 from tests.test_generate_cli import write_tiny_run  # noqa: E402
 from tests.test_model_helpers import EXPERTS  # noqa: E402
@@ -65,8 +65,8 @@ def synth_png(tmp_path_factory) -> Path:
     """One SynthCXR radiograph (with findings drawn in)."""
     from PIL import Image
 
-    from leadrrg.data.synth import make_study
-    from leadrrg.data.synth_types import SynthConfig
+    from leadrrg.data.synth.generate import make_study
+    from leadrrg.data.synth.types import SynthConfig
 
     _, image = make_study("test", 0, 128, 0, SynthConfig())
     path = tmp_path_factory.mktemp("synth") / "synth_frontal.png"

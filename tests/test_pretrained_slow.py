@@ -9,14 +9,14 @@ import pytest
 
 from leadrrg.config import apply_overrides, load_preset
 from leadrrg.errors import LeadrrgError
-from leadrrg.experiment import run_experiment
+from leadrrg.experiments.runner import run_experiment
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def smollm2_dir():
-    from leadrrg.backbones import is_complete, prepare_smollm2, smollm2_dir
+    from leadrrg.runs.backbones import is_complete, prepare_smollm2, smollm2_dir
 
     if not is_complete(smollm2_dir()):
         try:
@@ -28,7 +28,7 @@ def smollm2_dir():
 
 @pytest.fixture(scope="module")
 def synth_iu(tmp_path_factory):
-    from leadrrg.data.synth_iu import synthesize_iu
+    from leadrrg.data.synth.iu import synthesize_iu
 
     out = tmp_path_factory.mktemp("synth_iu") / "data"
     try:

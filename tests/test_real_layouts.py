@@ -5,7 +5,7 @@ import json
 import pytest
 
 from leadrrg.config import apply_overrides, load_preset
-from leadrrg.experiment import run_experiment
+from leadrrg.experiments.runner import run_experiment
 from tests.fixtures_data import make_chexpert_plus, make_iu_xray, make_jsonl, make_mimic_cxr
 
 TINY = [

@@ -153,7 +153,7 @@ def test_the_last_net_is_one_line_and_debug_shows_the_traceback(monkeypatch, cap
 
 
 def test_a_killed_synth_leaves_no_partial_folder_for_good(tmp_path):
-    from leadrrg.data.synth import synthesize
+    from leadrrg.data.synth.generate import synthesize
 
     stale = tmp_path / ".data.4999999-abcd.partial"  # a pid above the kernel's limit: its process is gone
     stale.mkdir()

@@ -8,7 +8,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from leadrrg.errors import LeadrrgError
-from leadrrg.run_files import load_model_weights, read_safetensors, save_model_weights
+from leadrrg.runs.files import load_model_weights, read_safetensors, save_model_weights
 from tests.test_model_helpers import build, tiny_config
 
 

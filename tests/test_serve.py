@@ -16,9 +16,9 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 import leadrrg  # noqa: E402
-from leadrrg.inference.batcher import Batcher, QueueFull  # noqa: E402
-from leadrrg.inference.client import multipart_body, post_report, request  # noqa: E402
-from leadrrg.inference.serve import BackgroundServer, ServeConfig, create_app, is_loopback  # noqa: E402
+from leadrrg.serve.app import BackgroundServer, ServeConfig, create_app, is_loopback  # noqa: E402
+from leadrrg.serve.batcher import Batcher, QueueFull  # noqa: E402
+from leadrrg.serve.client import multipart_body, post_report, request  # noqa: E402
 from tests.fixtures_data import make_jsonl, write_png  # noqa: E402
 from tests.test_generate_cli import write_tiny_run  # noqa: E402
 from tests.test_model_helpers import EXPERTS  # noqa: E402
@@ -200,9 +200,9 @@ def test_serve_command_refuses_model_overrides(tmp_path, capsys):
 
 
 def test_page_files_ship_in_the_package():
-    from leadrrg.inference.serve import PAGE_FILES
+    from leadrrg.serve.app import PAGE_FILES
 
-    root = Path(leadrrg.__file__).parent / "inference" / "page"
+    root = Path(leadrrg.__file__).parent / "serve" / "page"
     assert {p.name for p in root.iterdir()} >= set(PAGE_FILES)
 
 
@@ -214,7 +214,8 @@ def test_the_serve_command_listens_on_loopback(generator, tmp_path):
     import time
 
     run_dir = tmp_path / "run"
-    from leadrrg.train.checkpoint import init_run_dir, save_model_weights
+    from leadrrg.runs.files import save_model_weights
+    from leadrrg.train.checkpoint import init_run_dir
 
     init_run_dir(run_dir, generator.config, generator.tokenizer)
     save_model_weights(generator.model, run_dir / "model.safetensors")

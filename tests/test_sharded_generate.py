@@ -59,7 +59,7 @@ def torchrun(argv: list[str]) -> None:
 
 
 def test_readme_torchrun_lines_train_and_shard_generation(tmp_path):
-    from leadrrg.data.synth import synthesize
+    from leadrrg.data.synth.generate import synthesize
 
     data_root = synthesize(tmp_path / "data", {"train": 8, "val": 4, "test": 7}, size=64, seed=0)
     run_dir, preds = tmp_path / "run", tmp_path / "preds.jsonl"

@@ -10,8 +10,8 @@ import pytest
 
 from leadrrg.cli import main
 from leadrrg.constants import OBSERVATIONS
-from leadrrg.data import synth
-from leadrrg.data.synth import (
+from leadrrg.data.synth import generate as synth
+from leadrrg.data.synth.generate import (
     FINDING_NAMES,
     Finding,
     Findings,

@@ -21,10 +21,11 @@ from PIL import Image
 
 from leadrrg.cli import main
 from leadrrg.constants import OBSERVATIONS
-from leadrrg.data import iu_reports, synth_iu
-from leadrrg.data.iu_reports import IU_MEMBER, IuReport, iu_archive, load_iu_reports, parse_report_xml
-from leadrrg.data.synth import Findings
-from leadrrg.data.synth_iu import IU_SPLITS, image_labels, iu_split, label_statistics, synthesize_iu
+from leadrrg.data.synth import iu as synth_iu
+from leadrrg.data.synth import iu_reports
+from leadrrg.data.synth.generate import Findings
+from leadrrg.data.synth.iu import IU_SPLITS, image_labels, iu_split, label_statistics, synthesize_iu
+from leadrrg.data.synth.iu_reports import IU_MEMBER, IuReport, iu_archive, load_iu_reports, parse_report_xml
 from leadrrg.errors import LeadrrgError
 from leadrrg.labeler import label_reports
 

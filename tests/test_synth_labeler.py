@@ -3,7 +3,7 @@
 import numpy as np
 
 from leadrrg.constants import OBSERVATIONS
-from leadrrg.data.synth import SynthConfig, sample_findings, write_report
+from leadrrg.data.synth.generate import SynthConfig, sample_findings, write_report
 from leadrrg.labeler import label_reports
 
 

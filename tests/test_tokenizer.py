@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from leadrrg.constants import BOS_TOKEN, EOS_TOKEN, IGNORE_INDEX, PAD_TOKEN, REPORT_PROMPT, SPECIAL_TOKENS
+from leadrrg.data.tokenizer import ReportTokenizer
 from leadrrg.errors import LeadrrgError
-from leadrrg.tokenizer import ReportTokenizer
 
 REPORTS = [
     "The heart size is normal. The lungs are clear. No pleural effusion or pneumothorax.",

@@ -8,7 +8,7 @@ import torch
 
 from leadrrg.constants import IGNORE_INDEX, NUM_OBSERVATIONS
 from leadrrg.data.collate import MODEL_INPUTS, ReportCollator, move_batch
-from leadrrg.tokenizer import ReportTokenizer
+from leadrrg.data.tokenizer import ReportTokenizer
 
 REPORTS = ["The heart is enlarged. There is a small right pleural effusion.", "No acute disease."] * 10
 

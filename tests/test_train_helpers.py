@@ -38,7 +38,7 @@ TINY_TRAIN = [
 
 def make_synth(root: Path, train: int = 24, val: int = 8) -> Path:
     """A SynthCXR set of 64 px studies (train and val splits)."""
-    from leadrrg.data.synth import synthesize
+    from leadrrg.data.synth.generate import synthesize
 
     return synthesize(root, {"train": train, "val": val}, size=64, seed=0)
 

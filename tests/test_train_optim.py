@@ -90,12 +90,12 @@ def test_set_learning_rates_scales_every_group():
 def test_accumulated_micro_batches_train_as_one_batch_of_unequal_reports(tmp_path):
     # The step's LM loss is the mean over all its report tokens: 2 micro-batches of 2 = 1 batch of 4, even when
     # the micro-batches hold reports of different lengths (a mean of per-batch means would weigh them otherwise).
+    from leadrrg.collectives import DistContext
     from leadrrg.config import apply_overrides
     from leadrrg.model.lead import target_token_count
-    from leadrrg.train.distributed import DistContext
-    from leadrrg.train.loop import train_step
+    from leadrrg.train.build import build_task, make_train_loader, set_loader_epoch
     from leadrrg.train.optim import build_optimizer
-    from leadrrg.train.task import build_task, make_train_loader, set_loader_epoch
+    from leadrrg.train.step import train_step
     from tests.test_train_helpers import make_synth, tiny_config
 
     data_root = make_synth(tmp_path / "data", train=8, val=2)

@@ -26,7 +26,7 @@ def test_precision_resolves_per_device():
 
 
 def test_fp16_trains_with_a_grad_scaler_and_resumes_its_scale(data_root, tmp_path):
-    from leadrrg.train import train
+    from leadrrg.train.loop import train
 
     config = tiny_config(data_root, "train.precision=fp16", "train.max_steps=2", "train.eval_every=0")
     summary = train(config, tmp_path / "run", quiet=True)
@@ -39,7 +39,7 @@ def test_fp16_trains_with_a_grad_scaler_and_resumes_its_scale(data_root, tmp_pat
 
 
 def test_train_compile_compiles_the_module_the_steps_call(data_root, tmp_path, monkeypatch):
-    from leadrrg.train import train
+    from leadrrg.train.loop import train
 
     compiled = []
 
@@ -57,7 +57,7 @@ def test_train_compile_compiles_the_module_the_steps_call(data_root, tmp_path, m
 
 @pytest.mark.slow
 def test_train_compile_really_compiles(data_root, tmp_path):
-    from leadrrg.train import train
+    from leadrrg.train.loop import train
 
     try:
         torch.compile(torch.nn.Linear(2, 2))(torch.ones(1, 2))
@@ -68,8 +68,8 @@ def test_train_compile_really_compiles(data_root, tmp_path):
 
 
 def test_decoder_attention_implementation_is_selectable(data_root):
-    from leadrrg.train.distributed import DistContext
-    from leadrrg.train.task import build_task
+    from leadrrg.collectives import DistContext
+    from leadrrg.train.build import build_task
 
     config = tiny_config(data_root, "model.decoder.attn_implementation=eager")
     assert build_task(config, DistContext()).model.lm.config._attn_implementation == "eager"

@@ -59,8 +59,8 @@ def test_selection_settings_are_checked():
 
 
 def test_training_generates_scores_selects_and_stops_early(tmp_path):
-    from leadrrg.run_files import load_run
-    from leadrrg.train import train
+    from leadrrg.runs.files import load_run
+    from leadrrg.train.loop import train
 
     data_root = make_synth(tmp_path / "data", train=8, val=2)
     config = tiny_config(
@@ -105,7 +105,7 @@ def test_training_generates_scores_selects_and_stops_early(tmp_path):
 
 def test_a_run_that_stopped_early_is_not_trained_further_on_resume_unless_patience_grows(tmp_path):
     from leadrrg.config import apply_overrides
-    from leadrrg.train import train
+    from leadrrg.train.loop import train
 
     data_root = make_synth(tmp_path / "data", train=8, val=2)
     config = tiny_config(

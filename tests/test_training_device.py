@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from leadrrg.config import RunConfig, apply_overrides
-from leadrrg.run_files import training_device
+from leadrrg.runs.files import training_device
 
 
 def test_training_device_follows_train_device(monkeypatch):

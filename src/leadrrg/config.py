@@ -133,6 +133,21 @@ class InjectionConfig:
         _check_positive("model.injection", "rank", self.rank, allow_zero=True)
         _check_range("model.injection", "gate_bias_init", self.gate_bias_init, -1e3, 1e3)
 
+    @property
+    def has_experts(self) -> bool:
+        """The model has pathology experts (every fusion but `none`)."""
+        return self.fusion != "none"
+
+    @property
+    def decoder_reads_experts(self) -> bool:
+        """The decoder reads the experts' evidence (`layerwise` or `input`), so grounding policy applies."""
+        return self.fusion in ("layerwise", "input")
+
+    @property
+    def layerwise(self) -> bool:
+        """LEAD: expert tokens enter every decoder layer through a gate."""
+        return self.fusion == "layerwise"
+
 
 ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa", "flash_attention_2")
 
@@ -414,7 +429,9 @@ class DecodeConfig:
     no_repeat_ngram_size: int = 0  # 0 disables
     length_penalty: float = 1.0  # beam search score = logprob / length ** length_penalty
     batch_size: int = 16
-    expert_bias: float = 0.0  # CCD-style expert logit bias on finding-word tokens (leadrrg.expert_bias):
+    expert_bias: float = (
+        0.0  # CCD-style expert logit bias on finding-word tokens (leadrrg.inference.expert_bias):
+    )
     # strength multiplying log(p / (1 - p)) of each expert; 0 disables
     expert_bias_gamma: float = 10.0  # the per-token bias is clipped to [-log gamma, log gamma] (> 1)
     expert_threshold: float = 0.7  # > 0: the decoder reads each expert's p > threshold as 1, else 0 (the 0/1

@@ -269,3 +269,16 @@ def json_objects(path: str | Path, text: str, expected: str) -> Iterator[tuple[i
         if not isinstance(value, dict):
             raise LeadrrgError(f"{path}, line {number}: a JSON {type(value).__name__}; expected {expected}")
         yield number, value
+
+
+def read_json_object(path: str | Path, what: str, expected: str) -> dict:
+    """The JSON object in the file `path`, or a LeadrrgError "{what} {path} <problem>; expected {expected}"
+    (missing, unreadable, not UTF-8, not JSON, or JSON that is not an object)."""
+    text = read_text(path, what, expected)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LeadrrgError(f"{what} {path} is not valid JSON ({exc}); expected {expected}") from None
+    if not isinstance(value, dict):
+        raise LeadrrgError(f"{what} {path} holds a JSON {type(value).__name__}; expected {expected}")
+    return value

@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from leadrrg.backbones import prepare_smollm2
+    from leadrrg.runs.backbones import prepare_smollm2
 
     if args.backbone == "smollm2":
         path = prepare_smollm2(args.out, wheel=args.wheel, force=args.force, dtype=args.dtype)

@@ -246,7 +246,7 @@ def diagnosis_table(results: dict[str, dict[str, dict[str, dict[str, Any]]]]) ->
 
 def run(args: argparse.Namespace) -> int:
     from leadrrg.config import apply_overrides, load_preset
-    from leadrrg.experiment import diagnose_experiment, run_experiment
+    from leadrrg.experiments.runner import diagnose_experiment, run_experiment
 
     out = Path(args.out)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -255,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
 
     data_dir = Path(args.data) if args.data else out / "data"
     if not args.data and not (data_dir / "manifest.jsonl").is_file():
-        from leadrrg.data.synth import synthesize
+        from leadrrg.data.synth.generate import synthesize
 
         counts = {"train": args.train, "val": args.eval, "test": args.eval, "shift_test": args.eval}
         synthesize(data_dir, counts, size=args.size, seed=1000, workers=2, config=None, progress=True)

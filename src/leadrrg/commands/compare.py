@@ -1,6 +1,6 @@
 """`leadrrg compare A.jsonl B.jsonl [--bootstrap N] [--out C.json] [--chexbert PATH --bert-dir DIR]`: paired
 bootstrap comparison of two systems' predictions on the same studies: per metric the difference B - A, its 95%
-interval and a paired-bootstrap p-value (`leadrrg.comparison.compare_predictions`), CheXbert's CE beside ours."""
+interval and a paired-bootstrap p-value (`leadrrg.evaluation.compare.compare_predictions`), CheXbert's CE beside ours."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from leadrrg.comparison import compare_predictions, format_comparison
+    from leadrrg.evaluation.compare import compare_predictions, format_comparison
     from leadrrg.io import atomic_write_text
 
     if args.out is not None:

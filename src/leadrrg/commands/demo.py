@@ -111,8 +111,8 @@ def flip_example(run_dir: Path, split: str, search: int = 32) -> str:
 
     from leadrrg.constants import OBSERVATIONS
     from leadrrg.data.manifests import load_studies
-    from leadrrg.predict import generate_split
-    from leadrrg.run_files import load_run, training_device
+    from leadrrg.inference.predict import generate_split
+    from leadrrg.runs.files import load_run, training_device
 
     model, tokenizer, config = load_run(run_dir)
     model.to(training_device(config))  # generate where the run trained, not on the CPU
@@ -148,8 +148,8 @@ def flip_example(run_dir: Path, split: str, search: int = 32) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from leadrrg.config import apply_overrides, load_preset
-    from leadrrg.data.synth import synthesize
-    from leadrrg.experiment import run_experiment
+    from leadrrg.data.synth.generate import synthesize
+    from leadrrg.experiments.runner import run_experiment
 
     started = time.perf_counter()
     out = Path(args.out)

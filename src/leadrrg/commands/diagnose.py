@@ -1,5 +1,5 @@
 """`leadrrg diagnose --run RUN [--data DIR] --split S [--limit N] [--oracle] [--flip N] [--json OUT.json] [--set decode.K=V]`: does the report
-follow the experts, and do the experts read the image? See `leadrrg.diagnose` for every measure."""
+follow the experts, and do the experts read the image? See `leadrrg.evaluation.diagnose` for every measure."""
 
 from __future__ import annotations
 
@@ -45,9 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from leadrrg.commands.generate import check_run_dir, resolve_device
     from leadrrg.data.manifests import load_studies
-    from leadrrg.diagnose import diagnose, format_diagnosis
+    from leadrrg.evaluation.diagnose import diagnose, format_diagnosis
     from leadrrg.io import atomic_write_text, check_output_file
-    from leadrrg.run_files import load_run
+    from leadrrg.runs.files import load_run
 
     if args.limit < 1:
         raise LeadrrgError(f"--limit is {args.limit}; expected a positive number of studies")

@@ -112,7 +112,7 @@ def read_predictions(path: str | Path) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from leadrrg.evaluate import evaluate_predictions, format_table
+    from leadrrg.evaluation.evaluate import evaluate_predictions, format_table
     from leadrrg.io import atomic_write_text
 
     check_output_file(args.out, "--out")

@@ -29,10 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from leadrrg.commands.generate import check_run_dir, resolve_device
     from leadrrg.inference.api import load
-    from leadrrg.inference.explain import evidence_table, explain_html, heatmap_png, preview_png
     from leadrrg.inference.inputs import to_gray
     from leadrrg.io import atomic_open, atomic_write_text
-    from leadrrg.provenance import BASE_PATH_OVERRIDES
+    from leadrrg.runs.provenance import BASE_PATH_OVERRIDES
+    from leadrrg.serve.render import evidence_table, explain_html, heatmap_png, preview_png
 
     check_trained_overrides(args.overrides, ("decode.", *BASE_PATH_OVERRIDES), "here")
     check_run_dir(Path(args.run))

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 def export_run(run_dir: str | Path, out: str | Path) -> Path:
     """Write the export of `run_dir` to `out` (see the module docstring); the weights are verified first."""
     from leadrrg.io import atomic_directory, atomic_write_text
-    from leadrrg.run_files import MODEL_FILE, TOKENIZER_DIR, read_safetensors, tensors_sha256
+    from leadrrg.runs.files import MODEL_FILE, TOKENIZER_DIR, read_safetensors, tensors_sha256
 
     run_dir, out = Path(run_dir), Path(out)
     tensors, metadata = read_safetensors(run_dir / MODEL_FILE)

@@ -7,7 +7,7 @@
 
 Data mode (`--data` / the run's data.root) writes one JSON object a line (`id`, `reference`, `generated`,
 ground-truth `labels` when the data has them, and `expert_probs` + `evidence` with --evidence; see
-`leadrrg.predict`), atomically: the file is complete or absent. The data layout and report section come from
+`leadrrg.inference.predict`), atomically: the file is complete or absent. The data layout and report section come from
 the run's config (data.format, data.section, data.clean); --data replaces data.root and --format data.format.
 
 Inputs mode needs no reports: studies come from a folder, a glob or a CSV (`leadrrg.inference.studies`); each
@@ -38,7 +38,7 @@ from leadrrg.commands import add_overrides_argument, add_run_argument, check_tra
 from leadrrg.config import DATA_FORMATS
 from leadrrg.errors import LeadrrgError
 from leadrrg.io import check_output_file, path_problem
-from leadrrg.provenance import BASE_PATH_OVERRIDES
+from leadrrg.runs.provenance import BASE_PATH_OVERRIDES
 
 # --set may change decoding, data reading and where the base model lies, never the trained model.
 OVERRIDABLE = ("decode.", "data.", *BASE_PATH_OVERRIDES)
@@ -161,8 +161,8 @@ def resolve_device(name: str):
 def generate_for_split(args, generator, shard) -> int:
     from leadrrg.data.dataset import raise_on_bad_images
     from leadrrg.data.manifests import load_studies
+    from leadrrg.inference.predict import generate_split
     from leadrrg.io import atomic_open
-    from leadrrg.predict import generate_split
 
     config = generator.config
     if args.data:
@@ -400,7 +400,7 @@ def generate_for_images(args, generator) -> int:
         for name, prob in ranked:
             print(f"  {name:<{width}}  {prob:.3f}")
     if result.evidence and result.evidence["layers"]:
-        from leadrrg.inference.explain import evidence_table
+        from leadrrg.serve.render import evidence_table
 
         print()
         print(evidence_table(result.evidence))

@@ -2,7 +2,7 @@
 
     leadrrg serve --run RUN [--host 127.0.0.1] [--port 8000] [--max-batch 16] [--max-wait-ms 10]
 
-Listens on loopback unless --host says otherwise (there is no authentication). See `leadrrg.inference.serve`
+Listens on loopback unless --host says otherwise (there is no authentication). See `leadrrg.serve.app`
 for the endpoints and limits. Research use only; not for clinical use.
 """
 
@@ -16,7 +16,7 @@ from leadrrg.errors import LeadrrgError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from leadrrg.inference.settings import ServeConfig
+    from leadrrg.serve.settings import ServeConfig
 
     defaults = ServeConfig()
     add_run_argument(parser, "trained run directory (written by leadrrg train)")
@@ -49,9 +49,9 @@ def run(args: argparse.Namespace) -> int:
         raise LeadrrgError("leadrrg serve needs FastAPI and uvicorn: pip install 'leadrrg[serve]'") from None
     from leadrrg.commands.generate import check_run_dir, resolve_device
     from leadrrg.inference.api import load
-    from leadrrg.inference.serve import serve
-    from leadrrg.inference.settings import ServeConfig
-    from leadrrg.provenance import BASE_PATH_OVERRIDES
+    from leadrrg.runs.provenance import BASE_PATH_OVERRIDES
+    from leadrrg.serve.app import serve
+    from leadrrg.serve.settings import ServeConfig
 
     check_trained_overrides(args.overrides, ("decode.", *BASE_PATH_OVERRIDES), "when serving")
     settings = ServeConfig(

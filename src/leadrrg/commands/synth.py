@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from leadrrg.data.synth import SynthConfig, synthesize, write_contact_sheet
+    from leadrrg.data.synth.generate import SynthConfig, synthesize, write_contact_sheet
     from leadrrg.errors import LeadrrgError
     from leadrrg.io import read_text
 
@@ -117,7 +117,7 @@ def _run_iu(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from leadrrg.data.synth_iu import synthesize_iu
+    from leadrrg.data.synth.iu import synthesize_iu
     from leadrrg.errors import LeadrrgError
 
     if args.config or args.preview:

@@ -84,13 +84,6 @@ def preset_file(path: Path):
     return from_dict(RunConfig, data)
 
 
-def train(config, out_dir, resume: bool = False, **kwargs: Any) -> dict[str, Any]:
-    """Python entry point (demo, benchmarks): see `leadrrg.train.loop.train`."""
-    from leadrrg.train.loop import train as _train
-
-    return _train(config, out_dir, resume=resume, **kwargs)
-
-
 def format_summary(summary: dict[str, Any]) -> str:
     def number(value, fmt):
         return "n/a" if value is None else format(value, fmt)
@@ -115,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise LeadrrgError("--out is required: the run directory to create (or to continue with --resume)")
+    from leadrrg.train.loop import train
+
     summary = train(config, args.out, resume=args.resume, quiet=args.quiet)
     if summary.get("world_size", 1) == 1 or _is_rank_zero():
         print(format_summary(summary), file=sys.stdout)

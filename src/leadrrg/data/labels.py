@@ -1,5 +1,5 @@
 """Filling missing labels with the rule-based labeler (cached by report hash). Label values and label files
-live in `leadrrg.data.label_files` (re-exported here)."""
+live in `leadrrg.data.label_files`."""
 
 from __future__ import annotations
 
@@ -13,21 +13,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from leadrrg.constants import NUM_OBSERVATIONS, OBSERVATIONS
-from leadrrg.data.label_files import normalise_key, parse_labels, read_label_file
+from leadrrg.data.label_files import read_label_file
 
 if TYPE_CHECKING:
     from leadrrg.data.records import Study
 
 LABEL_VALUES = (1.0, 0.0, -1.0)
 
-__all__ = [
-    "LABEL_VALUES",
-    "labels_from_labeler",
-    "normalise_key",
-    "parse_labels",
-    "read_label_file",
-    "report_hash",
-]
+__all__ = ["LABEL_VALUES", "labels_from_labeler", "report_hash"]
 
 
 def report_hash(report: str) -> str:

@@ -1,5 +1,5 @@
 """Inference: the Python API (`load`, `ReportGenerator`, `ReportResult`), readable evidence, decoding, the HTTP
-service (`leadrrg.inference.serve`) and its web page (`page/`). Nothing here imports the trainer except to load a run.
+service (`leadrrg.serve.app`) and its web page (`page/`). Nothing here imports the trainer except to load a run.
 Names are imported on first use, so that `leadrrg --help` does not pay for torch."""
 
 __all__ = ["ReportGenerator", "ReportResult", "load"]

@@ -7,7 +7,7 @@
     results = generator.generate_batch([["a.png", "a_lat.dcm"], ["b.png"]], num_beams=3, strategy="beam")
 
 `ReportGenerator.decode` is the one code path from image tensors to results; `generate`, `generate_batch`, the
-`leadrrg generate` command, the HTTP service and `leadrrg.predict.generate_split` (evaluation, diagnosis, the
+`leadrrg generate` command, the HTTP service and `leadrrg.inference.predict.generate_split` (evaluation, diagnosis, the
 demo) all go through it.
 """
 
@@ -82,7 +82,7 @@ def load(
     (decode.strategy=sample). `overrides`: typed `KEY=VALUE` settings applied to the run's config before the
     model is built: decode.*, data.*, and the model's movable settings, e.g. `model.decoder.pretrained_path=DIR`
     when the base model has moved (its fingerprint is checked)."""
-    from leadrrg.run_files import load_run
+    from leadrrg.runs.files import load_run
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

@@ -17,7 +17,7 @@ Strategies (`DecodeConfig.strategy`): `greedy`; `sample` (temperature, top-k, to
 is greedy, as in Hugging Face). Logit processing, in this order, for every strategy: the experts' logit bias
 (`decode.expert_bias` > 0: CCD-style, strength * clip(log(p / (1 - p)), +-log gamma) added at the first tokens of
 each expert's finding words, a (B, vocab) tensor built once per batch from `StudyContext.expert_probs`, see
-`leadrrg.expert_bias`; refused for a model without experts), CTRL repetition penalty on the tokens generated so
+`leadrrg.inference.expert_bias`; refused for a model without experts), CTRL repetition penalty on the tokens generated so
 far, `no_repeat_ngram_size` over the generated tokens, EOS banned before `min_new_tokens`; then temperature,
 top-k, top-p when sampling.
 
@@ -38,8 +38,8 @@ import torch
 
 from leadrrg.config import DecodeConfig
 from leadrrg.errors import LeadrrgError
-from leadrrg.expert_bias import expert_logit_bias, finding_token_ids
 from leadrrg.inference.beam import beam_search
+from leadrrg.inference.expert_bias import expert_logit_bias, finding_token_ids
 from leadrrg.inference.steps import (
     CachedDecoder,
     DecodeState,
@@ -211,7 +211,7 @@ def generate_reports(
 
 def expert_bias_for(model, tokenizer, context, decode: DecodeConfig) -> torch.Tensor | None:
     """The CCD-style expert logit bias (B, vocab) from `context.expert_probs` (B, K), or None when
-    decode.expert_bias is 0 (see `leadrrg.expert_bias`)."""
+    decode.expert_bias is 0 (see `leadrrg.inference.expert_bias`)."""
     if decode.expert_bias == 0:
         return None
     if context.expert_probs is None:

@@ -1,5 +1,5 @@
 """Report metrics as pure functions ``(references, hypotheses) -> dict``: NLG (`nlg`), clinical efficacy
-(`clinical`) and hallucination (`hallucination`). `leadrrg.evaluate` runs them all on a preds.jsonl."""
+(`clinical`) and hallucination (`hallucination`). `leadrrg.evaluation.evaluate` runs them all on a preds.jsonl."""
 
 from leadrrg.metrics.clinical import ce_scores
 from leadrrg.metrics.hallucination import hallucination_scores

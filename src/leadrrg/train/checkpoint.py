@@ -45,28 +45,18 @@ from safetensors.torch import save_file
 from torch import nn
 
 from leadrrg.config import RunConfig, save_config
+from leadrrg.data.tokenizer import ReportTokenizer
 from leadrrg.errors import LeadrrgError
 from leadrrg.io import atomic_write_text
-from leadrrg.provenance import write_provenance
-from leadrrg.run_files import (  # noqa: F401  (re-exported: the run directory's files and weights)
+from leadrrg.runs.files import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     MODEL_FILE,
     STATE_FILE,
     TOKENIZER_DIR,
-    check_weights_file,
-    frozen_parameter_names,
-    load_model_weights,
-    load_run,
-    read_safetensors,
     save_model_weights,
-    tensors_sha256,
-    trained_steps,
-    warn_if_unfinished,
-    weights_checksum,
-    weights_to_save,
 )
-from leadrrg.tokenizer import ReportTokenizer
+from leadrrg.runs.provenance import write_provenance
 
 logger = logging.getLogger(__name__)
 

@@ -14,13 +14,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler
 
-from leadrrg.collectives import (  # noqa: F401  (the training code's names for them)
+from leadrrg.collectives import (
     DistContext,
-    all_gather_objects,
-    barrier,
-    broadcast_object,
-    leave_group,
-    shutdown,
 )
 from leadrrg.errors import LeadrrgError
 

@@ -30,13 +30,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from leadrrg.collectives import DistContext
 from leadrrg.data.collate import move_batch
 from leadrrg.errors import LeadrrgError
 from leadrrg.progress import Progress
-from leadrrg.train.distributed import DistContext
+from leadrrg.train.build import TrainingTask, make_train_loader, set_loader_epoch
 from leadrrg.train.optim import build_optimizer, set_learning_rates
 from leadrrg.train.step import make_grad_scaler
-from leadrrg.train.task import TrainingTask, make_train_loader, set_loader_epoch
 
 logger = logging.getLogger(__name__)
 

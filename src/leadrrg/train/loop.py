@@ -27,28 +27,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from leadrrg.collectives import DistContext, all_gather_objects, barrier, broadcast_object, shutdown
 from leadrrg.config import RunConfig, first_difference, load_run_config, save_config, to_dict
+from leadrrg.data.tokenizer import ReportTokenizer
 from leadrrg.errors import LeadrrgError
 from leadrrg.io import check_output_dir
-from leadrrg.provenance import check_base_models
-from leadrrg.run_files import weight_defining
-from leadrrg.tokenizer import ReportTokenizer
+from leadrrg.runs.files import CONFIG_FILE, MODEL_FILE, TOKENIZER_DIR, load_model_weights, weight_defining
+from leadrrg.runs.provenance import check_base_models
 from leadrrg.train import checkpoint as ckpt
-from leadrrg.train.distributed import (
-    DistContext,
-    all_gather_objects,
-    all_reduce_mean,
-    barrier,
-    broadcast_object,
-    init_distributed,
-    shutdown,
-)
+from leadrrg.train.build import TrainingTask, build_task, make_train_loader, make_val_loader, resolve_paths
+from leadrrg.train.distributed import all_reduce_mean, init_distributed
 from leadrrg.train.expert_warmup import warm_up_experts
 from leadrrg.train.optim import build_optimizer, set_learning_rates
 from leadrrg.train.run_log import RunLogger, logged_anything
 from leadrrg.train.selection import ModelSelector
 from leadrrg.train.state import EVALUATION_FIELDS, TrainerState, restore_checkpoint, state_to_save
-from leadrrg.train.step import (  # noqa: F401  (peak_memory_mb, train_step: re-exported for benchmarks)
+from leadrrg.train.step import (
     Diverged,
     autocast_context,
     batch_stream,
@@ -56,7 +50,6 @@ from leadrrg.train.step import (  # noqa: F401  (peak_memory_mb, train_step: re-
     peak_memory_mb,
     train_step,
 )
-from leadrrg.train.task import TrainingTask, build_task, make_train_loader, make_val_loader, resolve_paths
 from leadrrg.train.validation import generate_and_score, make_generation_loader, samples_markdown, validate
 
 logger = logging.getLogger(__name__)
@@ -90,7 +83,7 @@ class Trainer:
         self.raw_model = task.model
         _seed_process(train_cfg.seed, ctx.rank)
         if resume_from is not None:
-            ckpt.load_model_weights(self.raw_model, resume_from / ckpt.MODEL_FILE)
+            load_model_weights(self.raw_model, resume_from / MODEL_FILE)
         self.raw_model.to(self.device)
         self.optimizer, self.param_names = build_optimizer(self.raw_model, train_cfg)
         self.scaler = make_grad_scaler(train_cfg.precision, self.device)
@@ -340,11 +333,11 @@ def open_for_resume(
 ) -> tuple[ReportTokenizer, Path | None]:
     """The run's tokenizer and complete checkpoint (None: it stopped before its first save; training then
     starts again from step 0), after checking that `config.model` is the run's."""
-    if not (out_dir / ckpt.CONFIG_FILE).is_file():
+    if not (out_dir / CONFIG_FILE).is_file():
         raise LeadrrgError(
-            f"cannot resume: {out_dir} is not a leadrrg run (no {ckpt.CONFIG_FILE}); start it without --resume"
+            f"cannot resume: {out_dir} is not a leadrrg run (no {CONFIG_FILE}); start it without --resume"
         )
-    saved = load_run_config(out_dir / ckpt.CONFIG_FILE)
+    saved = load_run_config(out_dir / CONFIG_FILE)
     # Settings that do not change what the weights mean (a moved base model's path) may change.
     difference = first_difference(
         weight_defining(to_dict(config.model)), weight_defining(to_dict(saved.model)), "model"
@@ -364,7 +357,7 @@ def open_for_resume(
             "%s has no checkpoint (it stopped before its first save): training starts again from step 0",
             out_dir,
         )
-    return ReportTokenizer.load(out_dir / ckpt.TOKENIZER_DIR), checkpoint_dir
+    return ReportTokenizer.load(out_dir / TOKENIZER_DIR), checkpoint_dir
 
 
 def clean_up_unstarted_run(out_dir: Path, existed: bool) -> None:
@@ -420,7 +413,7 @@ def train(
         created = False
         if ctx.is_main:
             if resume:
-                save_config(config, out_dir / ckpt.CONFIG_FILE)  # records changed train settings
+                save_config(config, out_dir / CONFIG_FILE)  # records changed train settings
             else:
                 created = True  # refused above unless absent or empty
                 ckpt.init_run_dir(out_dir, config, task.tokenizer)

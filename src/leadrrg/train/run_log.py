@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from leadrrg.collectives import DistContext
 from leadrrg.io import atomic_write_text
 from leadrrg.train import checkpoint as ckpt
-from leadrrg.train.distributed import DistContext
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from leadrrg.config import LOWER_IS_BETTER, TrainConfig
 from leadrrg.io import atomic_directory
-from leadrrg.train import checkpoint as ckpt
+from leadrrg.runs.files import CONFIG_FILE, MODEL_FILE, TOKENIZER_DIR, save_model_weights
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +44,9 @@ def write_best(run_dir: Path, model: nn.Module, step: int, metric: str, results:
     """Replace RUN/best/ with the model's current weights, the run's config and tokenizer, and best.json."""
     target = run_dir / BEST_DIR
     with atomic_directory(target) as tmp:
-        ckpt.save_model_weights(model, tmp / ckpt.MODEL_FILE)
-        shutil.copyfile(run_dir / ckpt.CONFIG_FILE, tmp / ckpt.CONFIG_FILE)
-        shutil.copytree(run_dir / ckpt.TOKENIZER_DIR, tmp / ckpt.TOKENIZER_DIR)
+        save_model_weights(model, tmp / MODEL_FILE)
+        shutil.copyfile(run_dir / CONFIG_FILE, tmp / CONFIG_FILE)
+        shutil.copytree(run_dir / TOKENIZER_DIR, tmp / TOKENIZER_DIR)
         best = {"step": step, "metric": metric, "value": results[metric], "scores": results}
         (tmp / BEST_FILE).write_text(json.dumps(best, indent=1) + "\n", encoding="utf-8")
     return target

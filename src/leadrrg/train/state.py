@@ -16,10 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from leadrrg.collectives import DistContext
 from leadrrg.config import TrainConfig
 from leadrrg.errors import LeadrrgError
+from leadrrg.runs.files import read_safetensors
 from leadrrg.train import checkpoint as ckpt
-from leadrrg.train.distributed import DistContext, epoch_seed
+from leadrrg.train.distributed import epoch_seed
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +121,7 @@ def restore_checkpoint(
     before the optimizer is built); the configured lr and weight decay replace the checkpoint's."""
     saved = ckpt.read_trainer_state(checkpoint_dir)
     state = resumed_trainer_state(saved, train_cfg, checkpoint_dir)
-    optimizer_tensors, _ = ckpt.read_safetensors(checkpoint_dir / ckpt.OPTIMIZER_FILE)
+    optimizer_tensors, _ = read_safetensors(checkpoint_dir / ckpt.OPTIMIZER_FILE)
     configured = [{key: group[key] for key in RESUMED_HYPERPARAMETERS} for group in optimizer.param_groups]
     with ckpt.damaged_checkpoint(checkpoint_dir):
         ckpt.load_optimizer_state(optimizer, param_names, optimizer_tensors, saved["optimizer"])

@@ -52,7 +52,7 @@ def batch_stream(loader, sampler, state) -> Iterator[dict[str, Any]]:
     """Batches across epochs from the state's position; the state tracks what has been consumed (in studies
     of the epoch, over all processes, so that a resume with another world size or batch size goes on from
     the same place)."""
-    from leadrrg.train.task import set_loader_epoch
+    from leadrrg.train.build import set_loader_epoch
 
     while True:
         set_loader_epoch(loader, sampler, state.epoch, state.samples_in_epoch)

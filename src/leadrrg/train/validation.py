@@ -1,7 +1,7 @@
 """Validation during training: losses and the experts' macro AUROC / F1 from one forward pass per batch and,
 with `train.eval_generate = N`, reports generated for the first N validation studies (a fixed subset) and
 scored (CE-14 micro-F1, BLEU-4, hallucination rate), with the decoding of `leadrrg.inference` and the metrics of
-`leadrrg.evaluate` (METEOR off: no JVM inside the training loop).
+`leadrrg.evaluation.evaluate` (METEOR off: no JVM inside the training loop).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def generate_and_score(
 ) -> tuple[dict[str, float], list[dict[str, str]]]:
     """Generate for every study of `loader` with `config.decode` and score against `references` (study id ->
     report): ({"val_gen_<score>": value}, [{"id", "reference", "generated"}, ...] in loader order)."""
-    from leadrrg.evaluate import evaluate_predictions
+    from leadrrg.evaluation.evaluate import evaluate_predictions
     from leadrrg.inference.decoding import generate_reports
 
     records = []

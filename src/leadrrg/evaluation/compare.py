@@ -1,5 +1,5 @@
 """Paired comparison of two systems' predictions on the same studies (`leadrrg compare`): per bootstrapped
-metric of `leadrrg.evaluate` the difference B - A, its 95% percentile interval over paired study-level
+metric of `leadrrg.evaluation.evaluate` the difference B - A, its 95% percentile interval over paired study-level
 replicates and a two-sided paired-bootstrap p-value (`metrics.bootstrap.paired_bootstrap`); CheXbert's CE
 beside ours when a local CheXbert is given."""
 
@@ -11,7 +11,13 @@ from typing import Any
 import numpy as np
 
 from leadrrg.errors import LeadrrgError
-from leadrrg.evaluate import LabelFn, bootstrap_statistics, ground_truth_labels, label_with, report_texts
+from leadrrg.evaluation.evaluate import (
+    LabelFn,
+    bootstrap_statistics,
+    ground_truth_labels,
+    label_with,
+    report_texts,
+)
 
 
 def _names(ids: Sequence[str], limit: int = 10) -> str:

@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 
 from leadrrg.constants import OBSERVATIONS
-from leadrrg.data.synth_prior import findings_from_labels, marginal_prevalence, sample_findings
-from leadrrg.data.synth_render import render_image
-from leadrrg.data.synth_reports import write_report
-from leadrrg.data.synth_types import (
+from leadrrg.data.synth.prior import findings_from_labels, marginal_prevalence, sample_findings
+from leadrrg.data.synth.render import render_image
+from leadrrg.data.synth.reports import write_report
+from leadrrg.data.synth.types import (
     DEVICES,
     FINDING_NAMES,
     SEVERITIES,

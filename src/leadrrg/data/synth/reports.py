@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from leadrrg.data import synth_phrases as phrases
-from leadrrg.data.synth_phrases import choose
-from leadrrg.data.synth_types import Findings, SynthConfig
+from leadrrg.data.synth import phrases
+from leadrrg.data.synth.phrases import choose
+from leadrrg.data.synth.types import Findings, SynthConfig
 
 __all__ = ["write_report"]
 

@@ -47,7 +47,7 @@ def data_uri(png: bytes) -> str:
 
 def explain_html(result: dict[str, Any], images: Sequence[tuple[str, bytes]], name: str = "") -> str:
     """The web page with `result` (ReportResult.to_dict(), with evidence) and (name, PNG bytes) views inlined."""
-    from leadrrg.inference.serve import page_text
+    from leadrrg.serve.app import page_text
 
     page = page_text("index.html")
     style = page_text("style.css")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from leadrrg.constants import NUM_OBSERVATIONS, OBSERVATIONS
-from leadrrg.data.synth_types import (
+from leadrrg.data.synth.types import (
     ALLOWED_SIDES,
     ALLOWED_ZONES,
     DEVICES,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from leadrrg.data.synth_types import Finding, SynthConfig
+from leadrrg.data.synth.types import Finding, SynthConfig
 
 __all__ = [
     "atelectasis",

@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from leadrrg.data.synth_anatomy import Canvas, Thorax, ramp, sample_anatomy, smooth_noise
-from leadrrg.data.synth_types import Findings
+from leadrrg.data.synth.anatomy import Canvas, Thorax, ramp, sample_anatomy, smooth_noise
+from leadrrg.data.synth.types import Findings
 
 __all__ = ["RENDERERS", "render_image"]
 

@@ -1,6 +1,6 @@
 """SynthCXR-IU: real IU X-Ray report language paired with SynthCXR images rendered from each report's labels.
 
-For each IU X-Ray report (`leadrrg.data.iu_reports`) whose chosen section (default `findings`, as R2Gen
+For each IU X-Ray report (`leadrrg.data.synth.iu_reports`) whose chosen section (default `findings`, as R2Gen
 uses) is non-empty:
 
 1. Label the report's findings and impression together with the rule-based labeler (`label_reports`;
@@ -61,9 +61,9 @@ from typing import Any
 import numpy as np
 
 from leadrrg.constants import NUM_OBSERVATIONS, OBSERVATIONS
-from leadrrg.data.iu_reports import IuReport, load_iu_reports
-from leadrrg.data.synth import SynthConfig, findings_from_labels, parallel_map, render_image
-from leadrrg.data.synth_types import check_synth_output
+from leadrrg.data.synth.generate import SynthConfig, findings_from_labels, parallel_map, render_image
+from leadrrg.data.synth.iu_reports import IuReport, load_iu_reports
+from leadrrg.data.synth.types import check_synth_output
 from leadrrg.data.text import SECTIONS, select_section
 from leadrrg.errors import LeadrrgError
 from leadrrg.io import atomic_directory

@@ -67,7 +67,7 @@ def _inside_sentence_ids(tokenizer, word: str) -> list[int]:
 def finding_token_ids(tokenizer, expert_names: Sequence[str]) -> list[list[int]]:
     """For each expert (a CheXpert observation name) the sorted ids of the first tokens of its finding words
     (`FINDING_WORDS`), shared tokens and too-short prefixes dropped (see the module docstring).
-    `tokenizer` is a `leadrrg.tokenizer.ReportTokenizer` (its `encode` and `decode`)."""
+    `tokenizer` is a `leadrrg.data.tokenizer.ReportTokenizer` (its `encode` and `decode`)."""
     unknown = [name for name in expert_names if name not in FINDING_WORDS]
     if unknown:
         raise LeadrrgError(

@@ -28,7 +28,7 @@ from torch import nn
 from leadrrg.config import RunConfig, first_difference, load_run_config, to_dict
 from leadrrg.errors import LeadrrgError
 from leadrrg.io import path_problem
-from leadrrg.tokenizer import ReportTokenizer
+from leadrrg.data.tokenizer import ReportTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -230,9 +230,9 @@ def load_run(
     """(model in eval mode on `device`, tokenizer, config) of a trained run directory. `overrides` are typed
     `--set` overrides applied to config.json before the model is built; of the model's settings only
     MOVABLE_SETTINGS may change (e.g. `model.decoder.pretrained_path=DIR` for a run whose base model moved).
-    The base model's fingerprint is checked against the run's provenance.json (`leadrrg.provenance`)."""
+    The base model's fingerprint is checked against the run's provenance.json (`leadrrg.runs.provenance`)."""
     from leadrrg.config import apply_overrides
-    from leadrrg.provenance import check_base_models
+    from leadrrg.runs.provenance import check_base_models
 
     run_dir = Path(run_dir)
     for name in (CONFIG_FILE, MODEL_FILE, TOKENIZER_DIR):

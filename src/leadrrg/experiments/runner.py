@@ -61,12 +61,12 @@ def run_experiment(
     (default `run_dir`), decoding with the run's decode settings plus `decode_overrides` (`decode.*=...`)."""
     from leadrrg.config import apply_overrides, to_dict
     from leadrrg.data.manifests import load_studies
-    from leadrrg.evaluate import evaluate_predictions
-    from leadrrg.predict import generate_split
-    from leadrrg.provenance import predictions_meta
-    from leadrrg.run_files import MODEL_FILE, load_run, training_device, weights_checksum
-    from leadrrg.train import train
+    from leadrrg.evaluation.evaluate import evaluate_predictions
+    from leadrrg.inference.predict import generate_split
+    from leadrrg.runs.files import MODEL_FILE, load_run, training_device, weights_checksum
+    from leadrrg.runs.provenance import predictions_meta
     from leadrrg.train.checkpoint import is_run_dir
+    from leadrrg.train.loop import train
 
     run_dir = Path(run_dir)
     results_dir = Path(results_dir) if results_dir is not None else run_dir
@@ -137,14 +137,14 @@ def diagnose_experiment(
     deep_split: str | None = "shift_test",
     flip: int = 100,
 ) -> dict[str, dict[str, Any]]:
-    """`leadrrg.diagnose` on each split of a trained run (expert AUROC, report F1 vs truth, gates); on
+    """`leadrrg.evaluation.diagnose` on each split of a trained run (expert AUROC, report F1 vs truth, gates); on
     `deep_split` also the oracle and `flip` flips. Written to `results_dir/diagnosis.json` (split -> measures)
     and reused while the run's step count (`steps`, as trained) and decode settings are unchanged. Runs without
     experts get {}."""
     from leadrrg.config import apply_overrides, to_dict
     from leadrrg.data.manifests import load_studies
-    from leadrrg.diagnose import diagnose
-    from leadrrg.run_files import MODEL_FILE, load_run, training_device, weights_checksum
+    from leadrrg.evaluation.diagnose import diagnose
+    from leadrrg.runs.files import MODEL_FILE, load_run, training_device, weights_checksum
 
     run_dir = Path(run_dir)
     results_dir = Path(results_dir) if results_dir is not None else run_dir

@@ -63,7 +63,7 @@ def ground_truth_labels(records: Sequence[dict]) -> np.ndarray | None:
 
 
 def _versions(java: str | None, meteor_missing: str | None) -> dict[str, str | None]:
-    from leadrrg.provenance import package_version as version_of
+    from leadrrg.runs.provenance import package_version as version_of
 
     return {
         "leadrrg": __version__,

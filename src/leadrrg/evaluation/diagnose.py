@@ -79,7 +79,7 @@ def diagnose(
 ) -> dict[str, Any]:
     """The measures of the module docstring for `studies` (each with 14 ground-truth labels) -> a JSON-ready
     dict. `flip` > 0 flips one finding in each of the first `flip` studies."""
-    from leadrrg.predict import generate_split
+    from leadrrg.inference.predict import generate_split
 
     studies = list(studies)
     if not studies:

@@ -8,7 +8,7 @@
     GET  /             the web page (`page/`), which needs nothing from the network
     GET  /docs         the API's description, rendered locally from /openapi.json
 
-Requests are batched dynamically (`leadrrg.inference.batcher`). Limits, each a 4xx JSON `{"error": "..."}` that
+Requests are batched dynamically (`leadrrg.serve.batcher`). Limits, each a 4xx JSON `{"error": "..."}` that
 names the problem: a body over `max_request_bytes` (413), an image over `max_pixels` (413), more images than the
 model's views or none (400), content that is not PNG / JPEG / DICOM whatever its file name (415), an unreadable
 image (400), a full queue (429, with Retry-After). Clients upload bytes; the server never opens a path it is sent.
@@ -24,9 +24,9 @@ from importlib import resources
 from typing import Any
 
 from leadrrg.errors import LeadrrgError
-from leadrrg.inference.batcher import Batcher, QueueFull
 from leadrrg.inference.inputs import ImageTooLarge, UnsupportedImage, decode_bytes
-from leadrrg.inference.settings import ServeConfig
+from leadrrg.serve.batcher import Batcher, QueueFull
+from leadrrg.serve.settings import ServeConfig
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class BodyLimit:
 
 
 def page_text(name: str) -> str:
-    return resources.files("leadrrg.inference").joinpath("page", name).read_text(encoding="utf-8")
+    return resources.files("leadrrg.serve").joinpath("page", name).read_text(encoding="utf-8")
 
 
 def create_app(generator, settings: ServeConfig | None = None):
@@ -238,7 +238,7 @@ def create_app(generator, settings: ServeConfig | None = None):
         out = result.to_dict()
         out["views"] = len(views)
         if preview:  # what the model read, as small PNGs (the page shows DICOM uploads this way)
-            from leadrrg.inference.explain import data_uri, preview_png
+            from leadrrg.serve.render import data_uri, preview_png
 
             out["previews"] = [data_uri(await run_in_threadpool(preview_png, view)) for view in views]
         return out

@@ -17,19 +17,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from leadrrg.collectives import DistContext, broadcast_object
 from leadrrg.config import RunConfig
 from leadrrg.data.collate import ReportCollator
 from leadrrg.data.counterfactual import CounterfactualEditor
+from leadrrg.data.tokenizer import ReportTokenizer
 from leadrrg.errors import LeadrrgError
-from leadrrg.run_files import build_model  # noqa: F401  (re-exported for the training code)
-from leadrrg.tokenizer import ReportTokenizer
-from leadrrg.train.distributed import (
-    DistContext,
-    EpochShardSampler,
-    PositionSeeded,
-    broadcast_object,
-    epoch_seed,
-)
+from leadrrg.runs.files import build_model
+from leadrrg.train.distributed import EpochShardSampler, PositionSeeded, epoch_seed
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +67,7 @@ def default_label_cache() -> Path:
     """Where labeler output for unlabelled data sets is cached, keyed by report hash (shared across data sets;
     versioned so a changed labeler does not reuse stale labels)."""
     from leadrrg import __version__
-    from leadrrg.backbones import default_cache_dir
+    from leadrrg.runs.backbones import default_cache_dir
 
     return default_cache_dir() / "labels" / f"report_labels-{__version__}.csv"
 

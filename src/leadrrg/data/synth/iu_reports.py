@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leadrrg.backbones import default_cache_dir, download_wheel, extract_member
 from leadrrg.errors import LeadrrgError
 from leadrrg.io import sha256_file
+from leadrrg.runs.backbones import default_cache_dir, download_wheel, extract_member
 
 __all__ = [
     "IU_PACKAGE",

@@ -219,7 +219,7 @@ def predictions_meta(run_dir: str | Path, decode, records) -> dict[str, Any]:
     checkpoint step, the decoding settings and a SHA-256 over the predictions as JSON lines."""
     import dataclasses
 
-    from leadrrg.run_files import trained_steps
+    from leadrrg.runs.files import trained_steps
 
     digest = hashlib.sha256()
     for record in records:
