@@ -201,7 +201,7 @@ def check_same_tokens(model, tokenizer, images, view_mask, new_tokens: int) -> b
     return ours_ids == hf_ids
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -228,6 +228,27 @@ def main() -> None:
         "--set", dest="overrides", action="append", default=[], help="override of the demo config (no --run)"
     )
     args = parser.parse_args()
+    return args
+
+
+def print_rates(results: dict[tuple[str, int], float], names: list[str], batch_sizes: list[int]) -> None:
+    """Tokens per second of every row at every batch size, then the ratios that matter."""
+    print(f"{'':26s}" + "".join(f"{f'batch {b} tok/s':>16s}" for b in batch_sizes))
+    for name in names:
+        print(f"{name:26s}" + "".join(f"{results[(name, b)]:16.1f}" for b in batch_sizes))
+    ratios = {
+        "LEAD / none (ours), time": lambda b: results[("ours none", b)] / results[("ours layerwise", b)],
+        "ours / HF, none, speed": lambda b: results[("ours none", b)] / results[("HF generate() none", b)],
+        "ours / HF, layerwise, speed": lambda b: (
+            results[("ours layerwise", b)] / results[("HF generate() layerwise", b)]
+        ),
+    }
+    for name, ratio in ratios.items():
+        print(f"{name:26s}" + "".join(f"{ratio(b):16.3f}" for b in batch_sizes))
+
+
+def main() -> None:
+    args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -272,19 +293,7 @@ def main() -> None:
         for name in rows:
             results[(name, batch)] = batch * args.new_tokens / statistics.median(times[name])
 
-    header = f"{'':26s}" + "".join(f"{f'batch {b} tok/s':>16s}" for b in args.batch_sizes)
-    print(header)
-    for name in rows:
-        print(f"{name:26s}" + "".join(f"{results[(name, b)]:16.1f}" for b in args.batch_sizes))
-    ratios = {
-        "LEAD / none (ours), time": lambda b: results[("ours none", b)] / results[("ours layerwise", b)],
-        "ours / HF, none, speed": lambda b: results[("ours none", b)] / results[("HF generate() none", b)],
-        "ours / HF, layerwise, speed": lambda b: (
-            results[("ours layerwise", b)] / results[("HF generate() layerwise", b)]
-        ),
-    }
-    for name, ratio in ratios.items():
-        print(f"{name:26s}" + "".join(f"{ratio(b):16.3f}" for b in args.batch_sizes))
+    print_rates(results, list(rows), args.batch_sizes)
     if 1 in args.batch_sizes:  # batch 1 is bound by reading the weights once per token
         bandwidth = read_bandwidth(device, args.bandwidth_mb)
         weights = weight_bytes_per_token(lead)

@@ -28,7 +28,7 @@ from leadrrg.train.optim import build_optimizer, set_learning_rates
 from leadrrg.train.step import peak_memory_mb, train_step
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="SynthCXR data root")
     parser.add_argument("--preset", default="demo")
@@ -43,6 +43,14 @@ def main() -> None:
     )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
+    fusions = [f.strip() for f in args.fusions.split(",") if f.strip()]
+    if "layerwise" not in fusions or "none" not in fusions:
+        parser.error("--fusions must include layerwise and none")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
 
     device = resolve_device(args.device)
     ctx = DistContext(device=device)
@@ -51,8 +59,6 @@ def main() -> None:
     )
     runs = {}
     fusions = [f.strip() for f in args.fusions.split(",") if f.strip()]
-    if "layerwise" not in fusions or "none" not in fusions:
-        parser.error("--fusions must include layerwise and none")
     for fusion in fusions:
         config = apply_overrides(base, [f"model.injection.fusion={fusion}"])
         task = build_task(config, ctx)

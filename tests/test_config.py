@@ -74,8 +74,8 @@ def test_a_run_saved_before_a_default_changed_keeps_its_old_behaviour(tmp_path):
 
 
 def test_the_paper_preset_and_the_paper_bench_variant_are_one_recipe():
-    from leadrrg.commands.bench import PAPER
     from leadrrg.config import apply_overrides, load_preset
+    from leadrrg.experiments.variants import PAPER
 
     preset, variant = load_preset("lead_paper"), apply_overrides(load_preset("demo"), list(PAPER))
     assert preset.model == variant.model and preset.decode == variant.decode

@@ -86,6 +86,7 @@ def test_only_a_decoder_that_reads_the_experts_gets_counterfactual_studies(tmp_p
 
 
 def test_counterfactual_rows_read_their_flipped_labels_and_the_experts_learn_the_truth():
+    from leadrrg.model.grounding import decoder_probs
     from tests.test_model_helpers import build, perturb_zero_init, tiny_batch, tiny_config
 
     config = tiny_config()
@@ -98,7 +99,10 @@ def test_counterfactual_rows_read_their_flipped_labels_and_the_experts_learn_the
     truth = batch["expert_labels"]
     read = truth.clone()
     read[1, OBSERVATIONS.index("Pleural Effusion")] = 1.0  # study 1 is counterfactual
-    probs = model.decoder_probs(logits, expert_labels=truth, decoder_labels=read)
+    labels, read_labels = model.select_expert_labels(truth), model.select_expert_labels(read)
+    probs = decoder_probs(
+        config.grounding, config.label_policy, logits, labels=labels, read_labels=read_labels
+    )
     assert torch.equal(probs[0], torch.full((k,), 0.5)) and torch.equal(probs[2], torch.full((k,), 0.5))
     assert probs[1].tolist() == [
         1.0,

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from leadrrg.config import DecodeConfig
 from leadrrg.data.tokenizer import ReportTokenizer
 from leadrrg.inference.decoding import GeneratedReport, generate_reports
-from leadrrg.inference.steps import LogitsProcessor, banned_ngram_tokens, sample_next
+from leadrrg.inference.steps import LogitsProcessor, banned_ngram_tokens, decoding_context, sample_next
 from leadrrg.model.lead import LeadModel
 from tests.test_model_helpers import EXPERTS, perturb_zero_init, tiny_config
 
@@ -117,7 +117,8 @@ def generate(model, tokenizer, studies, **decode) -> list[GeneratedReport]:
 @torch.no_grad()
 def uncached_greedy(model, tokenizer, images, view_mask, max_new: int, threshold: float = 0.0) -> list[int]:
     """Greedy decoding of one study that re-runs the whole sequence at every step, without a cache."""
-    context = model.encode_study(images, view_mask, threshold=threshold)
+    read = DecodeConfig(expert_threshold=threshold, derive_no_finding=False)  # what the decoder reads
+    context = decoding_context(model, images, view_mask, read)
     prompt, out = [tokenizer.bos_id, *tokenizer.prompt_ids], []
     for _ in range(max_new):
         ids = torch.tensor([prompt + out])
@@ -149,7 +150,7 @@ def score_and_trace(model, tokenizer, images, view_mask, token_ids: list[int], e
 
 
 def assert_scope_clear(model: LeadModel) -> None:
-    assert all(layer.expert_tokens is None and layer.trace is None for layer in model.injected_layers())
+    assert all(layer.expert_tokens is None for layer in model.injected_layers())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -356,7 +357,7 @@ def test_evidence_is_the_injection_behind_every_token(trained, tokenizer, studie
     images, view_mask = studies
     generator = torch.Generator().manual_seed(0)
     reports = generate(trained, tokenizer, studies, evidence=True, generator=generator, **decode)
-    layers, experts = trained.num_decoder_layers, len(EXPERTS)
+    layers, experts = len(trained.injected_layers()), len(EXPERTS)
     for i, report in enumerate(reports):
         steps = len(report.token_ids)
         assert report.gates.shape == (steps, layers) and report.alpha.shape == (steps, layers, experts)

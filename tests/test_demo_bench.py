@@ -5,7 +5,7 @@ import json
 import pytest
 
 from leadrrg.cli import main
-from leadrrg.commands.bench import aggregate, results_table
+from leadrrg.experiments.faithfulness import aggregate, results_table
 
 TINY = [
     "--set",
@@ -93,8 +93,8 @@ def test_aggregate_and_table():
 
 
 def test_every_bench_variant_is_a_valid_config_of_the_demo_preset():
-    from leadrrg.commands.bench import VARIANTS
     from leadrrg.config import apply_overrides, load_preset
+    from leadrrg.experiments.variants import VARIANTS
 
     for name, variant in VARIANTS.items():
         trained = VARIANTS[variant.trained_as].overrides if variant.trained_as else variant.overrides

@@ -14,6 +14,9 @@ from PIL import Image
 
 import leadrrg
 from leadrrg.cli import main
+from leadrrg.errors import LeadrrgError
+from leadrrg.serve import render
+from leadrrg.serve.assets import SCRIPT_TAG, STYLE_TAG, page_text
 from tests.fixtures_data import make_jsonl, write_png
 from tests.test_generate_cli import write_tiny_run
 
@@ -67,3 +70,23 @@ def test_building_the_command_line_does_not_import_torch():
     code = "import sys; from leadrrg.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr
+
+
+def test_the_offline_page_inlines_the_style_and_the_script():
+    result = {"report": "no </script> here", "evidence": None}
+    text = render.explain_html(result, [("frontal.png", b"\x89PNG")], "run")
+    assert STYLE_TAG not in text and SCRIPT_TAG not in text
+    script = page_text("app.js").replace("</", "<\\/")
+    assert "<style>\n" + page_text("style.css") + "</style>" in text
+    assert "<script>\n" + script + "</script>" in text
+    assert text.index("window.LEADRRG_EMBEDDED") < text.index(script)
+    assert "no <\\/script> here" in text and "</script> here" not in text
+
+
+def test_the_offline_page_fails_loudly_when_index_html_lost_a_tag(monkeypatch):
+    def edited(name: str) -> str:
+        return page_text(name).replace(STYLE_TAG, '<link href="static/style.css" rel="stylesheet">')
+
+    monkeypatch.setattr(render, "page_text", edited)
+    with pytest.raises(LeadrrgError, match="index.html has 0 copies"):
+        render.explain_html({}, [], "run")

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from leadrrg.cli import main
-from leadrrg.commands.evaluate import read_predictions
 from leadrrg.config import DataConfig, DecodeConfig, RunConfig
 from leadrrg.data.manifests import load_studies
 from leadrrg.data.tokenizer import ReportTokenizer
+from leadrrg.evaluation.predictions import read_predictions
+from leadrrg.inference.api import ReportGenerator
 from leadrrg.inference.predict import generate_split
 from leadrrg.model.lead import LeadModel
 from leadrrg.runs.files import save_model_weights
@@ -120,8 +121,9 @@ def test_generate_split_does_not_depend_on_the_batch_size(run_dir, data_root):
     model, tokenizer, config = load_run(run_dir)
     studies = load_studies(config.data, "test")
     decode = DecodeConfig(max_new_tokens=6)
-    one = generate_split(model, tokenizer, config, studies, decode, batch_size=1)
-    two = generate_split(model, tokenizer, config, studies, decode, batch_size=2)
+    generator = ReportGenerator(model, tokenizer, config)
+    one = generate_split(generator, studies, decode, batch_size=1)
+    two = generate_split(generator, studies, decode, batch_size=2)
     assert one == two and len(one) == 3
 
 

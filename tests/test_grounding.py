@@ -7,8 +7,10 @@ import torch
 
 from leadrrg.config import DecodeConfig, GroundingConfig
 from leadrrg.errors import LeadrrgError
+from leadrrg.inference.steps import decoding_context
 from leadrrg.model.balance import ContextBalance
-from leadrrg.model.lead import expert_targets
+from leadrrg.model.grounding import drop_visual_tokens, with_derived_no_finding
+from leadrrg.model.losses import expert_targets
 from tests.test_model_helpers import EXPERTS, build, perturb_zero_init, tiny_batch, tiny_config
 
 
@@ -155,7 +157,7 @@ def test_aux_fusion_trains_experts_and_fuses_nothing():
 def test_visual_dropout_masks_whole_studies_in_training_only():
     model = _model(visual_dropout=0.5)
     mask = torch.ones(400, 10, dtype=torch.bool)
-    dropped = model.drop_visual_tokens(mask)
+    dropped = drop_visual_tokens(model.config.grounding, mask)
     rows = dropped.any(dim=1)
     assert torch.equal(dropped.all(dim=1), rows)  # a study keeps all its visual tokens or none
     assert 120 < int((~rows).sum()) < 280
@@ -175,7 +177,7 @@ def test_expert_threshold_binarizes_what_the_decoder_reads_and_keeps_the_soft_p(
     hard = (soft > 0.7).float()
     images, views = batch["images"], batch["view_mask"]
     with torch.no_grad():
-        thresholded = model.encode_study(images, views, expert_probs=soft, threshold=0.7)
+        thresholded = decoding_context(model, images, views, DecodeConfig(expert_threshold=0.7), soft)
         binary = model.encode_study(images, views, expert_probs=hard)
         plain = model.encode_study(images, views, expert_probs=soft)
     assert torch.equal(thresholded.expert_tokens, binary.expert_tokens)
@@ -196,7 +198,7 @@ def test_derive_no_finding_reads_no_finding_as_chexpert_defines_it():
     read = torch.tensor(
         [[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 1.0, 1.0]]
     )
-    derived = model.with_derived_no_finding(read)
+    derived = with_derived_no_finding(read, names)
     assert derived[:, 0].tolist() == [0.0, 1.0, 1.0, 0.0]  # devices alone are still "no finding"
     assert torch.equal(derived[:, 1:], read[:, 1:])
     batch = tiny_batch()
@@ -204,11 +206,14 @@ def test_derive_no_finding_reads_no_finding_as_chexpert_defines_it():
     normal = torch.tensor([[0.9, 0.8, 0.1, 0.0], [0.9, 0.1, 0.1, 0.0]])  # a flip left No Finding high
     finding = torch.tensor([[0.1, 0.8, 0.1, 0.0], [0.9, 0.1, 0.1, 0.0]])
     with torch.no_grad():
-        a = model.encode_study(images, views, expert_probs=normal, threshold=0.7, derive_no_finding=True)
-        b = model.encode_study(images, views, expert_probs=finding, threshold=0.7, derive_no_finding=True)
-        c = model.encode_study(images, views, expert_probs=normal, threshold=0.7)
+        derive = DecodeConfig(expert_threshold=0.7, derive_no_finding=True)
+        a = decoding_context(model, images, views, derive, normal)
+        b = decoding_context(model, images, views, derive, finding)
+        c = decoding_context(
+            model, images, views, DecodeConfig(expert_threshold=0.7, derive_no_finding=False), normal
+        )
     assert torch.equal(a.expert_tokens, b.expert_tokens)  # the No Finding expert's own p no longer counts
     assert not torch.equal(a.expert_tokens, c.expert_tokens)
     assert torch.equal(a.expert_probs, normal)  # reports keep the experts' own p
     # without a No Finding expert nothing changes
-    assert torch.equal(build(tiny_config()).with_derived_no_finding(read[:, :3]), read[:, :3])
+    assert torch.equal(with_derived_no_finding(read[:, :3], list(tiny_config().experts.names)), read[:, :3])

@@ -77,9 +77,7 @@ def test_batch_equals_one_by_one_and_generate_split(generator, images, run_dir):
     for one, alone in zip(batch, single):
         assert one.expert_probs == pytest.approx(alone.expert_probs, abs=1e-5)
     records = generate_split(
-        generator.model,
-        generator.tokenizer,
-        generator.config,
+        generator,
         [
             Study(str(i), "", [str(p) for p in (s if isinstance(s, list) else [s])], "")
             for i, s in enumerate(studies)

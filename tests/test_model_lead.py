@@ -11,7 +11,8 @@ from safetensors.torch import load_file, save_file
 from leadrrg.config import ModelConfig
 from leadrrg.constants import OBSERVATIONS
 from leadrrg.model.decoder import BACKBONES, get_decoder_layers, set_decoder_layers
-from leadrrg.model.lead import LeadModel, classification_loss, expert_targets
+from leadrrg.model.lead import LeadModel
+from leadrrg.model.losses import classification_loss, expert_targets
 from tests.test_model_helpers import (
     BOS,
     EXPERTS,
@@ -330,7 +331,7 @@ def test_a_bf16_base_keeps_fp32_master_weights_that_one_step_moves(family, pretr
 
 
 def test_the_lm_loss_averages_over_the_tokens_target_token_count_counts():
-    from leadrrg.model.lead import target_token_count
+    from leadrrg.model.losses import target_token_count
 
     model = build(tiny_config()).train()
     batch = tiny_batch()

@@ -18,7 +18,8 @@ import pytest
 pytest.importorskip("fastapi")
 
 import leadrrg  # noqa: E402
-from leadrrg.serve.app import BackgroundServer, ServeConfig, create_app  # noqa: E402
+from leadrrg.serve.app import BackgroundServer, create_app  # noqa: E402
+from leadrrg.serve.settings import ServeConfig  # noqa: E402
 from tests.fixtures_data import make_jsonl  # noqa: E402
 from tests.test_generate_cli import write_tiny_run  # noqa: E402
 from tests.test_model_helpers import EXPERTS  # noqa: E402

@@ -15,10 +15,11 @@ from leadrrg.cli import main
 from leadrrg.config import DataConfig, RunConfig
 from leadrrg.data.tokenizer import ReportTokenizer
 from leadrrg.errors import LeadrrgError
+from leadrrg.evaluation.predictions import predictions_meta
 from leadrrg.model.decoder import BACKBONES
 from leadrrg.model.lead import LeadModel
 from leadrrg.runs.files import save_model_weights
-from leadrrg.runs.provenance import PROVENANCE_FILE, base_model_fingerprint, predictions_meta, read_provenance
+from leadrrg.runs.provenance import PROVENANCE_FILE, base_model_fingerprint, read_provenance
 from leadrrg.train.checkpoint import init_run_dir
 from tests.fixtures_data import FIXTURE_REPORTS, make_jsonl, write_png
 from tests.test_model_helpers import perturb_zero_init, tiny_config, tiny_decoder

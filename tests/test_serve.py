@@ -16,9 +16,10 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 import leadrrg  # noqa: E402
-from leadrrg.serve.app import BackgroundServer, ServeConfig, create_app, is_loopback  # noqa: E402
+from leadrrg.serve.app import BackgroundServer, create_app, is_loopback  # noqa: E402
 from leadrrg.serve.batcher import Batcher, QueueFull  # noqa: E402
 from leadrrg.serve.client import multipart_body, post_report, request  # noqa: E402
+from leadrrg.serve.settings import ServeConfig  # noqa: E402
 from tests.fixtures_data import make_jsonl, write_png  # noqa: E402
 from tests.test_generate_cli import write_tiny_run  # noqa: E402
 from tests.test_model_helpers import EXPERTS  # noqa: E402
@@ -200,7 +201,7 @@ def test_serve_command_refuses_model_overrides(tmp_path, capsys):
 
 
 def test_page_files_ship_in_the_package():
-    from leadrrg.serve.app import PAGE_FILES
+    from leadrrg.serve.assets import PAGE_FILES
 
     root = Path(leadrrg.__file__).parent / "serve" / "page"
     assert {p.name for p in root.iterdir()} >= set(PAGE_FILES)
@@ -250,3 +251,18 @@ def test_the_serve_command_listens_on_loopback(generator, tmp_path):
         server.terminate()
         output = server.communicate(timeout=30)[0].decode()
     assert f"http://127.0.0.1:{port}/" in output and "not for clinical use" in output
+
+
+def test_the_serve_flags_default_to_serve_config():
+    import argparse
+
+    from leadrrg.commands.serve import add_arguments, serve_config
+    from leadrrg.errors import LeadrrgError
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert serve_config(parser.parse_args(["--run", "r"])) == ServeConfig()
+    args = parser.parse_args(["--run", "r", "--max-wait-ms", "2.5", "--max-request-mb", "0.5", "--port", "9"])
+    assert serve_config(args) == ServeConfig(max_wait_ms=2.5, max_request_bytes=2**19, port=9)
+    with pytest.raises(LeadrrgError, match="max_queue"):
+        serve_config(parser.parse_args(["--run", "r", "--max-queue", "0"]))

@@ -326,10 +326,10 @@ def test_bad_wheels(tmp_path: Path):
 
 
 def test_download_failure_names_the_package_and_flag(tmp_path: Path, monkeypatch):
-    def offline(package, version, dest, timeout_s=60):
+    def offline(package, version, dest, timeout_s=60, flag="--wheel"):
         raise LeadrrgError(
             f"could not download the wheel {package}=={version} with pip (pip could not reach the package "
-            f"index); ... pass the file with --wheel PATH"
+            f"index); ... pass the file with {flag} PATH"
         )
 
     monkeypatch.setattr(iu_reports, "download_wheel", offline)
@@ -342,7 +342,7 @@ def test_download_failure_names_the_package_and_flag(tmp_path: Path, monkeypatch
 def test_archive_is_cached_once(wheel: Path, tmp_path: Path, monkeypatch):
     downloads = []
 
-    def download(package, version, dest, timeout_s=60):
+    def download(package, version, dest, timeout_s=60, flag="--wheel"):
         downloads.append(f"{package}=={version}")
         Path(dest).mkdir(parents=True, exist_ok=True)
         return Path(shutil.copy(wheel, Path(dest) / wheel.name))

@@ -92,7 +92,7 @@ def test_accumulated_micro_batches_train_as_one_batch_of_unequal_reports(tmp_pat
     # the micro-batches hold reports of different lengths (a mean of per-batch means would weigh them otherwise).
     from leadrrg.collectives import DistContext
     from leadrrg.config import apply_overrides
-    from leadrrg.model.lead import target_token_count
+    from leadrrg.model.losses import target_token_count
     from leadrrg.train.build import build_task, make_train_loader, set_loader_epoch
     from leadrrg.train.optim import build_optimizer
     from leadrrg.train.step import train_step

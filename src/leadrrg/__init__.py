@@ -9,13 +9,14 @@ Research use only; not for clinical use.
 
 __version__ = "0.1.0"
 
-
-def load(run_dir, device="auto", seed=0, overrides=()):
-    """Load a trained run for inference -> `leadrrg.inference.ReportGenerator` (see `leadrrg.inference.api`);
-    `overrides`, e.g. ["model.decoder.pretrained_path=DIR"] for a base model that has moved."""
-    from leadrrg.inference.api import load as _load
-
-    return _load(run_dir, device=device, seed=seed, overrides=overrides)
-
-
 __all__ = ["__version__", "load"]
+
+
+def __getattr__(name: str):
+    """`leadrrg.load` is `leadrrg.inference.api.load` (load a trained run for inference -> a `ReportGenerator`),
+    imported on first use so that `import leadrrg` and `leadrrg --help` do not import torch."""
+    if name == "load":
+        from leadrrg.inference.api import load
+
+        return load
+    raise AttributeError(f"module 'leadrrg' has no attribute {name!r}")

@@ -56,9 +56,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
 def _log_level_parent(default: str | None) -> argparse.ArgumentParser:
     """--log-level, accepted before the command (leadrrg --log-level debug train ...) and after it."""
     parent = argparse.ArgumentParser(add_help=False)

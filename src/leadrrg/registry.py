@@ -1,4 +1,5 @@
-"""String-keyed registries for the parts that get swapped (vision encoders, LLM backbones, gates)."""
+"""String-keyed registries for the parts that get swapped: vision encoders (`model.vision.VISION_ENCODERS`),
+decoder backbones (`model.decoder.BACKBONES`) and data formats (`data.manifests.FORMATS`)."""
 
 from __future__ import annotations
 

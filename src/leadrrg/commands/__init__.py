@@ -1,9 +1,15 @@
-"""CLI commands: one module per command, each with `add_arguments(parser)` and `run(args) -> int`."""
+"""CLI commands: one module per command, each with `add_arguments(parser)` and `run(args) -> int`; the argument
+helpers and checks that several commands share are here (no command module imports another).
+
+Every command module is imported to build `leadrrg --help`, so nothing at the top of one imports torch."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from pathlib import Path
+
+from leadrrg.errors import LeadrrgError
+from leadrrg.io import path_problem
 
 
 def add_run_argument(
@@ -26,13 +32,70 @@ def add_overrides_argument(parser: argparse.ArgumentParser, help_text: str) -> N
     )
 
 
-def check_trained_overrides(overrides: Sequence[str], allowed: Sequence[str], when: str) -> None:
-    """Refuse a `--set` outside the `allowed` sections (e.g. `decode.`) for a command that uses a trained model."""
-    from leadrrg.errors import LeadrrgError
+def check_run_dir(run_dir: Path) -> None:
+    """A trained run directory with weights, or a LeadrrgError saying what to do."""
+    problem = path_problem(run_dir, "directory")
+    if problem:
+        raise LeadrrgError(
+            f"run directory {run_dir} {problem}; expected the --out directory of leadrrg train"
+        )
+    if not (run_dir / "model.safetensors").is_file():
+        raise LeadrrgError(
+            f"run directory {run_dir} has no model.safetensors; train it first (leadrrg train) or wait for its "
+            "first checkpoint"
+        )
 
-    for text in overrides:
-        if not text.strip().startswith(tuple(allowed)):
-            sections = " and ".join(f"{prefix}*" for prefix in allowed)
-            raise LeadrrgError(
-                f"--set {text!r}: only {sections} can be changed {when} (the model is trained)"
-            )
+
+def resolve_device(name: str):
+    """`--device NAME` -> a torch.device (`leadrrg.inference.api.resolve_device`), its error naming the flag."""
+    from leadrrg.inference.api import resolve_device as resolve  # torch: not at `leadrrg --help`
+
+    try:
+        return resolve(name)
+    except LeadrrgError as exc:
+        raise LeadrrgError(f"--{exc}") from None
+
+
+def add_chexbert_arguments(parser: argparse.ArgumentParser) -> None:
+    """--chexbert PATH, --bert-dir DIR and --device (`leadrrg evaluate`, `leadrrg compare`)."""
+    parser.add_argument(
+        "--chexbert",
+        default=None,
+        metavar="PATH",
+        help="also label with CheXbert from this local checkpoint (chexbert.pth): chexbert14_* metrics beside ours",
+    )
+    parser.add_argument(
+        "--bert-dir",
+        default=None,
+        metavar="DIR",
+        help="local bert-base-uncased directory (config.json, vocab.txt) for --chexbert; nothing is downloaded",
+    )
+    parser.add_argument("--device", default="cpu", help="torch device for --chexbert (default: cpu)")
+
+
+def chexbert_labeler(args: argparse.Namespace):
+    """The CheXbertLabeler that --chexbert / --bert-dir name, or None when neither is given."""
+    if args.chexbert is None and args.bert_dir is None:
+        return None
+    if args.chexbert is None or args.bert_dir is None:
+        raise LeadrrgError("--chexbert needs --bert-dir (and --bert-dir needs --chexbert)")
+    from leadrrg.labeler.chexbert import CheXbertLabeler  # torch: not at `leadrrg --help`
+
+    return CheXbertLabeler(args.chexbert, args.bert_dir, device=args.device)
+
+
+def add_bootstrap_arguments(parser: argparse.ArgumentParser, *, default: int, what: str) -> None:
+    """--bootstrap N and --seed S (`leadrrg evaluate`, `leadrrg compare`)."""
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=default,
+        metavar="N",
+        help=f"study-level bootstrap replicates: {what} (default: {default})",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap's resampling (default: 0)")
+
+
+def check_bootstrap(args: argparse.Namespace, minimum: int) -> None:
+    if args.bootstrap < minimum:
+        raise LeadrrgError(f"--bootstrap {args.bootstrap}: expected a number of replicates >= {minimum}")

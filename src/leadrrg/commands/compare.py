@@ -8,14 +8,15 @@ import argparse
 import json
 from pathlib import Path
 
-from leadrrg.commands.evaluate import (
+from leadrrg.commands import (
     add_bootstrap_arguments,
     add_chexbert_arguments,
     check_bootstrap,
     chexbert_labeler,
-    read_predictions,
 )
-from leadrrg.io import check_output_file
+from leadrrg.evaluation.compare import compare_predictions, format_comparison
+from leadrrg.evaluation.predictions import read_predictions
+from leadrrg.io import atomic_write_text, check_output_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,8 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from leadrrg.evaluation.compare import compare_predictions, format_comparison
-    from leadrrg.io import atomic_write_text
 
     if args.out is not None:
         check_output_file(args.out, "--out")

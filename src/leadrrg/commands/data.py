@@ -12,46 +12,68 @@ outside the root or a repeated study id exits 2 through the CLI).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from typing import TYPE_CHECKING
+
+from leadrrg.config import (
+    CLEAN_MODES,
+    DATA_FORMATS,
+    GROUPINGS,
+    LABEL_CODES,
+    LABEL_JOINS,
+    SECTIONS,
+    DataConfig,
+)
+
+if TYPE_CHECKING:
+    from leadrrg.data.check import DataCheck
 
 SHOW_DEFAULT = 5
 
+# The DataConfig fields `data check` takes as flags (--label-file for label_file), with their defaults; every
+# other field keeps its default.
+DATA_FLAGS = ("format", "root", "section", "clean", "label_file", "label_join", "label_codes", "grouping")
+DATA_FLAGS += ("annotation_file", "allow_outside_root")
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(DataConfig)}
+
+
+def add_data_flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
+    """`--NAME` for the DataConfig field `name`, defaulting to the field's default unless required."""
+    if not kwargs.get("required"):
+        kwargs["default"] = DEFAULTS[name]
+    parser.add_argument("--" + name.replace("_", "-"), dest=name, **kwargs)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from leadrrg.config import DATA_FORMATS, GROUPINGS, LABEL_CODES, LABEL_JOINS, SECTIONS
-
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     check = actions.add_parser(
         "check", help="validate a data root: counts, missing/unreadable images, labels"
     )
-    check.add_argument("--format", required=True, choices=DATA_FORMATS, help="data layout")
-    check.add_argument("--root", required=True, metavar="DIR", help="data root directory")
-    check.add_argument(
-        "--section", default="findings", choices=SECTIONS, help="report section used as target"
-    )
-    check.add_argument("--clean", default="r2gen", choices=("r2gen", "none"), help="report text cleaning")
-    check.add_argument(
-        "--label-file", default=None, metavar="FILE", help="CheXpert-format label file to join"
-    )
-    check.add_argument(
-        "--label-join",
-        default="auto",
+    add_data_flag(check, "format", required=True, choices=DATA_FORMATS, help="data layout")
+    add_data_flag(check, "root", required=True, metavar="DIR", help="data root directory")
+    add_data_flag(check, "section", choices=SECTIONS, help="report section used as target")
+    add_data_flag(check, "clean", choices=CLEAN_MODES, help="report text cleaning")
+    add_data_flag(check, "label_file", metavar="FILE", help="CheXpert-format label file to join")
+    add_data_flag(
+        check,
+        "label_join",
         choices=LABEL_JOINS,
         help="how label-file rows meet studies: auto | key | report (text) | row (file order)",
     )
-    check.add_argument(
-        "--label-codes",
-        default="chexpert",
+    add_data_flag(
+        check,
+        "label_codes",
         choices=LABEL_CODES,
         help="label values: chexpert (1/0/-1/blank) | chexbert (0 blank, 1 pos, 2 neg, 3 uncertain)",
     )
-    check.add_argument(
-        "--grouping",
-        default="entry",
+    add_data_flag(
+        check,
+        "grouping",
         choices=GROUPINGS,
         help="mimic_cxr: entry (per image, as R2Gen evaluates) | study (entries grouped by study_id)",
     )
-    check.add_argument(
-        "--annotation-file", default=None, metavar="FILE", help="iu_xray / mimic_cxr annotation JSON in ROOT"
+    add_data_flag(
+        check, "annotation_file", metavar="FILE", help="iu_xray / mimic_cxr annotation JSON in ROOT"
     )
     check.add_argument(
         "--decode", action="store_true", help="decode every image fully (slow; default: headers)"
@@ -60,112 +82,65 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--show", type=int, default=SHOW_DEFAULT, metavar="N", help="bad images listed per kind"
     )
     check.add_argument("--workers", type=int, default=8, metavar="N", help="threads checking images")
-    check.add_argument(
-        "--allow-outside-root",
+    add_data_flag(
+        check,
+        "allow_outside_root",
         action="store_true",
         help="accept image paths that resolve outside the root (data.allow_outside_root)",
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    from concurrent.futures import ThreadPoolExecutor
-    from pathlib import Path
-
-    import numpy as np
-
-    from leadrrg.config import DataConfig
-    from leadrrg.constants import OBSERVATIONS
-    from leadrrg.data.images import check_image
-    from leadrrg.data.manifests import available_splits, load_split, read_data
-
-    data = DataConfig(
-        format=args.format,
-        root=args.root,
-        section=args.section,
-        clean=args.clean,
-        label_file=args.label_file,
-        label_join=args.label_join,
-        label_codes=args.label_codes,
-        grouping=args.grouping,
-        annotation_file=args.annotation_file,
-        allow_outside_root=args.allow_outside_root,
-    )
-    read = read_data(data)
-    records = read.records
-    splits = available_splits(records)
-    unit = "entries" if data.format == "mimic_cxr" and data.grouping == "entry" else "studies"
-    print(
-        f"{data.format} data at {data.root}: {len(records)} {unit} in splits {', '.join(splits) or '(none)'}"
-    )
-    for note in read.notes:
+def print_report(check: DataCheck, show: int) -> None:
+    """The counts table, the first `show` bad images of each kind, label coverage and the warnings."""
+    data = check.data
+    splits = ", ".join(check.counts) or "(none)"
+    print(f"{data.format} data at {data.root}: {check.records} {check.unit} in splits {splits}")
+    for note in check.notes:
         print(f"  {note}")
-
     header = f"{'split':<12}{'studies':>9}{'empty ' + data.section:>20}{'images':>9}{'missing':>9}{'unreadable':>12}{'labelled':>10}"
     print(header)
-    missing: list[str] = []
-    unreadable: list[tuple[str, str]] = []
-    all_labels = []
-    totals = np.zeros(6, dtype=np.int64)
-    with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
-        for split in splits:
-            result = load_split(data, split, records)
-            paths = sorted({path for study in result.studies for path in study.images})
-            exists = list(pool.map(lambda p: Path(p).is_file(), paths))
-            split_missing = [p for p, ok in zip(paths, exists) if not ok]
-            present = [p for p, ok in zip(paths, exists) if ok]
-            reasons = pool.map(lambda p: check_image(p, decode=args.decode), present)
-            split_unreadable = [(p, reason) for p, reason in zip(present, reasons) if reason is not None]
-            labelled = [s.labels for s in result.studies if s.labels is not None]
-            all_labels += labelled
-            row = [
-                len(result.studies),
-                result.skipped_empty,
-                len(paths),
-                len(split_missing),
-                len(split_unreadable),
-                len(labelled),
-            ]
-            totals += row
-            print(f"{split:<12}{row[0]:>9}{row[1]:>20}{row[2]:>9}{row[3]:>9}{row[4]:>12}{row[5]:>10}")
-            missing += split_missing
-            unreadable += split_unreadable
-    if len(splits) > 1:
-        print(
-            f"{'total':<12}{totals[0]:>9}{totals[1]:>20}{totals[2]:>9}{totals[3]:>9}{totals[4]:>12}{totals[5]:>10}"
-        )
-
-    if missing:
-        print(f"\nmissing images: {len(missing)} (first {min(args.show, len(missing))})")
-        for path in missing[: args.show]:
+    rows = list(check.counts.items()) + ([("total", check.totals)] if len(check.counts) > 1 else [])
+    for name, row in rows:
+        print(f"{name:<12}{row[0]:>9}{row[1]:>20}{row[2]:>9}{row[3]:>9}{row[4]:>12}{row[5]:>10}")
+    if check.missing:
+        print(f"\nmissing images: {len(check.missing)} (first {min(show, len(check.missing))})")
+        for path in check.missing[:show]:
             print(f"  {path}")
-    if unreadable:
-        print(f"\nunreadable images: {len(unreadable)} (first {min(args.show, len(unreadable))})")
-        for _, reason in unreadable[: args.show]:
+    if check.unreadable:
+        print(f"\nunreadable images: {len(check.unreadable)} (first {min(show, len(check.unreadable))})")
+        for _, reason in check.unreadable[:show]:
             print(f"  {reason}")
-
-    studies = int(totals[0])
-    if all_labels:
-        labels = np.stack(all_labels)  # (N, 14)
-        print(f"\nlabels: {len(all_labels)}/{studies} studies; per observation positive / mentioned:")
-        for i, name in enumerate(OBSERVATIONS):
-            column = labels[:, i]
-            print(f"  {name:<28}{int((column == 1).sum()):>8} /{int((~np.isnan(column)).sum()):>8}")
+    if check.labels is not None:
+        print(f"\nlabels: {len(check.labels)}/{check.studies} studies; per observation positive / mentioned:")
+        for name, positive, mentioned in check.label_coverage():
+            print(f"  {name:<28}{positive:>8} /{mentioned:>8}")
     else:
-        print(f"\nlabels: none of {studies} studies carry labels (the rule-based labeler can fill them)")
-
-    warnings = list(read.warnings)
-    if totals[1]:
-        warnings.append(f"{totals[1]} studies have an empty {data.section} section and are skipped")
-    if warnings:
-        print(f"\nwarnings: {len(warnings)}")
-        for warning in warnings:
+        print(
+            f"\nlabels: none of {check.studies} studies carry labels (the rule-based labeler can fill them)"
+        )
+    if check.warnings:
+        print(f"\nwarnings: {len(check.warnings)}")
+        for warning in check.warnings:
             print(f"  - {warning}")
 
-    if missing or unreadable:
-        print(f"\nFAILED: {len(missing)} missing and {len(unreadable)} unreadable images")
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here: reading images pulls in the image decoders, which `leadrrg --help` should not load.
+    from leadrrg.data.check import check_data
+
+    check = check_data(
+        DataConfig(**{name: getattr(args, name) for name in DATA_FLAGS}),
+        decode=args.decode,
+        workers=args.workers,
+    )
+    print_report(check, args.show)
+    if check.missing or check.unreadable:
+        print(f"\nFAILED: {len(check.missing)} missing and {len(check.unreadable)} unreadable images")
         return 1
-    if not studies:
-        print(f"\nFAILED: no usable study (every {data.section} section is empty, or the data set has none)")
+    if not check.studies:
+        print(
+            f"\nFAILED: no usable study (every {check.data.section} section is empty, or the data set has none)"
+        )
         return 1
     print("\nOK")
     return 0

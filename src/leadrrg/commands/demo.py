@@ -12,9 +12,14 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from leadrrg.commands import add_overrides_argument
+from leadrrg.config import apply_overrides, load_preset
+from leadrrg.constants import OBSERVATIONS
+
+if TYPE_CHECKING:
+    from leadrrg.experiments.demo import FlipExample
 
 SPLITS = ("test", "shift_test")
 MODELS = (
@@ -66,8 +71,6 @@ def format_summary(metrics: dict[str, dict[str, dict[str, Any]]]) -> str:
 
 
 def format_examples(by_model: dict[str, list[dict[str, Any]]], count: int) -> str:
-    from leadrrg.constants import OBSERVATIONS
-
     labels = list(by_model)
     blocks = []
     for index, record in enumerate(by_model[labels[0]][:count]):
@@ -81,74 +84,20 @@ def format_examples(by_model: dict[str, list[dict[str, Any]]], count: int) -> st
     return "\n".join(blocks)
 
 
-def check_data(data_dir: Path, counts: dict[str, int], size: int, seed: int) -> None:
-    """Refuse to reuse SynthCXR data synthesised with other counts, size or seed (a stale demo)."""
-    import json
-
-    from leadrrg.errors import LeadrrgError
-
-    found: dict[str, int] = {}
-    with open(data_dir / "manifest.jsonl", encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                split = json.loads(line)["split"]
-                found[split] = found.get(split, 0) + 1
-    meta_path = data_dir / "synth_meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    asked = {"counts": counts, "size": size, "seed": seed}
-    have = {"counts": found, "size": meta.get("size", size), "seed": meta.get("seed", seed)}
-    if have != asked:
-        raise LeadrrgError(
-            f"{data_dir} holds SynthCXR data made with {have}, not the {asked} asked for; "
-            "use another --out or delete that folder"
-        )
-
-
-def flip_example(run_dir: Path, split: str, search: int = 32) -> str:
-    """One image, one expert forced off and on: the two reports LEAD writes (the first of `search` studies with
-    a true finding its expert sees)."""
-    import numpy as np
-
-    from leadrrg.constants import OBSERVATIONS
-    from leadrrg.data.manifests import load_studies
-    from leadrrg.inference.predict import generate_split
-    from leadrrg.runs.files import load_run, training_device
-
-    model, tokenizer, config = load_run(run_dir)
-    model.to(training_device(config))  # generate where the run trained, not on the CPU
-    studies = load_studies(config.data, split)[:search]
-    records = generate_split(model, tokenizer, config, studies, config.decode, evidence=True)
-    names = list(config.model.experts.names)
-    pick = None
-    for index, record in enumerate(records):  # a study with a finding its experts see
-        probs = record.get("expert_probs") or {}
-        truth = [n for n, v in zip(OBSERVATIONS, record.get("labels") or []) if v == 1 and n != "No Finding"]
-        seen = [n for n in truth if n in names and probs.get(n, 0.0) > 0.5]
-        if seen:
-            pick = (index, seen[0])
-            break
-    if pick is None:
+def format_flip(example: FlipExample | None) -> str:
+    if example is None:
         return "  (no shift_test study with a finding its experts see: no flip example)"
-    index, finding = pick
-    study = studies[index]
-    own = np.array([[records[index]["expert_probs"][n] for n in names]], dtype=np.float32)
-    reports = {}
-    for value in (0.0, 1.0):
-        forced = own.copy()
-        forced[0, names.index(finding)] = value
-        reports[value] = generate_split(
-            model, tokenizer, config, [study], config.decode, expert_probs=forced
-        )[0]
+    study, finding = example.study, example.finding
     return (
-        f"  [{study.id}] {', '.join(study.images)}; its {finding} expert says p = {own[0, names.index(finding)]:.2f}\n"
-        f"    {finding} forced off (p = 0): {reports[0.0]['generated']}\n"
-        f"    {finding} forced on  (p = 1): {reports[1.0]['generated']}"
+        f"  [{study.id}] {', '.join(study.images)}; its {finding} expert says p = {example.own_p:.2f}\n"
+        f"    {finding} forced off (p = 0): {example.forced_off}\n"
+        f"    {finding} forced on  (p = 1): {example.forced_on}"
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    from leadrrg.config import apply_overrides, load_preset
-    from leadrrg.data.synth.generate import synthesize
+    # Imported here: the demo pulls in training and inference, which `leadrrg --help` should not load.
+    from leadrrg.experiments.demo import check_demo_data, flip_example, synthesize_demo_data
     from leadrrg.experiments.runner import run_experiment
 
     started = time.perf_counter()
@@ -161,16 +110,11 @@ def run(args: argparse.Namespace) -> int:
     }  # a bad --set fails here, before anything is synthesised
     counts = {"train": args.train, "val": args.eval, "test": args.eval, "shift_test": args.eval}
     if (data_dir / "manifest.jsonl").is_file():
-        check_data(data_dir, counts, args.size, args.seed)
+        check_demo_data(data_dir, counts, args.size, args.seed)
         print(f"[1/4] SynthCXR: reusing {data_dir}")
     else:
         print(f"[1/4] SynthCXR: synthesising {args.train} training studies at {args.size} px into {data_dir}")
-        synthesize(
-            data_dir, counts, size=args.size, seed=args.seed, workers=args.workers, config=None, progress=True
-        )
-        from leadrrg.io import atomic_write_text
-
-        atomic_write_text(data_dir / "synth_meta.json", f'{{"size": {args.size}, "seed": {args.seed}}}\n')
+        synthesize_demo_data(data_dir, counts, args.size, args.seed, args.workers)
     synth_s = time.perf_counter() - started
 
     results = {}
@@ -192,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
             )
         )
     print("\nflip example (LEAD follows its experts: the same image, one expert forced off and on):")
-    print(flip_example(out / "lead", "shift_test"))
+    print(format_flip(flip_example(out / "lead", "shift_test")))
     total = time.perf_counter() - started
     stages = ", ".join(
         f"{label} {name} {seconds:.0f} s"

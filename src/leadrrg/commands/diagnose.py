@@ -7,8 +7,10 @@ import argparse
 import json
 from pathlib import Path
 
-from leadrrg.commands import add_overrides_argument, add_run_argument, check_trained_overrides
+from leadrrg.commands import add_overrides_argument, add_run_argument, check_run_dir, resolve_device
+from leadrrg.data.manifests import load_studies
 from leadrrg.errors import LeadrrgError
+from leadrrg.io import atomic_write_text, check_output_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="data root in the run's format (default: the run's data.root), e.g. a selection set synthesised "
         "apart from the evaluation splits",
     )
-    parser.add_argument(
+    parser.add_argument(  # SynthCXR's shifted split (tests rely on this default)
         "--split", default="shift_test", help="a split with ground-truth labels (default shift_test)"
     )
     parser.add_argument("--limit", type=int, default=200, help="first N studies of the split (default 200)")
@@ -43,11 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from leadrrg.commands.generate import check_run_dir, resolve_device
-    from leadrrg.data.manifests import load_studies
+    # torch: imported here, not by `leadrrg --help`
     from leadrrg.evaluation.diagnose import diagnose, format_diagnosis
-    from leadrrg.io import atomic_write_text, check_output_file
-    from leadrrg.runs.files import load_run
+    from leadrrg.inference.api import load
+    from leadrrg.runs.files import check_trained_overrides
 
     if args.limit < 1:
         raise LeadrrgError(f"--limit is {args.limit}; expected a positive number of studies")
@@ -57,15 +58,14 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.json_out, "--json")
     check_run_dir(Path(args.run))
     check_trained_overrides(args.overrides, ("decode.",), "in diagnose")
-    model, tokenizer, config = load_run(
-        args.run, device=resolve_device(args.device), overrides=args.overrides
-    )
+    generator = load(args.run, device=resolve_device(args.device), overrides=args.overrides)
+    data = generator.config.data
     if args.data:
-        config.data.root = args.data
-    studies = load_studies(config.data, args.split)[: args.limit]
+        data.root = args.data
+    studies = load_studies(data, args.split)[: args.limit]
     if args.flip > len(studies):
         raise LeadrrgError(f"--flip {args.flip} exceeds the {len(studies)} studies diagnosed (--limit)")
-    result = diagnose(model, tokenizer, config, studies, oracle=args.oracle, flip=args.flip, seed=args.seed)
+    result = diagnose(generator, studies, oracle=args.oracle, flip=args.flip, seed=args.seed)
     result = {"run": str(args.run), "split": args.split, **result}
     print(f"{args.run} on {args.split}: " + format_diagnosis(result))
     if args.json_out:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from leadrrg.commands import add_overrides_argument, add_run_argument, check_trained_overrides
+from leadrrg.commands import add_overrides_argument, add_run_argument, check_run_dir, resolve_device
 from leadrrg.errors import LeadrrgError
+from leadrrg.io import atomic_open, atomic_write_text
+from leadrrg.runs.provenance import BASE_PATH_OVERRIDES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,11 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from leadrrg.commands.generate import check_run_dir, resolve_device
+    # torch, numpy and PIL: imported here, not by `leadrrg --help`
     from leadrrg.inference.api import load
     from leadrrg.inference.inputs import to_gray
-    from leadrrg.io import atomic_open, atomic_write_text
-    from leadrrg.runs.provenance import BASE_PATH_OVERRIDES
+    from leadrrg.runs.files import check_trained_overrides
     from leadrrg.serve.render import evidence_table, explain_html, heatmap_png, preview_png
 
     check_trained_overrides(args.overrides, ("decode.", *BASE_PATH_OVERRIDES), "here")

@@ -16,13 +16,14 @@ needs the same base model, found by its fingerprint (`--set model.decoder.pretra
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+from leadrrg.commands import check_run_dir
 from leadrrg.errors import LeadrrgError
+from leadrrg.io import atomic_directory, atomic_write_text, read_json_object
 
 COPIED = ("config.json", "model.safetensors", "provenance.json", "metrics.json")
 FILE_MODE, DIR_MODE = 0o644, 0o755
@@ -51,8 +52,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from leadrrg.commands.generate import check_run_dir
-
     run_dir, out = Path(args.run), Path(args.out)
     check_run_dir(run_dir)
     if out.resolve() == run_dir.resolve():
@@ -66,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
 def export_run(run_dir: str | Path, out: str | Path) -> Path:
     """Write the export of `run_dir` to `out` (see the module docstring); the weights are verified first."""
-    from leadrrg.io import atomic_directory, atomic_write_text
+    # torch (safetensors): imported here, not by `leadrrg --help`
     from leadrrg.runs.files import MODEL_FILE, TOKENIZER_DIR, read_safetensors, tensors_sha256
 
     run_dir, out = Path(run_dir), Path(out)
@@ -95,13 +94,10 @@ def world_readable(root: Path) -> None:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """The JSON object a run keeps in `path` ({} when the file is absent)."""
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LeadrrgError(f"{path} is damaged ({exc}); expected the JSON that leadrrg writes") from None
-    return data if isinstance(data, dict) else {}
+    return read_json_object(path, "run file", "the JSON object that leadrrg writes")
 
 
 def define(metric: str) -> str | None:

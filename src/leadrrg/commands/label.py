@@ -10,6 +10,15 @@ or empty when not mentioned, one row per input report in input order.
 from __future__ import annotations
 
 import argparse
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from leadrrg import labeler
+from leadrrg.constants import OBSERVATIONS
+from leadrrg.errors import LeadrrgError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,27 +41,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
-    import time
-    from pathlib import Path
-
-    import numpy as np
-
-    from leadrrg.constants import OBSERVATIONS
-    from leadrrg.errors import LeadrrgError
-    from leadrrg.labeler import label_reports, read_reports, write_chexpert_csv
-
     _log_warnings_to_stderr(logging.getLogger("leadrrg.labeler"))
     out = Path(args.out)
     if out.exists() and out.is_dir():
         raise LeadrrgError(f"--out {out} is a directory; expected a CSV file path")
-    reports = read_reports(args.input, text_columns=args.text_columns, header=not args.no_header)
+    reports = labeler.read_reports(args.input, text_columns=args.text_columns, header=not args.no_header)
 
     start = time.perf_counter()
-    labels = label_reports(reports)
+    labels = labeler.label_reports(reports)
     seconds = time.perf_counter() - start
     try:
-        write_chexpert_csv(out, reports, labels)
+        labeler.write_chexpert_csv(out, reports, labels)
     except OSError as exc:
         raise LeadrrgError(f"cannot write {out} ({exc.strerror or exc})") from None
 
@@ -67,10 +66,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _log_warnings_to_stderr(logger) -> None:
+def _log_warnings_to_stderr(logger: logging.Logger) -> None:
     """Show the labeler's warnings (e.g. non-UTF-8 input) as one plain line each, once."""
-    import logging
-
     if not any(getattr(h, "_leadrrg_label", False) for h in logger.handlers):
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("leadrrg label: %(message)s"))

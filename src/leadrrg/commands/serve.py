@@ -1,7 +1,10 @@
 """`leadrrg serve`: the HTTP service and its web page for a trained run (needs the `serve` extra).
 
-    leadrrg serve --run RUN [--host 127.0.0.1] [--port 8000] [--max-batch 16] [--max-wait-ms 10]
+    leadrrg serve --run RUN [--device DEVICE] [--host HOST] [--port PORT] [--max-batch N] [--max-wait-ms MS]
+                  [--max-queue N] [--max-request-mb MB] [--max-pixels N] [--set decode.KEY=VALUE ...]
 
+Each service flag is a field of `leadrrg.serve.settings.ServeConfig` (--max-batch sets `max_batch`;
+--max-request-mb sets `max_request_bytes` in MiB), which holds its default (shown by --help) and checks its value.
 Listens on loopback unless --host says otherwise (there is no authentication). See `leadrrg.serve.app`
 for the endpoints and limits. Research use only; not for clinical use.
 """
@@ -9,36 +12,52 @@ for the endpoints and limits. Research use only; not for clinical use.
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 from pathlib import Path
+from typing import get_type_hints
 
-from leadrrg.commands import add_overrides_argument, add_run_argument, check_trained_overrides
+from leadrrg.commands import add_overrides_argument, add_run_argument, check_run_dir, resolve_device
 from leadrrg.errors import LeadrrgError
+from leadrrg.runs.provenance import BASE_PATH_OVERRIDES
+from leadrrg.serve.settings import ServeConfig
+
+MIB = 2**20
+# The help of each ServeConfig field's flag: `--max-batch` for `max_batch`, except `--max-request-mb` (in MiB).
+FLAG_HELP = {
+    "host": "address to listen on (default: loopback only)",
+    "port": "TCP port (default: %(default)s)",
+    "max_batch": "studies decoded together",
+    "max_wait_ms": "how long a request waits for company",
+    "max_queue": "waiting studies before answering 429",
+    "max_request_bytes": "413 above this",
+    "max_pixels": "per image; 413 above",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from leadrrg.serve.settings import ServeConfig
-
-    defaults = ServeConfig()
     add_run_argument(parser, "trained run directory (written by leadrrg train)")
-    parser.add_argument("--host", default=defaults.host, help="address to listen on (default: loopback only)")
-    parser.add_argument(
-        "--port", type=int, default=defaults.port, help=f"TCP port (default: {defaults.port})"
-    )
     parser.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
-    parser.add_argument("--max-batch", type=int, default=defaults.max_batch, help="studies decoded together")
-    parser.add_argument(
-        "--max-wait-ms", type=float, default=defaults.max_wait_ms, help="how long a request waits for company"
-    )
-    parser.add_argument(
-        "--max-queue", type=int, default=defaults.max_queue, help="waiting studies before answering 429"
-    )
-    parser.add_argument(
-        "--max-request-mb", type=float, default=defaults.max_request_bytes / 2**20, help="413 above this"
-    )
-    parser.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="per image; 413 above")
+    defaults, types = ServeConfig(), get_type_hints(ServeConfig)
+    for field in fields(ServeConfig):
+        default, help_text = getattr(defaults, field.name), FLAG_HELP[field.name]
+        if field.name == "max_request_bytes":
+            parser.add_argument("--max-request-mb", type=float, default=default / MIB, help=help_text)
+        else:
+            flag = "--" + field.name.replace("_", "-")
+            parser.add_argument(flag, type=types[field.name], default=default, help=help_text)
     add_overrides_argument(
         parser, "typed override of a decode.* field (repeatable), e.g. decode.strategy=beam"
     )
+
+
+def serve_config(args: argparse.Namespace) -> ServeConfig:
+    """The service's settings from the parsed flags; ServeConfig checks them."""
+    values = {
+        field.name: getattr(args, field.name)
+        for field in fields(ServeConfig)
+        if field.name != "max_request_bytes"
+    }
+    return ServeConfig(**values, max_request_bytes=int(args.max_request_mb * MIB))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,26 +66,17 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn  # noqa: F401
     except ImportError:
         raise LeadrrgError("leadrrg serve needs FastAPI and uvicorn: pip install 'leadrrg[serve]'") from None
-    from leadrrg.commands.generate import check_run_dir, resolve_device
+    # torch and FastAPI: imported here, not by `leadrrg --help`
     from leadrrg.inference.api import load
-    from leadrrg.runs.provenance import BASE_PATH_OVERRIDES
+    from leadrrg.runs.files import check_trained_overrides
     from leadrrg.serve.app import serve
-    from leadrrg.serve.settings import ServeConfig
 
     check_trained_overrides(args.overrides, ("decode.", *BASE_PATH_OVERRIDES), "when serving")
-    settings = ServeConfig(
-        host=args.host,
-        port=args.port,
-        max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms,
-        max_queue=args.max_queue,
-        max_request_bytes=int(args.max_request_mb * 2**20),
-        max_pixels=args.max_pixels,
-    )
+    settings = serve_config(args)
     check_run_dir(Path(args.run))
     generator = load(args.run, device=resolve_device(args.device), overrides=args.overrides)
     print(
-        f"leadrrg serve: {args.run} on http://{args.host}:{args.port}/ (research use only; not for clinical use)"
+        f"leadrrg serve: {args.run} on http://{settings.host}:{settings.port}/ (research use only; not for clinical use)"
     )
     # uvicorn logs its start and each request at info; leadrrg's --log-level (default warning) lowers or raises it.
     serve(generator, settings, log_level="info" if args.log_level == "warning" else args.log_level)

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import re
 
+from leadrrg.config import CLEAN_MODES, SECTIONS
 from leadrrg.errors import LeadrrgError
-
-CLEAN_MODES = ("r2gen", "none")
-SECTIONS = ("findings", "impression", "both")
 
 _NUMBERING = re.compile(r"(?:^|(?<=\s))\d{1,2}\s?[.)]\s+")  # "1. ", "2) ", at start or after whitespace
 _DECIMAL_POINT = re.compile(r"(?<=\d)\.(?=\d)")

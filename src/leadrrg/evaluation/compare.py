@@ -18,6 +18,7 @@ from leadrrg.evaluation.evaluate import (
     label_with,
     report_texts,
 )
+from leadrrg.metrics.bootstrap import paired_bootstrap, point_scores
 
 
 def _names(ids: Sequence[str], limit: int = 10) -> str:
@@ -83,8 +84,6 @@ def compare_predictions(
     over `bootstrap` paired study-level replicates and its two-sided paired-bootstrap p-value
     (`metrics.bootstrap.paired_bootstrap`). With `chexbert_fn` (a `CheXbertLabeler`) CheXbert's CE metrics
     (``chexbert14_*``, ``chexbert5_*``) are compared too."""
-    from leadrrg.metrics.bootstrap import paired_bootstrap, point_scores
-
     if bootstrap < 1:
         raise LeadrrgError(f"--bootstrap must be a positive number of replicates, got {bootstrap}")
     records_a, records_b = pair_records(records_a, records_b, names)

@@ -19,7 +19,8 @@ On a split with ground-truth labels (SynthCXR: the image's truth), for the first
   hold (docs/RESULTS.md measures both).
 
 The decoder's input is replaced through `generate_split(..., expert_probs=...)`, the same override a user has;
-nothing in the model is patched.
+nothing in the model is patched. Each generation pass restarts the sampler from seed 0 (decode.strategy=sample),
+so a flipped study is decoded with the draws of its unflipped report.
 """
 
 from __future__ import annotations
@@ -29,8 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from leadrrg import labeler
 from leadrrg.constants import OBSERVATIONS
 from leadrrg.errors import LeadrrgError
+from leadrrg.inference.api import ReportGenerator
+from leadrrg.inference.evidence import gate_rows
+from leadrrg.inference.predict import generate_split
 from leadrrg.metrics.experts import binary_auroc
 
 FINDINGS: tuple[str, ...] = OBSERVATIONS[1:]  # the 13 findings (No Finding excluded)
@@ -46,9 +51,7 @@ def micro_f1(truth: np.ndarray, predicted: np.ndarray) -> float | None:
 
 def report_findings(texts: Sequence[str]) -> np.ndarray:
     """(N, 13) bool: the findings each report asserts (the labeler's positive reading)."""
-    from leadrrg.labeler import label_reports
-
-    return label_reports(list(texts))[:, 1:] == 1
+    return labeler.label_reports(list(texts))[:, 1:] == 1
 
 
 def truth_probs(labels: np.ndarray, expert_names: Sequence[str]) -> np.ndarray:
@@ -67,9 +70,7 @@ def flip_plan(num_studies: int, seed: int, findings: Sequence[str] = FINDINGS) -
 
 
 def diagnose(
-    model,
-    tokenizer,
-    config,
+    generator: ReportGenerator,
     studies: Sequence,
     *,
     oracle: bool = False,
@@ -79,8 +80,6 @@ def diagnose(
 ) -> dict[str, Any]:
     """The measures of the module docstring for `studies` (each with 14 ground-truth labels) -> a JSON-ready
     dict. `flip` > 0 flips one finding in each of the first `flip` studies."""
-    from leadrrg.inference.predict import generate_split
-
     studies = list(studies)
     if not studies:
         raise LeadrrgError("no studies to diagnose")
@@ -88,12 +87,11 @@ def diagnose(
         raise LeadrrgError("diagnose needs ground-truth labels for every study (e.g. a SynthCXR split)")
     labels = np.stack([np.asarray(s.labels, dtype=np.float32) for s in studies])  # (N, 14)
     truth = labels[:, 1:] == 1  # (N, 13)
-    decode = config.decode
+    config = generator.config
 
     def reports(probs: np.ndarray | None, subset: Sequence = studies, evidence: bool = False) -> list[dict]:
-        return generate_split(
-            model, tokenizer, config, subset, decode, evidence=evidence, expert_probs=probs, progress=progress
-        )
+        generator.reseed(0)
+        return generate_split(generator, subset, evidence=evidence, expert_probs=probs, progress=progress)
 
     own = reports(None, evidence=True)
     said = report_findings([r["generated"] for r in own])  # (N, 13)
@@ -180,8 +178,6 @@ def flip_test(
 
 def mean_gates(records: Sequence[dict]) -> list[float] | None:
     """Mean gate per decoder layer over every generated token of `records` (None without layer-wise fusion)."""
-    from leadrrg.inference.evidence import gate_rows
-
     gates = [np.asarray(rows) for rows in (gate_rows(r.get("evidence")) for r in records) if rows]
     if not gates:
         return None

@@ -16,9 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from leadrrg import __version__
+from leadrrg import __version__, labeler
 from leadrrg.constants import NUM_OBSERVATIONS
 from leadrrg.errors import LeadrrgError
+from leadrrg.metrics.bootstrap import CI_LEVEL, percentile_interval, replicate_scores
+from leadrrg.metrics.clinical import ClinicalStatistics, ce_scores
+from leadrrg.metrics.hallucination import HallucinationStatistics, hallucination_scores
+from leadrrg.metrics.nlg import NORMALIZATION, java_version, nlg_scores
+from leadrrg.metrics.nlg_stats import MeteorStatistics, nlg_statistics
+from leadrrg.runs.provenance import package_version
 
 LabelFn = Callable[[Sequence[str]], np.ndarray]
 
@@ -63,11 +69,9 @@ def ground_truth_labels(records: Sequence[dict]) -> np.ndarray | None:
 
 
 def _versions(java: str | None, meteor_missing: str | None) -> dict[str, str | None]:
-    from leadrrg.runs.provenance import package_version as version_of
-
     return {
         "leadrrg": __version__,
-        "pycocoevalcap": version_of("pycocoevalcap"),
+        "pycocoevalcap": package_version("pycocoevalcap"),
         "numpy": np.__version__,
         "python": platform.python_version(),
         "java": java if java is not None else f"missing ({meteor_missing or 'java not found on PATH'})",
@@ -88,9 +92,7 @@ def report_texts(records: Sequence[dict]) -> tuple[list[str], list[str]]:
 
 def label_with(label_fn: LabelFn | None, reports: list[str]) -> np.ndarray:
     """(len(reports), 14) labels of `reports` by `label_fn` (default: `leadrrg.labeler.label_reports`)."""
-    if label_fn is None:
-        from leadrrg.labeler import label_reports as label_fn
-    labels = np.asarray(label_fn(reports), dtype=np.float32)
+    labels = np.asarray((label_fn or labeler.label_reports)(reports), dtype=np.float32)
     if labels.shape != (len(reports), NUM_OBSERVATIONS):
         raise RuntimeError(f"the labeler returned shape {labels.shape} for {len(reports)} reports")
     return labels
@@ -98,9 +100,6 @@ def label_with(label_fn: LabelFn | None, reports: list[str]) -> np.ndarray:
 
 def _label_scores(ref_labels: np.ndarray, hyp_labels: np.ndarray, prefix: str = "") -> dict[str, Any]:
     """CE and hallucination metrics of one pair of label arrays, names prefixed by `prefix`."""
-    from leadrrg.metrics.clinical import ce_scores
-    from leadrrg.metrics.hallucination import hallucination_scores
-
     scores = {**ce_scores(ref_labels, hyp_labels), **hallucination_scores(ref_labels, hyp_labels)}
     return {f"{prefix}{name}": value for name, value in scores.items()}
 
@@ -116,10 +115,6 @@ def bootstrap_statistics(
     """Per-study statistics of every bootstrapped metric: NLG (METEOR: `meteor_replicates`); for every
     ``prefix -> (reference labels, generated labels)``, CE and hallucination under that prefix; and
     CheXbert's CE (``chexbert14_*``) when `chexbert_pair` is given."""
-    from leadrrg.metrics.clinical import ClinicalStatistics
-    from leadrrg.metrics.hallucination import HallucinationStatistics
-    from leadrrg.metrics.nlg_stats import nlg_statistics
-
     statistics = nlg_statistics(references, generated, cider=cider)
     for prefix, (ref_labels, hyp_labels) in label_pairs.items():
         statistics.append(ClinicalStatistics(ref_labels, hyp_labels, prefix=f"{prefix}ce"))
@@ -132,8 +127,6 @@ def bootstrap_statistics(
 def _chexbert_scores(chexbert_fn: LabelFn, references: list[str], generated: list[str]) -> tuple[dict, tuple]:
     """CheXbert's CE metrics (``chexbert14_*``, ``chexbert5_*``, ``chexbert_per_observation``) and the
     (reference, generated) label pair they come from."""
-    from leadrrg.metrics.clinical import ce_scores
-
     labels = label_with(chexbert_fn, references + generated)
     pair = (labels[: len(references)], labels[len(references) :])
     scores = {f"chexbert{name.removeprefix('ce')}": value for name, value in ce_scores(*pair).items()}
@@ -145,9 +138,6 @@ def meteor_replicates(
 ) -> tuple[np.ndarray | None, str | None]:
     """METEOR on the same `bootstrap` replicates as the other metrics (meteor-1.5.jar aggregates each one,
     `metrics.nlg_stats.MeteorStatistics`): (values, None), or (None, reason) when the jar fails."""
-    from leadrrg.metrics.bootstrap import replicate_scores
-    from leadrrg.metrics.nlg_stats import MeteorStatistics
-
     try:
         statistics = MeteorStatistics(references, generated)
         return replicate_scores([statistics], len(references), bootstrap, seed)["meteor"], None
@@ -193,9 +183,6 @@ def evaluate_predictions(
 
     `chexbert_fn` (e.g. `labeler.chexbert.CheXbertLabeler`) adds CE metrics from CheXbert's labels of
     the same reports, named ``chexbert14_*`` / ``chexbert5_*`` beside ours (never mixed into them)."""
-    from leadrrg.metrics.bootstrap import CI_LEVEL, percentile_interval, replicate_scores
-    from leadrrg.metrics.nlg import NORMALIZATION, java_version, nlg_scores
-
     references, generated = report_texts(records)
     ground_truth = ground_truth_labels(records)
     labels = label_with(label_fn, references + generated)
@@ -213,7 +200,6 @@ def evaluate_predictions(
     if chexbert_fn is not None:
         chexbert_scores, chexbert_pair = _chexbert_scores(chexbert_fn, references, generated)
         metrics.update(chexbert_scores)
-
     if bootstrap > 0:
         statistics = bootstrap_statistics(
             references,
@@ -222,16 +208,7 @@ def evaluate_predictions(
             cider=metrics["cider"] is not None,
             chexbert_pair=chexbert_pair,
         )
-        samples = replicate_scores(statistics, len(records), bootstrap, seed)
-        if metrics["meteor"] is not None:
-            values, reason = meteor_replicates(references, generated, bootstrap, seed)
-            if values is not None:
-                samples["meteor"] = values
-            else:
-                missing["meteor_ci"] = reason
-        else:
-            missing["meteor_ci"] = f"no METEOR score: {missing['meteor']}"
-        metrics = _with_intervals(metrics, {name: percentile_interval(v) for name, v in samples.items()})
+        metrics = _bootstrapped(metrics, missing, statistics, references, generated, bootstrap, seed)
 
     metrics["missing"] = missing
     metrics["meta"] = {
@@ -250,6 +227,29 @@ def evaluate_predictions(
         "versions": _versions(java_version(), missing.get("meteor")),
     }
     return metrics
+
+
+def _bootstrapped(
+    metrics: dict[str, Any],
+    missing: dict[str, str],
+    statistics: list,
+    references: list[str],
+    generated: list[str],
+    bootstrap: int,
+    seed: int,
+) -> dict[str, Any]:
+    """`metrics` with the 95% interval of every bootstrapped metric (METEOR's from its jar, its reason in
+    `missing` when there is none)."""
+    samples = replicate_scores(statistics, len(references), bootstrap, seed)
+    if metrics["meteor"] is not None:
+        values, reason = meteor_replicates(references, generated, bootstrap, seed)
+        if values is not None:
+            samples["meteor"] = values
+        else:
+            missing["meteor_ci"] = reason
+    else:
+        missing["meteor_ci"] = f"no METEOR score: {missing['meteor']}"
+    return _with_intervals(metrics, {name: percentile_interval(v) for name, v in samples.items()})
 
 
 BOOTSTRAP_METHOD = (

@@ -19,11 +19,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from leadrrg.config import RunConfig
-from leadrrg.io import atomic_open, atomic_write_text
+import torch
+
+from leadrrg.config import RunConfig, to_dict
+from leadrrg.data.manifests import load_studies
+from leadrrg.evaluation.diagnose import diagnose
+from leadrrg.evaluation.evaluate import evaluate_predictions
+from leadrrg.evaluation.predictions import predictions_meta, read_predictions, write_predictions
+from leadrrg.inference.api import ReportGenerator
+from leadrrg.inference.predict import generate_split
+from leadrrg.io import atomic_write_text, read_json_object
+from leadrrg.runs.files import (
+    MODEL_FILE,
+    check_trained_overrides,
+    load_run,
+    training_device,
+    weights_checksum,
+)
+from leadrrg.train.checkpoint import is_run_dir
+from leadrrg.train.loop import train
 
 PREDICTIONS = "preds_{split}.jsonl"
 METRICS = "metrics.json"
+DIAGNOSIS = "diagnosis.json"
+EXPECTED = "the JSON object an experiment writes (delete the file to recompute it)"
+DECODE_ONLY = ("decode.",)  # what a decode-time variant may change on the trained run
 
 
 @dataclass
@@ -35,15 +55,25 @@ class ExperimentResult:
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall-clock seconds
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+def load_for_decoding(
+    run_dir: Path, decode_overrides: Sequence[str], device: torch.device | None = None
+) -> ReportGenerator:
+    """The trained run with the decode-time overrides (held to the trained run's allow-list), on `device`
+    (default: where the run trained, not the CPU after GPU training)."""
+    check_trained_overrides(decode_overrides, DECODE_ONLY, "in an experiment")
+    model, tokenizer, config = load_run(run_dir, overrides=decode_overrides)
+    model.to(device or training_device(config))
+    return ReportGenerator(model, tokenizer, config)
 
 
-def write_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    with atomic_open(path, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record) + "\n")
+def made_by(run_dir: Path, steps: int | None, config: RunConfig) -> dict[str, Any]:
+    """What a split's saved results depend on: the weights (steps, checksum), data and decode settings."""
+    return {
+        "steps": steps,
+        "weights_sha256": weights_checksum(run_dir / MODEL_FILE),
+        "data": to_dict(config.data),
+        "decode": to_dict(config.decode),
+    }
 
 
 def run_experiment(
@@ -59,15 +89,6 @@ def run_experiment(
     """Train `config` into `run_dir` (resuming what is there), then for each split write
     `preds_<split>.jsonl` and collect its metrics into `metrics.json` (split -> metrics), both in `results_dir`
     (default `run_dir`), decoding with the run's decode settings plus `decode_overrides` (`decode.*=...`)."""
-    from leadrrg.config import apply_overrides, to_dict
-    from leadrrg.data.manifests import load_studies
-    from leadrrg.evaluation.evaluate import evaluate_predictions
-    from leadrrg.inference.predict import generate_split
-    from leadrrg.runs.files import MODEL_FILE, load_run, training_device, weights_checksum
-    from leadrrg.runs.provenance import predictions_meta
-    from leadrrg.train.checkpoint import is_run_dir
-    from leadrrg.train.loop import train
-
     run_dir = Path(run_dir)
     results_dir = Path(results_dir) if results_dir is not None else run_dir
     seconds: dict[str, float] = {}
@@ -75,37 +96,27 @@ def run_experiment(
     summary = train(config, run_dir, resume=is_run_dir(run_dir), quiet=quiet)
     seconds["train"] = time.perf_counter() - start
 
-    model, tokenizer, run_config = load_run(
-        run_dir, device=training_device(config)
-    )  # not the CPU after GPU training
-    run_config = apply_overrides(run_config, list(decode_overrides))
-    provenance = {
-        "steps": summary.get("steps"),
-        "weights_sha256": weights_checksum(run_dir / MODEL_FILE),
-        "data": to_dict(run_config.data),
-        "decode": to_dict(run_config.decode),
-    }
+    generator = load_for_decoding(run_dir, decode_overrides, training_device(config))
+    run_config = generator.config
+    provenance = made_by(run_dir, summary.get("steps"), run_config)
     results_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = results_dir / METRICS
-    all_metrics: dict[str, Any] = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    made_by = all_metrics.pop("provenance", {})
+    all_metrics = read_json_object(metrics_path, "metrics file", EXPECTED) if metrics_path.is_file() else {}
+    saved_by = all_metrics.pop("provenance", {})
     result = ExperimentResult(run_dir, summary, seconds=seconds)
     for split in splits:
         preds_path = results_dir / PREDICTIONS.format(split=split)
-        current = made_by.get(split) == provenance
         start = time.perf_counter()
-        if preds_path.is_file() and current:
-            records = read_jsonl(preds_path)
+        if preds_path.is_file() and saved_by.get(split) == provenance:
+            records = read_predictions(preds_path)
             if not quiet:
                 print(
                     f"{split}: reusing {preds_path} (same weights, data and decode settings)", file=sys.stderr
                 )
         else:
-            studies = load_studies(run_config.data, split)
-            records = generate_split(
-                model, tokenizer, run_config, studies, run_config.decode, progress=not quiet
-            )
-            write_jsonl(preds_path, records)
+            generator.reseed(0)  # a split's reports do not depend on which other splits were reused
+            records = generate_split(generator, load_studies(run_config.data, split), progress=not quiet)
+            write_predictions(preds_path, records)
             all_metrics.pop(split, None)
         seconds[f"generate_{split}"] = time.perf_counter() - start
         start = time.perf_counter()
@@ -114,17 +125,14 @@ def run_experiment(
                 records, split=split, section=run_config.data.section, meteor=meteor
             )
             all_metrics[split]["meta"].update(predictions_meta(run_dir, run_config.decode, records))
-            made_by[split] = provenance
+            saved_by[split] = provenance
             atomic_write_text(
-                metrics_path, json.dumps({**all_metrics, "provenance": made_by}, indent=2) + "\n"
+                metrics_path, json.dumps({**all_metrics, "provenance": saved_by}, indent=2) + "\n"
             )
         seconds[f"evaluate_{split}"] = time.perf_counter() - start
         result.metrics[split] = all_metrics[split]
         result.predictions[split] = records
     return result
-
-
-DIAGNOSIS = "diagnosis.json"
 
 
 def diagnose_experiment(
@@ -134,33 +142,22 @@ def diagnose_experiment(
     *,
     results_dir: str | Path | None = None,
     decode_overrides: Sequence[str] = (),
-    deep_split: str | None = "shift_test",
+    deep_split: str | None = None,
     flip: int = 100,
 ) -> dict[str, dict[str, Any]]:
     """`leadrrg.evaluation.diagnose` on each split of a trained run (expert AUROC, report F1 vs truth, gates); on
-    `deep_split` also the oracle and `flip` flips. Written to `results_dir/diagnosis.json` (split -> measures)
-    and reused while the run's step count (`steps`, as trained) and decode settings are unchanged. Runs without
-    experts get {}."""
-    from leadrrg.config import apply_overrides, to_dict
-    from leadrrg.data.manifests import load_studies
-    from leadrrg.evaluation.diagnose import diagnose
-    from leadrrg.runs.files import MODEL_FILE, load_run, training_device, weights_checksum
-
+    `deep_split` (e.g. SynthCXR's shift_test) also the oracle and `flip` flips. Written to
+    `results_dir/diagnosis.json` (split -> measures) and reused while the run's step count (`steps`, as trained)
+    and decode settings are unchanged. Runs without experts get {}."""
     run_dir = Path(run_dir)
     results_dir = Path(results_dir) if results_dir is not None else run_dir
     path = results_dir / DIAGNOSIS
-    model, tokenizer, config = load_run(run_dir)
-    model.to(training_device(config))  # generate where the run trained
-    if config.model.injection.fusion == "none":
+    generator = load_for_decoding(run_dir, decode_overrides)
+    config = generator.config
+    if not config.model.injection.has_experts:
         return {}
-    config = apply_overrides(config, list(decode_overrides))
-    provenance = {
-        "steps": steps,
-        "weights_sha256": weights_checksum(run_dir / MODEL_FILE),
-        "data": to_dict(config.data),
-        "decode": to_dict(config.decode),
-    }
-    saved = json.loads(path.read_text()) if path.is_file() else {}
+    provenance = made_by(run_dir, steps, config)
+    saved = read_json_object(path, "diagnosis file", EXPECTED) if path.is_file() else {}
     if saved.get("provenance") != provenance:
         saved = {}
     for split in splits:
@@ -168,9 +165,7 @@ def diagnose_experiment(
             continue
         studies = load_studies(config.data, split)
         deep = split == deep_split
-        saved[split] = diagnose(
-            model, tokenizer, config, studies, oracle=deep, flip=min(flip, len(studies)) if deep else 0
-        )
+        saved[split] = diagnose(generator, studies, oracle=deep, flip=min(flip, len(studies)) if deep else 0)
         atomic_write_text(path, json.dumps({**saved, "provenance": provenance}, indent=2) + "\n")
     saved.pop("provenance", None)
     return saved

@@ -1,13 +1,4 @@
-"""Inference: the Python API (`load`, `ReportGenerator`, `ReportResult`), readable evidence, decoding, the HTTP
-service (`leadrrg.serve.app`) and its web page (`page/`). Nothing here imports the trainer except to load a run.
-Names are imported on first use, so that `leadrrg --help` does not pay for torch."""
-
-__all__ = ["ReportGenerator", "ReportResult", "load"]
-
-
-def __getattr__(name: str):
-    if name in __all__:
-        from leadrrg.inference import api
-
-        return getattr(api, name)
-    raise AttributeError(f"module 'leadrrg.inference' has no attribute {name!r}")
+"""Inference from a trained run: the Python API (`api`: `load`, `ReportGenerator`, `ReportResult`), decoding
+(`decoding`, `beam`, `steps`, `expert_bias`), readable evidence (`evidence`), a split as prediction records
+(`predict`), resumable and sharded batch generation (`batch`, `shards`, `studies`, `inputs`). Nothing here imports
+the trainer; a run directory is read by `leadrrg.runs.files`. The service is `leadrrg.serve`."""

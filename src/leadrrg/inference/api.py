@@ -6,26 +6,36 @@
     print(result.report, result.findings, result.expert_probs)
     results = generator.generate_batch([["a.png", "a_lat.dcm"], ["b.png"]], num_beams=3, strategy="beam")
 
-`ReportGenerator.decode` is the one code path from image tensors to results; `generate`, `generate_batch`, the
-`leadrrg generate` command, the HTTP service and `leadrrg.inference.predict.generate_split` (evaluation, diagnosis, the
-demo) all go through it.
+`ReportGenerator.decode` is the one code path from image tensors to results for every user of a trained run:
+`generate`, `generate_batch`, every mode of the `leadrrg generate` command (`leadrrg.inference.batch`), the HTTP
+service and `leadrrg.inference.predict.generate_split` (evaluation, diagnosis, experiments, the demo) go through it.
+Below it, `leadrrg.inference.decoding.generate_reports` is the one decoding function (training's validation calls
+it directly).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 
+from leadrrg import __version__
 from leadrrg.config import DecodeConfig, RunConfig
 from leadrrg.constants import OBSERVATIONS
 from leadrrg.errors import LeadrrgError
+from leadrrg.inference.decoding import generate_reports
 from leadrrg.inference.evidence import DECIMALS, compact_evidence, token_pieces
 from leadrrg.inference.inputs import study_tensors, to_gray
+from leadrrg.labeler import label_text
+from leadrrg.progress import Progress
+from leadrrg.runs.files import load_run
 
 EVIDENCE_MODES = (False, True, "full")
 
@@ -82,8 +92,6 @@ def load(
     (decode.strategy=sample). `overrides`: typed `KEY=VALUE` settings applied to the run's config before the
     model is built: decode.*, data.*, and the model's movable settings, e.g. `model.decoder.pretrained_path=DIR`
     when the base model has moved (its fingerprint is checked)."""
-    from leadrrg.runs.files import load_run
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise LeadrrgError(
@@ -96,10 +104,6 @@ def load(
 
 def label_findings(report: str) -> dict[str, int | None]:
     """The rule-based labeler's reading of a report: observation -> 1, 0, -1 or None (not mentioned)."""
-    import math
-
-    from leadrrg.labeler import label_text
-
     return {
         name: None if math.isnan(value) else int(value)
         for name, value in zip(OBSERVATIONS, label_text(report).tolist())
@@ -116,7 +120,12 @@ class ReportGenerator:
         self.config = config
         self.name = name
         self.device = next(model.parameters()).device
-        self.sampler = torch.Generator(device=self.device).manual_seed(seed)
+        self.sampler = torch.Generator(device=self.device)
+        self.reseed(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Restart the sampling generator (decode.strategy=sample) from `seed`."""
+        self.sampler.manual_seed(seed)
 
     @property
     def max_views(self) -> int:
@@ -125,7 +134,7 @@ class ReportGenerator:
     @property
     def expert_names(self) -> list[str]:
         """The experts' observation names ([] for a model without experts, fusion none)."""
-        if self.config.model.injection.fusion == "none":
+        if not self.config.model.injection.has_experts:
             return []
         return list(self.config.model.experts.names)
 
@@ -184,13 +193,11 @@ class ReportGenerator:
     ) -> list[ReportResult]:
         """Reports for many studies (each as in `generate`), decoded `batch_size` at a time (default
         decode.batch_size), in order. Results do not depend on the batch size."""
+        if batch_size:  # checked by DecodeConfig, as every decode setting (None or 0: the run's)
+            decode_overrides["batch_size"] = batch_size
         decode = self.decode_config(**decode_overrides)
         studies = list(studies)
-        size = batch_size or decode.batch_size
-        if size < 1:
-            raise LeadrrgError(f"batch_size is {size}; expected a positive number")
-        from leadrrg.progress import Progress
-
+        size = decode.batch_size
         results: list[ReportResult] = []
         with Progress(len(studies), "generate", enabled=progress) as bar:
             for start in range(0, len(studies), size):
@@ -215,8 +222,6 @@ class ReportGenerator:
     ) -> list[ReportResult]:
         """The one code path: images (B, V, C, S, S), view_mask (B, V) -> B results. `expert_probs` (B, K)
         replaces the experts' probabilities (see `leadrrg.inference.decoding.generate_reports`)."""
-        from leadrrg.inference.decoding import generate_reports
-
         if evidence not in EVIDENCE_MODES:
             raise LeadrrgError(f"evidence is {evidence!r}; expected False, True or 'full'")
         reports = generate_reports(
@@ -274,10 +279,6 @@ class ReportGenerator:
 
     def summary(self) -> dict[str, Any]:
         """What is loaded: the run's name, model and decode settings, versions (for `GET /v1/model`)."""
-        import transformers
-
-        import leadrrg
-
         model = self.config.model
         return {
             "run": self.name,
@@ -291,7 +292,7 @@ class ReportGenerator:
             "decode": dataclasses.asdict(self.config.decode),
             "device": str(self.device),
             "versions": {
-                "leadrrg": leadrrg.__version__,
+                "leadrrg": __version__,
                 "torch": torch.__version__,
                 "transformers": transformers.__version__,
             },
@@ -300,8 +301,6 @@ class ReportGenerator:
 
 def _paths(images: Any) -> list[str] | None:
     """A study's image paths as strings when every view was given as a path, else None."""
-    import os
-
     views = list(images) if isinstance(images, (list, tuple)) else [images]
     if views and all(isinstance(v, (str, os.PathLike)) for v in views):
         return [str(v) for v in views]

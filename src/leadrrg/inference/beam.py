@@ -53,40 +53,67 @@ class BeamHypotheses:
         return self.items[0]
 
 
+class EvidenceHistory:
+    """The evidence rows of every running beam so far: gates (B * nb, step, L), alpha (B * nb, step, L, K); holds
+    nothing when no evidence is recorded."""
+
+    def __init__(self, evidence: tuple[torch.Tensor, torch.Tensor] | None, num_rows: int):
+        self.gates = self.alpha = None
+        if evidence is not None:
+            self.gates = evidence[0].new_zeros(num_rows, 0, evidence[0].shape[-1])
+            self.alpha = evidence[1].new_zeros(num_rows, 0, *evidence[1].shape[-2:])
+
+    def extend(self, rows: torch.Tensor, evidence: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        """Keep the histories of `rows` (B * nb,) and append this step's evidence of those rows."""
+        if self.gates is not None:
+            self.gates = torch.cat([self.gates[rows], evidence[0][rows][:, None]], dim=1)
+            self.alpha = torch.cat([self.alpha[rows], evidence[1][rows][:, None]], dim=1)
+
+    def of(self, row: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(gates (step, L), alpha (step, L, K)) of one beam, on the CPU, or (None, None)."""
+        if self.gates is None:
+            return None, None
+        return self.gates[row].cpu(), self.alpha[row].cpu()
+
+
+def prefill_beams(
+    state: DecodeState, decoder: CachedDecoder, expand: torch.Tensor
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """The prompt once per study, then the cache and the outputs repeated to the beams (`expand` (B * nb,)):
+    -> next-token logits (B * nb, vocab), evidence ((B * nb, L), (B * nb, L, K)) or None."""
+    with state.model.injecting(state.context, record=state.record) as trace:
+        logits = decoder.prefill(state.inputs_embeds)  # (B, vocab)
+        evidence = take_evidence(trace)  # (B, L), (B, L, K) or None
+    decoder.repeat_interleave(state.decode.num_beams)
+    if evidence is not None:
+        evidence = (evidence[0].index_select(0, expand), evidence[1].index_select(0, expand))
+    return logits.index_select(0, expand), evidence
+
+
 def beam_search(state: DecodeState) -> Hypotheses:
     """inputs_embeds (B, P, D), prompt_mask (B, P) -> the best hypothesis per study (see the module docstring).
     `logit_bias` (B, vocab), the expert bias, is added to every beam's logits at every step."""
-    model, context, decode = state.model, state.context, state.decode
-    inputs_embeds, prompt_mask, record = state.inputs_embeds, state.prompt_mask, state.record
-    eos_id, max_new_tokens, logit_bias = state.eos_id, state.max_new_tokens, state.logit_bias
-    batch, device = inputs_embeds.shape[0], inputs_embeds.device
+    model, context, decode, eos_id = state.model, state.context, state.decode, state.eos_id
+    batch, device = state.inputs_embeds.shape[0], state.inputs_embeds.device
     num_beams = decode.num_beams
-    decoder = CachedDecoder(model, prompt_mask, max_new_tokens)
-    with model.injecting(context, record=record) as trace:
-        logits = decoder.prefill(inputs_embeds)  # (B, vocab)
-        evidence = take_evidence(trace)  # (B, L), (B, L, K) or None
+    decoder = CachedDecoder(model, state.prompt_mask, state.max_new_tokens)
     expand = torch.arange(batch, device=device).repeat_interleave(num_beams)  # (B * nb,)
-    decoder.repeat_interleave(num_beams)
-    logits = logits.index_select(0, expand)  # (B * nb, vocab)
-    if evidence is not None:
-        evidence = (evidence[0].index_select(0, expand), evidence[1].index_select(0, expand))
-    if logit_bias is not None:
-        logit_bias = logit_bias.index_select(0, expand)  # (B * nb, vocab)
+    logits, evidence = prefill_beams(state, decoder, expand)  # (B * nb, vocab)
+    logit_bias = (
+        None if state.logit_bias is None else state.logit_bias.index_select(0, expand)
+    )  # (B * nb, vocab)
     num_rows, vocab = logits.shape
     beam_scores = torch.zeros(batch, num_beams, device=device)
     beam_scores[:, 1:] = float("-inf")  # the first step expands beam 0 only (all beams are equal)
     beam_scores = beam_scores.view(-1)  # (B * nb,)
     tokens = torch.zeros(num_rows, 0, dtype=torch.long, device=device)  # (B * nb, step)
-    history_gates = history_alpha = None  # (B * nb, step, L), (B * nb, step, L, K)
-    if evidence is not None:
-        history_gates = evidence[0].new_zeros(num_rows, 0, evidence[0].shape[-1])
-        history_alpha = evidence[1].new_zeros(num_rows, 0, *evidence[1].shape[-2:])
+    history = EvidenceHistory(evidence, num_rows)
     finished = [BeamHypotheses(num_beams, decode.length_penalty) for _ in range(batch)]
     done = [False] * batch
     processor = LogitsProcessor(decode, eos_id, num_rows, vocab, device, logit_bias)
     row_base = (torch.arange(batch, device=device) * num_beams)[:, None]  # (B, 1)
-    with model.injecting(context.index_select(expand), record=record) as trace:
-        for step in range(max_new_tokens):
+    with model.injecting(context.index_select(expand), record=state.record) as trace:
+        for step in range(state.max_new_tokens):
             if step > 0:
                 evidence = take_evidence(trace)
             logits = processor(logits, tokens, step)
@@ -101,16 +128,11 @@ def beam_search(state: DecodeState) -> Hypotheses:
             if eos_hits:
                 scores_list, rows_list = top_scores.tolist(), top_rows.tolist()
                 for b, rank in eos_hits:
-                    if done[b]:
-                        continue
-                    row = rows_list[b][rank]
-                    finished[b].add(
-                        scores_list[b][rank],
-                        step + 1,
-                        tokens[row].tolist(),
-                        history_gates[row].cpu() if history_gates is not None else None,
-                        history_alpha[row].cpu() if history_alpha is not None else None,
-                    )
+                    if not done[b]:
+                        row = rows_list[b][rank]
+                        finished[b].add(
+                            scores_list[b][rank], step + 1, tokens[row].tolist(), *history.of(row)
+                        )
             # The running beams go on with the num_beams best non-EOS candidates (at least nb of the 2 nb).
             next_scores, pick = top_scores.masked_fill(is_eos, float("-inf")).topk(
                 num_beams, dim=1
@@ -119,34 +141,25 @@ def beam_search(state: DecodeState) -> Hypotheses:
             next_ids = top_tokens.gather(1, pick).view(-1)  # (B * nb,)
             beam_scores = next_scores.view(-1)
             tokens = torch.cat([tokens.index_select(0, rows), next_ids[:, None]], dim=1)
-            if history_gates is not None:
-                history_gates = torch.cat([history_gates[rows], evidence[0][rows][:, None]], dim=1)
-                history_alpha = torch.cat([history_alpha[rows], evidence[1][rows][:, None]], dim=1)
+            history.extend(rows, evidence)
             processor.reorder(rows)
             processor.update(next_ids)
             best_running = next_scores[:, 0].tolist()
             for b in range(batch):
                 done[b] = done[b] or finished[b].is_done(best_running[b], step + 1)
-            if all(done) or step + 1 == max_new_tokens:
+            if all(done) or step + 1 == state.max_new_tokens:
                 break
             decoder.reorder(rows)
             logits = decoder.step(next_ids)
     # Studies still running at max_new_tokens: their beams compete with the finished hypotheses.
-    length = tokens.shape[1]
     scores_list, tokens_list = beam_scores.tolist(), tokens.tolist()
     for b in range(batch):
         if done[b]:
             continue
         for row in range(b * num_beams, (b + 1) * num_beams):
-            finished[b].add(
-                scores_list[row],
-                length,
-                tokens_list[row],
-                history_gates[row].cpu() if history_gates is not None else None,
-                history_alpha[row].cpu() if history_alpha is not None else None,
-            )
+            finished[b].add(scores_list[row], tokens.shape[1], tokens_list[row], *history.of(row))
     best = [hypotheses.best() for hypotheses in finished]
     token_ids = [item[1] for item in best]
-    if history_gates is None:
+    if history.gates is None:
         return Hypotheses(token_ids)
     return Hypotheses(token_ids, [item[2] for item in best], [item[3] for item in best])

@@ -1,8 +1,9 @@
 """`generate_reports`: the one decoding function of leadrrg (CLI, evaluation, benchmarks, the service).
 
-Data flow (DESIGN.md section 3):
+Data flow:
 
-    images (B, V, C, H, W) -> model.encode_study -> StudyContext (visual tokens, expert logits, Z^l), once
+    images (B, V, C, H, W) -> `steps.decoding_context` (the model's `encode_images`, decode policy on what the
+    decoder reads, then `fuse_experts`) -> StudyContext (visual tokens, expert logits, Z^l), once per study
     [BOS, visual tokens, "Findings:"] -> one decoder pass (the prompt), filling the KV cache
     then one decoder call per new token, feeding only that token with the cache, inside
     `model.injecting(context)`, so LEAD's injection is computed for the new token only.
@@ -31,8 +32,8 @@ hypothesis. With fusion none or input there is nothing injected and gates / alph
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -50,6 +51,10 @@ from leadrrg.inference.steps import (
     sample_next,
     take_evidence,
 )
+
+if TYPE_CHECKING:
+    from leadrrg.data.tokenizer import ReportTokenizer
+    from leadrrg.model.lead import LeadModel, StudyContext
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +131,7 @@ def greedy_or_sample(state: DecodeState, generator: torch.Generator | None) -> H
 # Public API
 
 
-def max_new_tokens_for(model, prompt_length: int, decode: DecodeConfig) -> int:
+def max_new_tokens_for(model: LeadModel, prompt_length: int, decode: DecodeConfig) -> int:
     """decode.max_new_tokens, capped so that prompt + report fit the decoder's position table."""
     limit = getattr(model.lm.config, "max_position_embeddings", None)
     if limit is None or prompt_length + decode.max_new_tokens <= limit:
@@ -148,8 +153,8 @@ def max_new_tokens_for(model, prompt_length: int, decode: DecodeConfig) -> int:
 
 
 def generate_reports(
-    model,
-    tokenizer,
+    model: LeadModel,
+    tokenizer: ReportTokenizer,
     images: torch.Tensor,
     view_mask: torch.Tensor,
     decode: DecodeConfig,
@@ -209,7 +214,9 @@ def generate_reports(
     return reports
 
 
-def expert_bias_for(model, tokenizer, context, decode: DecodeConfig) -> torch.Tensor | None:
+def expert_bias_for(
+    model: LeadModel, tokenizer: ReportTokenizer, context: StudyContext, decode: DecodeConfig
+) -> torch.Tensor | None:
     """The CCD-style expert logit bias (B, vocab) from `context.expert_probs` (B, K), or None when
     decode.expert_bias is 0 (see `leadrrg.inference.expert_bias`)."""
     if decode.expert_bias == 0:
@@ -226,10 +233,5 @@ def expert_bias_for(model, tokenizer, context, decode: DecodeConfig) -> torch.Te
     )
 
 
-def _device(model) -> torch.device:
+def _device(model: LeadModel) -> torch.device:
     return next(model.parameters()).device
-
-
-def expert_probs_sorted(report: GeneratedReport) -> Sequence[tuple[str, float]]:
-    """(name, probability) pairs, most probable first (empty for fusion=none)."""
-    return sorted((report.expert_probs or {}).items(), key=lambda item: -item[1])

@@ -8,6 +8,7 @@ Every view is then letterboxed and normalised exactly as `StudyDataset.load_view
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import warnings
@@ -15,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
 import torch
+from PIL import Image
 
 from leadrrg.config import VisionConfig
 from leadrrg.data.dataset import letterbox
-from leadrrg.data.images import MAX_PIXELS, load_image
+from leadrrg.data.images import MAX_PIXELS, _pil_to_gray, load_image
 from leadrrg.errors import LeadrrgError
 
 EXPECTED = "a PNG, JPEG or DICOM radiograph"
@@ -46,18 +49,12 @@ def sniff_format(data: bytes) -> str | None:
 
 def image_size(data: bytes, kind: str) -> tuple[int, int]:
     """(width, height) from the header only, without decoding the pixels."""
-    import io
-
     if kind == "dicom":
-        import pydicom
-
         try:
             dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
         except Exception:
             return 0, 0  # let the full read name the problem
         return int(dataset.get("Columns", 0) or 0), int(dataset.get("Rows", 0) or 0)
-    from PIL import Image
-
     try:
         with Image.open(io.BytesIO(data)) as image:
             return image.width, image.height
@@ -101,15 +98,7 @@ def to_gray(image: Any, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         image = image.detach().cpu().numpy()
     if isinstance(image, np.ndarray):
         return _array_to_gray(image, max_pixels)
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - Pillow is a dependency
-        Image = None
-    if Image is not None and isinstance(image, Image.Image):
-        from leadrrg.data.images import (
-            _pil_to_gray,
-        )  # the PNG reader's own conversion (16-bit, palette, alpha)
-
+    if isinstance(image, Image.Image):  # the PNG reader's own conversion (16-bit, palette, alpha)
         if image.width * image.height > max_pixels:
             raise ImageTooLarge(
                 f"PIL image of {image.width}x{image.height} pixels is over the limit of {max_pixels}"

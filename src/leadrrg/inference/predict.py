@@ -4,8 +4,8 @@ One record per study: `id`, `reference` (the study's target report), `generated`
 values in CheXpert order, null for not mentioned, only when the data has labels) and, with `evidence=True`,
 `expert_probs` (name -> probability, null for a model without experts) and `evidence`, the compact per-token
 evidence of `leadrrg.inference.evidence` (`evidence="full"` adds the full tensors).
-Decoding goes through `ReportGenerator.decode`, the API's one code path. Used by `leadrrg generate --split`,
-`diagnose`, the demo and the benchmarks.
+Decoding goes through `ReportGenerator.decode`, the API's one code path. Used by `leadrrg generate --split`
+(`leadrrg.inference.batch`), `leadrrg.evaluation.diagnose`, the experiments and the demo.
 """
 
 from __future__ import annotations
@@ -15,44 +15,35 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
 
-from leadrrg.config import DecodeConfig, RunConfig
+from leadrrg.config import DecodeConfig
+from leadrrg.data.dataset import StudyDataset
 from leadrrg.data.manifests import Study
 from leadrrg.inference.api import ReportGenerator, ReportResult
 from leadrrg.inference.evidence import DECIMALS
-
-EVIDENCE_DECIMALS = DECIMALS  # probabilities rounded in the JSON records
+from leadrrg.progress import Progress
 
 
 def generate_split(
-    model,
-    tokenizer,
-    config: RunConfig,
+    generator: ReportGenerator,
     studies: Sequence[Study],
-    decode: DecodeConfig,
+    decode: DecodeConfig | None = None,
     evidence: bool | str = False,
     batch_size: int | None = None,
-    generator: torch.Generator | None = None,
     progress: bool = False,
     expert_probs: Any = None,
 ) -> list[dict[str, Any]]:
-    """Decode `studies` in batches of `batch_size` (default `decode.batch_size`) -> one record per study, in
-    order. Images are loaded with the run's vision settings (`config.model`) and `config.data.num_workers`.
-    `expert_probs` (N, K), one row per study, replaces the probabilities the decoder reads (see
-    `generate_reports`). `generator` seeds sampling."""
-    from torch.utils.data import DataLoader
-
-    from leadrrg.data.dataset import StudyDataset
-    from leadrrg.progress import Progress
-
+    """Decode `studies` with `generator` in batches of `batch_size` (default `decode.batch_size`) -> one record
+    per study, in order. `decode` defaults to the run's decode settings; images are loaded with the run's vision
+    settings and `data.num_workers`. `expert_probs` (N, K), one row per study, replaces the probabilities the
+    decoder reads (see `generate_reports`). Sampling draws from `generator.sampler`."""
     studies = list(studies)
-    api = ReportGenerator(model, tokenizer, config)
-    if generator is not None:
-        api.sampler = generator
+    config = generator.config
     dataset = StudyDataset(studies, config.model.vision, config.model.max_views, train=False)
     loader = DataLoader(
         dataset,
-        batch_size=batch_size or decode.batch_size,
+        batch_size=batch_size or (decode or config.decode).batch_size,
         shuffle=False,
         num_workers=config.data.num_workers,
     )
@@ -65,7 +56,7 @@ def generate_split(
         for batch in loader:
             start = len(records)
             rows = None if expert_probs is None else expert_probs[start : start + len(batch["images"])]
-            results = api.decode(batch["images"], batch["view_mask"], decode, evidence, rows)
+            results = generator.decode(batch["images"], batch["view_mask"], decode, evidence, rows)
             for result in results:
                 records.append(prediction_record(studies[len(records)], result, evidence))
             bar.update(len(results))
@@ -78,7 +69,7 @@ def prediction_record(study: Study, result: ReportResult, evidence: bool | str) 
         record["labels"] = [None if math.isnan(value) else float(value) for value in study.labels.tolist()]
     if evidence:
         record["expert_probs"] = (
-            {name: round(p, EVIDENCE_DECIMALS) for name, p in result.expert_probs.items()}
+            {name: round(p, DECIMALS) for name, p in result.expert_probs.items()}
             if result.expert_probs
             else None
         )

@@ -3,6 +3,8 @@ rank 0 merges the parts into one predictions file in input order, checked for du
 
     torchrun --nproc_per_node N -m leadrrg.cli generate --run-dir RUN --split test --out preds.jsonl
 
+`leadrrg.inference.batch` decodes into the part files and merges them.
+
 Part files sit beside the output (`preds.jsonl.part<r>of<N>`), one JSON record a line, appended batch by
 batch, so a killed run resumes: studies already in a part file (of any world size) or in the output are not
 decoded again. Rank r decodes the r-th, (r+N)-th, ... study still to do. Inference never imports the training
@@ -14,7 +16,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ import torch.distributed as dist
 
 from leadrrg.collectives import DistContext, all_gather_objects, shutdown
 from leadrrg.errors import LeadrrgError
+from leadrrg.io import atomic_open, atomic_write_text
 
 Shard = DistContext  # this process's place among the ranks, and the device it decodes on
 
@@ -54,9 +58,17 @@ def start(device: str, resolve: Callable[[str], torch.device]) -> Shard:
     return Shard(dist.get_rank(), dist.get_world_size(), local_rank, resolved, owns)
 
 
-def stop(shard: Shard, clean: bool = True) -> None:
-    """Leaves the process group this process joined (`leadrrg.collectives.leave_group`)."""
-    shutdown(shard, clean)
+@contextmanager
+def joined(device: str, resolve: Callable[[str], torch.device]) -> Iterator[Shard]:
+    """`start` for the block: the process group this process joined is left after it (uncleanly when the block
+    raised: other ranks may be gone)."""
+    shard = start(device, resolve)
+    try:
+        yield shard
+    except BaseException:
+        shutdown(shard, clean=False)
+        raise
+    shutdown(shard)
 
 
 def gather_or_raise(result: Any, error: BaseException | None, shard: Shard) -> list[Any]:
@@ -107,8 +119,6 @@ def read_records(path: Path) -> list[tuple[str, str]]:
         kept.append((str(record["id"]), line))
     text = "".join(line for _, line in kept)
     if text != raw:
-        from leadrrg.io import atomic_write_text
-
         atomic_write_text(path, text)
     return kept
 
@@ -139,8 +149,6 @@ def merge(out: Path, ids: Sequence[str], include_out: bool) -> int:
     with `include_out`); refuse a duplicate or a gap with a LeadrrgError, keeping the parts. Lines of ids not
     in `ids` (an earlier run with a larger --limit) are left out. Removes the parts once `out` is complete;
     returns the number of lines."""
-    from leadrrg.io import atomic_open
-
     parts = part_paths(out)
     line_of: dict[str, str] = {}
     for path in parts + ([out] if include_out else []):

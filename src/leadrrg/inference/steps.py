@@ -1,24 +1,31 @@
 """The parts both decoding loops share (`leadrrg.inference.decoding` greedy / sampling, `leadrrg.inference.beam`):
-the cached decoder, the prompt, evidence capture, logit processing, and `DecodeState`, what a loop is given.
-A leaf module: it imports neither loop.
+`decoding_context` (the one place where decode policy meets the model: what the decoder reads as p), the cached
+decoder, the prompt, evidence capture, logit processing, `DecodeState` (what a loop is given) and `Hypotheses`
+(what it returns). A leaf module: it imports neither loop.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from leadrrg.config import DecodeConfig
+from leadrrg.model.grounding import decoder_probs, with_derived_no_finding
+
+if TYPE_CHECKING:
+    from leadrrg.data.tokenizer import ReportTokenizer
+    from leadrrg.model.injection import InjectionTrace
+    from leadrrg.model.lead import LeadModel, StudyContext
 
 
 @dataclass
 class DecodeState:
     """What a decoding loop needs, prepared once per batch by `generate_reports`."""
 
-    model: Any  # LeadModel
-    context: Any  # StudyContext of the batch
+    model: LeadModel
+    context: StudyContext  # of the batch
     inputs_embeds: torch.Tensor  # (B, P, D) the prompt [BOS, visual tokens, "Findings:"]
     prompt_mask: torch.Tensor  # (B, P)
     decode: DecodeConfig
@@ -46,7 +53,7 @@ class CachedDecoder:
 
     def __init__(
         self,
-        model,
+        model: LeadModel,
         prompt_mask: torch.Tensor,
         max_new_tokens: int,
         cache: str = "dynamic",
@@ -108,19 +115,34 @@ class CachedDecoder:
         self.mask = self.mask.index_select(0, rows)
 
 
-def decoding_context(model, images, view_mask, decode: DecodeConfig, expert_probs=None):
-    """The StudyContext the decoder reads: the experts' p (or `expert_probs` (B, K)), thresholded and with No
-    Finding derived as `decode` says (`expert_threshold`, `derive_no_finding`)."""
-    return model.encode_study(
-        images,
-        view_mask,
-        expert_probs=expert_probs,
-        threshold=decode.expert_threshold,
-        derive_no_finding=decode.derive_no_finding,
-    )
+def decoding_context(
+    model: LeadModel,
+    images: torch.Tensor,
+    view_mask: torch.Tensor,
+    decode: DecodeConfig,
+    expert_probs: torch.Tensor | None = None,
+) -> StudyContext:
+    """The StudyContext the decoder reads, where decode policy meets the model: the experts' p (or
+    `expert_probs` (B, K)) is reported as is, and the decoder reads it thresholded at `decode.expert_threshold`
+    (> 0: p > threshold reads 1, the rest 0, the 0/1 evidence truth forcing trained it on), with No Finding
+    then derived as CheXpert defines it when `decode.derive_no_finding` (as in every label the decoder was
+    trained on: 1 iff no other finding but Support Devices reads 1)."""
+    study = model.encode_images(images, view_mask)
+    if study.expert_logits is None:  # fusion=none: nothing to read
+        return model.fuse_experts(study)
+    config = model.config
+    probs = decoder_probs(config.grounding, config.label_policy, study.expert_logits, expert_probs)  # (B, K)
+    read = probs
+    if decode.expert_threshold > 0:
+        read = (probs > decode.expert_threshold).to(probs)
+        if decode.derive_no_finding:
+            read = with_derived_no_finding(read, list(config.experts.names))
+    return model.fuse_experts(study, probs, read)
 
 
-def prompt_inputs(model, tokenizer, context) -> tuple[torch.Tensor, torch.Tensor]:
+def prompt_inputs(
+    model: LeadModel, tokenizer: ReportTokenizer, context: StudyContext
+) -> tuple[torch.Tensor, torch.Tensor]:
     """[BOS, visual tokens, "Findings:"] for every study: -> inputs_embeds (B, P, D), attention mask (B, P)."""
     batch = context.visual_tokens.shape[0]
     ids = torch.tensor([tokenizer.bos_id, *tokenizer.prompt_ids], device=context.visual_tokens.device)
@@ -128,7 +150,7 @@ def prompt_inputs(model, tokenizer, context) -> tuple[torch.Tensor, torch.Tensor
     return model.embed_inputs(context, ids, torch.ones_like(ids))
 
 
-def take_evidence(trace) -> tuple[torch.Tensor, torch.Tensor] | None:
+def take_evidence(trace: InjectionTrace | None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The last recorded position of an InjectionTrace -> (gates (B, L), alpha (B, L, K)); clears the trace so
     that each call only concatenates one forward's entries."""
     if trace is None:
@@ -238,7 +260,7 @@ def sample_next(
 
 
 # --------------------------------------------------------------------------------------------------
-# Greedy and sampling
+# What a loop returns
 
 
 @dataclass

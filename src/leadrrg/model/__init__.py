@@ -1,5 +1,2 @@
-"""The LEAD model: vision encoders, experts, layer-wise injection, decoder backbones, and their assembly."""
-
-from leadrrg.model.lead import LeadModel, StudyContext
-
-__all__ = ["LeadModel", "StudyContext"]
+"""The LEAD model: vision encoders, experts, layer-wise injection, decoder backbones, grounding policy, losses,
+and their assembly (`leadrrg.model.lead.LeadModel`)."""

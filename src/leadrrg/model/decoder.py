@@ -4,6 +4,9 @@ Registry keys (`DecoderConfig.backbone`, never sniffed from model names): `llama
 From scratch, a small config of the family is built from `DecoderConfig` sizes and the tokenizer's vocabulary;
 pretrained, `AutoModelForCausalLM.from_pretrained(local_path, local_files_only=True)` with LoRA (peft) on the
 family's attention and MLP projections and the base frozen.
+
+transformers and peft are imported inside the functions that use them: they take seconds to import, and
+`leadrrg.model` is imported by commands that only read a run directory.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@
   (`explicit`), p_k e_k (`product`) or e_k (`none`).
 - `ExpertProjections`: Z^l = W^l e~ for every decoder layer l, computed once per study (B, L, K, D).
   W^l starts at zero, so a fresh model computes exactly what its base LLM computes.
+- `ExpertInputTokens` (fusion=input, the baseline): W e~ (B, K, D) as extra input tokens instead.
 - `ExpertGate`: before layer l, for every position t:
       alpha_t = softmax_k(LN(h_t) . Z^l_k / sqrt(D));  c_t = sum_k alpha_t,k Z^l_k
       g_t = sigmoid(w_g . [LN(h_t); c_t] + b_g) (dynamic) | sigmoid(b^l) (static) | 1 (open)
@@ -17,7 +18,7 @@ Injection depends only on the position's own hidden state, so cached and uncache
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -98,28 +99,33 @@ class ExpertProjections(nn.Module):
         return z.expand(-1, self.num_layers, -1, -1)  # (B, L, K, D)
 
 
-class ExpertGate(nn.Module):
-    """The context-adaptive gate of one decoder layer (see the module docstring).
+class ExpertInputTokens(nn.Module):
+    """fusion=input: confidence-weighted expert features projected to D: (B, K, De), (B, K) -> (B, K, D)."""
 
-    The per-study work is done once by `prepare` (Z^l -> a step function); each call of that function does the
-    per-token work only. With w_g = [w_h; w_c] and sum_k alpha_t,k = 1 the gate logit is
-        w_g . [LN(h_t); c_t] + b_g = w_h . LN(h_t) + alpha_t . (Z^l w_c + b_g),
-    so one matmul of LN(h_t) with [Z^l^T / sqrt(D), w_h] gives the K scores and the w_h term, and one matmul of
-    alpha_t with [Z^l, Z^l w_c + b_g] gives c_t and the rest of the logit. A static gate scales Z^l once.
-    Parameters (and so checkpoints) are those of the plain formula."""
+    def __init__(self, confidence: str, num_experts: int, expert_size: int, model_size: int):
+        super().__init__()
+        self.confidence = confidence
+        self.absent, self.present = confidence_vectors(confidence, num_experts, expert_size)
+        self.proj = nn.Linear(expert_size, model_size)
+
+    def forward(self, features: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        return self.proj(confidence_weighting(features, probs, self.absent, self.confidence, self.present))
+
+
+class ExpertGate(nn.Module):
+    """The context-adaptive gate of one decoder layer (see the module docstring): `forward` computes
+    (h + g c, g, alpha) for one call; `prepare` folds one study's Z^l in once, for the many calls of decoding."""
 
     def __init__(self, model_size: int, mode: str, bias_init: float = 0.0):
         super().__init__()
-        self.mode = mode
+        self.mode = mode  # dynamic: g_t from [LN(h_t); c_t] | static: g = sigmoid(b^l) | open: g = 1
         self.norm = nn.LayerNorm(model_size)
-        self.proj = None
-        self.bias = None
         if mode == "dynamic":
-            self.proj = nn.Linear(2 * model_size, 1)
+            self.proj = nn.Linear(2 * model_size, 1)  # w_g = [w_h; w_c], b_g
             nn.init.normal_(self.proj.weight, std=0.02)
             nn.init.constant_(self.proj.bias, bias_init)
         elif mode == "static":
-            self.bias = nn.Parameter(torch.tensor(float(bias_init)))
+            self.bias = nn.Parameter(torch.tensor(float(bias_init)))  # b^l
         elif mode != "open":
             raise ValueError(f"unknown gate mode {mode!r}")
 
@@ -131,53 +137,70 @@ class ExpertGate(nn.Module):
         return hidden, gate_values(gate, alpha), alpha
 
     def prepare(self, expert_tokens: torch.Tensor, dtype: torch.dtype | None = None) -> GateStep:
-        """Z^l (B, K, D) -> step(hidden (B, T, D)) -> (new hidden (B, T, D), gate, alpha (B, T, K)); gate is
-        (B, T, 1) (dynamic) or a 0-d tensor (static, open): `gate_values` makes it (B, T). Everything that
-        depends on the study only is computed here, inside autograd (gradients reach Z and the gate)."""
-        if dtype is None:
-            dtype = self.norm.weight.dtype
+        """Z^l (B, K, D) -> a GateStep for hidden states of `dtype` (default the gate's). Everything that depends
+        on the study only is computed here, inside autograd (gradients reach Z and the gate)."""
+        return GateStep(self, expert_tokens, self.norm.weight.dtype if dtype is None else dtype)
+
+
+class GateStep:
+    """One layer's gate with one study's Z^l folded in (`ExpertGate.prepare`); a call does the per-token work:
+    hidden (B, T, D) -> (h + g c (B, T, D), g ((B, T, 1) dynamic, 0-d static / open; `gate_values` makes it
+    (B, T)), alpha (B, T, K)).
+
+    With w_g = [w_h; w_c] and sum_k alpha_t,k = 1 the dynamic gate logit is
+        w_g . [LN(h_t); c_t] + b_g = w_h . LN(h_t) + alpha_t . (Z^l w_c + b_g),
+    so one matmul of LN(h_t) with `keys` [Z^l^T / sqrt(D), w_h] gives the K scores and the w_h term, and one
+    matmul of alpha_t with `values` [Z^l, Z^l w_c + b_g] gives c_t and the rest of the logit. A static or open
+    gate is one number: `values` is g Z^l, so alpha_t . values = g c_t. Parameters (and so checkpoints) are
+    those of the plain formula."""
+
+    __slots__ = (
+        "gate",
+        "expert_tokens",
+        "dtype",
+        "norm",
+        "keys",
+        "values",
+        "fixed_gate",
+        "num_experts",
+        "size",
+    )
+
+    def __init__(self, gate: ExpertGate, expert_tokens: torch.Tensor, dtype: torch.dtype):
+        self.gate, self.expert_tokens, self.dtype = gate, expert_tokens, dtype
         z = expert_tokens.to(dtype)  # (B, K, D)
-        batch, num_experts, size = z.shape
-        shape, weight, bias, eps = (size,), self.norm.weight, self.norm.bias, self.norm.eps
-        keys = z.transpose(1, 2) / math.sqrt(size)  # (B, D, K)
-
-        def other_dtype(hidden: torch.Tensor):
-            return self.prepare(expert_tokens, hidden.dtype)(hidden)
-
-        if self.proj is not None:
-            w_g = self.proj.weight[0].to(dtype)  # (2D,)
-            keys = torch.cat([keys, w_g[:size].view(1, size, 1).expand(batch, size, 1)], dim=2)  # (B, D, K+1)
-            expert_logit = (z @ w_g[size:] + self.proj.bias.to(dtype)).unsqueeze(-1)  # Z w_c + b (B, K, 1)
-            values = torch.cat([z, expert_logit], dim=2)  # [Z, Z w_c + b] (B, K, D+1)
-
-            def step(hidden: torch.Tensor):
-                if hidden.dtype != dtype:
-                    return other_dtype(hidden)
-                scores = torch.bmm(F.layer_norm(hidden, shape, weight, bias, eps), keys)  # (B, T, K+1)
-                alpha = scores[..., :num_experts].softmax(dim=-1)  # (B, T, K)
-                out = torch.bmm(alpha, values)  # [c, alpha . (Z w_c + b)] (B, T, D+1)
-                gate = torch.sigmoid(out[..., size:] + scores[..., num_experts:])  # (B, T, 1)
-                return torch.addcmul(hidden, gate, out[..., :size]), gate, alpha
-
-            return step
-        if self.bias is not None:
-            gate = torch.sigmoid(self.bias).to(dtype)  # ()
-            values = z * gate  # g Z (B, K, D)
+        batch, self.num_experts, self.size = z.shape
+        self.norm = ((self.size,), gate.norm.weight, gate.norm.bias, gate.norm.eps)  # LN's arguments
+        self.keys = z.transpose(1, 2) / math.sqrt(self.size)  # Z^T / sqrt(D) (B, D, K)
+        self.fixed_gate = None  # g of a static / open gate, None for a dynamic one
+        if gate.mode == "dynamic":
+            w_g = gate.proj.weight[0].to(dtype)  # (2D,)
+            w_h = w_g[: self.size].view(1, self.size, 1).expand(batch, self.size, 1)  # (B, D, 1)
+            self.keys = torch.cat([self.keys, w_h], dim=2)  # (B, D, K+1)
+            expert_logit = (z @ w_g[self.size :] + gate.proj.bias.to(dtype)).unsqueeze(
+                -1
+            )  # Z w_c + b (B, K, 1)
+            self.values = torch.cat([z, expert_logit], dim=2)  # [Z, Z w_c + b] (B, K, D+1)
+        elif gate.mode == "static":
+            self.fixed_gate = torch.sigmoid(gate.bias).to(dtype)  # ()
+            self.values = z * self.fixed_gate  # g Z (B, K, D)
         else:
-            gate = z.new_ones(())
-            values = z
+            self.fixed_gate = z.new_ones(())
+            self.values = z
 
-        def step(hidden: torch.Tensor):
-            if hidden.dtype != dtype:
-                return other_dtype(hidden)
-            scores = torch.bmm(F.layer_norm(hidden, shape, weight, bias, eps), keys)  # (B, T, K)
-            alpha = scores.softmax(dim=-1)
-            return hidden + torch.bmm(alpha, values), gate, alpha
-
-        return step
-
-
-GateStep = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    def __call__(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if hidden.dtype != self.dtype:  # prepared for another dtype: fold Z^l in again for this one
+            return GateStep(self.gate, self.expert_tokens, hidden.dtype)(hidden)
+        scores = torch.bmm(
+            F.layer_norm(hidden, *self.norm), self.keys
+        )  # LN(h_t) . [Z / sqrt(D), w_h] (B, T, K[+1])
+        if self.fixed_gate is not None:
+            alpha = scores.softmax(dim=-1)  # (B, T, K)
+            return hidden + torch.bmm(alpha, self.values), self.fixed_gate, alpha  # h + g c
+        alpha = scores[..., : self.num_experts].softmax(dim=-1)  # (B, T, K)
+        out = torch.bmm(alpha, self.values)  # [c_t, alpha . (Z w_c + b)] (B, T, D+1)
+        gate = torch.sigmoid(out[..., self.size :] + scores[..., self.num_experts :])  # g_t (B, T, 1)
+        return torch.addcmul(hidden, gate, out[..., : self.size]), gate, alpha  # h + g c
 
 
 def gate_values(gate: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -219,10 +242,10 @@ class _Injection:
 
     __slots__ = ("layer", "step", "trace", "index", "batch")
 
-    def __init__(
-        self, layer: nn.Module, step: GateStep, trace: InjectionTrace | None, index: int, batch: int
-    ):
-        self.layer, self.step, self.trace, self.index, self.batch = layer, step, trace, index, batch
+    def __init__(self, layer: nn.Module, step: GateStep, trace: InjectionTrace | None, index: int):
+        self.layer = layer  # the wrapped layer again: a slot is read faster than an nn.Module attribute
+        self.step, self.trace, self.index = step, trace, index
+        self.batch = step.expert_tokens.shape[0]
 
 
 class InjectedLayer(nn.Module):
@@ -231,16 +254,19 @@ class InjectedLayer(nn.Module):
     (tuple or tensor) as is. Attribute misses are forwarded to the wrapped layer (e.g. `attention_type`).
 
     `injecting` prepares the gate once per scope (`ExpertGate.prepare`) and leaves the result in `_injection`,
-    so that a decoding step does only the per-token work."""
+    its one piece of scope state, so that a decoding step does only the per-token work."""
 
     def __init__(self, layer: nn.Module, gate: ExpertGate, layer_index: int):
         super().__init__()
         self.layer = layer
         self.gate = gate
         self.layer_index = layer_index
-        self.expert_tokens: torch.Tensor | None = None  # Z^l (B, K, D), set only inside `injecting`
-        self.trace: InjectionTrace | None = None
-        self._injection: _Injection | None = None  # set with expert_tokens by `injecting`
+        self._injection: _Injection | None = None  # set only inside `injecting`
+
+    @property
+    def expert_tokens(self) -> torch.Tensor | None:
+        """Z^l (B, K, D) while an `injecting` scope is open, else None."""
+        return None if self._injection is None else self._injection.step.expert_tokens
 
     def __getattr__(self, name: str):
         try:
@@ -268,10 +294,6 @@ class InjectedLayer(nn.Module):
             injection.trace.add(injection.index, gate, alpha)
         return injection.layer(hidden_states, *args, **kwargs)
 
-    def _prepare(self, expert_tokens: torch.Tensor, trace: InjectionTrace | None) -> _Injection:
-        step = self.gate.prepare(expert_tokens)
-        return _Injection(self.layer, step, trace, self.layer_index, expert_tokens.shape[0])
-
 
 @contextmanager
 def injecting(
@@ -282,21 +304,18 @@ def injecting(
     The gates' per-study work (`ExpertGate.prepare`) is done here, once per scope."""
     if expert_tokens.shape[1] != len(layers):
         raise ValueError(f"expert tokens for {expert_tokens.shape[1]} layers, decoder has {len(layers)}")
-    if any(layer.expert_tokens is not None for layer in layers):
+    if any(layer._injection is not None for layer in layers):
         raise RuntimeError(
             "injection scopes do not nest: expert tokens are already set on the decoder layers"
         )
     trace = InjectionTrace(len(layers)) if record else None
     try:
         for index, layer in enumerate(layers):
-            layer.expert_tokens = expert_tokens[:, index]
-            layer.trace = trace
-            layer._injection = layer._prepare(layer.expert_tokens, trace)
+            step = layer.gate.prepare(expert_tokens[:, index])
+            layer._injection = _Injection(layer.layer, step, trace, layer.layer_index)
         yield trace
     finally:
         for layer in layers:
-            layer.expert_tokens = None
-            layer.trace = None
             layer._injection = None
 
 

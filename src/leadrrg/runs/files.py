@@ -7,6 +7,9 @@ base is rebuilt from `decoder.pretrained_path` in config.json; from scratch, eve
 keys strictly: the only keys allowed to be absent from the file are the model's frozen parameters and
 aliases of tied weights. The file also holds a SHA-256 over its tensors and the model config it was built
 from; both are verified on load.
+
+What `--set` may change on a trained run is checked here only (`check_trained_overrides`): by `load_run` for
+every caller (the model's MOVABLE_SETTINGS), and with a command's narrower prefixes by the CLI and experiments.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from leadrrg.config import RunConfig, first_difference, load_run_config, to_dict
+from leadrrg.config import RunConfig, apply_overrides, first_difference, load_run_config, to_dict
+from leadrrg.data.tokenizer import ReportTokenizer
 from leadrrg.errors import LeadrrgError
 from leadrrg.io import path_problem
-from leadrrg.data.tokenizer import ReportTokenizer
+from leadrrg.model.lead import LeadModel
+from leadrrg.runs.provenance import check_base_models
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +46,6 @@ STATE_FILE = "trainer_state.json"
 
 def build_model(config: RunConfig, tokenizer: ReportTokenizer) -> nn.Module:
     """The LeadModel of `config.model` for this tokenizer's vocabulary."""
-    from leadrrg.model.lead import LeadModel
-
     return LeadModel(config.model, tokenizer.vocab_size, tokenizer.pad_id)
 
 
@@ -224,29 +227,40 @@ def training_device(config: RunConfig) -> torch.device:
     return device if device.type != "cuda" or torch.cuda.is_available() else torch.device("cpu")
 
 
-def load_run(
-    run_dir: str | Path, device: str | torch.device = "cpu", overrides: Sequence[str] = ()
-) -> tuple[nn.Module, ReportTokenizer, RunConfig]:
-    """(model in eval mode on `device`, tokenizer, config) of a trained run directory. `overrides` are typed
-    `--set` overrides applied to config.json before the model is built; of the model's settings only
-    MOVABLE_SETTINGS may change (e.g. `model.decoder.pretrained_path=DIR` for a run whose base model moved).
-    The base model's fingerprint is checked against the run's provenance.json (`leadrrg.runs.provenance`)."""
-    from leadrrg.config import apply_overrides
-    from leadrrg.runs.provenance import check_base_models
-
-    run_dir = Path(run_dir)
-    for name in (CONFIG_FILE, MODEL_FILE, TOKENIZER_DIR):
-        if not (run_dir / name).exists():
-            raise LeadrrgError(
-                f"{run_dir} is not a trained leadrrg run: {name} is missing (train one with `leadrrg train`)"
-            )
+def check_trained_overrides(
+    overrides: Sequence[str], allowed: Sequence[str] | None = None, when: str = "at load"
+) -> None:
+    """The one allow-list of what `--set` may change on a trained run: with `allowed` (a command's or an
+    experiment's prefixes, e.g. `decode.`), only keys under them; and of the model's settings only
+    MOVABLE_SETTINGS, whatever the caller (the weights must keep their meaning)."""
     for text in overrides:
+        if allowed is not None and not text.strip().startswith(tuple(allowed)):
+            sections = " and ".join(f"{prefix}*" for prefix in allowed)
+            raise LeadrrgError(
+                f"--set {text!r}: only {sections} can be changed {when} (the model is trained)"
+            )
         key = text.split("=", 1)[0].strip()
         if key.startswith("model.") and key.rsplit(".", 1)[-1] not in MOVABLE_SETTINGS:
             raise LeadrrgError(
                 f"--set {text!r}: the trained model's {key} cannot change at load; expected one of "
                 f"{', '.join(MOVABLE_SETTINGS)} (e.g. model.decoder.pretrained_path=DIR)"
             )
+
+
+def load_run(
+    run_dir: str | Path, device: str | torch.device = "cpu", overrides: Sequence[str] = ()
+) -> tuple[nn.Module, ReportTokenizer, RunConfig]:
+    """(model in eval mode on `device`, tokenizer, config) of a trained run directory. `overrides` are typed
+    `--set` overrides applied to config.json before the model is built, held to `check_trained_overrides` (e.g.
+    `model.decoder.pretrained_path=DIR` for a run whose base model moved). The base model's fingerprint is
+    checked against the run's provenance.json (`leadrrg.runs.provenance`)."""
+    run_dir = Path(run_dir)
+    for name in (CONFIG_FILE, MODEL_FILE, TOKENIZER_DIR):
+        if not (run_dir / name).exists():
+            raise LeadrrgError(
+                f"{run_dir} is not a trained leadrrg run: {name} is missing (train one with `leadrrg train`)"
+            )
+    check_trained_overrides(overrides)
     config = apply_overrides(load_run_config(run_dir / CONFIG_FILE), list(overrides))
     check_base_models(run_dir, config)
     tokenizer = ReportTokenizer.load(run_dir / TOKENIZER_DIR)

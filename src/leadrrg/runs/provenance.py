@@ -20,10 +20,17 @@ import os
 import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from leadrrg import __version__
+from leadrrg.data.readers.chexpert_plus import CSV_GLOB, LABEL_DIRS
+from leadrrg.data.readers.jsonl import MANIFEST_NAME
+from leadrrg.data.readers.mimic_cxr import LABEL_NAMES
+from leadrrg.data.readers.r2gen import ANNOTATION_NAME
 from leadrrg.errors import LeadrrgError
+from leadrrg.io import atomic_write_text, read_json_object, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +45,6 @@ _FINGERPRINTS: dict[tuple, dict[str, Any]] = {}  # (path, (name, size, mtime)...
 
 def package_version(package: str) -> str | None:
     """The installed version of `package`, or None."""
-    from importlib import metadata
-
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
@@ -47,10 +52,8 @@ def package_version(package: str) -> str | None:
 
 
 def versions() -> dict[str, str | None]:
-    import leadrrg
-
     return {
-        "leadrrg": leadrrg.__version__,
+        "leadrrg": __version__,
         "torch": package_version("torch"),
         "transformers": package_version("transformers"),
         "peft": package_version("peft"),
@@ -73,7 +76,7 @@ def git_commit() -> str | None:
 
 def describe_device(preference: str = "auto") -> str:
     """The training device as a person reads it: cpu, or cuda:N with the GPU's name."""
-    import torch
+    import torch  # here, not at the top: commands import this module, and `leadrrg --help` needs no torch
 
     if preference == "cpu" or not torch.cuda.is_available():
         return "cpu"
@@ -88,12 +91,6 @@ def describe_device(preference: str = "auto") -> str:
 def data_manifest(data) -> dict[str, Any]:
     """SHA-256 of the data root's manifest files (the ones `leadrrg.data.manifests` reads), one per file and
     one over all; images are not hashed."""
-    from leadrrg.data.readers.chexpert_plus import CSV_GLOB, LABEL_DIRS
-    from leadrrg.data.readers.jsonl import MANIFEST_NAME
-    from leadrrg.data.readers.mimic_cxr import LABEL_NAMES
-    from leadrrg.data.readers.r2gen import ANNOTATION_NAME
-    from leadrrg.io import sha256_file
-
     root = Path(data.root) if data.root else None
     files: dict[str, str] = {}
     if root is not None and root.is_dir():
@@ -116,8 +113,6 @@ def data_manifest(data) -> dict[str, Any]:
 
 def base_model_fingerprint(path: str | Path) -> dict[str, Any]:
     """{"path", "sha256", "files"} of a pretrained model directory (sha256 None when it has no weight files)."""
-    from leadrrg.io import sha256_file
-
     path = Path(path).expanduser().resolve()
     weights = sorted({p for pattern in WEIGHT_PATTERNS for p in path.glob(pattern) if p.is_file()})
     key = (str(path), tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in weights))
@@ -165,8 +160,6 @@ def collect(config) -> dict[str, Any]:
 
 
 def write_provenance(run_dir: str | Path, config) -> None:
-    from leadrrg.io import atomic_write_text
-
     atomic_write_text(Path(run_dir) / PROVENANCE_FILE, json.dumps(collect(config), indent=2) + "\n")
 
 
@@ -175,17 +168,7 @@ def read_provenance(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / PROVENANCE_FILE
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LeadrrgError(
-            f"{path} is damaged ({exc}); expected the JSON object leadrrg train writes"
-        ) from None
-    if not isinstance(data, dict):
-        raise LeadrrgError(
-            f"{path} holds {type(data).__name__}; expected the JSON object leadrrg train writes"
-        )
-    return data
+    return read_json_object(path, "provenance file", "the JSON object leadrrg train writes")
 
 
 def check_base_models(run_dir: str | Path, config) -> None:
@@ -212,23 +195,3 @@ def check_base_models(run_dir: str | Path, config) -> None:
                 f"{str(now['sha256'])[:16]}) is not the one {run_dir} was trained on ({trained['path']}, "
                 f"fingerprint {trained['sha256'][:16]}); expected the same base weights"
             )
-
-
-def predictions_meta(run_dir: str | Path, decode, records) -> dict[str, Any]:
-    """What metrics.json's `meta` records about the predictions it scores: torch and transformers versions, the
-    checkpoint step, the decoding settings and a SHA-256 over the predictions as JSON lines."""
-    import dataclasses
-
-    from leadrrg.runs.files import trained_steps
-
-    digest = hashlib.sha256()
-    for record in records:
-        digest.update((json.dumps(record, sort_keys=True) + "\n").encode())
-    found = versions()
-    return {
-        "checkpoint_step": trained_steps(run_dir),
-        "decode": dataclasses.asdict(decode),
-        "predictions_sha256": digest.hexdigest(),
-        "torch": found["torch"],
-        "transformers": found["transformers"],
-    }

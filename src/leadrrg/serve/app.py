@@ -19,25 +19,30 @@ import asyncio
 import logging
 import socket
 import threading
+import time
+from contextlib import asynccontextmanager
 from dataclasses import asdict
-from importlib import resources
 from typing import Any
 
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from leadrrg import __version__
 from leadrrg.errors import LeadrrgError
 from leadrrg.inference.inputs import ImageTooLarge, UnsupportedImage, decode_bytes
+from leadrrg.serve.assets import PAGE_FILES, page_text
 from leadrrg.serve.batcher import Batcher, QueueFull
+from leadrrg.serve.render import data_uri, preview_png
 from leadrrg.serve.settings import ServeConfig
 
 logger = logging.getLogger(__name__)
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 DECODE_SLOTS = 4  # uploads decoded at once
-PAGE_FILES = {
-    "app.js": "text/javascript",
-    "style.css": "text/css",
-    "index.html": "text/html",
-    "docs.html": "text/html",
-}
 
 
 class BodyTooLarge(Exception):
@@ -65,8 +70,6 @@ class BodyLimit:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            from starlette.responses import JSONResponse
-
             message = f"the request is {length.decode(errors='replace')} bytes; the limit is {self.max_bytes}"
             return await JSONResponse({"error": message}, status_code=413)(scope, receive, send)
         received = 0
@@ -83,130 +86,106 @@ class BodyLimit:
         return await self.app(scope, limited_receive, send)
 
 
-def page_text(name: str) -> str:
-    return resources.files("leadrrg.serve").joinpath("page", name).read_text(encoding="utf-8")
-
-
 def create_app(generator, settings: ServeConfig | None = None):
     """The FastAPI app serving `generator` (a ReportGenerator)."""
-    from contextlib import asynccontextmanager
-
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse, JSONResponse, Response
-    from starlette.concurrency import run_in_threadpool
-    from starlette.exceptions import HTTPException
-
-    import leadrrg
-
     settings = settings or ServeConfig()
-    batcher = Batcher(
-        lambda images, mask, evidence: generator.decode(images, mask, None, evidence),
-        max_batch=settings.max_batch,
-        max_wait_s=settings.max_wait_ms / 1000,
-        max_queue=settings.max_queue,
-    )
-
-    @asynccontextmanager
-    async def lifespan(app):
-        await batcher.start()
-        yield
-        await batcher.stop()
-
+    service = ReportService(generator, settings)
     app = FastAPI(
         title="leadrrg",
-        version=leadrrg.__version__,
+        version=__version__,
         description="Chest X-ray reports with LEAD, and the evidence behind each word. Research use only; not "
         "for clinical use.",
         docs_url=None,  # FastAPI's docs page loads its scripts from a CDN; ours (/docs) is local
         redoc_url=None,
-        lifespan=lifespan,
+        lifespan=service.lifespan,
     )
-    app.state.batcher = batcher
-    # Decoding an upload can take a few hundred MB (a 25M-pixel DICOM in float64): a few at a time.
-    decode_slots = asyncio.Semaphore(DECODE_SLOTS)
+    app.state.batcher = service.batcher
     app.state.generator = generator
+    app.add_exception_handler(RequestError, _request_error)
+    app.add_exception_handler(BodyTooLarge, service.body_too_large)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    app.get("/healthz")(healthz)
+    app.get("/v1/model")(service.model_info)
+    app.post("/v1/reports", openapi_extra=upload_schema(generator.max_views))(service.reports)
+    app.get("/", response_class=HTMLResponse, include_in_schema=False)(index)
+    app.get("/docs", response_class=HTMLResponse, include_in_schema=False)(docs)
+    app.get("/static/{name}", include_in_schema=False)(static)
+    return BodyLimit(app, settings.max_request_bytes) if settings.max_request_bytes else app
 
-    def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status, headers=headers)
 
-    @app.exception_handler(RequestError)
-    async def _request_error(request, exc: RequestError):
-        return error(exc.status, exc.message)
+class ReportService:
+    """The routes that use the model: its generator, the service's settings and the batcher in front of it."""
 
-    @app.exception_handler(BodyTooLarge)
-    async def _too_large(request, exc):
-        return error(413, f"the request body is over the limit of {settings.max_request_bytes} bytes")
+    def __init__(self, generator, settings: ServeConfig):
+        self.generator, self.settings = generator, settings
+        self.batcher = Batcher(
+            self._decode,
+            max_batch=settings.max_batch,
+            max_wait_s=settings.max_wait_ms / 1000,
+            max_queue=settings.max_queue,
+        )
+        # Decoding an upload can take a few hundred MB (a 25M-pixel DICOM in float64): a few at a time.
+        self.decode_slots = asyncio.Semaphore(DECODE_SLOTS)
 
-    @app.exception_handler(HTTPException)
-    async def _http_error(request, exc: HTTPException):
-        return error(exc.status_code, str(exc.detail))
+    def _decode(self, images, view_mask, evidence):
+        return self.generator.decode(images, view_mask, None, evidence)
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request, exc):
-        return error(400, f"invalid request: {exc.errors()}")
+    @asynccontextmanager
+    async def lifespan(self, app):
+        await self.batcher.start()
+        yield
+        await self.batcher.stop()
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request, exc):
-        logger.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error(500, "internal error while writing the report (logged on the server)")
+    async def body_too_large(self, request, exc):
+        return error_response(
+            413, f"the request body is over the limit of {self.settings.max_request_bytes} bytes"
+        )
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/v1/model")
-    async def model_info() -> dict[str, Any]:
-        info = generator.summary()
-        info["service"] = {**asdict(settings), "batches": batcher.batches, "studies": batcher.studies}
+    async def model_info(self) -> dict[str, Any]:
+        info = self.generator.summary()
+        batcher = self.batcher
+        info["service"] = {**asdict(self.settings), "batches": batcher.batches, "studies": batcher.studies}
         info["notice"] = "research use only; not for clinical use"
         return info
 
-    upload_schema = {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["images"],
-                        "properties": {
-                            "images": {
-                                "type": "array",
-                                "items": {"type": "string", "format": "binary"},
-                                "description": f"1 to {generator.max_views} views of one study (PNG, JPEG, "
-                                "DICOM), frontal first",
-                            },
-                            "evidence": {"type": "string", "enum": ["false", "true", "full"]},
-                            "preview": {"type": "string", "enum": ["false", "true"]},
-                        },
-                    }
-                }
-            },
-        }
-    }
-
-    @app.post("/v1/reports", openapi_extra=upload_schema)
-    async def reports(request: Request) -> dict[str, Any]:
+    async def reports(self, request: Request) -> dict[str, Any]:
         """One study's report, the labeler's findings, the experts' probabilities and (when asked) evidence."""
+        evidence, preview, contents = await self._read_upload(request)
+        views = [await self._decode_upload(name, data) for name, data in contents]
+        images, view_mask = await run_in_threadpool(self.generator.prepare_arrays, views)
+        try:
+            result = await self.batcher.submit(images, view_mask, evidence)
+        except QueueFull as exc:
+            return error_response(
+                429, f"the server is busy ({exc}); retry shortly", headers={"Retry-After": "1"}
+            )
+        out = result.to_dict()
+        out["views"] = len(views)
+        if preview:  # what the model read, as small PNGs (the page shows DICOM uploads this way)
+            out["previews"] = [data_uri(await run_in_threadpool(preview_png, view)) for view in views]
+        return out
+
+    async def _read_upload(self, request: Request) -> tuple[bool | str, bool, list[tuple[str, bytes]]]:
+        """The form's (evidence, preview, [(name for messages, bytes) per view]), or a RequestError."""
+        max_views = self.generator.max_views
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith("multipart/form-data"):
             raise RequestError(415, "expected a multipart/form-data upload with one `images` file per view")
-        form = await request.form(max_files=generator.max_views + 1, max_fields=8)
+        form = await request.form(max_files=max_views + 1, max_fields=8)
         try:
             evidence = _evidence_flag(form.get("evidence"))
             preview = _evidence_flag(form.get("preview")) is True
             uploads = form.getlist("images")
             if not uploads:
                 raise RequestError(
-                    400,
-                    "no `images` file in the upload; expected 1 to "
-                    f"{generator.max_views} PNG, JPEG or DICOM files",
+                    400, f"no `images` file in the upload; expected 1 to {max_views} PNG, JPEG or DICOM files"
                 )
-            if len(uploads) > generator.max_views:
+            if len(uploads) > max_views:
                 raise RequestError(
                     400,
-                    f"{len(uploads)} images uploaded but this model reads at most {generator.max_views} view(s) "
+                    f"{len(uploads)} images uploaded but this model reads at most {max_views} view(s) "
                     "per study; send one study's views, frontal first",
                 )
             contents = []
@@ -219,45 +198,89 @@ def create_app(generator, settings: ServeConfig | None = None):
                 contents.append((_upload_name(upload, index), await upload.read()))
         finally:
             await form.close()
-        views = []
-        for name, data in contents:
-            try:
-                async with decode_slots:
-                    views.append(await run_in_threadpool(decode_bytes, data, name, settings.max_pixels))
-            except UnsupportedImage as exc:
-                raise RequestError(415, str(exc)) from None
-            except ImageTooLarge as exc:
-                raise RequestError(413, str(exc)) from None
-            except LeadrrgError as exc:
-                raise RequestError(400, str(exc)) from None
-        images, view_mask = await run_in_threadpool(generator.prepare_arrays, views)
+        return evidence, preview, contents
+
+    async def _decode_upload(self, name: str, data: bytes):
+        """One upload's bytes -> float32 (H, W) gray in [0, 1], or a RequestError (415, 413, 400)."""
         try:
-            result = await batcher.submit(images, view_mask, evidence)
-        except QueueFull as exc:
-            return error(429, f"the server is busy ({exc}); retry shortly", headers={"Retry-After": "1"})
-        out = result.to_dict()
-        out["views"] = len(views)
-        if preview:  # what the model read, as small PNGs (the page shows DICOM uploads this way)
-            from leadrrg.serve.render import data_uri, preview_png
+            async with self.decode_slots:
+                return await run_in_threadpool(decode_bytes, data, name, self.settings.max_pixels)
+        except UnsupportedImage as exc:
+            raise RequestError(415, str(exc)) from None
+        except ImageTooLarge as exc:
+            raise RequestError(413, str(exc)) from None
+        except LeadrrgError as exc:
+            raise RequestError(400, str(exc)) from None
 
-            out["previews"] = [data_uri(await run_in_threadpool(preview_png, view)) for view in views]
-        return out
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index() -> HTMLResponse:
-        return HTMLResponse(page_text("index.html"))
+def upload_schema(max_views: int) -> dict[str, Any]:
+    """The OpenAPI description of the multipart body of POST /v1/reports (read by hand, so written by hand)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["images"],
+                        "properties": {
+                            "images": {
+                                "type": "array",
+                                "items": {"type": "string", "format": "binary"},
+                                "description": f"1 to {max_views} views of one study (PNG, JPEG, DICOM), "
+                                "frontal first",
+                            },
+                            "evidence": {"type": "string", "enum": ["false", "true", "full"]},
+                            "preview": {"type": "string", "enum": ["false", "true"]},
+                        },
+                    }
+                }
+            },
+        }
+    }
 
-    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
-    async def docs() -> HTMLResponse:
-        return HTMLResponse(page_text("docs.html"))
 
-    @app.get("/static/{name}", include_in_schema=False)
-    async def static(name: str) -> Response:
-        if name not in PAGE_FILES or name.endswith(".html"):
-            raise RequestError(404, f"no static file {name!r}")
-        return Response(page_text(name), media_type=PAGE_FILES[name])
+# --------------------------------------------------------------------------------------------------
+# Routes and error handlers that need no model
 
-    return BodyLimit(app, settings.max_request_bytes) if settings.max_request_bytes else app
+
+def error_response(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+async def _request_error(request, exc: RequestError):
+    return error_response(exc.status, exc.message)
+
+
+async def _http_error(request, exc: HTTPException):
+    return error_response(exc.status_code, str(exc.detail))
+
+
+async def _validation_error(request, exc):
+    return error_response(400, f"invalid request: {exc.errors()}")
+
+
+async def _unexpected_error(request, exc):
+    logger.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal error while writing the report (logged on the server)")
+
+
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def index() -> HTMLResponse:
+    return HTMLResponse(page_text("index.html"))
+
+
+async def docs() -> HTMLResponse:
+    return HTMLResponse(page_text("docs.html"))
+
+
+async def static(name: str) -> Response:
+    if name not in PAGE_FILES or name.endswith(".html"):
+        raise RequestError(404, f"no static file {name!r}")
+    return Response(page_text(name), media_type=PAGE_FILES[name])
 
 
 def _evidence_flag(value: Any) -> bool | str:
@@ -289,8 +312,6 @@ def is_loopback(host: str) -> bool:
 
 def serve(generator, settings: ServeConfig, log_level: str = "info") -> None:
     """Run the service in the foreground until interrupted."""
-    import uvicorn
-
     if not is_loopback(settings.host):
         logger.warning(
             "listening on %s: reachable from other machines; leadrrg has no authentication (research use only)",
@@ -304,8 +325,6 @@ class BackgroundServer:
     url: ...`. Binds port 0 (a free port) unless given one."""
 
     def __init__(self, app, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"):
-        import uvicorn
-
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.socket.bind((host, port))
@@ -321,8 +340,6 @@ class BackgroundServer:
         return f"http://{self.host}:{self.port}"
 
     def __enter__(self) -> str:
-        import time
-
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:

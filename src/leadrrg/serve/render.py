@@ -13,6 +13,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw
+
+from leadrrg.errors import LeadrrgError
+from leadrrg.serve.assets import SCRIPT_TAG, STYLE_TAG, page_text
 
 PREVIEW_SIDE = 512  # embedded images are downsized to this longer side
 
@@ -32,8 +36,6 @@ def evidence_table(evidence: dict[str, Any], limit: int | None = None) -> str:
 
 def preview_png(gray: np.ndarray) -> bytes:
     """float32 (H, W) in [0, 1] -> 8-bit PNG bytes, longer side at most PREVIEW_SIDE."""
-    from PIL import Image
-
     image = Image.fromarray(np.clip(gray * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
     image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
     out = io.BytesIO()
@@ -47,30 +49,31 @@ def data_uri(png: bytes) -> str:
 
 def explain_html(result: dict[str, Any], images: Sequence[tuple[str, bytes]], name: str = "") -> str:
     """The web page with `result` (ReportResult.to_dict(), with evidence) and (name, PNG bytes) views inlined."""
-    from leadrrg.serve.app import page_text
-
-    page = page_text("index.html")
-    style = page_text("style.css")
-    script = page_text("app.js")
     embedded = {
         "name": name,
         "result": result,
         "images": [{"name": view_name, "url": data_uri(png)} for view_name, png in images],
     }
     data = json.dumps(embedded, allow_nan=False).replace("</", "<\\/")
-    page = page.replace('<link rel="stylesheet" href="static/style.css">', f"<style>\n{style}</style>")
-    script = script.replace("</", "<\\/")
-    page = page.replace(
-        '<script src="static/app.js"></script>',
-        f"<script>window.LEADRRG_EMBEDDED = {data};</script>\n<script>\n{script}</script>",
+    script = page_text("app.js").replace("</", "<\\/")
+    page = _replace_tag(page_text("index.html"), STYLE_TAG, f"<style>\n{page_text('style.css')}</style>")
+    return _replace_tag(
+        page, SCRIPT_TAG, f"<script>window.LEADRRG_EMBEDDED = {data};</script>\n<script>\n{script}</script>"
     )
-    return page
+
+
+def _replace_tag(page: str, tag: str, replacement: str) -> str:
+    """`page` with its one `tag` replaced; an index.html edited without this tag fails here, not silently."""
+    if page.count(tag) != 1:
+        raise LeadrrgError(
+            f"the page's index.html has {page.count(tag)} copies of {tag!r}; the offline page inlines exactly one "
+            "(keep the tag, or update STYLE_TAG / SCRIPT_TAG in leadrrg/serve/assets.py)"
+        )
+    return page.replace(tag, replacement)
 
 
 def heatmap_png(evidence: dict[str, Any], cell: int = 14) -> bytes:
     """A tokens x layers gate heatmap (rows: tokens, labelled; columns: layers) as PNG bytes."""
-    from PIL import Image, ImageDraw
-
     tokens = [t for t in evidence.get("tokens", []) if "gates" in t]
     if not tokens:
         raise ValueError("no gates to draw: the model does not inject layer-wise")

@@ -13,16 +13,25 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from tokenizers import Tokenizer
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from leadrrg import __version__
 from leadrrg.collectives import DistContext, broadcast_object
 from leadrrg.config import RunConfig
+from leadrrg.constants import OBSERVATIONS
 from leadrrg.data.collate import ReportCollator
 from leadrrg.data.counterfactual import CounterfactualEditor
+from leadrrg.data.dataset import StudyDataset, raise_on_bad_images
+from leadrrg.data.labels import labels_from_labeler
+from leadrrg.data.manifests import load_studies
 from leadrrg.data.tokenizer import ReportTokenizer
 from leadrrg.errors import LeadrrgError
+from leadrrg.fetch import default_cache_dir
+from leadrrg.model.losses import expert_targets
 from leadrrg.runs.files import build_model
 from leadrrg.train.distributed import EpochShardSampler, PositionSeeded, epoch_seed
 
@@ -46,8 +55,6 @@ def load_split_studies(
     config: RunConfig, split: str, label_cache: Path | None, required: bool = True
 ) -> list:
     """Studies of `split`, with missing labels filled by the rule-based labeler (cached by report)."""
-    from leadrrg.data.labels import labels_from_labeler
-    from leadrrg.data.manifests import load_studies
 
     try:
         studies = load_studies(config.data, split)
@@ -66,9 +73,6 @@ def load_split_studies(
 def default_label_cache() -> Path:
     """Where labeler output for unlabelled data sets is cached, keyed by report hash (shared across data sets;
     versioned so a changed labeler does not reuse stale labels)."""
-    from leadrrg import __version__
-    from leadrrg.runs.backbones import default_cache_dir
-
     return default_cache_dir() / "labels" / f"report_labels-{__version__}.csv"
 
 
@@ -81,8 +85,6 @@ def build_tokenizer(config: RunConfig, train_reports: list[str], ctx: DistContex
     if ctx.is_main:
         serialized = ReportTokenizer.train(train_reports, decoder.vocab_size).backend.to_str()
     serialized = broadcast_object(serialized, ctx)
-    from tokenizers import Tokenizer
-
     return ReportTokenizer(Tokenizer.from_str(serialized), "bpe")
 
 
@@ -105,8 +107,6 @@ def build_task(
     label_cache: Path | None = None,
 ) -> TrainingTask:
     """Studies, tokenizer (trained unless given, e.g. on resume), model (seeded init), datasets."""
-    from leadrrg.data.dataset import StudyDataset, raise_on_bad_images
-
     if not config.data.root:
         raise LeadrrgError("data.root is empty; pass --data DIR (a data root) or set data.root")
     label_cache = label_cache or default_label_cache()
@@ -132,8 +132,7 @@ def build_task(
     check_sequence_fits(model, tokenizer, config)
     fit_context_balance(model, train_studies)
     # Counterfactual studies teach a decoder that reads p; with fusion none or aux nothing reads it.
-    reads_experts = config.model.injection.fusion in ("layerwise", "input")
-    rate = config.model.grounding.counterfactual if reads_experts else 0.0
+    rate = config.model.grounding.counterfactual if config.model.injection.decoder_reads_experts else 0.0
     editor = (
         CounterfactualEditor([s.report for s in train_studies], config.model.experts.names)
         if rate > 0
@@ -164,9 +163,7 @@ def build_task(
 
 def check_expert_names(config: RunConfig) -> None:
     """Training supervises each expert with its CheXpert label: every expert must be named after one."""
-    from leadrrg.constants import OBSERVATIONS
-
-    if config.model.injection.fusion == "none":
+    if not config.model.injection.has_experts:
         return
     unknown = [name for name in config.model.experts.names if name not in OBSERVATIONS]
     if unknown:
@@ -212,10 +209,6 @@ def fit_context_balance(model: nn.Module, studies: list) -> None:
     balance = getattr(model, "balance", None)
     if balance is None:
         return
-    import numpy as np
-
-    from leadrrg.model.lead import expert_targets
-
     labels = torch.as_tensor(np.stack([s.labels for s in studies]), dtype=torch.float32)  # (N, 14)
     targets, weights = expert_targets(model.select_expert_labels(labels), model.config.label_policy)
     balance.fit(targets, weights)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import logging
 import random
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,18 +27,17 @@ import torch
 from torch import nn
 
 from leadrrg.collectives import DistContext, all_gather_objects, barrier, broadcast_object, shutdown
-from leadrrg.config import RunConfig, first_difference, load_run_config, save_config, to_dict
-from leadrrg.data.tokenizer import ReportTokenizer
+from leadrrg.config import RunConfig, save_config
 from leadrrg.errors import LeadrrgError
 from leadrrg.io import check_output_dir
-from leadrrg.runs.files import CONFIG_FILE, MODEL_FILE, TOKENIZER_DIR, load_model_weights, weight_defining
-from leadrrg.runs.provenance import check_base_models
+from leadrrg.runs.files import CONFIG_FILE, MODEL_FILE, load_model_weights
 from leadrrg.train import checkpoint as ckpt
 from leadrrg.train.build import TrainingTask, build_task, make_train_loader, make_val_loader, resolve_paths
 from leadrrg.train.distributed import all_reduce_mean, init_distributed
 from leadrrg.train.expert_warmup import warm_up_experts
 from leadrrg.train.optim import build_optimizer, set_learning_rates
-from leadrrg.train.run_log import RunLogger, logged_anything
+from leadrrg.train.resume import clean_up_unstarted_run, open_for_resume
+from leadrrg.train.run_log import RunLogger
 from leadrrg.train.selection import ModelSelector
 from leadrrg.train.state import EVALUATION_FIELDS, TrainerState, restore_checkpoint, state_to_save
 from leadrrg.train.step import (
@@ -326,58 +324,6 @@ def fit(
 
 # --------------------------------------------------------------------------------------------------
 # Entry point
-
-
-def open_for_resume(
-    config: RunConfig, out_dir: Path, ctx: DistContext
-) -> tuple[ReportTokenizer, Path | None]:
-    """The run's tokenizer and complete checkpoint (None: it stopped before its first save; training then
-    starts again from step 0), after checking that `config.model` is the run's."""
-    if not (out_dir / CONFIG_FILE).is_file():
-        raise LeadrrgError(
-            f"cannot resume: {out_dir} is not a leadrrg run (no {CONFIG_FILE}); start it without --resume"
-        )
-    saved = load_run_config(out_dir / CONFIG_FILE)
-    # Settings that do not change what the weights mean (a moved base model's path) may change.
-    difference = first_difference(
-        weight_defining(to_dict(config.model)), weight_defining(to_dict(saved.model)), "model"
-    )
-    check_base_models(out_dir, config)  # the same base weights, by fingerprint
-    if difference:
-        raise LeadrrgError(
-            f"cannot resume {out_dir}: the model config differs from the run's at {difference}; "
-            "train the new config into another directory (the run is left as it is)"
-        )
-    checkpoint_dir = ckpt.recover_checkpoint_dir(out_dir) if ctx.is_main else None  # rank 0 repairs a swap
-    barrier(ctx)
-    if not ctx.is_main:
-        checkpoint_dir = ckpt.recover_checkpoint_dir(out_dir)
-    if checkpoint_dir is None:
-        logger.warning(
-            "%s has no checkpoint (it stopped before its first save): training starts again from step 0",
-            out_dir,
-        )
-    return ReportTokenizer.load(out_dir / TOKENIZER_DIR), checkpoint_dir
-
-
-def clean_up_unstarted_run(out_dir: Path, existed: bool) -> None:
-    """After a new run failed before its first checkpoint: if it logged nothing it is not a run, and nothing is
-    left behind (an existing directory is emptied again); once it has logged, its logs tell why it stopped and
-    stay, with config.json and the tokenizer (`--resume` starts it again from step 0)."""
-    if ckpt.recover_checkpoint_dir(out_dir) is not None:
-        return
-    if logged_anything(out_dir):
-        logger.warning(
-            "%s stopped before its first checkpoint; its logs are kept there "
-            "(`leadrrg train --resume --out %s` starts it again from step 0)",
-            out_dir,
-            out_dir,
-        )
-    elif not existed:
-        shutil.rmtree(out_dir, ignore_errors=True)
-    else:
-        for path in out_dir.iterdir():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def train(

@@ -16,6 +16,8 @@ from torch import nn
 
 from leadrrg.config import TrainConfig
 from leadrrg.data.collate import move_batch
+from leadrrg.model.losses import target_token_count
+from leadrrg.train.build import set_loader_epoch
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -52,8 +54,6 @@ def batch_stream(loader, sampler, state) -> Iterator[dict[str, Any]]:
     """Batches across epochs from the state's position; the state tracks what has been consumed (in studies
     of the epoch, over all processes, so that a resume with another world size or batch size goes on from
     the same place)."""
-    from leadrrg.train.build import set_loader_epoch
-
     while True:
         set_loader_epoch(loader, sampler, state.epoch, state.samples_in_epoch)
         for batch in loader:
@@ -98,8 +98,6 @@ def train_step(
     of per-batch means, which would weigh a token of a short-report batch more): each micro-batch's token mean is
     weighted by its share of the step's tokens (times the world size, since DDP averages gradients over
     processes). The classification loss stays a mean over micro-batches."""
-    from leadrrg.model.lead import target_token_count
-
     scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
     micro_batches = [next(batches) for _ in range(train_cfg.grad_accum_steps)]
     counts = torch.stack([target_token_count(b["target_ids"]) for b in micro_batches]).double()  # (A,)

