@@ -121,7 +121,16 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert reference.keys() == rank0.keys() == load_file(tmp_path / "run" / "model.safetensors").keys()
     moved = max((reference[k] - initial[k]).abs().max().item() for k in reference)
     gap = max((reference[k] - rank0[k]).abs().max().item() for k in reference)
-    assert moved > 1e-3 and gap < 1e-5, (moved, gap)  # trained, and the same training
+    # DDP adds the same per-token loss terms as one process, in another order. How far reordering a float32 sum moves
+    # the weights depends on the CPU's kernels (1.4e-5 on a Sapphire Rapids Xeon, 7e-6 on Zen 3), so the bound
+    # is measured here: one process accumulating two batches of 2 reorders the same sum in the same way.
+    accumulated = tiny_config(data_root, *STEPS, "train.batch_size=2", "train.grad_accum_steps=2")
+    control, _ = weights_to_save(_train_once(accumulated, tmp_path / "accumulated", DistContext()))
+    reordering = max((reference[k] - control[k]).abs().max().item() for k in reference)
+    print(f"moved {moved:.3g}, DDP gap {gap:.3g}, accumulation gap {reordering:.3g}")
+    assert moved > 1e-3, moved  # trained...
+    # ...and the same training: within what reordering the sum changes (plus float32 resolution of the weights).
+    assert gap <= 4 * reordering + 1e-3 * moved, (gap, reordering, moved)
 
 
 def test_two_gloo_processes_train_an_hf_vision_encoder(tmp_path):
