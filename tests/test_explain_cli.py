@@ -80,7 +80,7 @@ def test_the_offline_page_inlines_the_style_and_the_script():
     assert "<style>\n" + page_text("style.css") + "</style>" in text
     assert "<script>\n" + script + "</script>" in text
     assert text.index("window.LEADRRG_EMBEDDED") < text.index(script)
-    assert "no <\\/script> here" in text and "</script> here" not in text
+    assert "no \\u003c/script\\u003e here" in text and "</script> here" not in text
 
 
 def test_the_offline_page_fails_loudly_when_index_html_lost_a_tag(monkeypatch):

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -282,3 +282,46 @@ def read_json_object(path: str | Path, what: str, expected: str) -> dict:
     if not isinstance(value, dict):
         raise LeadrrgError(f"{what} {path} holds a JSON {type(value).__name__}; expected {expected}")
     return value
+
+
+# --------------------------------------------------------------------------------------------------
+# Outputs that would destroy the command's own inputs
+
+
+def check_not_input(out: str | Path, inputs: Iterable[str | Path], what: str = "--out") -> None:
+    """Refuse (LeadrrgError) an output file `out` that is one of the command's input files `inputs`: the same
+    file once symlinks are followed, or under another name (a hard link): `os.path.samefile`. Writing `out`
+    would replace that input. Inputs that do not exist are ignored, and so is an `out` that does not exist yet
+    (it cannot be an existing input). `what` names the output in the message, e.g. "--out"."""
+    out = Path(out)
+    try:
+        target = out.stat()
+    except OSError:
+        return
+    for source in inputs:
+        try:
+            found = os.stat(source)
+        except OSError:
+            continue
+        if (found.st_dev, found.st_ino) == (target.st_dev, target.st_ino):
+            same = "" if Path(source).absolute() == out.absolute() else f" (the same file as {source})"
+            raise LeadrrgError(
+                f"{what} {out} is an input of this command{same}: writing it would replace that input; "
+                f"expected a new output path, apart from the files the command reads"
+            )
+
+
+def check_apart(out: str | Path, source: str | Path, what: str, source_what: str) -> None:
+    """Refuse (LeadrrgError) an output directory `out` that is the directory `source`, one of its ancestors
+    (replacing `out` would delete `source`) or inside it (symlinks followed). `source_what` names `source` in
+    the message, e.g. "the run directory"."""
+    out_path, source_path = Path(out).resolve(), Path(source).resolve()
+    if out_path == source_path:
+        problem = f"is {source_what} itself"
+    elif out_path in source_path.parents:
+        problem = f"contains {source_what} {source} (replacing it would delete {source_what})"
+    elif source_path in out_path.parents:
+        problem = f"is inside {source_what} {source}"
+    else:
+        return
+    raise LeadrrgError(f"{what} {out} {problem}; expected a directory apart from {source_what}")

@@ -16,7 +16,7 @@ from leadrrg.commands import (
 from leadrrg.errors import LeadrrgError
 from leadrrg.evaluation.evaluate import evaluate_predictions, format_table
 from leadrrg.evaluation.predictions import read_predictions
-from leadrrg.io import atomic_write_text, check_output_file
+from leadrrg.io import atomic_write_text, check_not_input, check_output_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.out, "--out")
     check_bootstrap(args, minimum=0)
     chexbert_fn = chexbert_labeler(args)
+    check_not_input(args.out, [args.preds])
     records = read_predictions(args.preds)
     try:
         metrics = evaluate_predictions(

@@ -7,15 +7,20 @@
       provenance.json      versions, command, data manifest hash, and the base model's fingerprint
       metrics.json         when the run was evaluated
       README.md            the model card: intended use (research only), data, metrics and their definitions
+      leadrrg-export.json  the marker that says DIR is an export (what a later export may replace)
 
 No optimizer state, trainer state, logs or TensorBoard events. The directory is written as a whole (complete
-or absent), files 0644 and folders 0755 whatever the umask. It loads with `leadrrg.load(DIR)`; a LoRA export
+or absent), files 0644 and folders 0755 whatever the umask. DIR may be new, an empty folder or an earlier
+export (its marker, or for exports made before the marker: only export files and this model card), which is
+replaced; anything else is refused before any work, as is a DIR that is the run, holds it or lies inside it,
+so an export never deletes what the user had. It loads with `leadrrg.load(DIR)`; a LoRA export
 needs the same base model, found by its fingerprint (`--set model.decoder.pretrained_path=DIR` where it lies).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 from pathlib import Path
@@ -23,9 +28,18 @@ from typing import Any
 
 from leadrrg.commands import check_run_dir
 from leadrrg.errors import LeadrrgError
-from leadrrg.io import atomic_directory, atomic_write_text, read_json_object
+from leadrrg.io import (
+    atomic_directory,
+    atomic_write_text,
+    check_apart,
+    check_output_dir,
+    read_json_object,
+)
 
 COPIED = ("config.json", "model.safetensors", "provenance.json", "metrics.json")
+MARKER = "leadrrg-export.json"  # written in every export: what tells an earlier export from a user's folder
+CARD_TITLE = ": a leadrrg chest X-ray report generator"  # the model card's first line ends with it
+EXPORT_NAMES = {*COPIED, "tokenizer", "README.md", MARKER}  # everything an export holds
 FILE_MODE, DIR_MODE = 0o644, 0o755
 
 # Metric families of metrics.json and what they measure (leadrrg.metrics).
@@ -48,14 +62,16 @@ DEFINITIONS: dict[str, str] = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="trained run directory (written by leadrrg train)")
-    parser.add_argument("--out", required=True, help="export directory to write (replaced as a whole)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="export directory to write: new, empty, or an earlier export (replaced as a whole)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     run_dir, out = Path(args.run), Path(args.out)
     check_run_dir(run_dir)
-    if out.resolve() == run_dir.resolve():
-        raise LeadrrgError(f"--out {out} is the run directory itself; expected another directory")
     export_run(run_dir, out)
     print(
         f"exported {run_dir} to {out} (weights, config, tokenizer, provenance, model card; no optimizer state)"
@@ -69,6 +85,7 @@ def export_run(run_dir: str | Path, out: str | Path) -> Path:
     from leadrrg.runs.files import MODEL_FILE, TOKENIZER_DIR, read_safetensors, tensors_sha256
 
     run_dir, out = Path(run_dir), Path(out)
+    check_export_target(run_dir, out)
     tensors, metadata = read_safetensors(run_dir / MODEL_FILE)
     if metadata.get("tensors_sha256") not in (None, tensors_sha256(tensors)):
         raise LeadrrgError(
@@ -80,8 +97,50 @@ def export_run(run_dir: str | Path, out: str | Path) -> Path:
                 shutil.copyfile(run_dir / name, tmp / name)  # a copy, never a hard link into the run
         shutil.copytree(run_dir / TOKENIZER_DIR, tmp / TOKENIZER_DIR, copy_function=shutil.copyfile)
         atomic_write_text(tmp / "README.md", model_card(run_dir))
+        atomic_write_text(tmp / MARKER, json.dumps({"leadrrg_export": 1, "run": run_dir.name}) + "\n")
         world_readable(tmp)
     return out
+
+
+def check_export_target(run_dir: Path, out: Path, what: str = "--out") -> None:
+    """Refuse (LeadrrgError) an export directory whose replacement would delete what the user had: the run
+    itself, a folder that holds the run or lies inside it, or an existing folder that is not empty and not an
+    earlier export (`is_export`), or an earlier export holding files an export does not write."""
+    check_output_dir(out, what)
+    check_apart(out, run_dir, what, "the run directory")
+    if not out.is_dir():
+        return
+    names = sorted(entry.name for entry in out.iterdir())
+    if not names:
+        return
+    if not is_export(out):
+        raise LeadrrgError(
+            f"{what} {out} is a folder that is not empty ({len(names)} entries, e.g. {names[0]!r}) and not a "
+            f"leadrrg export (no {MARKER}); an export replaces its folder as a whole: expected a new or empty "
+            "folder, or an earlier export to replace"
+        )
+    extra = [name for name in names if name not in EXPORT_NAMES]
+    if extra:
+        raise LeadrrgError(
+            f"{what} {out} is an earlier export that also holds {', '.join(map(repr, extra[:3]))}, which an "
+            "export does not write; an export replaces its folder as a whole: move them out, or export to a "
+            "new folder"
+        )
+
+
+def is_export(folder: Path) -> bool:
+    """`folder` was written by `leadrrg export`: it holds the marker, or (an export made before the marker)
+    only export files, and a model card whose title says so."""
+    if (folder / MARKER).is_file():
+        return True
+    names = {entry.name for entry in folder.iterdir()}
+    if not names <= EXPORT_NAMES or not (folder / "README.md").is_file():
+        return False
+    try:
+        with open(folder / "README.md", encoding="utf-8") as handle:
+            return handle.readline().rstrip("\n").endswith(CARD_TITLE)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def world_readable(root: Path) -> None:
@@ -115,7 +174,7 @@ def model_card(run_dir: Path) -> str:
     model, data = config.get("model", {}), config.get("data", {})
     decoder = model.get("decoder", {})
     lines = [
-        f"# {run_dir.name}: a leadrrg chest X-ray report generator",
+        f"# {run_dir.name}{CARD_TITLE}",
         "",
         "## Intended use",
         "",

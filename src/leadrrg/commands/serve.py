@@ -1,17 +1,22 @@
 """`leadrrg serve`: the HTTP service and its web page for a trained run (needs the `serve` extra).
 
     leadrrg serve --run RUN [--device DEVICE] [--host HOST] [--port PORT] [--max-batch N] [--max-wait-ms MS]
-                  [--max-queue N] [--max-request-mb MB] [--max-pixels N] [--set decode.KEY=VALUE ...]
+                  [--max-queue N] [--max-request-mb MB] [--max-pixels N] [--limit-concurrency N]
+                  [--timeout-keep-alive-s S] [--timeout-head-s S] [--timeout-body-s S] [--allowed-hosts NAMES]
+                  [--set decode.KEY=VALUE ...]
 
 Each service flag is a field of `leadrrg.serve.settings.ServeConfig` (--max-batch sets `max_batch`;
 --max-request-mb sets `max_request_bytes` in MiB), which holds its default (shown by --help) and checks its value.
-Listens on loopback unless --host says otherwise (there is no authentication). See `leadrrg.serve.app`
-for the endpoints and limits. Research use only; not for clinical use.
+Listens on loopback unless --host says otherwise (there is no authentication); the port is bound before the model
+is loaded, so a busy port or a bad --host is one error line (exit 2) at once. See `leadrrg.serve.app` for the
+endpoints and limits, `leadrrg.serve.guard` for the Host, Origin and slow-client checks. Research use only; not for
+clinical use.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import fields
 from pathlib import Path
 from typing import get_type_hints
@@ -31,6 +36,11 @@ FLAG_HELP = {
     "max_queue": "waiting studies before answering 429",
     "max_request_bytes": "413 above this",
     "max_pixels": "per image; 413 above",
+    "limit_concurrency": "open connections at once; more are answered 503",
+    "timeout_keep_alive_s": "seconds an idle connection is kept between requests",
+    "timeout_head_s": "seconds a request's head may take to arrive (slow clients are dropped)",
+    "timeout_body_s": "seconds a request's body may take to arrive (408 after)",
+    "allowed_hosts": "extra Host names to answer, comma-separated (default: loopback names only; * for any)",
 }
 
 
@@ -57,7 +67,9 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         for field in fields(ServeConfig)
         if field.name != "max_request_bytes"
     }
-    return ServeConfig(**values, max_request_bytes=int(args.max_request_mb * MIB))
+    if not math.isfinite(args.max_request_mb) or args.max_request_mb <= 0:
+        raise LeadrrgError(f"--max-request-mb is {args.max_request_mb!r}; expected a finite positive number")
+    return ServeConfig(**values, max_request_bytes=max(1, int(args.max_request_mb * MIB)))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,14 +82,21 @@ def run(args: argparse.Namespace) -> int:
     from leadrrg.inference.api import load
     from leadrrg.runs.files import check_trained_overrides
     from leadrrg.serve.app import serve
+    from leadrrg.serve.settings import bind_socket
 
     check_trained_overrides(args.overrides, ("decode.", *BASE_PATH_OVERRIDES), "when serving")
     settings = serve_config(args)
     check_run_dir(Path(args.run))
-    generator = load(args.run, device=resolve_device(args.device), overrides=args.overrides)
+    sock = bind_socket(settings)  # before the model: a busy port fails in a second, not after loading
+    try:
+        generator = load(args.run, device=resolve_device(args.device), overrides=args.overrides)
+    except BaseException:
+        sock.close()
+        raise
+    port = sock.getsockname()[1]
     print(
-        f"leadrrg serve: {args.run} on http://{settings.host}:{settings.port}/ (research use only; not for clinical use)"
+        f"leadrrg serve: {args.run} on http://{settings.host}:{port}/ (research use only; not for clinical use)"
     )
     # uvicorn logs its start and each request at info; leadrrg's --log-level (default warning) lowers or raises it.
-    serve(generator, settings, log_level="info" if args.log_level == "warning" else args.log_level)
+    serve(generator, settings, log_level="info" if args.log_level == "warning" else args.log_level, sock=sock)
     return 0

@@ -12,7 +12,9 @@ Compressed DICOM: JPEG Lossless (process 14, e.g. SV1), JPEG baseline / extended
 through pylibjpeg (pylibjpeg-libjpeg, pylibjpeg-openjpeg; pinned dependencies), RLE through pydicom itself.
 
 Every failure (missing, empty, truncated, corrupt, non-image, too large, compressed DICOM without a
-decoder or with a truncated frame) raises `LeadrrgError` naming the file and what was expected.
+decoder or with a truncated frame) raises `LeadrrgError` naming the file and what was expected; an image over
+the pixel limit, or a deflated DICOM that inflates past its budget, raises its subclass `ImageTooLarge`
+(`leadrrg.data.image_limits`: the budgets are checked before anything is decoded; only frame 0 is decoded).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from leadrrg.data.image_limits import ImageTooLarge, check_deflated, check_size, frame_count, header_int
 from leadrrg.errors import LeadrrgError
 
 # Largest image accepted (pixels). Chest radiographs are at most ~4300 x 4300 (18.5M); the limit guards
@@ -85,13 +88,15 @@ def _is_dicom(path: Path) -> bool:
 
 
 def _check_size(path: Path, height: int, width: int, max_pixels: int) -> None:
-    if height <= 0 or width <= 0:
-        raise LeadrrgError(f"image {path} has size {width}x{height}; expected a non-empty radiograph")
-    if height * width > max_pixels:
-        raise LeadrrgError(
-            f"image {path} is {width}x{height} = {height * width} pixels, over the limit of {max_pixels} "
-            "(a decompression bomb or a wrong header); expected a radiograph of at most that size"
-        )
+    check_size(f"image {path}", height, width, max_pixels)
+
+
+def _too_large(path: Path, exc: BaseException) -> ImageTooLarge:
+    """Pillow's own bomb refusal (a claimed size over twice its limit) as ImageTooLarge (413, not 400)."""
+    return ImageTooLarge(
+        f"image {path} is too large to decode ({_describe(exc)}); expected a radiograph of at most a few "
+        "ten million pixels"
+    )
 
 
 def _normalise_min_max(pixels: np.ndarray) -> np.ndarray:
@@ -110,7 +115,7 @@ def _normalise_min_max(pixels: np.ndarray) -> np.ndarray:
 def _check_header(path: Path, max_pixels: int) -> None:
     _check_file(path)
     if _is_dicom(path):
-        dataset = _read_dicom(path, stop_before_pixels=False)
+        dataset = _read_dicom(path, max_pixels)
         _dicom_geometry(path, dataset, max_pixels)
         return
     from PIL import Image
@@ -126,6 +131,8 @@ def _check_header(path: Path, max_pixels: int) -> None:
             _check_jpeg_end(path)
     except LeadrrgError:
         raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _too_large(path, exc) from None
     except Exception as exc:  # Pillow raises many types for bad files
         raise LeadrrgError(
             f"image {path} is not a readable image ({_describe(exc)}); expected {EXPECTED}"
@@ -164,6 +171,8 @@ def _load_pil(path: Path, max_pixels: int) -> np.ndarray:
                 return _pil_to_gray(image)
     except LeadrrgError:
         raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _too_large(path, exc) from None
     except Exception as exc:
         raise LeadrrgError(
             f"image {path} could not be decoded ({_describe(exc)}); expected {EXPECTED}"
@@ -196,12 +205,15 @@ def _pil_to_gray(image) -> np.ndarray:
 # DICOM (pydicom 3)
 
 
-def _read_dicom(path: Path, stop_before_pixels: bool = False):
+def _read_dicom(path: Path, max_pixels: int):
+    """The dataset, once a deflated one is known to inflate within its budget (`check_deflated`)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    with open(path, "rb") as handle:
+        check_deflated(f"DICOM file {path}", handle, max_pixels)
     try:
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+        return pydicom.dcmread(path)
     except InvalidDicomError:
         raise LeadrrgError(
             f"image {path} is not a DICOM file (no DICM header); expected {EXPECTED}"
@@ -225,8 +237,10 @@ def _dicom_geometry(path: Path, dataset, max_pixels: int) -> None:
         raise LeadrrgError(
             f"DICOM file {path} has no pixel data (e.g. a structured report); expected an image"
         )
-    rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
-    _check_size(path, rows, columns, max_pixels)
+    name = f"DICOM file {path}"
+    rows, columns = header_int(name, dataset, "Rows", 0), header_int(name, dataset, "Columns", 0)
+    _check_size(path, rows, columns, max_pixels)  # one frame: only frame 0 is decoded
+    frames = frame_count(name, dataset)
     uid = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
     if uid is not None and uid.is_compressed and not _decoder_available(uid):
         raise LeadrrgError(
@@ -235,11 +249,10 @@ def _dicom_geometry(path: Path, dataset, max_pixels: int) -> None:
             "pylibjpeg-openjpeg) or python-gdcm, or convert the file to an uncompressed DICOM or PNG"
         )
     if uid is not None and uid.is_compressed:
-        _check_frames_complete(path, dataset, uid)
+        _check_frames_complete(path, dataset, uid, frames)
     if uid is not None and not uid.is_compressed:
-        bits = int(dataset.get("BitsAllocated", 16) or 16)
-        samples = int(dataset.get("SamplesPerPixel", 1) or 1)
-        frames = int(dataset.get("NumberOfFrames", 1) or 1)
+        bits = header_int(name, dataset, "BitsAllocated", 16, minimum=1)
+        samples = header_int(name, dataset, "SamplesPerPixel", 1, minimum=1)
         expected = rows * columns * samples * frames * bits // 8
         if len(dataset.PixelData) < expected:
             raise LeadrrgError(
@@ -248,14 +261,13 @@ def _dicom_geometry(path: Path, dataset, max_pixels: int) -> None:
             )
 
 
-def _check_frames_complete(path: Path, dataset, uid) -> None:
+def _check_frames_complete(path: Path, dataset, uid, frames: int) -> None:
     """Every JPEG, JPEG-LS and JPEG 2000 frame ends with its end marker FF D9 (EOI / EOC; a frame may be padded
     with a zero byte to even length). Decoders fill the rest of a truncated frame without a word, so look."""
     from pydicom.encaps import generate_frames
 
     if uid == RLE_LOSSLESS or uid.name.startswith("Deflated"):
         return  # RLE segments and deflate streams have no end marker
-    frames = int(dataset.get("NumberOfFrames", 1) or 1)
     try:
         for index, frame in enumerate(generate_frames(dataset.PixelData, number_of_frames=frames)):
             if b"\xff\xd9" not in frame.rstrip(b"\x00")[-2:]:
@@ -281,12 +293,17 @@ def _decoder_available(uid) -> bool:
 
 
 def _load_dicom(path: Path, max_pixels: int) -> np.ndarray:
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
 
-    dataset = _read_dicom(path)
+    dataset = _read_dicom(path, max_pixels)
     _dicom_geometry(path, dataset, max_pixels)
+    samples = header_int(f"DICOM file {path}", dataset, "SamplesPerPixel", 1, minimum=1)
     try:
-        pixels = dataset.pixel_array
+        with warnings.catch_warnings():
+            warnings.simplefilter(
+                "ignore"
+            )  # e.g. more pixel data than NumberOfFrames: frame 0 is all we read
+            pixels = pixel_array(dataset, index=0)  # frame 0 only: a radiograph has one
     except Exception as exc:
         uid = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
         if uid is not None and uid.is_compressed:
@@ -299,10 +316,6 @@ def _load_dicom(path: Path, max_pixels: int) -> np.ndarray:
             f"DICOM file {path} has unreadable pixel data ({_describe(exc)}); expected {EXPECTED}"
         ) from None
 
-    frames = int(dataset.get("NumberOfFrames", 1) or 1)
-    samples = int(dataset.get("SamplesPerPixel", 1) or 1)
-    if frames > 1:
-        pixels = pixels[0]  # first frame; a radiograph has one
     if samples > 1:
         # pydicom returns RGB (YBR converted); use luma like the PNG path.
         rgb = pixels.astype(np.float64)

@@ -28,17 +28,23 @@ from typing import IO, Any
 import torch
 
 from leadrrg.collectives import all_gather_objects, broadcast_object
-from leadrrg.config import RunConfig
+from leadrrg.config import DataConfig, RunConfig
 from leadrrg.data.dataset import raise_on_bad_images
 from leadrrg.data.manifests import Study, load_studies
+from leadrrg.data.readers.chexpert_plus import CSV_GLOB, LABEL_DIRS, SECTION_LABELS
+from leadrrg.data.readers.jsonl import MANIFEST_NAME
+from leadrrg.data.readers.mimic_cxr import LABEL_NAMES
+from leadrrg.data.readers.r2gen import ANNOTATION_NAME
+from leadrrg.data.records import data_file
 from leadrrg.errors import LeadrrgError
 from leadrrg.inference import shards
 from leadrrg.inference.api import ReportGenerator
 from leadrrg.inference.inputs import to_gray
 from leadrrg.inference.predict import generate_split
 from leadrrg.inference.shards import Shard
-from leadrrg.io import atomic_open
+from leadrrg.io import atomic_open, check_not_input
 from leadrrg.progress import Progress
+from leadrrg.runs.files import CONFIG_FILE, MODEL_FILE, TOKENIZER_DIR
 
 LOAD_THREADS = 2  # inputs: images are read by this many threads, one batch ahead of decoding
 SHARD_CHUNK = 4  # under torchrun, batches decoded between two flushes of a rank's part file
@@ -68,6 +74,50 @@ def split_studies(config: RunConfig, split: str, limit: int | None = None) -> li
         raise LeadrrgError(f"split {split!r} of {config.data.root} has no studies to generate for")
     raise_on_bad_images(studies, config.model.max_views, f"split {split!r} of {config.data.root}")
     return studies
+
+
+def check_out_not_input(
+    out: str | Path,
+    run_dir: str | Path,
+    studies: Sequence = (),
+    data: DataConfig | None = None,
+    inputs: str | None = None,
+) -> None:
+    """Refuse (LeadrrgError, before any decoding) an `out` that is a file the generation reads, which writing the
+    predictions would destroy: the run's config, weights or tokenizer, the studies' images, the data root's
+    manifest, annotation, report CSV or label files (`data`), or the `--inputs` CSV (`inputs`)."""
+    files = [*run_files(run_dir), *(image for study in studies for image in study.images)]
+    if data is not None:
+        files += data_files(data)
+    if inputs is not None and Path(inputs).is_file():
+        files.append(Path(inputs))
+    check_not_input(out, files, "--out")
+
+
+def run_files(run_dir: str | Path) -> list[Path]:
+    """The files of a run directory that loading it reads: config, weights and tokenizer."""
+    run_dir = Path(run_dir)
+    tokenizer = run_dir / TOKENIZER_DIR
+    return [
+        run_dir / CONFIG_FILE,
+        run_dir / MODEL_FILE,
+        *(tokenizer.rglob("*") if tokenizer.is_dir() else []),
+    ]
+
+
+def data_files(data: DataConfig) -> list[Path]:
+    """The files a data root is read from, whatever its layout (`leadrrg.data.readers`): the manifest, the
+    annotation, the report CSVs and the label files, those named by data.annotation_file / data.label_file
+    included."""
+    root = Path(data.root)
+    files = [root / MANIFEST_NAME, root / ANNOTATION_NAME, *(root / name for name in LABEL_NAMES)]
+    if root.is_dir():
+        files += [*root.glob("*annotation*.json"), *root.glob(CSV_GLOB)]
+    files += [
+        root / folder / f"{name}_fixed.json" for folder in LABEL_DIRS for name in SECTION_LABELS.values()
+    ]
+    files += [data_file(root, name) for name in (data.annotation_file, data.label_file) if name]
+    return files
 
 
 def write_split(

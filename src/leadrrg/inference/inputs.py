@@ -22,14 +22,11 @@ from PIL import Image
 
 from leadrrg.config import VisionConfig
 from leadrrg.data.dataset import letterbox
+from leadrrg.data.image_limits import ImageTooLarge, check_deflated, header_int
 from leadrrg.data.images import MAX_PIXELS, _pil_to_gray, load_image
 from leadrrg.errors import LeadrrgError
 
 EXPECTED = "a PNG, JPEG or DICOM radiograph"
-
-
-class ImageTooLarge(LeadrrgError):
-    """An image over the pixel limit (a decompression bomb or a wrong header)."""
 
 
 class UnsupportedImage(LeadrrgError):
@@ -47,17 +44,23 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def image_size(data: bytes, kind: str) -> tuple[int, int]:
-    """(width, height) from the header only, without decoding the pixels."""
+def image_size(
+    data: bytes, kind: str, name: str = "the image", max_pixels: int = MAX_PIXELS
+) -> tuple[int, int]:
+    """(width, height) of one frame from the header only, without decoding the pixels. Raises ImageTooLarge
+    for a deflated DICOM that inflates past its budget, or an image Pillow refuses as a decompression bomb."""
     if kind == "dicom":
+        check_deflated(name, io.BytesIO(data), max_pixels)  # before pydicom inflates it whole
         try:
             dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
         except Exception:
             return 0, 0  # let the full read name the problem
-        return int(dataset.get("Columns", 0) or 0), int(dataset.get("Rows", 0) or 0)
+        return header_int(name, dataset, "Columns", 0), header_int(name, dataset, "Rows", 0)
     try:
         with Image.open(io.BytesIO(data)) as image:
             return image.width, image.height
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLarge(f"{name} is too large to decode ({exc}); expected a radiograph") from None
     except Exception:
         return 0, 0
 
@@ -68,7 +71,7 @@ def decode_bytes(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.nda
     kind = sniff_format(data)
     if kind is None:
         raise UnsupportedImage(f"{name} is not {EXPECTED} (its content is neither PNG, JPEG nor DICOM)")
-    width, height = image_size(data, kind)
+    width, height = image_size(data, kind, name, max_pixels)
     if width * height > max_pixels:
         raise ImageTooLarge(
             f"{name} is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}; "
@@ -82,8 +85,9 @@ def decode_bytes(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.nda
             out.write(data)
         try:
             return load_image(temp, max_pixels)
-        except LeadrrgError as exc:
-            raise LeadrrgError(str(exc).replace(f"image {temp}", name).replace(temp, name)) from None
+        except LeadrrgError as exc:  # the same class (ImageTooLarge stays 413), naming the upload
+            message = str(exc).replace(f"image {temp}", name).replace(temp, name)
+            raise type(exc)(message) from None
     finally:
         os.unlink(temp)
 

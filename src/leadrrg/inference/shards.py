@@ -26,7 +26,7 @@ import torch.distributed as dist
 
 from leadrrg.collectives import DistContext, all_gather_objects, shutdown
 from leadrrg.errors import LeadrrgError
-from leadrrg.io import atomic_open, atomic_write_text
+from leadrrg.io import atomic_open, atomic_write_text, read_text
 
 Shard = DistContext  # this process's place among the ranks, and the device it decodes on
 
@@ -103,24 +103,50 @@ def part_paths(out: Path) -> list[Path]:
 
 
 def read_records(path: Path) -> list[tuple[str, str]]:
-    """(id, line) of the complete lines of a JSONL file; a torn last line (killed mid-write) is dropped from
-    the file."""
+    """(id, line) of the records of a JSONL predictions file (`out` or a part file), each line ending in a
+    newline. Blank lines are skipped. A torn last line (a kill mid-write: no newline at its end and not a whole
+    JSON object) is dropped from the file, so that appending goes on from a clean line end; any other line that
+    is not a JSON object with an `id` is refused (a LeadrrgError naming the line), never silently cut away with
+    the lines after it."""
     if not path.is_file():
         return []
-    raw = path.read_text(encoding="utf-8")
-    kept: list[tuple[str, str]] = []
-    for line in raw.splitlines(keepends=True):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            break
-        if not line.endswith("\n") or not isinstance(record, dict) or "id" not in record:
-            break
-        kept.append((str(record["id"]), line))
-    text = "".join(line for _, line in kept)
-    if text != raw:
-        atomic_write_text(path, text)
-    return kept
+    expected = "leadrrg predictions (one JSON object with an 'id' a line)"
+    raw = read_text(path, "predictions file", expected)
+    lines = raw.split("\n")
+    last = lines.pop()  # "" when the file ends with a newline
+    kept = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
+    torn = last.lstrip().startswith("{") and not _is_json(last)
+    if last.strip() and not torn:
+        kept.append((len(lines) + 1, last))  # a whole record, only its newline missing
+    records: list[tuple[str, str]] = []
+    for number, line in kept:
+        record = _is_record(line)
+        if not record:
+            raise LeadrrgError(
+                f"{path}, line {number}: not a JSON object with an 'id'; expected {expected}: fix or remove "
+                "that line, or write to another file"
+            )
+        records.append((str(record["id"]), line.removesuffix("\r") + "\n"))
+    if torn or last.strip():
+        atomic_write_text(path, raw[: len(raw) - len(last)] + ("" if torn else last + "\n"))
+    return records
+
+
+def _is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def _is_record(line: str) -> dict | None:
+    """The JSON object with an `id` that `line` holds, or None."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) and "id" in record else None
 
 
 def finished_ids(out: Path, include_out: bool) -> set[str]:
@@ -147,11 +173,12 @@ def check_unique(ids: Sequence[str], what: str) -> None:
 def merge(out: Path, ids: Sequence[str], include_out: bool) -> int:
     """Write `out` atomically: one line per id of `ids`, in that order, from the part files (and `out` itself
     with `include_out`); refuse a duplicate or a gap with a LeadrrgError, keeping the parts. Lines of ids not
-    in `ids` (an earlier run with a larger --limit) are left out. Removes the parts once `out` is complete;
-    returns the number of lines."""
+    in `ids` (an earlier run with a larger --limit, or other studies' reports) are left out of a split's file,
+    and kept, first and as they were, with `include_out`: a resumed `--inputs` file never loses a report.
+    Removes the parts once `out` is complete; returns the number of lines."""
     parts = part_paths(out)
     line_of: dict[str, str] = {}
-    for path in parts + ([out] if include_out else []):
+    for path in ([out] if include_out else []) + parts:
         for study_id, line in read_records(path):
             if study_id in line_of:
                 raise LeadrrgError(
@@ -165,12 +192,15 @@ def merge(out: Path, ids: Sequence[str], include_out: bool) -> int:
             f"the part files of {out} lack {len(missing)} of {len(ids)} studies (first {missing[0]!r}); "
             "expected every study decoded: rerun the same command to finish them"
         )
+    wanted = set(ids)
+    kept = [line for study_id, line in line_of.items() if study_id not in wanted] if include_out else []
     with atomic_open(out, "w", encoding="utf-8") as handle:
+        handle.writelines(kept)
         for study_id in ids:
             handle.write(line_of[study_id])
     for path in parts:
         path.unlink(missing_ok=True)
-    return len(ids)
+    return len(kept) + len(ids)
 
 
 def remove_parts(out: Path) -> None:

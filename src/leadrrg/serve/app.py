@@ -12,6 +12,8 @@ Requests are batched dynamically (`leadrrg.serve.batcher`). Limits, each a 4xx J
 names the problem: a body over `max_request_bytes` (413), an image over `max_pixels` (413), more images than the
 model's views or none (400), content that is not PNG / JPEG / DICOM whatever its file name (415), an unreadable
 image (400), a full queue (429, with Retry-After). Clients upload bytes; the server never opens a path it is sent.
+Before any route: a Host that is not this service's (421, DNS rebinding), a cross-site POST (403), a body too slow
+to arrive (408) and slow or too many connections (`leadrrg.serve.guard`).
 Unexpected failures answer 500 with a generic message and are logged; no traceback reaches a client.
 """
 
@@ -36,17 +38,20 @@ from leadrrg.errors import LeadrrgError
 from leadrrg.inference.inputs import ImageTooLarge, UnsupportedImage, decode_bytes
 from leadrrg.serve.assets import PAGE_FILES, page_text
 from leadrrg.serve.batcher import Batcher, QueueFull
+from leadrrg.serve.guard import (
+    BodyTimeout,
+    BodyTooLarge,
+    Guard,
+    SlowClientProtocol,
+    is_loopback,
+    quiet_repeats,
+)
 from leadrrg.serve.render import data_uri, preview_png
-from leadrrg.serve.settings import ServeConfig
+from leadrrg.serve.settings import ServeConfig, bind_socket
 
 logger = logging.getLogger(__name__)
 
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
 DECODE_SLOTS = 4  # uploads decoded at once
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 class RequestError(Exception):
@@ -55,35 +60,6 @@ class RequestError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status, self.message = status, message
-
-
-class BodyLimit:
-    """ASGI middleware: 413 for a Content-Length over the limit before reading anything; a body that streams
-    past the limit raises BodyTooLarge inside the app (answered 413 there)."""
-
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            message = f"the request is {length.decode(errors='replace')} bytes; the limit is {self.max_bytes}"
-            return await JSONResponse({"error": message}, status_code=413)(scope, receive, send)
-        received = 0
-
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge()
-            return message
-
-        return await self.app(scope, limited_receive, send)
 
 
 def create_app(generator, settings: ServeConfig | None = None):
@@ -103,6 +79,7 @@ def create_app(generator, settings: ServeConfig | None = None):
     app.state.generator = generator
     app.add_exception_handler(RequestError, _request_error)
     app.add_exception_handler(BodyTooLarge, service.body_too_large)
+    app.add_exception_handler(BodyTimeout, service.body_timeout)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
@@ -112,7 +89,7 @@ def create_app(generator, settings: ServeConfig | None = None):
     app.get("/", response_class=HTMLResponse, include_in_schema=False)(index)
     app.get("/docs", response_class=HTMLResponse, include_in_schema=False)(docs)
     app.get("/static/{name}", include_in_schema=False)(static)
-    return BodyLimit(app, settings.max_request_bytes) if settings.max_request_bytes else app
+    return Guard(app, settings)
 
 
 class ReportService:
@@ -143,6 +120,13 @@ class ReportService:
             413, f"the request body is over the limit of {self.settings.max_request_bytes} bytes"
         )
 
+    async def body_timeout(self, request, exc):
+        return error_response(
+            408,
+            f"the request body did not arrive within {self.settings.timeout_body_s:g} s; send it at once",
+            headers={"Connection": "close"},
+        )
+
     async def model_info(self) -> dict[str, Any]:
         info = self.generator.summary()
         batcher = self.batcher
@@ -170,7 +154,7 @@ class ReportService:
     async def _read_upload(self, request: Request) -> tuple[bool | str, bool, list[tuple[str, bytes]]]:
         """The form's (evidence, preview, [(name for messages, bytes) per view]), or a RequestError."""
         max_views = self.generator.max_views
-        content_type = request.headers.get("content-type", "")
+        content_type = request.headers.get("content-type", "").strip().lower()  # media types ignore case
         if not content_type.startswith("multipart/form-data"):
             raise RequestError(415, "expected a multipart/form-data upload with one `images` file per view")
         form = await request.form(max_files=max_views + 1, max_fields=8)
@@ -302,22 +286,59 @@ def _upload_name(upload, index: int) -> str:
     return f'images #{index} ("{name}")' if name else f"images #{index}"
 
 
-def is_loopback(host: str) -> bool:
-    return host in LOOPBACK or host.startswith("127.")
-
-
 # --------------------------------------------------------------------------------------------------
 # Running it
 
 
-def serve(generator, settings: ServeConfig, log_level: str = "info") -> None:
-    """Run the service in the foreground until interrupted."""
+def serve(
+    generator, settings: ServeConfig, log_level: str = "info", sock: socket.socket | None = None
+) -> None:
+    """Run the service in the foreground until interrupted, on `sock` (bound by `bind_socket` before the model
+    was loaded) or a socket bound here."""
     if not is_loopback(settings.host):
         logger.warning(
             "listening on %s: reachable from other machines; leadrrg has no authentication (research use only)",
             settings.host,
         )
-    uvicorn.run(create_app(generator, settings), host=settings.host, port=settings.port, log_level=log_level)
+    sock = sock or bind_socket(settings)
+    quiet_repeats()
+    raise_open_file_limit(settings.limit_concurrency)
+    uvicorn.Server(server_config(create_app(generator, settings), settings, log_level)).run(sockets=[sock])
+
+
+def server_config(app, settings: ServeConfig, log_level: str = "info") -> uvicorn.Config:
+    """uvicorn's settings for the service: the slow-client protocol and the service's timeouts."""
+    return uvicorn.Config(
+        app,
+        log_level=log_level,
+        lifespan="on",
+        http=SlowClientProtocol.for_settings(settings),
+        timeout_keep_alive=settings.timeout_keep_alive_s,
+        limit_concurrency=settings.limit_concurrency
+        + 1,  # connections: SlowClientProtocol; this bounds tasks
+    )
+
+
+def raise_open_file_limit(connections: int) -> None:
+    """Each connection is a file: raise the soft open-file limit (often 1024) toward the hard one, so that
+    `limit_concurrency` connections cannot exhaust it; warn when it cannot."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 256  # the model's files, the log, the batcher's threads
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            target = soft
+        if target < wanted:
+            logger.warning(
+                "the open-file limit is %d (ulimit -n): under %d connections, new ones may be refused; "
+                "raise it or lower --limit-concurrency",
+                target,
+                connections,
+            )
 
 
 class BackgroundServer:
@@ -329,7 +350,8 @@ class BackgroundServer:
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.socket.bind((host, port))
         self.host, self.port = self.socket.getsockname()[:2]
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on"))
+        settings = getattr(app, "settings", None) or ServeConfig()  # create_app's Guard holds them
+        self.server = uvicorn.Server(server_config(app, settings, log_level))
         self.thread = threading.Thread(target=self._run, name="leadrrg-serve", daemon=True)
 
     def _run(self) -> None:
