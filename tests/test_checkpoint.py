@@ -41,6 +41,7 @@ def test_run_directory_layout(trained_run):
         "model.safetensors",
         "provenance.json",
         "tb",
+        "thresholds.json",  # per-finding thresholds calibrated on val at the end of training
         "tokenizer",
     ]
     assert sorted(p.name for p in (run_dir / "checkpoint").iterdir()) == [

@@ -101,3 +101,91 @@ def test_every_bench_variant_is_a_valid_config_of_the_demo_preset():
         config = apply_overrides(load_preset("demo"), [*trained, *variant.decode])  # raises on a bad key
         assert variant.trained_as is None or variant.trained_as in VARIANTS, name
         assert config.train.max_steps > 0
+
+
+# -- bench faithfulness over SynthCXR's random priors (the train step monkeypatched: plumbing only) ---------
+
+
+def _fake_run_one(calls):
+    from pathlib import Path
+
+    def run_one(out, variant, seed, overrides, preset, splits, meteor, flip):
+        root = [o for o in overrides if o.startswith("data.root=")][-1].split("=", 1)[1]
+        prior = json.loads((Path(root) / "synth_config.json").read_text())["prior_seed"]
+        assert Path(root) == out / "data"  # each prior reads its own data, beside its runs
+        calls.append((out.name, variant, seed, prior))
+        value = 0.1 * prior + 0.01 * seed + (0.5 if variant == "lead" else 0.0)
+        metrics = {"gt_hallucination_rate": value, "bleu_4": value, "diag_flip_follow_rate": value}
+        return {split: dict(metrics) for split in splits} | {"train": {"steps": 2}}
+
+    return run_one
+
+
+def test_bench_faithfulness_over_priors(tmp_path, monkeypatch, capsys):
+    from leadrrg.data.synth.generate import SynthConfig
+    from leadrrg.data.synth.priors import random_prior
+    from leadrrg.experiments import faithfulness
+
+    calls = []
+    monkeypatch.setattr(faithfulness, "run_one", _fake_run_one(calls))
+    out = tmp_path / "bench"
+    args = ["bench", "faithfulness", "--out", str(out), "--train", "12", "--eval", "3", "--size", "48"]
+    args += [
+        "--prior-seeds",
+        "2,5",
+        "--seeds",
+        "0,1",
+        "--variants",
+        "lvlm,lead",
+        "--flip",
+        "0",
+        "--no-meteor",
+    ]
+    assert main(args) == 0
+    assert sorted(calls) == sorted(
+        (f"prior{p}", v, s, p) for p in (2, 5) for v in ("lvlm", "lead") for s in (0, 1)
+    )
+    for prior in (2, 5):
+        held = json.loads((out / f"prior{prior}" / "data" / "synth_config.json").read_text())
+        assert SynthConfig.from_dict(held) == random_prior(prior)
+        assert set(json.loads((out / f"prior{prior}" / "results.json").read_text())) == {"lvlm", "lead"}
+    results = json.loads((out / "results.json").read_text())
+    assert results["prior_seeds"] == [2, 5] and set(results["priors"]) == {"2", "5"}
+    assert set(results["priors"]["5"]["lead"]) == {"0", "1"}  # per-prior, per-seed results are kept
+    summary = results["over_priors"]["lead"]["shift_test"]["gt_hallucination_rate"]
+    assert summary["priors"] == 2 and summary["min"] == pytest.approx(0.705) and summary["max"] == 1.005
+    assert summary["mean"] == pytest.approx(0.855) and summary["sd"] == pytest.approx(0.3 / 2**0.5)
+    table = (out / "results.md").read_text()
+    assert "## mean over 2 priors" in table and "## prior 2" in table and "## prior 5" in table
+    assert "| variant | priors |" in table and "| lead | 2 | 0.855 ± 0.212 [0.705, 1.005]" in table
+    assert "--prior-seeds 2,5" in table
+    # A second run reuses each prior's data; data of another prior is refused, never mixed in.
+    before = (out / "prior2" / "data" / "manifest.jsonl").stat().st_mtime_ns
+    assert main(args) == 0
+    assert (out / "prior2" / "data" / "manifest.jsonl").stat().st_mtime_ns == before
+    (out / "prior5" / "data" / "synth_config.json").write_text(random_prior(6).to_json())
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "another prior than random prior 5" in capsys.readouterr().err
+
+
+def test_bench_priors_counts_from_zero_and_refuses_bad_arguments(tmp_path, monkeypatch, capsys):
+    from leadrrg.experiments import faithfulness
+
+    calls = []
+    monkeypatch.setattr(faithfulness, "run_one", _fake_run_one(calls))
+    out = tmp_path / "bench"
+    base = ["bench", "faithfulness", "--out", str(out), "--train", "12", "--eval", "3", "--size", "48"]
+    base += ["--seeds", "0", "--variants", "lead", "--flip", "0", "--no-meteor"]
+    assert main([*base, "--priors", "2"]) == 0
+    assert sorted({(c[0], c[3]) for c in calls}) == [("prior0", 0), ("prior1", 1)]
+    assert not (out / "data").exists()
+    for bad, message in [
+        (["--priors", "0"], "--priors is 0"),
+        (["--priors", "3", "--prior-seeds", "1,2"], "expected the same number"),
+        (["--prior-seeds", "1,x"], "comma-separated integers"),
+        (["--prior-seeds", "1,1"], "distinct non-negative"),
+        (["--priors", "2", "--data", str(tmp_path)], "--data and --format do not apply"),
+    ]:
+        assert main([*base, *bad]) == 2, bad
+        assert message in capsys.readouterr().err

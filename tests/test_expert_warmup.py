@@ -101,10 +101,10 @@ def test_two_gloo_processes_warm_up_as_one_process(data_root, tmp_path):
     before, single = _warm(tiny_config(data_root, *WARMUP), tmp_path / "single")
     moved = max((single[k] - before[k]).abs().max().item() for k in single)
     gap = max((single[k] - rank0[k]).abs().max().item() for k in single)
-    assert moved > 1e-3 and gap < 1e-5, (
-        moved,
-        gap,
-    )  # trained, and the same training as batch 4 on one process
+    # Trained, and the same training as batch 4 on one process: two ranks add the same loss terms in another order,
+    # which moves float32 weights by about 1e-5 (more on some CPUs, and AdamW amplifies it where a gradient is near
+    # zero); a lost or doubled batch would move them by the order of the training itself.
+    assert moved > 1e-3 and gap < 1e-2 * moved, (moved, gap)
 
 
 @pytest.mark.parametrize("setting", [True, False])

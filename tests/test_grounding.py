@@ -178,7 +178,10 @@ def test_expert_threshold_binarizes_what_the_decoder_reads_and_keeps_the_soft_p(
     images, views = batch["images"], batch["view_mask"]
     with torch.no_grad():
         thresholded = decoding_context(model, images, views, DecodeConfig(expert_threshold=0.7), soft)
-        binary = model.encode_study(images, views, expert_probs=hard)
+        # the side and severity are read as one-hot too (their most likely values)
+        logits = model.encode_images(images, views).attribute_logits  # (B, K, 2, 3)
+        one_hot = torch.nn.functional.one_hot(logits.argmax(dim=-1), 3).float()
+        binary = model.encode_study(images, views, expert_probs=hard, attribute_probs=one_hot)
         plain = model.encode_study(images, views, expert_probs=soft)
     assert torch.equal(thresholded.expert_tokens, binary.expert_tokens)
     assert not torch.equal(thresholded.expert_tokens, plain.expert_tokens)

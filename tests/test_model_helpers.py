@@ -53,6 +53,8 @@ def tiny_batch(
     labels[:, OBSERVATIONS.index("Cardiomegaly")] = 1.0
     labels[:, OBSERVATIONS.index("Edema")] = -1.0
     labels[:, OBSERVATIONS.index("Pleural Effusion")] = 0.0
+    attributes = torch.full((batch, len(OBSERVATIONS), 2), -100, dtype=torch.long)  # side, severity
+    attributes[:, OBSERVATIONS.index("Edema")] = torch.tensor([2, 0])  # bilateral, mild
     return dict(
         images=images,
         view_mask=view_mask,
@@ -60,6 +62,8 @@ def tiny_batch(
         attention_mask=attention_mask,
         target_ids=target_ids,
         expert_labels=labels,
+        expert_attributes=attributes,
+        decoder_attributes=attributes,
     )
 
 

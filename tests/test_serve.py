@@ -63,7 +63,16 @@ def test_health_model_page_and_docs(server):
 def test_a_report_with_and_without_evidence(server, png, generator):
     url, _ = server
     status, body = post_report(url, [("frontal.png", png)])
-    assert status == 200 and set(body) == {"report", "findings", "expert_probs", "views"}
+    keys = {
+        "report",
+        "findings",
+        "expert_probs",
+        "thresholds",
+        "contradictions",
+        "expert_attributes",
+        "views",
+    }
+    assert status == 200 and set(body) == keys
     assert body["report"] == generator.generate(io.BytesIO(png).getvalue()).report  # the API's report
     status, body = post_report(url, [("a.png", png), ("b.png", png)], evidence=True)
     assert status == 200 and body["views"] == 2

@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "leadrrg.commands.explain",
         "one study's report and its evidence as a self-contained HTML page (and a PNG heatmap)",
     ),
+    "calibrate": (
+        "leadrrg.commands.calibrate",
+        "per-finding expert thresholds of a trained run, chosen on its validation split",
+    ),
     "evaluate": (
         "leadrrg.commands.evaluate",
         "score generated reports: NLG, clinical efficacy, hallucination",

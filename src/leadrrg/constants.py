@@ -45,3 +45,16 @@ REPORT_PROMPT = "Findings:"
 
 # Label-ignore value for token targets (PyTorch cross-entropy convention).
 IGNORE_INDEX = -100
+
+# Attributes of a finding (the patient's side, as reports state it). Cardiomegaly, Enlarged Cardiomediastinum and
+# Support Devices have no side of their own; a device has no severity.
+SIDES: tuple[str, ...] = ("right", "left", "bilateral")
+SEVERITIES: tuple[str, ...] = ("mild", "moderate", "large")
+SIDE_OBSERVATIONS: tuple[str, ...] = tuple(
+    name
+    for name in OBSERVATIONS
+    if name not in ("No Finding", "Cardiomegaly", "Enlarged Cardiomediastinum", "Support Devices")
+)
+SEVERITY_OBSERVATIONS: tuple[str, ...] = tuple(
+    name for name in OBSERVATIONS if name not in ("No Finding", "Support Devices")
+)

@@ -3,7 +3,9 @@
 Trains every variant (`experiments/variants.json`) for every seed (`OUT/<variant>/seed<k>`), generates on the
 evaluation splits, evaluates, and writes `OUT/results.json` (every metric of every run) and `OUT/results.md`
 (mean ± sample standard deviation over seeds); `leadrrg.experiments.faithfulness` does the work. Re-entrant:
-finished runs are reused, interrupted ones resumed.
+finished runs are reused, interrupted ones resumed. `--priors K` / `--prior-seeds A,B` run the same on SynthCXR's
+random priors (`data/synth/priors.py`), each with its own data and runs in `OUT/prior<S>`, and report each
+prior and the mean over priors, so a recipe is selected on priors we generate, never on one.
 Speed benchmarks are scripts: `benchmarks/bench_train.py`, `bench_decode.py`, `bench_synth.py`,
 `bench_labeler.py`.
 """
@@ -15,6 +17,7 @@ import time
 from pathlib import Path
 
 from leadrrg.commands import add_overrides_argument
+from leadrrg.errors import LeadrrgError
 from leadrrg.experiments.variants import MAIN_VARIANTS, VARIANTS, parse_variants
 
 
@@ -35,6 +38,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faith.add_argument("--train", type=int, default=2000, help="SynthCXR training studies when synthesising")
     faith.add_argument("--eval", type=int, default=200, help="SynthCXR studies per evaluation split")
     faith.add_argument("--size", type=int, default=128, help="SynthCXR image side when synthesising")
+    faith.add_argument(
+        "--priors",
+        type=int,
+        metavar="K",
+        help="train and score on K of SynthCXR's random priors (seeds 0..K-1; each its own data in "
+        "OUT/prior<S>), reporting each prior and the mean over priors (default: the development prior only)",
+    )
+    faith.add_argument(
+        "--prior-seeds",
+        metavar="A,B,C",
+        help="the random priors' seeds (instead of 0..K-1; --priors, if given, must match their number)",
+    )
     add_overrides_argument(
         faith, "typed dotted override applied to every variant (the shared budget), repeatable"
     )
@@ -56,11 +71,37 @@ def command_line(args: argparse.Namespace) -> str:
         + " ".join(
             f"--{k.replace('_', '-')} {v}"
             for k, v in vars(args).items()
-            if k in ("out", "data", "preset", "seeds", "variants", "splits", "flip") and v
+            if k in ("out", "data", "preset", "seeds", "variants", "splits", "flip", "priors", "prior_seeds")
+            and v
         )
         + "".join(f" --set {o}" for o in args.overrides)
         + (" --no-meteor" if args.no_meteor else "")
     )
+
+
+def prior_seeds(args: argparse.Namespace) -> list[int] | None:
+    """The random priors to bench on (--priors / --prior-seeds), or None for the development prior alone."""
+    if args.prior_seeds is None and args.priors is None:
+        return None
+    if args.data or args.format:
+        raise LeadrrgError(
+            "--priors and --prior-seeds synthesise each prior's data; --data and --format do not apply"
+        )
+    if args.prior_seeds is None:
+        if args.priors < 1:
+            raise LeadrrgError(f"--priors is {args.priors}; expected at least 1 prior")
+        return list(range(args.priors))
+    try:
+        chosen = [int(s) for s in args.prior_seeds.split(",") if s.strip()]
+    except ValueError:
+        raise LeadrrgError(f"--prior-seeds {args.prior_seeds!r}; expected comma-separated integers") from None
+    if not chosen or len(set(chosen)) != len(chosen) or min(chosen) < 0:
+        raise LeadrrgError(f"--prior-seeds {args.prior_seeds!r}; expected distinct non-negative integers")
+    if args.priors is not None and args.priors != len(chosen):
+        raise LeadrrgError(
+            f"--priors {args.priors} but --prior-seeds names {len(chosen)}; expected the same number"
+        )
+    return chosen
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     variants = parse_variants(args.variants)
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    priors = prior_seeds(args)
+    if priors is not None:
+        return _run_priors(args, out, priors, variants, seeds, splits)
     data_dir = Path(args.data) if args.data else out / "data"
     if not args.data:
         synth_bench_data(data_dir, args.train, args.eval, args.size)
@@ -91,4 +135,37 @@ def run(args: argparse.Namespace) -> int:
     (out / "results.md").write_text(markdown)
     print(markdown)
     print(f"benchmark finished in {time.perf_counter() - started:.0f} s; results in {out / 'results.md'}")
+    return 0
+
+
+def _run_priors(
+    args: argparse.Namespace,
+    out: Path,
+    priors: list[int],
+    variants: list[str],
+    seeds: list[int],
+    splits: list[str],
+) -> int:
+    from leadrrg.experiments.faithfulness import priors_markdown, run_faithfulness_priors
+
+    started = time.perf_counter()
+    payload = run_faithfulness_priors(
+        out,
+        priors,
+        (args.train, args.eval, args.size),
+        variants,
+        seeds,
+        splits,
+        list(args.overrides),
+        preset=args.preset,
+        meteor=not args.no_meteor,
+        flip=args.flip,
+    )
+    markdown = priors_markdown(payload, splits, command_line(args))
+    (out / "results.md").write_text(markdown)
+    print(markdown)
+    print(
+        f"benchmark over {len(priors)} priors finished in {time.perf_counter() - started:.0f} s; results in "
+        f"{out / 'results.md'}"
+    )
     return 0

@@ -32,6 +32,8 @@ SUMMARY_ROWS: tuple[tuple[str, str, str], ...] = (
     ("hallucination rate (vs image truth)", "gt_hallucination_rate", ".3f"),
     ("reports with a hallucination", "gt_reports_with_hallucination", ".3f"),
     ("omission rate (vs image truth)", "gt_omission_rate", ".3f"),
+    ("laterality accuracy (vs image truth)", "gt_laterality_accuracy", ".3f"),
+    ("severity accuracy (vs image truth)", "gt_severity_accuracy", ".3f"),
     ("CE-14 micro F1 (vs image truth)", "gt_ce14_micro_f1", ".3f"),
     ("CE-14 micro F1 (vs reference)", "ce14_micro_f1", ".3f"),
     ("CE-5 macro F1 (vs reference)", "ce5_macro_f1", ".3f"),
@@ -88,8 +90,11 @@ def format_flip(example: FlipExample | None) -> str:
     if example is None:
         return "  (no shift_test study with a finding its experts see: no flip example)"
     study, finding = example.study, example.finding
+    truth = (study.attributes or {}).get(finding) or {}
+    stated = ", ".join(f"{truth[key]}" for key in ("side", "severity", "zone") if truth.get(key))
+    where = f" (the image has it: {stated})" if stated else ""
     return (
-        f"  [{study.id}] {', '.join(study.images)}; its {finding} expert says p = {example.own_p:.2f}\n"
+        f"  [{study.id}] {', '.join(study.images)}; its {finding} expert says p = {example.own_p:.2f}{where}\n"
         f"    {finding} forced off (p = 0): {example.forced_off}\n"
         f"    {finding} forced on  (p = 1): {example.forced_on}"
     )

@@ -1,4 +1,4 @@
-"""`leadrrg diagnose --run RUN [--data DIR] --split S [--limit N] [--oracle] [--flip N] [--json OUT.json] [--set decode.K=V]`: does the report
+"""`leadrrg diagnose --run RUN [--data DIR] --split S [--limit N] [--oracle] [--flip N] [--flip-side N] [--json OUT.json] [--set decode.K=V]`: does the report
 follow the experts, and do the experts read the image? See `leadrrg.evaluation.diagnose` for every measure."""
 
 from __future__ import annotations
@@ -36,6 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="flip one finding's probability in each of the first N studies and regenerate (0: off)",
     )
+    parser.add_argument(
+        "--flip-side",
+        type=int,
+        default=0,
+        metavar="N",
+        help="swap one finding's side (left <-> right) in the oracle evidence of the first N studies with a "
+        "one-sided finding and regenerate: does the report's side follow? (attribute experts; 0: off)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the order in which findings are flipped")
     parser.add_argument("--json", dest="json_out", metavar="OUT.json", help="also write the measures as JSON")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
@@ -52,8 +60,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit < 1:
         raise LeadrrgError(f"--limit is {args.limit}; expected a positive number of studies")
-    if args.flip < 0:
-        raise LeadrrgError(f"--flip is {args.flip}; expected 0 (off) or a positive number of studies")
+    for flag, value in (("--flip", args.flip), ("--flip-side", args.flip_side)):
+        if value < 0:
+            raise LeadrrgError(f"{flag} is {value}; expected 0 (off) or a positive number of studies")
     if args.json_out:
         check_output_file(args.json_out, "--json")
     check_run_dir(Path(args.run))
@@ -65,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
     studies = load_studies(data, args.split)[: args.limit]
     if args.flip > len(studies):
         raise LeadrrgError(f"--flip {args.flip} exceeds the {len(studies)} studies diagnosed (--limit)")
-    result = diagnose(generator, studies, oracle=args.oracle, flip=args.flip, seed=args.seed)
+    result = diagnose(
+        generator, studies, oracle=args.oracle, flip=args.flip, flip_side=args.flip_side, seed=args.seed
+    )
     result = {"run": str(args.run), "split": args.split, **result}
     print(f"{args.run} on {args.split}: " + format_diagnosis(result))
     if args.json_out:

@@ -2,8 +2,9 @@
 
     leadrrg explain --run RUN --images frontal.png [lateral.dcm] --out study.html [--png heatmap.png]
 
-The HTML is the service's web page with the result and the images inlined: it opens offline. The table of tokens,
-gates and top experts is also printed.
+The HTML is the service's web page with the result and the images inlined: it opens offline. The experts with
+their thresholds (marking those the report contradicts) and the table of tokens, gates and top experts are also
+printed.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from leadrrg.inference.api import load
     from leadrrg.inference.inputs import to_gray
     from leadrrg.runs.files import check_trained_overrides
-    from leadrrg.serve.render import evidence_table, explain_html, heatmap_png, preview_png
+    from leadrrg.serve.render import evidence_table, expert_table, explain_html, heatmap_png, preview_png
 
     check_trained_overrides(args.overrides, ("decode.", *BASE_PATH_OVERRIDES), "here")
     check_run_dir(Path(args.run))
@@ -51,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
     )
     atomic_write_text(args.out, html)
     print(result.report)
+    if result.expert_probs:
+        print()
+        print(expert_table(result.expert_probs, result.thresholds, result.contradictions))
     if result.evidence and result.evidence["layers"]:
         print()
         print(evidence_table(result.evidence))

@@ -23,8 +23,13 @@ one file in input order, checked for duplicates and gaps (`leadrrg.inference.sha
 resumes from its part files, with any number of processes; `--restart` discards them. Greedy and beam output
 is the single-process output; sampling draws from seed + rank.
 
-Image mode prints the report, the labeler's findings and the experts' probabilities, most probable first (or one
-JSON object with --json, the API's `ReportResult.to_dict()`).
+An --out that is a file the command reads (the run's config, weights or tokenizer, the data root's manifest,
+annotation, report CSV or label files, an --inputs CSV, an image) is refused before any decoding
+(`leadrrg.inference.batch.check_out_not_input`).
+
+Image mode prints the report, the labeler's findings and the experts' probabilities with their thresholds, most
+probable first, marking the experts the report contradicts (or one JSON object with --json, the API's
+`ReportResult.to_dict()`, with `thresholds` and `contradictions`).
 
 Data and inputs mode are `leadrrg.inference.batch` (`write_split`, `write_inputs`), callable from Python.
 """
@@ -41,7 +46,7 @@ from leadrrg.errors import LeadrrgError
 from leadrrg.inference.studies import find_studies
 from leadrrg.io import check_output_file, path_problem
 from leadrrg.runs.provenance import BASE_PATH_OVERRIDES
-from leadrrg.serve.render import evidence_table
+from leadrrg.serve.render import evidence_table, expert_table
 
 # --set may change decoding, data reading and where the base model lies, never the trained model.
 OVERRIDABLE = ("decode.", "data.", *BASE_PATH_OVERRIDES)
@@ -116,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
     studies = None
     if args.inputs is not None:  # find the studies before paying for the model
         studies = find_studies(args.inputs, args.study_column, args.path_column)[: args.limit]
+        batch.check_out_not_input(args.out, args.run, studies, inputs=args.inputs)
     overrides = list(args.overrides)
     if args.batch_size is not None:  # checked with the other decode settings (DecodeConfig)
         overrides.append(f"decode.batch_size={args.batch_size}")
@@ -132,6 +138,12 @@ def run(args: argparse.Namespace) -> int:
                     f"image, {counts.bad} bad images; listed in their lines under 'error' / 'bad_images')"
                     + (f"; {counts.done_before} studies were already done" if counts.done_before else "")
                 )
+            if not counts.written and not counts.done_before:
+                raise LeadrrgError(
+                    f"no report was written for the {len(studies)} studies of {args.inputs}: none of their images "
+                    "could be read (see 'error' in the lines of --out); expected image paths that exist, relative "
+                    "to the CSV's folder or absolute (prefix the image folder in the path column)"
+                )
             return 0
         config = generator.config
         if args.data:
@@ -141,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         if not config.data.root:
             raise LeadrrgError("the run's config has no data.root; give the data root with --data DIR")
         split = batch.split_studies(config, args.split, args.limit)
+        batch.check_out_not_input(args.out, args.run, split, data=config.data)  # before any decoding
         count = batch.write_split(generator, split, args.out, shard, evidence, args.restart)
         if shard.is_main:
             decode = config.decode
@@ -175,13 +188,9 @@ def print_report(generator, images: list[str], evidence: bool | str, as_json: bo
         words = {1: "present", 0: "absent", -1: "uncertain"}
         print()
         print("Findings in the report (labeler):", ", ".join(f"{n} {words[v]}" for n, v in said.items()))
-    ranked = sorted(result.expert_probs.items(), key=lambda item: -item[1])
-    if ranked:
+    if result.expert_probs:
         print()
-        print("Expert probabilities:")
-        width = max(len(name) for name, _ in ranked)
-        for name, prob in ranked:
-            print(f"  {name:<{width}}  {prob:.3f}")
+        print(expert_table(result.expert_probs, result.thresholds, result.contradictions))
     if result.evidence and result.evidence["layers"]:
         print()
         print(evidence_table(result.evidence))

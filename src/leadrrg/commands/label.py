@@ -4,7 +4,9 @@ INPUT is a CSV (the `--text-columns` joined with a space; by default `Reports`, 
 `findings` + `impression`), a JSONL file with a `report` field, or a text file with one report per
 line; `--no-header` reads a CSV whose every row is a report (the CheXpert labeler's `sample_reports.csv`).
 OUT.csv is the CheXpert labeler's format: `Reports`, then the 14 observations with `1.0`, `0.0`, `-1.0`,
-or empty when not mentioned, one row per input report in input order.
+or empty when not mentioned, one row per input report in input order. `--attributes` adds, per finding,
+`<Observation>_side` (right / left / bilateral), `_severity` (mild / moderate / large) and `_zone`, as the
+report states them for the findings it asserts (empty when unstated).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from leadrrg import labeler
 from leadrrg.constants import OBSERVATIONS
 from leadrrg.errors import LeadrrgError
+from leadrrg.io import check_not_input
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the CSV has no header row: every row is a report (the CheXpert labeler's sample_reports.csv)",
     )
+    parser.add_argument(
+        "--attributes",
+        action="store_true",
+        help="also write each asserted finding's side, severity and zone (<Observation>_side, _severity, _zone)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,13 +53,15 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and out.is_dir():
         raise LeadrrgError(f"--out {out} is a directory; expected a CSV file path")
+    check_not_input(out, [args.input])
     reports = labeler.read_reports(args.input, text_columns=args.text_columns, header=not args.no_header)
 
     start = time.perf_counter()
     labels = labeler.label_reports(reports)
+    attributes = labeler.label_attributes(reports) if args.attributes else None
     seconds = time.perf_counter() - start
     try:
-        labeler.write_chexpert_csv(out, reports, labels)
+        labeler.write_chexpert_csv(out, reports, labels, attributes)
     except OSError as exc:
         raise LeadrrgError(f"cannot write {out} ({exc.strerror or exc})") from None
 

@@ -41,6 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config", metavar="FILE.json", help="a SynthConfig JSON (prevalences, co-occurrence)"
     )
     parser.add_argument(
+        "--prior-seed",
+        type=int,
+        metavar="S",
+        help="draw the studies from SynthCXR's random prior S (its own syndromes and implications; "
+        "leadrrg.data.synth.priors), written to synth_config.json; default: the development prior",
+    )
+    parser.add_argument(
         "--preview", metavar="FILE.png", help="also write a labelled contact sheet of studies"
     )
     parser.add_argument(
@@ -86,6 +93,12 @@ def run(args: argparse.Namespace) -> int:
     if args.preview and not args.preview.lower().endswith(".png"):
         raise LeadrrgError(f"--preview {args.preview!r} must name a .png file")
     config = None
+    if args.prior_seed is not None:
+        from leadrrg.data.synth.priors import check_prior_seed, random_prior
+
+        if args.config:
+            raise LeadrrgError("--prior-seed and --config both choose the prior; pass one of them")
+        config = random_prior(check_prior_seed(args.prior_seed, "--prior-seed"))
     if args.config:
         path = Path(args.config)
         text = read_text(path, "--config", "a SynthConfig JSON file")
@@ -106,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     total = sum(counts.values())
-    print(f"wrote {total} studies to {out} ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    prior = "" if args.prior_seed is None else f", random prior {args.prior_seed}"
+    print(f"wrote {total} studies to {out} ({', '.join(f'{k} {v}' for k, v in counts.items())}{prior})")
     if args.preview:
         sheet = write_contact_sheet(out, args.preview)
         print(f"wrote preview {sheet}")
@@ -120,8 +134,8 @@ def _run_iu(args: argparse.Namespace) -> int:
     from leadrrg.data.synth.iu import synthesize_iu
     from leadrrg.errors import LeadrrgError
 
-    if args.config or args.preview:
-        raise LeadrrgError("--config and --preview apply to --reports synthetic only")
+    if args.config or args.preview or args.prior_seed is not None:
+        raise LeadrrgError("--config, --prior-seed and --preview apply to --reports synthetic only")
     start = time.perf_counter()
     out = synthesize_iu(
         args.out,

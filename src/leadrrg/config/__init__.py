@@ -63,6 +63,7 @@ from leadrrg.config._run import (
     SELECT_METRICS,
     SELECT_MODES,
     STRATEGIES,
+    THRESHOLD_SOURCES,
     Cache,
     CleanMode,
     DataConfig,
@@ -77,6 +78,7 @@ from leadrrg.config._run import (
     SelectMetric,
     SelectMode,
     Strategy,
+    ThresholdSource,
     TrainConfig,
 )
 
@@ -148,4 +150,6 @@ __all__ = [
     "STRATEGIES",
     "Cache",
     "CACHES",
+    "ThresholdSource",
+    "THRESHOLD_SOURCES",
 ]

@@ -179,6 +179,8 @@ def save_config(config: Any, path: str | Path) -> None:
 # trained with the old behaviour, so it keeps it (the new default applies to new runs only).
 RUN_DEFAULTS_BEFORE_CHANGE: dict[tuple[str, ...], Any] = {
     ("model", "experts", "readout"): "query",
+    ("model", "experts", "attributes"): False,
+    ("model", "grounding", "side_flip"): 0.0,
     ("model", "grounding", "expert_warmup_steps"): 0,
     ("model", "grounding", "balance"): "context",
     ("model", "grounding", "counterfactual"): 0.0,

@@ -62,6 +62,9 @@ class ExpertConfig:
     readout: ExpertReadout = "query_max"  # query: each expert reads only its attended vision feature (the
     # paper) | query_max: each expert also reads the vision tokens' max-pooled feature (the strongest local
     # evidence)
+    attributes: bool = True  # each expert also predicts its finding's side (right / left / bilateral) and
+    # severity (mild / moderate / large), and the decoder reads them with p (model/injection.py). False: the
+    # paper's presence-only experts
 
     def __post_init__(self) -> None:
         if not self.names:
@@ -195,6 +198,9 @@ class GroundingConfig:
     counterfactual: float = 0.8  # share of training studies whose decoder reads the truth with one finding
     # flipped, against a report edited to match (data/counterfactual.py): p disagrees with the image, and the
     # target follows p. 0: off
+    side_flip: float = 0.2  # share of training studies (of those not already counterfactual) whose report has
+    # one lateral finding's side swapped (left <-> right) and whose decoder reads the swapped side: the side a
+    # report states must come from the experts' side evidence (model.experts.attributes). 0: off
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.truth_forcing <= 1.0:
@@ -213,6 +219,7 @@ class GroundingConfig:
             raise LeadrrgError(
                 f"model.grounding.counterfactual is {self.counterfactual!r}; expected a number in [0, 1)"
             )
+        _check_range("model.grounding", "side_flip", self.side_flip, 0.0, 1.0, high_open=True)
         _check_choice("model.grounding", "balance", self.balance, BALANCES)
         _check_positive("model.grounding", "expert_warmup_steps", self.expert_warmup_steps, allow_zero=True)
         if not self.balance_clip >= 1.0:

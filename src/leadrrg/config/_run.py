@@ -7,6 +7,7 @@ from typing import Literal, get_args
 
 from leadrrg.config._checks import _check_choice, _check_positive, _check_range
 from leadrrg.config._model import DTYPES, Dtype, ModelConfig
+from leadrrg.constants import OBSERVATIONS
 from leadrrg.errors import LeadrrgError
 
 # Each choice is written once, as a Literal; its tuple (for checks, messages and CLI choices) is derived from it.
@@ -31,6 +32,7 @@ SelectMetric = Literal[
 SelectMode = Literal["auto", "min", "max"]
 Strategy = Literal["greedy", "beam", "sample"]
 Cache = Literal["dynamic", "static"]
+ThresholdSource = Literal["calibrated", "global"]
 
 DATA_FORMATS: tuple[DataFormat, ...] = get_args(DataFormat)
 SECTIONS: tuple[Section, ...] = get_args(Section)
@@ -45,6 +47,7 @@ LOWER_IS_BETTER = ("val_loss", "val_lm_loss", "val_gen_hallucination_rate")
 SELECT_MODES: tuple[SelectMode, ...] = get_args(SelectMode)
 STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 CACHES: tuple[Cache, ...] = get_args(Cache)
+THRESHOLD_SOURCES: tuple[ThresholdSource, ...] = get_args(ThresholdSource)
 
 
 @dataclass
@@ -69,6 +72,13 @@ class DataConfig:
     # iu_xray / mimic_cxr: the annotation JSON, relative to root (default annotation.json, else the one
     # *annotation*.json in root, e.g. PromptMRG's iu_annotation_promptmrg.json)
     annotation_file: str | None = None
+    # the split of every study from a file (relative to root or absolute), applied to any format: MIMIC-CXR-JPG's
+    # mimic-cxr-2.0.0-split.csv.gz, a CSV with an id column and `split`, or JSON ({split: [ids or entries]},
+    # {id: split}); studies it does not name are left out (data/splits.py)
+    split_file: str | None = None
+    # the label_file column that holds the study key (default: study_id for mimic_cxr, path_to_image for
+    # chexpert_plus, id otherwise), e.g. `study_id` on a jsonl root, `Path` for CheXpert v1's train.csv
+    label_key: str | None = None
     skip_bad_images: bool = False  # skip unreadable images with a count instead of failing
     allow_outside_root: bool = False  # accept image paths that resolve (symlinks followed) outside `root`
     num_workers: int = 0  # DataLoader worker processes
@@ -86,6 +96,10 @@ class DataConfig:
         _check_choice("data", "grouping", self.grouping, GROUPINGS)
         _check_positive("data", "max_report_tokens", self.max_report_tokens)
         _check_positive("data", "num_workers", self.num_workers, allow_zero=True)
+        for name in ("split_file", "label_key"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise LeadrrgError(f"data.{name} is {value!r}; expected a non-empty name (or leave it unset)")
 
 
 @dataclass
@@ -164,7 +178,13 @@ class DecodeConfig:
     expert_bias_gamma: float = 10.0  # the per-token bias is clipped to [-log gamma, log gamma] (> 1)
     expert_threshold: float = 0.7  # > 0: the decoder reads each expert's p > threshold as 1, else 0 (the 0/1
     # evidence truth forcing trains it on); reports still carry the soft p. 0: the decoder reads p itself (a
-    # decoder trained on its own p, truth_forcing=0 as in lead_paper, should)
+    # decoder trained on its own p, truth_forcing=0 as in lead_paper, should). Also the fallback of `thresholds`:
+    thresholds: ThresholdSource = "calibrated"  # each expert's threshold: calibrated (its entry in
+    # expert_thresholds, which `leadrrg.load` fills from the run's thresholds.json, written by `leadrrg
+    # calibrate` and at the end of training; expert_threshold for a finding without one or a run without the
+    # file) | global (expert_threshold for every finding). With expert_threshold 0 the decoder reads soft p
+    # either way; the thresholds then only mark which experts the report contradicts
+    expert_thresholds: dict[str, float] = field(default_factory=dict)  # observation -> threshold in (0, 1)
     derive_no_finding: bool = True  # with expert_threshold > 0 the decoder reads No Finding as CheXpert
     # defines it (1 iff it reads no other finding but Support Devices), as in every label it was trained on,
     # instead of the No Finding expert's own verdict; an override (flip, API) of one finding then cannot
@@ -204,10 +224,36 @@ class DecodeConfig:
             raise LeadrrgError(
                 f"decode.expert_threshold is {self.expert_threshold!r}; expected a number in [0, 1) (0 disables)"
             )
+        self._check_expert_thresholds()
         if not 1 < self.expert_bias_gamma < float("inf"):
             raise LeadrrgError(
                 f"decode.expert_bias_gamma is {self.expert_bias_gamma!r}; expected a finite number > 1"
             )
+
+    def _check_expert_thresholds(self) -> None:
+        _check_choice("decode", "thresholds", self.thresholds, THRESHOLD_SOURCES)
+        if not isinstance(self.expert_thresholds, dict):
+            raise LeadrrgError(
+                f"decode.expert_thresholds is {self.expert_thresholds!r}; expected an object "
+                '{observation: threshold}, e.g. {"Edema": 0.45}'
+            )
+        for name, value in self.expert_thresholds.items():
+            if name not in OBSERVATIONS:
+                raise LeadrrgError(
+                    f"decode.expert_thresholds names {name!r}; expected CheXpert observations: {', '.join(OBSERVATIONS)}"
+                )
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+                raise LeadrrgError(
+                    f"decode.expert_thresholds[{name!r}] is {value!r}; expected a number in (0, 1)"
+                )
+        self.expert_thresholds = {name: float(v) for name, v in self.expert_thresholds.items()}
+
+    def threshold_for(self, name: str) -> float:
+        """The threshold of expert `name` (0: the decoder reads its soft p): its calibrated one with
+        thresholds=calibrated, else decode.expert_threshold."""
+        if self.thresholds == "calibrated":
+            return self.expert_thresholds.get(name, self.expert_threshold)
+        return self.expert_threshold
 
 
 @dataclass

@@ -26,6 +26,8 @@ class ReportCollator:
       expert_labels (B, K) float, 1/0/-1 and NaN (not mentioned) kept
       decoder_labels (B, K) float, the labels the decoder reads under truth forcing (expert_labels but for
                     counterfactual studies, `leadrrg.data.counterfactual`)
+      expert_attributes, decoder_attributes (B, 14, 2) long side and severity value indices (-100 unknown), with
+                    attribute experts only (`leadrrg.data.attributes`)
       ids, reports  lists of str
     """
 
@@ -68,9 +70,20 @@ class ReportCollator:
                     for item in items
                 ]
             ),
+            **_stacked_attributes(items),
             "ids": [item["id"] for item in items],
             "reports": [item["report"] for item in items],
         }
+
+
+def _stacked_attributes(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """expert_attributes / decoder_attributes (B, 14, 2) value indices, when the items carry them."""
+    if "attributes" not in items[0]:
+        return {}
+    return {
+        "expert_attributes": torch.stack([item["attributes"] for item in items]),
+        "decoder_attributes": torch.stack([item["decoder_attributes"] for item in items]),
+    }
 
 
 MODEL_INPUTS = (
@@ -81,6 +94,8 @@ MODEL_INPUTS = (
     "target_ids",
     "expert_labels",
     "decoder_labels",
+    "expert_attributes",
+    "decoder_attributes",
 )
 
 

@@ -18,6 +18,13 @@ The editor works on report text, so it needs no generator of reports and runs on
   switched on and asserts every other finding exactly as the original report did; otherwise another finding is
   tried, and after `MAX_TRIES` the study is used as it is. So an edit never teaches a report that contradicts the
   labels the decoder read, as far as the labeler can tell.
+
+A side flip (`model.grounding.side_flip`, with attribute experts) keeps every finding and swaps the side of one
+lateral finding: `left` <-> `right` in the sentences that assert it. It is kept only when the labeler then reads
+the same findings and the flipped finding, and only it, on the other side. The decoder reads the side its target
+report states (`leadrrg.data.attributes`), so the side it writes must come from the experts' side evidence, not
+from the image's look or from what usually goes with what. Inserted bank sentences are read the same way: the
+decoder reads the side the inserted sentence states, never a side unrelated to the words it must write.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from leadrrg.constants import OBSERVATIONS
+from leadrrg.constants import OBSERVATIONS, SIDE_OBSERVATIONS
 
 SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
 # Whole-study normal statements, which a report with a finding must not keep.
@@ -48,6 +55,15 @@ NO_FINDING = OBSERVATIONS.index("No Finding")
 SUPPORT_DEVICES = OBSERVATIONS.index("Support Devices")
 FINDING_COLUMNS = tuple(i for i in range(len(OBSERVATIONS)) if i != NO_FINDING)
 MAX_TRIES = 4
+SIDE_WORD = re.compile(r"\b(right|left)\b", re.IGNORECASE)
+SWAPPED = {
+    "right": "left",
+    "left": "right",
+    "Right": "Left",
+    "Left": "Right",
+    "RIGHT": "LEFT",
+    "LEFT": "RIGHT",
+}
 
 
 def split_sentences(report: str) -> list[str]:
@@ -123,6 +139,39 @@ class CounterfactualEditor:
                 others = [i for i in FINDING_COLUMNS if i != SUPPORT_DEVICES]
                 flipped[NO_FINDING] = 0.0 if np.any(np.isin(flipped[others], (1.0, -1.0))) else 1.0
             return edited, flipped
+        return None
+
+    def flip_side(self, report: str, generator: torch.Generator | None = None) -> str | None:
+        """`report` with one asserted lateral finding's side swapped (left <-> right in the sentences asserting it),
+        or None when no checked swap exists: the labeler must read the same findings, the chosen one on the other
+        side and every other finding's side as before."""
+        from leadrrg.labeler.attributes import report_attributes
+
+        before = report_attributes(report)
+        lateral = [
+            name
+            for name, values in sorted(before.items())
+            if name in SIDE_OBSERVATIONS and values.get("side") in ("right", "left")
+        ]
+        sentences = split_sentences(report)
+        for _ in range(min(MAX_TRIES, len(lateral))):
+            name = lateral[int(torch.randint(len(lateral), (1,), generator=generator))]
+            k = OBSERVATIONS.index(name)
+            edited = " ".join(
+                SIDE_WORD.sub(lambda m: SWAPPED[m.group(0)], s) if self.read(s)[k] in (1.0, -1.0) else s
+                for s in sentences
+            )
+            after = report_attributes(edited)
+            if after.keys() != before.keys() or not np.array_equal(
+                self.read(edited), self.read(report), True
+            ):
+                continue
+            flipped = "left" if before[name]["side"] == "right" else "right"
+            if after[name].get("side") != flipped:
+                continue
+            others = {n: v.get("side") for n, v in before.items() if n != name}
+            if all(after[n].get("side") == side for n, side in others.items()):
+                return edited
         return None
 
     @staticmethod

@@ -18,6 +18,7 @@ to decode is masked out when the item is loaded (the next study stands in when n
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
@@ -30,10 +31,12 @@ from torch.utils.data import Dataset
 
 from leadrrg.config import VisionConfig
 from leadrrg.constants import NUM_OBSERVATIONS
+from leadrrg.data.attributes import attribute_targets
 from leadrrg.data.counterfactual import CounterfactualEditor
 from leadrrg.data.images import check_image, load_image
 from leadrrg.data.manifests import Study
 from leadrrg.errors import LeadrrgError
+from leadrrg.labeler.attributes import report_attributes
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +99,10 @@ class StudyDataset(Dataset):
     "labels": (14,) float with NaN for not mentioned (all NaN when the study has no labels),
     "decoder_labels": (14,) the labels the decoder reads under truth forcing: `labels`, or for a counterfactual
     study (training only, a `counterfactual_rate` share) the labels with one finding flipped, and "report" the
-    report edited to match (`leadrrg.data.counterfactual`)}.
+    report edited to match (`leadrrg.data.counterfactual`); with `attributes`, "attributes" (14, 2) the side and
+    severity value indices the experts learn (the image's truth when the study has it, else what its report states)
+    and "decoder_attributes" (14, 2) what the (possibly edited) report states, which the decoder reads; a
+    `side_flip_rate` share of the other training studies has one lateral finding's side swapped in its report}.
 
     A study with more than `max_views` images keeps its first `max_views` (readers put frontal views
     first); fewer are zero-padded and masked out.
@@ -112,6 +118,8 @@ class StudyDataset(Dataset):
         counterfactual: CounterfactualEditor | None = None,
         counterfactual_rate: float = 0.0,
         augment: bool = True,
+        side_flip_rate: float = 0.0,
+        attributes: bool = False,
     ):
         if max_views < 1:
             raise LeadrrgError(f"max_views is {max_views}; expected at least 1")
@@ -122,6 +130,9 @@ class StudyDataset(Dataset):
         self.skip_bad_images = skip_bad_images
         self.counterfactual = counterfactual if train and counterfactual_rate > 0 else None
         self.counterfactual_rate = counterfactual_rate
+        self.side_flipper = counterfactual if train and side_flip_rate > 0 else None
+        self.side_flip_rate = side_flip_rate
+        self.attributes = attributes
         self.skipped_images = 0
         self.skipped_studies = 0
         self.bad_images: list[tuple[str, str]] = []  # (path, reason) of every skipped view
@@ -137,7 +148,7 @@ class StudyDataset(Dataset):
             good = [path for path in study.images[: self.max_views] if path not in bad]
             self.skipped_images += len(study.images[: self.max_views]) - len(good)
             if good:
-                kept.append(Study(study.id, study.split, good, study.report, study.labels))
+                kept.append(dataclasses.replace(study, images=good))
             else:
                 self.skipped_studies += 1
         if self.skipped_images:
@@ -197,7 +208,9 @@ class StudyDataset(Dataset):
             edited = self.counterfactual.edit(study.report, labels.numpy())
             if edited is not None:
                 report, decoder_labels = edited[0], torch.from_numpy(edited[1])
-        return {
+        elif self.side_flipper is not None and float(torch.rand(())) < self.side_flip_rate:
+            report = self.side_flipper.flip_side(study.report) or report
+        item = {
             "id": study.id,
             "images": images,
             "view_mask": view_mask,
@@ -205,3 +218,8 @@ class StudyDataset(Dataset):
             "labels": labels,
             "decoder_labels": decoder_labels,
         }
+        if self.attributes:
+            truth = study.attributes if study.attributes is not None else report_attributes(study.report)
+            item["attributes"] = torch.from_numpy(attribute_targets(truth))
+            item["decoder_attributes"] = torch.from_numpy(attribute_targets(report_attributes(report)))
+        return item

@@ -134,7 +134,9 @@ def load_split(data: DataConfig, split: str, records: list[Record] | None = None
         if not report:
             skipped += 1
             continue
-        studies.append(Study(record.id, record.split, list(record.images), report, record.labels))
+        studies.append(
+            Study(record.id, record.split, list(record.images), report, record.labels, record.attributes)
+        )
     if skipped:
         logger.info(
             "%s split %r: skipped %d studies with an empty %s section",

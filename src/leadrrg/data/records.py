@@ -22,6 +22,9 @@ class Study:
     images: list[str]
     report: str
     labels: np.ndarray | None = None
+    # The image's findings with their attributes when the data set knows them (SynthCXR's manifest `findings`:
+    # {observation: {"side", "severity", ...}}), the truth attribute metrics score reports against.
+    attributes: dict | None = None
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Record:
     labels: np.ndarray | None = None
     label_key: str = ""  # joins an external label file: MIMIC study_id, CheXpert Plus first image; else id
     stored_split: str | None = None  # the split name as the data file spells it (None: same as `split`)
+    attributes: dict | None = None  # the image's findings with their attributes (`Study.attributes`)
     group: str = ""  # the study this record belongs to when records are per image (MIMIC study_id); else id
 
 

@@ -21,6 +21,10 @@ On a split with ground-truth labels (SynthCXR: the image's truth), for the first
 The decoder's input is replaced through `generate_split(..., expert_probs=...)`, the same override a user has;
 nothing in the model is patched. Each generation pass restarts the sampler from seed 0 (decode.strategy=sample),
 so a flipped study is decoded with the draws of its unflipped report.
+
+Side and size (`leadrrg.evaluation.attribute_diagnosis`), when the studies carry the image's attributes: laterality
+and severity accuracy with the run's own experts and (with `oracle`) with oracle experts, and `flip_side=N` side
+flips.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import numpy as np
 from leadrrg import labeler
 from leadrrg.constants import OBSERVATIONS
 from leadrrg.errors import LeadrrgError
+from leadrrg.evaluation.attribute_diagnosis import attribute_accuracy, side_flip_test, truth_attribute_probs
 from leadrrg.inference.api import ReportGenerator
 from leadrrg.inference.evidence import gate_rows
 from leadrrg.inference.predict import generate_split
@@ -75,11 +80,13 @@ def diagnose(
     *,
     oracle: bool = False,
     flip: int = 0,
+    flip_side: int = 0,
     seed: int = 0,
     progress: bool = False,
 ) -> dict[str, Any]:
     """The measures of the module docstring for `studies` (each with 14 ground-truth labels) -> a JSON-ready
-    dict. `flip` > 0 flips one finding in each of the first `flip` studies."""
+    dict. `flip` > 0 flips one finding in each of the first `flip` studies; `flip_side` > 0 swaps one finding's
+    side in each of the first `flip_side` studies with a one-sided finding."""
     studies = list(studies)
     if not studies:
         raise LeadrrgError("no studies to diagnose")
@@ -89,9 +96,18 @@ def diagnose(
     truth = labels[:, 1:] == 1  # (N, 13)
     config = generator.config
 
-    def reports(probs: np.ndarray | None, subset: Sequence = studies, evidence: bool = False) -> list[dict]:
+    def reports(
+        probs: np.ndarray | None, subset: Sequence = studies, evidence: bool = False, attributes=None
+    ) -> list[dict]:
         generator.reseed(0)
-        return generate_split(generator, subset, evidence=evidence, expert_probs=probs, progress=progress)
+        return generate_split(
+            generator,
+            subset,
+            evidence=evidence,
+            expert_probs=probs,
+            attribute_probs=attributes,
+            progress=progress,
+        )
 
     own = reports(None, evidence=True)
     said = report_findings([r["generated"] for r in own])  # (N, 13)
@@ -114,8 +130,37 @@ def diagnose(
         return result
 
     probs = np.array([[r["expert_probs"][name] for name in names] for r in own], dtype=np.float32)  # (N, K)
+    result.update(expert_measures(probs, names, truth, said))
+    with_attributes = all(s.attributes is not None for s in studies) and bool(own[0].get("expert_attributes"))
+    if with_attributes:
+        result.update(attribute_accuracy(own, studies))
+    if oracle:
+        attributes = truth_attribute_probs(studies, names) if with_attributes else None
+        oracle_reports = reports(truth_probs(labels, names), attributes=attributes)
+        result["oracle_report_f1_vs_truth"] = micro_f1(
+            truth, report_findings([r["generated"] for r in oracle_reports])
+        )
+        if with_attributes:
+            result.update(attribute_accuracy(oracle_reports, studies, prefix="oracle_"))
+    if flip:
+        result.update(flip_test(reports, studies[:flip], probs[:flip], said[:flip], names, seed))
+    if flip_side:
+        if not with_attributes:
+            raise LeadrrgError(
+                "--flip-side needs attribute experts (model.experts.attributes) and studies with the image's "
+                "attributes (a SynthCXR split: manifest `findings`)"
+            )
+        result.update(side_flip_test(reports, studies, truth_probs(labels, names), names, flip_side, seed))
+    return result
+
+
+def expert_measures(
+    probs: np.ndarray, names: Sequence[str], truth: np.ndarray, said: np.ndarray
+) -> dict[str, Any]:
+    """The experts' AUROC and F1 against the truth (N, 13), and how the reports (said (N, 13)) agree with them:
+    probs (N, K) the experts' own p in the order of `names`."""
     finding_probs = np.stack(
-        [probs[:, names.index(f)] if f in names else np.full(len(own), np.nan) for f in FINDINGS], axis=1
+        [probs[:, names.index(f)] if f in names else np.full(len(probs), np.nan) for f in FINDINGS], axis=1
     )  # (N, 13)
     aurocs = {
         f: binary_auroc(finding_probs[:, i], truth[:, i].astype(float)) if f in names else None
@@ -123,7 +168,7 @@ def diagnose(
     }
     present = [a for a in aurocs.values() if a is not None]
     seen = np.nan_to_num(finding_probs, nan=0.0) > 0.5  # a finding without an expert is never "seen"
-    result.update(
+    return dict(
         expert_macro_auroc=float(np.mean(present)) if present else None,
         expert_auroc=aurocs,
         expert_f1_vs_truth=micro_f1(truth, seen),
@@ -131,12 +176,6 @@ def diagnose(
         omitted_despite_experts=int((truth & seen & ~said).sum()),
         asserted_against_experts=int((said & ~seen).sum()),
     )
-    if oracle:
-        oracle_said = report_findings([r["generated"] for r in reports(truth_probs(labels, names))])
-        result["oracle_report_f1_vs_truth"] = micro_f1(truth, oracle_said)
-    if flip:
-        result.update(flip_test(reports, studies[:flip], probs[:flip], said[:flip], names, seed))
-    return result
 
 
 def flip_test(
@@ -200,6 +239,11 @@ def format_diagnosis(result: dict[str, Any]) -> str:
         ("flip: report follows the flipped expert", result.get("flip_follow_rate")),
         ("flip: ... when switched on / off", None),
         ("flip: other findings unchanged", result.get("flip_others_unchanged_rate")),
+        ("laterality accuracy vs the image (own / oracle experts)", None),
+        ("severity accuracy vs the image (own / oracle experts)", None),
+        ("side flip: report follows the swapped side", result.get("side_flip_follow_rate")),
+        ("side flip: report states a side for it", result.get("side_flip_stated_rate")),
+        ("side flip: other findings unchanged", result.get("side_flip_others_unchanged_rate")),
     ]
     lines = [f"{result['studies']} studies, fusion {result['fusion']}"]
     for label, value in rows:
@@ -209,7 +253,12 @@ def format_diagnosis(result: dict[str, Any]) -> str:
             if "flip_follow_rate" not in result:
                 continue
             value = f"{cell(result.get('flip_on_follow_rate'))} / {cell(result.get('flip_off_follow_rate'))}"
-        elif value is None and (label.startswith("flip") or "oracle" in label):
+        elif label.endswith("(own / oracle experts)"):
+            name = "laterality_accuracy" if label.startswith("laterality") else "severity_accuracy"
+            if name not in result:
+                continue
+            value = f"{cell(result.get(name))} / {cell(result.get('oracle_' + name))}"
+        elif value is None and ("flip" in label or "oracle" in label):
             continue
         lines.append(f"  {label:<52} {cell(value) if not isinstance(value, str) else value}")
     gates = result.get("mean_gate_per_layer")

@@ -19,6 +19,8 @@ import numpy as np
 from leadrrg import __version__, labeler
 from leadrrg.constants import NUM_OBSERVATIONS
 from leadrrg.errors import LeadrrgError
+from leadrrg.labeler.attributes import label_attributes
+from leadrrg.metrics.attributes import attribute_scores, degenerate_outputs, degenerate_warning
 from leadrrg.metrics.bootstrap import CI_LEVEL, percentile_interval, replicate_scores
 from leadrrg.metrics.clinical import ClinicalStatistics, ce_scores
 from leadrrg.metrics.hallucination import HallucinationStatistics, hallucination_scores
@@ -196,6 +198,7 @@ def evaluate_predictions(
     metrics.update(nlg)
     for prefix, (ref_labels, hyp_labels) in label_pairs.items():
         metrics.update(_label_scores(ref_labels, hyp_labels, prefix))
+    metrics.update(attribute_metrics(records, references, generated))
     chexbert_pair = None
     if chexbert_fn is not None:
         chexbert_scores, chexbert_pair = _chexbert_scores(chexbert_fn, references, generated)
@@ -226,6 +229,27 @@ def evaluate_predictions(
         ),
         "versions": _versions(java_version(), missing.get("meteor")),
     }
+    return metrics
+
+
+def attribute_truths(records: Sequence[dict]) -> list[dict] | None:
+    """The image's findings with their attributes (`findings`, SynthCXR) when every record carries them, else None."""
+    truths = [record.get("findings") for record in records]
+    return truths if truths and all(isinstance(truth, dict) for truth in truths) else None
+
+
+def attribute_metrics(records: Sequence[dict], references: list[str], generated: list[str]) -> dict[str, Any]:
+    """Side and severity of the findings the reports assert (`metrics.attributes`): against the reference
+    report's extraction, and ``gt_``-prefixed against the image's findings when the records carry them; plus
+    ``degenerate`` (empty, punctuation-only and identical reports) and ``warnings``."""
+    hypotheses = label_attributes(generated)
+    metrics = attribute_scores(hypotheses, label_attributes(references))
+    truths = attribute_truths(records)
+    if truths is not None:
+        metrics.update({f"gt_{name}": value for name, value in attribute_scores(hypotheses, truths).items()})
+    metrics["degenerate"] = degenerate_outputs(generated)
+    warning = degenerate_warning(metrics["degenerate"])
+    metrics["warnings"] = [warning] if warning else []
     return metrics
 
 
@@ -292,6 +316,19 @@ def _hallucination_rows(metrics: dict[str, Any], prefix: str) -> list[str]:
     ]
 
 
+def _attribute_rows(metrics: dict[str, Any], prefix: str) -> list[str]:
+    rows = []
+    for name in (
+        "laterality_accuracy",
+        "severity_accuracy",
+        "attribute_hallucination_rate",
+        "laterality_omission",
+    ):
+        count = metrics.get(prefix + {"attribute_hallucination_rate": "attribute_n"}.get(name, name + "_n"))
+        rows.append(f"  {name:<28}{_value(metrics, prefix + name):>10}  (n {count})")
+    return rows
+
+
 def format_table(metrics: dict[str, Any]) -> str:
     """The metrics of `evaluate_predictions` as a plain-text table for the console."""
     meta = metrics.get("meta", {})
@@ -315,4 +352,10 @@ def format_table(metrics: dict[str, Any]) -> str:
         lines += _ce_rows(metrics, "gt_")
         lines.append("Hallucination (vs ground-truth labels, 13 findings)")
         lines += _hallucination_rows(metrics, "gt_")
+    lines.append("Side and size of asserted findings (vs the reference report's)")
+    lines += _attribute_rows(metrics, "")
+    if "gt_laterality_accuracy" in metrics:
+        lines.append("Side and size of asserted findings (vs the image's findings)")
+        lines += _attribute_rows(metrics, "gt_")
+    lines += [f"warning: {warning}" for warning in metrics.get("warnings", [])]
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from leadrrg.data.records import Study
 from leadrrg.data.synth.generate import synthesize
 from leadrrg.errors import LeadrrgError
 from leadrrg.inference.api import ReportGenerator
+from leadrrg.inference.calibrate import with_run_thresholds
 from leadrrg.inference.predict import generate_split
 from leadrrg.io import atomic_write_text, read_json_object
 from leadrrg.runs.files import load_run, training_device
@@ -64,6 +65,9 @@ def flip_example(run_dir: Path, split: str, search: int = 32) -> FlipExample | N
     """One image, one expert forced off and on: the two reports LEAD writes (the first of `search` studies with
     a true finding its expert sees); None when there is no such study."""
     model, tokenizer, config = load_run(run_dir)
+    config = with_run_thresholds(
+        config, run_dir
+    )  # the thresholds calibrated on val, as leadrrg.load reads them
     model.to(training_device(config))  # generate where the run trained, not on the CPU
     generator = ReportGenerator(model, tokenizer, config)
     studies = load_studies(config.data, split)[:search]

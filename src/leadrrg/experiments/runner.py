@@ -27,6 +27,7 @@ from leadrrg.evaluation.diagnose import diagnose
 from leadrrg.evaluation.evaluate import evaluate_predictions
 from leadrrg.evaluation.predictions import predictions_meta, read_predictions, write_predictions
 from leadrrg.inference.api import ReportGenerator
+from leadrrg.inference.calibrate import with_run_thresholds
 from leadrrg.inference.predict import generate_split
 from leadrrg.io import atomic_write_text, read_json_object
 from leadrrg.runs.files import (
@@ -62,6 +63,7 @@ def load_for_decoding(
     (default: where the run trained, not the CPU after GPU training)."""
     check_trained_overrides(decode_overrides, DECODE_ONLY, "in an experiment")
     model, tokenizer, config = load_run(run_dir, overrides=decode_overrides)
+    config = with_run_thresholds(config, run_dir)  # decode.thresholds=calibrated: RUN/thresholds.json
     model.to(device or training_device(config))
     return ReportGenerator(model, tokenizer, config)
 

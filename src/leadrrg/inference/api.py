@@ -19,7 +19,7 @@ import dataclasses
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,15 @@ from leadrrg import __version__
 from leadrrg.config import DecodeConfig, RunConfig
 from leadrrg.constants import OBSERVATIONS
 from leadrrg.errors import LeadrrgError
+from leadrrg.inference.calibrate import with_run_thresholds
 from leadrrg.inference.decoding import generate_reports
-from leadrrg.inference.evidence import DECIMALS, compact_evidence, token_pieces
+from leadrrg.inference.evidence import (
+    DECIMALS,
+    compact_evidence,
+    contradictions,
+    expert_thresholds,
+    token_pieces,
+)
 from leadrrg.inference.inputs import study_tensors, to_gray
 from leadrrg.labeler import label_text
 from leadrrg.progress import Progress
@@ -45,19 +52,29 @@ class ReportResult:
     """One study's report. `expert_probs`: observation -> probability (empty for a model without experts);
     `findings`: the labeler's reading of the report, observation -> 1 (present), 0 (absent), -1 (uncertain) or
     None (not mentioned); `evidence`: the compact per-token evidence (`leadrrg.inference.evidence`) when asked;
-    `images`: the study's image paths when it was given as paths."""
+    `images`: the study's image paths when it was given as paths. `thresholds`: observation -> the threshold its
+    expert's p is read against (calibrated per finding, or decode.expert_threshold); `contradictions`: the experts
+    the report contradicts, [{"expert", "p", "threshold", "kind": "omitted" | "unsupported"}]
+    (`leadrrg.inference.evidence.contradictions`); `expert_attributes`: with attribute experts, the side and
+    severity each expert gives its finding (observation -> {"side", "severity"}, the most likely values)."""
 
     report: str
     expert_probs: dict[str, float]
     findings: dict[str, int | None]
     evidence: dict[str, Any] | None = None
     images: list[str] | None = None
+    thresholds: dict[str, float] = field(default_factory=dict)
+    contradictions: list[dict[str, Any]] = field(default_factory=list)
+    expert_attributes: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "report": self.report,
             "findings": self.findings,
             "expert_probs": {name: round(p, DECIMALS) for name, p in self.expert_probs.items()},
+            "thresholds": self.thresholds,
+            "contradictions": self.contradictions,
+            "expert_attributes": self.expert_attributes,
         }
         if self.evidence is not None:
             out["evidence"] = self.evidence
@@ -99,6 +116,7 @@ def load(
         )
     device = resolve_device(device)
     model, tokenizer, config = load_run(run_dir, device=device, overrides=overrides)
+    config = with_run_thresholds(config, run_dir)  # decode.thresholds=calibrated: RUN/thresholds.json
     return ReportGenerator(model, tokenizer, config, seed=seed, name=run_dir.name)
 
 
@@ -219,20 +237,24 @@ class ReportGenerator:
         decode: DecodeConfig | None = None,
         evidence: bool | str = False,
         expert_probs: torch.Tensor | None = None,
+        attribute_probs: torch.Tensor | None = None,
     ) -> list[ReportResult]:
         """The one code path: images (B, V, C, S, S), view_mask (B, V) -> B results. `expert_probs` (B, K)
-        replaces the experts' probabilities (see `leadrrg.inference.decoding.generate_reports`)."""
+        replaces the experts' probabilities, `attribute_probs` (B, K, 2, 3) their side and severity (see
+        `leadrrg.inference.decoding.generate_reports`)."""
         if evidence not in EVIDENCE_MODES:
             raise LeadrrgError(f"evidence is {evidence!r}; expected False, True or 'full'")
+        decode = decode or self.config.decode
         reports = generate_reports(
             self.model,
             self.tokenizer,
             images,
             view_mask,
-            decode or self.config.decode,
+            decode,
             return_evidence=bool(evidence),
             generator=self.sampler,
             expert_probs=expert_probs,
+            attribute_probs=attribute_probs,
         )
         results = []
         for report in reports:
@@ -240,7 +262,13 @@ class ReportGenerator:
                 report=report.text,
                 expert_probs=dict(report.expert_probs or {}),
                 findings=label_findings(report.text),
+                expert_attributes=report.expert_attributes or {},
             )
+            if result.expert_probs:
+                result.thresholds = expert_thresholds(decode, result.expert_probs)
+                result.contradictions = contradictions(
+                    result.expert_probs, result.thresholds, result.findings
+                )
             if evidence:
                 result.evidence = compact_evidence(
                     token_pieces(self.tokenizer, report.token_ids),

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from leadrrg.config import DecodeConfig
+from leadrrg.constants import SEVERITIES, SEVERITY_OBSERVATIONS, SIDE_OBSERVATIONS, SIDES
 from leadrrg.errors import LeadrrgError
 from leadrrg.inference.beam import beam_search
 from leadrrg.inference.expert_bias import expert_logit_bias, finding_token_ids
@@ -70,6 +71,9 @@ class GeneratedReport:
     expert_probs: dict[str, float] | None = None
     gates: torch.Tensor | None = None
     alpha: torch.Tensor | None = None
+    # side and severity the experts give each finding (their most likely values, for every expert; None
+    # without attribute experts): {name: {"side": ..., "severity": ...}}
+    expert_attributes: dict[str, dict[str, str]] | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -161,10 +165,12 @@ def generate_reports(
     return_evidence: bool = False,
     generator: torch.Generator | None = None,
     expert_probs: torch.Tensor | None = None,
+    attribute_probs: torch.Tensor | None = None,
 ) -> list[GeneratedReport]:
     """Reports for a batch of studies: images (B, V, C, H, W), view_mask (B, V) bool -> B GeneratedReports.
     `expert_probs` (B, K) replaces the experts' probabilities that the decoder reads (an oracle, a flipped
-    expert, a clinician's override); the reports then carry those probabilities.
+    expert, a clinician's override); the reports then carry those probabilities. `attribute_probs` (B, K, 2, 3)
+    replaces the side and severity the decoder reads (a side flip).
 
     Runs under `torch.inference_mode()` with the model in eval mode (its previous mode is restored). The study
     context is computed once; the prompt is run once; each step feeds one token with the KV cache. `generator`
@@ -177,7 +183,9 @@ def generate_reports(
             images, view_mask = images.to(_device(model)), view_mask.to(_device(model))
             if expert_probs is not None:
                 expert_probs = torch.as_tensor(expert_probs, dtype=torch.float32, device=images.device)
-            context = decoding_context(model, images, view_mask, decode, expert_probs)
+            if attribute_probs is not None:
+                attribute_probs = torch.as_tensor(attribute_probs, dtype=torch.float32, device=images.device)
+            context = decoding_context(model, images, view_mask, decode, expert_probs, attribute_probs)
             inputs_embeds, prompt_mask = prompt_inputs(model, tokenizer, context)  # (B, P, D), (B, P)
             state = DecodeState(
                 model,
@@ -196,9 +204,10 @@ def generate_reports(
             else:
                 hypotheses = greedy_or_sample(state, generator)
             probs = context.expert_probs
+            names = list(model.config.experts.names)
+            attributes = _attribute_names(context, names, attribute_probs)
     finally:
         model.train(was_training)
-    names = list(model.config.experts.names)
     probs_rows = probs.float().cpu().tolist() if probs is not None else None
     reports = []
     for i, ids in enumerate(hypotheses.token_ids):
@@ -209,9 +218,34 @@ def generate_reports(
                 expert_probs=dict(zip(names, probs_rows[i])) if probs_rows is not None else None,
                 gates=hypotheses.gates[i] if hypotheses.gates is not None else None,
                 alpha=hypotheses.alpha[i] if hypotheses.alpha is not None else None,
+                expert_attributes=attributes[i] if attributes is not None else None,
             )
         )
     return reports
+
+
+def _attribute_names(
+    context: StudyContext, names: list[str], attribute_probs: torch.Tensor | None
+) -> list[dict[str, dict[str, str]]] | None:
+    """Each study's most likely side and severity per expert (the override's where given), by name; a value an
+    override leaves unread (zeros) and an attribute that does not apply (Cardiomegaly's side) are left out."""
+    if context.attribute_logits is None:
+        return None
+    scores = attribute_probs if attribute_probs is not None else context.attribute_logits  # (B, K, 2, 3)
+    values = scores.argmax(dim=-1).masked_fill(scores.sum(dim=-1) == 0, -1).cpu().tolist()  # (B, K, 2)
+    studies = []
+    for row in values:
+        named: dict[str, dict[str, str]] = {}
+        for name, (side, severity) in zip(names, row):
+            entry = {}
+            if name in SIDE_OBSERVATIONS and side >= 0:
+                entry["side"] = SIDES[side]
+            if name in SEVERITY_OBSERVATIONS and severity >= 0:
+                entry["severity"] = SEVERITIES[severity]
+            if entry:
+                named[name] = entry
+        studies.append(named)
+    return studies
 
 
 def expert_bias_for(

@@ -16,6 +16,11 @@
 - Every number is rounded to `DECIMALS` places. A model without layer-wise injection (fusion none / input / aux)
   has tokens with text only and `layers` 0.
 
+Beside the evidence, each result carries its experts' thresholds (`expert_thresholds`) and the experts the report
+contradicts (`contradictions`): an expert whose p is above its threshold (the decoder read "present") while the
+labeler reads the report as not stating the finding ("omitted"), or whose p is not above it while the report
+states the finding, present or uncertain ("unsupported").
+
 What it does not prove: a gate says how much expert context entered the residual stream, not that the word was
 chosen because of it; alpha is which expert the token attended to, not a causal attribution. Flipping an expert
 (`leadrrg diagnose --flip`) is the causal test.
@@ -24,14 +29,18 @@ chosen because of it; alpha is which expert the token attended to, not a causal 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
+from leadrrg.config import DecodeConfig
+
 EVIDENCE_FORMAT = "leadrrg.evidence/1"
 DECIMALS = 3
 TOP_EXPERTS = 3
+# The threshold shown for an expert the decoder reads unthresholded (decode.expert_threshold 0, none calibrated)
+SOFT_MARK = 0.5
 
 
 def token_pieces(tokenizer, token_ids: Sequence[int]) -> list[str]:
@@ -112,3 +121,28 @@ def gate_rows(evidence: dict[str, Any] | None) -> list[list[float]]:
 
 def _round(value: float) -> float:
     return round(float(value), DECIMALS)
+
+
+def expert_thresholds(decode: DecodeConfig, names: Sequence[str]) -> dict[str, float]:
+    """Each expert's threshold under `decode` (its calibrated one, else decode.expert_threshold; `SOFT_MARK`
+    where the decoder reads soft p and no threshold is set)."""
+    return {name: decode.threshold_for(name) or SOFT_MARK for name in names}
+
+
+def contradictions(
+    expert_probs: Mapping[str, float],
+    thresholds: Mapping[str, float],
+    findings: Mapping[str, int | None],
+) -> list[dict[str, Any]]:
+    """The experts the report contradicts, in expert order: [{"expert", "p", "threshold", "kind"}], kind
+    "omitted" (p > threshold, the decoder's rule, but the report does not state the finding: absent or not
+    mentioned) or "unsupported" (the report states it, present or uncertain, while p <= threshold)."""
+    out = []
+    for name, p in expert_probs.items():
+        if name not in thresholds:
+            continue
+        above, stated = p > thresholds[name], findings.get(name) in (1, -1)
+        if above != stated:
+            kind = "omitted" if above else "unsupported"
+            out.append({"expert": name, "p": _round(p), "threshold": thresholds[name], "kind": kind})
+    return out

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 
 from leadrrg.config import DecodeConfig
-from leadrrg.model.grounding import decoder_probs, with_derived_no_finding
+from leadrrg.model.grounding import decoder_attribute_probs, decoder_probs, with_derived_no_finding
 
 if TYPE_CHECKING:
     from leadrrg.data.tokenizer import ReportTokenizer
@@ -121,12 +122,16 @@ def decoding_context(
     view_mask: torch.Tensor,
     decode: DecodeConfig,
     expert_probs: torch.Tensor | None = None,
+    attribute_probs: torch.Tensor | None = None,
 ) -> StudyContext:
     """The StudyContext the decoder reads, where decode policy meets the model: the experts' p (or
-    `expert_probs` (B, K)) is reported as is, and the decoder reads it thresholded at `decode.expert_threshold`
-    (> 0: p > threshold reads 1, the rest 0, the 0/1 evidence truth forcing trained it on), with No Finding
+    `expert_probs` (B, K)) is reported as is, and the decoder reads it thresholded when `decode.expert_threshold`
+    > 0: p > each expert's threshold (`decode.threshold_for`: its calibrated one, else decode.expert_threshold)
+    reads 1, the rest 0, the 0/1 evidence truth forcing trained it on, with No Finding
     then derived as CheXpert defines it when `decode.derive_no_finding` (as in every label the decoder was
-    trained on: 1 iff no other finding but Support Devices reads 1)."""
+    trained on: 1 iff no other finding but Support Devices reads 1). With attribute experts the decoder reads each
+    expert's side and severity (or `attribute_probs` (B, K, 2, 3)) the same way: the most likely value as 1 when
+    thresholding (the one-hot values training reads), the soft values otherwise."""
     study = model.encode_images(images, view_mask)
     if study.expert_logits is None:  # fusion=none: nothing to read
         return model.fuse_experts(study)
@@ -134,10 +139,20 @@ def decoding_context(
     probs = decoder_probs(config.grounding, config.label_policy, study.expert_logits, expert_probs)  # (B, K)
     read = probs
     if decode.expert_threshold > 0:
-        read = (probs > decode.expert_threshold).to(probs)
+        names = list(config.experts.names)
+        thresholds = probs.new_tensor([decode.threshold_for(name) for name in names])  # (K,)
+        read = (probs > thresholds).to(probs)
         if decode.derive_no_finding:
-            read = with_derived_no_finding(read, list(config.experts.names))
-    return model.fuse_experts(study, probs, read)
+            read = with_derived_no_finding(read, names)
+    attributes = None
+    if study.attribute_logits is not None:
+        attributes = decoder_attribute_probs(
+            config.grounding, study.attribute_logits, attribute_probs
+        )  # (B, K, 2, 3)
+        if decode.expert_threshold > 0:
+            stated = attributes.sum(dim=-1, keepdim=True) > 0  # an override may leave a value unread (zeros)
+            attributes = F.one_hot(attributes.argmax(dim=-1), attributes.shape[-1]).to(attributes) * stated
+    return model.fuse_experts(study, probs, read, attributes)
 
 
 def prompt_inputs(

@@ -5,14 +5,16 @@ from __future__ import annotations
 import csv
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from leadrrg.constants import NUM_OBSERVATIONS, OBSERVATIONS
 from leadrrg.errors import LeadrrgError
 from leadrrg.io import atomic_open, json_objects, read_csv_rows, read_csv_table
+from leadrrg.labeler.attributes import ATTRIBUTE_COLUMNS, flatten_attributes
 
 logger = logging.getLogger("leadrrg.labeler")
 
@@ -157,14 +159,27 @@ def _format(value: float) -> str:
     return "" if math.isnan(value) else f"{float(value):.1f}"
 
 
-def write_chexpert_csv(path: str | Path, reports: Sequence[str], labels: np.ndarray) -> None:
+def write_chexpert_csv(
+    path: str | Path,
+    reports: Sequence[str],
+    labels: np.ndarray,
+    attributes: Sequence[Mapping[str, Mapping[str, Any]]] | None = None,
+) -> None:
     """Write labels in the CheXpert labeler's format: a `Reports` column, then the 14 observations
-    in CheXpert order with values `1.0`, `0.0`, `-1.0`, or empty when not mentioned. Atomic."""
+    in CheXpert order with values `1.0`, `0.0`, `-1.0`, or empty when not mentioned. With `attributes`
+    (`labeler.attributes.label_attributes`), the `attributes.ATTRIBUTE_COLUMNS` follow
+    (`<Observation>_side`, `_severity`, `_zone`; empty when unstated). Atomic."""
     labels = np.asarray(labels, dtype=np.float32)
     if labels.shape != (len(reports), NUM_OBSERVATIONS):
         raise ValueError(f"labels have shape {labels.shape}; expected ({len(reports)}, {NUM_OBSERVATIONS})")
+    if attributes is not None and len(attributes) != len(reports):
+        raise ValueError(
+            f"{len(attributes)} attribute records for {len(reports)} reports; expected one per report"
+        )
+    extra_header = ATTRIBUTE_COLUMNS if attributes is not None else ()
+    extra_rows = flatten_attributes(attributes) if attributes is not None else [[]] * len(reports)
     with atomic_open(path, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(("Reports", *OBSERVATIONS))
-        for report, row in zip(reports, labels.tolist()):
-            writer.writerow((report, *(_format(v) for v in row)))
+        writer.writerow(("Reports", *OBSERVATIONS, *extra_header))
+        for report, row, extra in zip(reports, labels.tolist(), extra_rows):
+            writer.writerow((report, *(_format(v) for v in row), *extra))

@@ -15,6 +15,7 @@ import bisect
 import functools
 import re
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -279,16 +280,32 @@ def label_text(report: str) -> np.ndarray:
     return labels
 
 
-@functools.lru_cache(maxsize=SENTENCE_CACHE_SIZE)
-def _sentence_ranks(text: str) -> tuple[int, ...]:
-    """Polarity rank per observation (+ the `_OTHER` slot) of one normalised sentence.
+class Mention(NamedTuple):
+    """One mention of an observation in a normalised sentence: `text[start:end]`, with its polarity rank."""
 
-    Every rule is local to a sentence: a clause ends at the newline that ends it, and no pattern matches a
-    newline. A report's ranks are therefore the maximum of its sentences' ranks, and a sentence seen before
-    (radiology reports repeat most of theirs: "No pneumothorax.") is labelled from the cache. The cues are
-    found only for a sentence with a mention."""
+    index: int  # position in `constants.OBSERVATIONS`, or `OTHER` for a finding outside the 14
+    rank: int  # NEGATIVE_RANK, UNCERTAIN_RANK or POSITIVE_RANK
+    start: int
+    end: int
+
+    @property
+    def asserted(self) -> bool:
+        """Positive or uncertain: the sentence states the observation, possibly hedged."""
+        return self.rank >= _UNC
+
+
+OTHER = _OTHER
+NEGATIVE_RANK, UNCERTAIN_RANK, POSITIVE_RANK = _NEG, _UNC, _POS
+
+
+def sentence_mentions(text: str, *, first_positive_only: bool = False) -> list[Mention]:
+    """Mentions of one normalised sentence (a line of `normalize`), in rule order: the plain mentions of
+    each observation (`phrases.PLAIN_MENTIONS`, the `OTHER` findings included), then the heart and
+    mediastinum size statements. Statements that only deny (`phrases.NEGATIVE_STATEMENTS`) are not
+    mentions. With `first_positive_only`, an observation's plain mentions stop at its first positive
+    one (enough for the labels, and faster)."""
     cues = None
-    ranks = [_NONE] * (NUM_OBSERVATIONS + 1)
+    mentions: list[Mention] = []
 
     for index, include, exclude in _PLAIN:
         excluded = None
@@ -302,10 +319,9 @@ def _sentence_ranks(text: str) -> tuple[int, ...]:
             rank = cues.polarity(*m.span())
             if rank == _POS and m.lastgroup == "weak":
                 rank = _UNC  # a weak mention is at most uncertain
-            if rank > ranks[index]:
-                ranks[index] = rank
-                if rank == _POS:
-                    break
+            mentions.append(Mention(index, rank, *m.span()))
+            if rank == _POS and first_positive_only:
+                break
 
     for keywords, pattern, targets in _SIZE:
         if not any(k in text for k in keywords):
@@ -327,9 +343,22 @@ def _sentence_ranks(text: str) -> tuple[int, ...]:
                 observations = (_INDEX["Cardiomegaly"],) + (
                     (_INDEX["Enlarged Cardiomediastinum"],) if rank == _NEG else ()
                 )
-            for index in observations:
-                ranks[index] = max(ranks[index], rank)
+            mentions.extend(Mention(index, rank, *m.span()) for index in observations)
+    return mentions
 
+
+@functools.lru_cache(maxsize=SENTENCE_CACHE_SIZE)
+def _sentence_ranks(text: str) -> tuple[int, ...]:
+    """Polarity rank per observation (+ the `_OTHER` slot) of one normalised sentence.
+
+    Every rule is local to a sentence: a clause ends at the newline that ends it, and no pattern matches a
+    newline. A report's ranks are therefore the maximum of its sentences' ranks, and a sentence seen before
+    (radiology reports repeat most of theirs: "No pneumothorax.") is labelled from the cache. The cues are
+    found only for a sentence with a mention."""
+    ranks = [_NONE] * (NUM_OBSERVATIONS + 1)
+    for mention in sentence_mentions(text, first_positive_only=True):
+        if mention.rank > ranks[mention.index]:
+            ranks[mention.index] = mention.rank
     for index, pattern in _NEGATIVE_STATEMENTS:
         if ranks[index] == _NONE and pattern.search(text):
             ranks[index] = _NEG

@@ -177,3 +177,12 @@ def apply_lora(lm: nn.Module, spec: BackboneSpec, config: DecoderConfig) -> nn.M
     for name, parameter in lm.named_parameters():
         parameter.requires_grad = "lora_" in name  # peft's naming of adapter weights
     return lm
+
+
+def keep_trainable_fp32(module: nn.Module) -> None:
+    """Master weights: every trainable parameter stays fp32, also on a bf16 base (decoder.load_dtype=bfloat16,
+    where peft's LoRA adapters take the base dtype); autocast does the compute. A bf16 parameter would lose AdamW
+    updates below its 8-bit mantissa (a 1e-3 step on a weight near 1 rounds back to the same value)."""
+    for parameter in module.parameters():
+        if parameter.requires_grad and parameter.is_floating_point() and parameter.dtype != torch.float32:
+            parameter.data = parameter.data.float()

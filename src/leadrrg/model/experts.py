@@ -43,6 +43,20 @@ class PerExpertMLP(nn.Module):
         return x + y
 
 
+class AttributeHeads(nn.Module):
+    """Each expert's side (right / left / bilateral) and severity (mild / moderate / large) from its feature:
+    e (B, K, De) -> logits (B, K, 2, 3), a per-expert linear map like the presence classifier."""
+
+    def __init__(self, num_experts: int, width: int):
+        super().__init__()
+        self.weight = nn.Parameter(_uniform_(torch.empty(num_experts, width, 6), width))
+        self.bias = nn.Parameter(torch.zeros(num_experts, 6))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        logits = torch.einsum("bkd,kdc->bkc", features, self.weight) + self.bias  # (B, K, 6)
+        return logits.unflatten(-1, (2, 3))  # (B, K, 2 attributes, 3 values)
+
+
 class ExpertModule(nn.Module):
     """K experts over the vision tokens -> (expert_features (B, K, De), expert_logits (B, K))."""
 
@@ -59,6 +73,8 @@ class ExpertModule(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.classifier_weight = nn.Parameter(_uniform_(torch.empty(k, width), width))
         self.classifier_bias = nn.Parameter(torch.zeros(k))
+        # side and severity of each expert's finding (`model.experts.attributes`), read by LeadModel
+        self.attribute_heads = AttributeHeads(k, width) if config.attributes else None
 
     def forward(
         self, vision_tokens: torch.Tensor, token_mask: torch.Tensor

@@ -4,6 +4,8 @@ Pure functions of a `GroundingConfig` and tensors; `LeadModel` calls them, so it
 
 - `decoder_probs`: given probabilities (an oracle, a flip, a user's override), else the experts' own; in training
   ground truth for a `truth_forcing` share of the studies, and always for counterfactual studies.
+- `decoder_attribute_probs`: the side and severity the decoder reads with p: given ones, in training the ones the target
+  report states, else the experts' own.
 - `drop_visual_tokens`: modality dropout, a `visual_dropout` share of the studies loses its visual prompt.
 - `with_derived_no_finding`: No Finding as CheXpert defines it, from the other findings' 0/1 evidence.
 """
@@ -11,8 +13,10 @@ Pure functions of a `GroundingConfig` and tensors; `LeadModel` calls them, so it
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from leadrrg.config import GroundingConfig
+from leadrrg.constants import IGNORE_INDEX
 from leadrrg.errors import LeadrrgError
 from leadrrg.model.losses import expert_targets
 
@@ -54,6 +58,31 @@ def decoder_probs(
         targets = targets + shift * (1.0 - 2.0 * targets)
     forced = torch.rand(probs.shape[0], 1, device=probs.device) < grounding.truth_forcing  # (B, 1)
     return torch.where(forced | counterfactual, targets, probs)
+
+
+def decoder_attribute_probs(
+    grounding: GroundingConfig,
+    attribute_logits: torch.Tensor,
+    attributes: torch.Tensor | None = None,
+    read_targets: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The side and severity (B, K, 2, 3) the decoder reads: `attributes` when given (an override, a side flip),
+    in training the values the target report states (`read_targets` (B, K, 2) value indices, IGNORE_INDEX where it
+    states none: a zero row, nothing read), else the experts' own softmax (detached with detach_experts). Training
+    always reads the report's own attributes (attribute truth forcing): side words must come from this channel."""
+    if attributes is not None:
+        if attributes.shape != attribute_logits.shape:
+            raise LeadrrgError(
+                f"expert attributes have shape {tuple(attributes.shape)}; expected {tuple(attribute_logits.shape)} "
+                "(studies, experts, side and severity, 3 values)"
+            )
+        return attributes.to(attribute_logits)
+    if read_targets is not None:
+        known = (read_targets != IGNORE_INDEX).unsqueeze(-1)  # (B, K, 2, 1)
+        values = F.one_hot(read_targets.clamp(min=0), attribute_logits.shape[-1]).to(attribute_logits)
+        return values * known
+    probs = attribute_logits.softmax(dim=-1)
+    return probs.detach() if grounding.detach_experts else probs
 
 
 def drop_visual_tokens(

@@ -2,6 +2,9 @@
 
 - `confidence_weighting`: e~_k = p_k e_k + (1 - p_k) a_k (`mixture`), p_k (e_k + u_k) + (1 - p_k) a_k
   (`explicit`), p_k e_k (`product`) or e_k (`none`).
+- `attribute_evidence`: with attribute experts (`model.experts.attributes`), e~_k += p_k sum_j q_k,j v_k,j: the
+  side and severity the decoder reads (q, one-hot or soft over right / left / bilateral and mild / moderate /
+  large; zero where none is read) select learned vectors v (unit-scale like u), carried only by present findings.
 - `ExpertProjections`: Z^l = W^l e~ for every decoder layer l, computed once per study (B, L, K, D).
   W^l starts at zero, so a fresh model computes exactly what its base LLM computes.
 - `ExpertInputTokens` (fusion=input, the baseline): W e~ (B, K, D) as extra input tokens instead.
@@ -64,6 +67,21 @@ def confidence_vectors(
     return absent, present
 
 
+def attribute_vectors(enabled: bool, num_experts: int, expert_size: int) -> nn.Parameter | None:
+    """The learned vectors v (K, 2, 3, De) of each expert's side (3) and severity (3) values, or None."""
+    return nn.Parameter(torch.randn(num_experts, 2, 3, expert_size)) if enabled else None
+
+
+def attribute_evidence(
+    weighted: torch.Tensor, probs: torch.Tensor, attributes: torch.Tensor | None, vectors: nn.Parameter | None
+) -> torch.Tensor:
+    """e~ (B, K, De) + p (B, K) * sum_j q (B, K, 2, 3) v (K, 2, 3, De): side and severity ride on present findings."""
+    if vectors is None or attributes is None:
+        return weighted
+    evidence = torch.einsum("bkac,kacd->bkd", attributes.to(weighted), vectors)  # (B, K, De)
+    return weighted + probs.unsqueeze(-1) * evidence
+
+
 class ExpertProjections(nn.Module):
     """Confidence weighting and the layer-specific projections: (e (B, K, De), p (B, K)) -> Z (B, L, K, D).
 
@@ -71,13 +89,20 @@ class ExpertProjections(nn.Module):
     shared. The last factor (W, or U) starts at zero."""
 
     def __init__(
-        self, config: InjectionConfig, num_experts: int, expert_size: int, model_size: int, num_layers: int
+        self,
+        config: InjectionConfig,
+        num_experts: int,
+        expert_size: int,
+        model_size: int,
+        num_layers: int,
+        attributes: bool = False,
     ):
         super().__init__()
         self.confidence = config.confidence
         self.num_layers = num_layers
         num_maps = num_layers if config.projection == "per_layer" else 1
         self.absent, self.present = confidence_vectors(config.confidence, num_experts, expert_size)
+        self.attribute_vectors = attribute_vectors(attributes, num_experts, expert_size)
         if config.rank > 0:
             self.down = nn.Parameter(
                 torch.randn(expert_size, config.rank) / math.sqrt(expert_size)
@@ -87,12 +112,17 @@ class ExpertProjections(nn.Module):
             self.down = None
             self.up = nn.Parameter(torch.zeros(num_maps, expert_size, model_size))  # W^l (De, D)
 
-    def weighted_features(self, features: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-        """(B, K, De), (B, K) -> e~ (B, K, De)."""
-        return confidence_weighting(features, probs, self.absent, self.confidence, self.present)
+    def weighted_features(
+        self, features: torch.Tensor, probs: torch.Tensor, attributes: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, K, De), (B, K), (B, K, 2, 3) or None -> e~ (B, K, De)."""
+        weighted = confidence_weighting(features, probs, self.absent, self.confidence, self.present)
+        return attribute_evidence(weighted, probs, attributes, self.attribute_vectors)
 
-    def forward(self, features: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-        x = self.weighted_features(features, probs)  # (B, K, De)
+    def forward(
+        self, features: torch.Tensor, probs: torch.Tensor, attributes: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = self.weighted_features(features, probs, attributes)  # (B, K, De)
         if self.down is not None:
             x = x @ self.down  # (B, K, r)
         z = torch.einsum("bki,lid->blkd", x, self.up)  # (B, L or 1, K, D)
@@ -102,14 +132,20 @@ class ExpertProjections(nn.Module):
 class ExpertInputTokens(nn.Module):
     """fusion=input: confidence-weighted expert features projected to D: (B, K, De), (B, K) -> (B, K, D)."""
 
-    def __init__(self, confidence: str, num_experts: int, expert_size: int, model_size: int):
+    def __init__(
+        self, confidence: str, num_experts: int, expert_size: int, model_size: int, attributes: bool = False
+    ):
         super().__init__()
         self.confidence = confidence
         self.absent, self.present = confidence_vectors(confidence, num_experts, expert_size)
+        self.attribute_vectors = attribute_vectors(attributes, num_experts, expert_size)
         self.proj = nn.Linear(expert_size, model_size)
 
-    def forward(self, features: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-        return self.proj(confidence_weighting(features, probs, self.absent, self.confidence, self.present))
+    def forward(
+        self, features: torch.Tensor, probs: torch.Tensor, attributes: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        weighted = confidence_weighting(features, probs, self.absent, self.confidence, self.present)
+        return self.proj(attribute_evidence(weighted, probs, attributes, self.attribute_vectors))
 
 
 class ExpertGate(nn.Module):

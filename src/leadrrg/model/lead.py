@@ -26,9 +26,15 @@ from leadrrg.config import ModelConfig
 from leadrrg.constants import IGNORE_INDEX, OBSERVATIONS
 from leadrrg.errors import LeadrrgError
 from leadrrg.model.balance import ContextBalance
-from leadrrg.model.decoder import BACKBONES, build_causal_lm, get_decoder_layers, set_decoder_layers
+from leadrrg.model.decoder import (
+    BACKBONES,
+    build_causal_lm,
+    get_decoder_layers,
+    keep_trainable_fp32,
+    set_decoder_layers,
+)
 from leadrrg.model.experts import ExpertModule
-from leadrrg.model.grounding import decoder_probs, drop_visual_tokens
+from leadrrg.model.grounding import decoder_attribute_probs, decoder_probs, drop_visual_tokens
 from leadrrg.model.injection import (
     ExpertInputTokens,
     ExpertProjections,
@@ -37,7 +43,7 @@ from leadrrg.model.injection import (
     injecting,
     wrap_layers,
 )
-from leadrrg.model.losses import classification_loss, next_token_loss
+from leadrrg.model.losses import attribute_loss, classification_loss, next_token_loss
 from leadrrg.model.projector import Projector, pool_view_grids
 from leadrrg.model.vision import MultiViewEncoder
 
@@ -50,13 +56,15 @@ class StudyContext:
     fusion=input); visual_mask: (B, P) bool, False for tokens of missing views; expert_logits: (B, K) or None
     (fusion=none); expert_probs: (B, K) the p reported for the study (the experts' own unless overridden;
     what the decoder read may be a thresholded copy, see `LeadModel.fuse_experts`); expert_tokens: Z (B, L, K, D)
-    for fusion=layerwise, else None."""
+    for fusion=layerwise, else None; attribute_logits: (B, K, 2, 3) each expert's side and severity logits, None
+    without attribute experts."""
 
     visual_tokens: torch.Tensor
     visual_mask: torch.Tensor
     expert_logits: torch.Tensor | None = None
     expert_probs: torch.Tensor | None = None
     expert_tokens: torch.Tensor | None = None
+    attribute_logits: torch.Tensor | None = None
 
     @property
     def num_prompt_tokens(self) -> int:
@@ -76,12 +84,14 @@ class EncodedStudy:
     """What the images give, before the decoder is told p (`LeadModel.encode_images`).
 
     visual_tokens: (B, V*N', D) visual prompt tokens; visual_mask: (B, V*N') bool, False for tokens of missing
-    views; expert_features: e (B, K, De) and expert_logits: s (B, K), None for fusion=none."""
+    views; expert_features: e (B, K, De) and expert_logits: s (B, K), None for fusion=none; attribute_logits
+    (B, K, 2, 3): side and severity, None without attribute experts."""
 
     visual_tokens: torch.Tensor
     visual_mask: torch.Tensor
     expert_features: torch.Tensor | None = None
     expert_logits: torch.Tensor | None = None
+    attribute_logits: torch.Tensor | None = None
 
 
 def insert_prompt_positions(sequence: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
@@ -109,6 +119,7 @@ class LeadModel(nn.Module):
             )
         self.projector = Projector(vision_size, model_size)
         self.experts = ExpertModule(config.experts, vision_size) if injection.has_experts else None
+        reads_attributes = config.experts.attributes and injection.decoder_reads_experts
         self.balance = None
         if self.experts is not None and config.grounding.balance == "context":
             self.balance = ContextBalance(num_experts, config.grounding.balance_clip)
@@ -116,7 +127,7 @@ class LeadModel(nn.Module):
         self.expert_projections = None
         if injection.layerwise:
             self.expert_projections = ExpertProjections(
-                injection, num_experts, config.experts.hidden_size, model_size, num_layers
+                injection, num_experts, config.experts.hidden_size, model_size, num_layers, reads_attributes
             )
             # Wrapped after LoRA was injected: LoRA already sits in the projections, the new gates stay trainable.
             layers = get_decoder_layers(self.lm, self.backbone)
@@ -124,7 +135,7 @@ class LeadModel(nn.Module):
             set_decoder_layers(self.lm, self.backbone, wrapped)
         elif injection.decoder_reads_experts:  # fusion=input
             self.expert_input = ExpertInputTokens(
-                injection.confidence, num_experts, config.experts.hidden_size, model_size
+                injection.confidence, num_experts, config.experts.hidden_size, model_size, reads_attributes
             )
         self.label_columns = _label_columns(config.experts.names)
         keep_trainable_fp32(self)
@@ -145,28 +156,39 @@ class LeadModel(nn.Module):
         if self.experts is None:
             return EncodedStudy(visual_tokens, prompt_mask)
         features, expert_logits = self.experts(vision.tokens, vision.token_mask)  # (B, K, De), (B, K)
+        attribute_logits = (
+            None if self.experts.attribute_heads is None else self.experts.attribute_heads(features)
+        )  # (B, K, 2, 3)
         if self.config.grounding.detach_experts:
             features = features.detach()  # the LM loss stops here: only L_cls trains the experts
-        return EncodedStudy(visual_tokens, prompt_mask, features, expert_logits)
+        return EncodedStudy(visual_tokens, prompt_mask, features, expert_logits, attribute_logits)
 
     def fuse_experts(
-        self, study: EncodedStudy, probs: torch.Tensor | None = None, read: torch.Tensor | None = None
+        self,
+        study: EncodedStudy,
+        probs: torch.Tensor | None = None,
+        read: torch.Tensor | None = None,
+        attributes: torch.Tensor | None = None,
     ) -> StudyContext:
         """The StudyContext the decoder reads: the experts' features e weighted by `read` (B, K) (default
-        `probs`, the p the context reports) become expert input tokens (fusion=input) or Z^l (fusion=layerwise)."""
+        `probs`, the p the context reports), with the side and severity `attributes` (B, K, 2, 3) it reads, become
+        expert input tokens (fusion=input) or Z^l (fusion=layerwise)."""
         visual_tokens, prompt_mask = study.visual_tokens, study.visual_mask
         if study.expert_features is None:  # fusion=none
             return StudyContext(visual_tokens, prompt_mask)
         read = probs if read is None else read
+        logits = {"expert_logits": study.expert_logits, "attribute_logits": study.attribute_logits}
         if self.expert_input is not None:
-            expert_input = self.expert_input(study.expert_features, read)  # (B, K, D)
+            expert_input = self.expert_input(study.expert_features, read, attributes)  # (B, K, D)
             visual_tokens = torch.cat([visual_tokens, expert_input], dim=1)  # (B, V*N' + K, D)
             prompt_mask = torch.cat([prompt_mask, prompt_mask.new_ones(expert_input.shape[:2])], dim=1)
-            return StudyContext(visual_tokens, prompt_mask, study.expert_logits, probs)
+            return StudyContext(visual_tokens, prompt_mask, expert_probs=probs, **logits)
         if self.expert_projections is None:  # fusion=aux: the experts are a side classifier
-            return StudyContext(visual_tokens, prompt_mask, study.expert_logits, probs)
-        expert_tokens = self.expert_projections(study.expert_features, read)  # Z (B, L, K, D)
-        return StudyContext(visual_tokens, prompt_mask, study.expert_logits, probs, expert_tokens)
+            return StudyContext(visual_tokens, prompt_mask, expert_probs=probs, **logits)
+        expert_tokens = self.expert_projections(study.expert_features, read, attributes)  # Z (B, L, K, D)
+        return StudyContext(
+            visual_tokens, prompt_mask, expert_probs=probs, expert_tokens=expert_tokens, **logits
+        )
 
     def encode_study(
         self,
@@ -175,24 +197,34 @@ class LeadModel(nn.Module):
         expert_probs: torch.Tensor | None = None,
         expert_labels: torch.Tensor | None = None,
         decoder_labels: torch.Tensor | None = None,
+        attribute_probs: torch.Tensor | None = None,
+        decoder_attributes: torch.Tensor | None = None,
     ) -> StudyContext:
         """images (B, V, C, H, W), view_mask (B, V) bool -> StudyContext (computed once per study).
-        `expert_probs` (B, K) replaces the experts' probabilities for the decoder (oracle, flip, override);
-        `expert_labels` / `decoder_labels` (B, 14 or K) are used in training only, for truth forcing and
-        counterfactual studies (`model.grounding.decoder_probs`)."""
+        `expert_probs` (B, K) replaces the experts' probabilities for the decoder (oracle, flip, override), and
+        `attribute_probs` (B, K, 2, 3) their side and severity; `expert_labels` / `decoder_labels` (B, 14 or K)
+        and `decoder_attributes` (B, 14 or K, 2: the side and severity the target report states) are used in
+        training only, for truth forcing and counterfactual studies (`model.grounding`)."""
         study = self.encode_images(images, view_mask)
         if study.expert_logits is None:
             return self.fuse_experts(study)
-        labels = read_labels = None
+        labels = read_labels = read_attributes = None
         if self.training and expert_labels is not None:
             labels = self.select_expert_labels(expert_labels)  # (B, K)
             if decoder_labels is not None:
                 read_labels = self.select_expert_labels(decoder_labels)
+            if decoder_attributes is not None:
+                read_attributes = self.select_expert_labels(decoder_attributes)  # (B, K, 2)
         grounding, policy = self.config.grounding, self.config.label_policy
         probs = decoder_probs(
             grounding, policy, study.expert_logits, expert_probs, labels, read_labels
         )  # (B, K)
-        return self.fuse_experts(study, probs)
+        attributes = None
+        if study.attribute_logits is not None:
+            attributes = decoder_attribute_probs(
+                grounding, study.attribute_logits, attribute_probs, read_attributes
+            )
+        return self.fuse_experts(study, probs, attributes=attributes)
 
     def embed_inputs(
         self, context: StudyContext, input_ids: torch.Tensor, attention_mask: torch.Tensor
@@ -213,14 +245,22 @@ class LeadModel(nn.Module):
         target_ids: torch.Tensor,
         expert_labels: torch.Tensor | None = None,
         decoder_labels: torch.Tensor | None = None,
+        expert_attributes: torch.Tensor | None = None,
+        decoder_attributes: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | None]:
         """Training losses. images (B, V, C, H, W), view_mask (B, V), input_ids / attention_mask / target_ids (B, T)
         (targets -100 outside the report), expert_labels (B, 14 or K) 1/0/-1/NaN (the experts learn them),
-        decoder_labels (B, 14 or K) what truth forcing feeds the decoder (default expert_labels) ->
+        decoder_labels (B, 14 or K) what truth forcing feeds the decoder (default expert_labels), expert_attributes /
+        decoder_attributes (B, 14 or K, 2) side and severity value indices (IGNORE_INDEX: unknown) the experts learn
+        (the image's) / the decoder reads (its target report's) ->
         {loss, lm_loss, cls_loss, expert_logits (B, K) or None for fusion=none, lm_tokens (the report tokens
         lm_loss averages over: `model.losses.target_token_count(target_ids)`)}."""
         context = self.encode_study(
-            images, view_mask, expert_labels=expert_labels, decoder_labels=decoder_labels
+            images,
+            view_mask,
+            expert_labels=expert_labels,
+            decoder_labels=decoder_labels,
+            decoder_attributes=decoder_attributes,
         )  # (B, P, D), Z (B, L, K, D)
         grounding = self.config.grounding
         if self.training and grounding.visual_dropout > 0:  # modality dropout (expert input tokens stay)
@@ -240,6 +280,9 @@ class LeadModel(nn.Module):
             cls_loss = classification_loss(
                 context.expert_logits, labels, self.config.label_policy, self.balance
             )
+            if context.attribute_logits is not None and expert_attributes is not None:
+                attributes = self.select_expert_labels(expert_attributes)  # (B, K, 2)
+                cls_loss = cls_loss + attribute_loss(context.attribute_logits, attributes)
         loss = lm_loss + self.config.cls_loss_weight * cls_loss
         return {
             "loss": loss,
@@ -250,14 +293,23 @@ class LeadModel(nn.Module):
         }
 
     def classification_forward(
-        self, images: torch.Tensor, view_mask: torch.Tensor, expert_labels: torch.Tensor
+        self,
+        images: torch.Tensor,
+        view_mask: torch.Tensor,
+        expert_labels: torch.Tensor,
+        expert_attributes: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """L_cls alone: vision encoder and experts, no decoder (stage 1, `grounding.expert_warmup_steps`).
-        images (B, V, C, H, W), view_mask (B, V), expert_labels (B, 14 or K) -> the joint stage's cls_loss."""
+        images (B, V, C, H, W), view_mask (B, V), expert_labels (B, 14 or K), expert_attributes (B, 14 or K, 2)
+        -> the joint stage's cls_loss."""
         vision = self.vision(images, view_mask)
-        _, logits = self.experts(vision.tokens, vision.token_mask)  # (B, K)
+        features, logits = self.experts(vision.tokens, vision.token_mask)  # (B, K, De), (B, K)
         labels = self.select_expert_labels(expert_labels)
-        return classification_loss(logits, labels, self.config.label_policy, self.balance)
+        loss = classification_loss(logits, labels, self.config.label_policy, self.balance)
+        if self.experts.attribute_heads is not None and expert_attributes is not None:
+            attributes = self.select_expert_labels(expert_attributes)  # (B, K, 2)
+            loss = loss + attribute_loss(self.experts.attribute_heads(features), attributes)
+        return loss
 
     def lm_forward(
         self,
@@ -335,15 +387,6 @@ class LeadModel(nn.Module):
             if parameter.requires_grad:
                 groups["pretrained" if id(parameter) in pretrained_ids else "new"].append(parameter)
         return groups
-
-
-def keep_trainable_fp32(module: nn.Module) -> None:
-    """Master weights: every trainable parameter stays fp32, also on a bf16 base (decoder.load_dtype=bfloat16,
-    where peft's LoRA adapters take the base dtype); autocast does the compute. A bf16 parameter would lose AdamW
-    updates below its 8-bit mantissa (a 1e-3 step on a weight near 1 rounds back to the same value)."""
-    for parameter in module.parameters():
-        if parameter.requires_grad and parameter.is_floating_point() and parameter.dtype != torch.float32:
-            parameter.data = parameter.data.float()
 
 
 def _label_columns(names: list[str]) -> torch.Tensor | None:

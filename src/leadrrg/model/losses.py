@@ -37,6 +37,20 @@ def classification_loss(
     return (losses * weights).sum() / weights.sum().clamp(min=1.0)
 
 
+def attribute_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the experts' side and severity where the value is known, summed and divided by the number
+    of (study, expert) pairs, as the BCE of L_cls is: logits (B, K, 2, 3), targets (B, K, 2) value indices or
+    IGNORE_INDEX -> scalar. A fixed normaliser (not the count of known values, which differs between batches)
+    keeps the mean over equal DDP batches equal to the global batch's."""
+    losses = F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]),
+        targets.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+    return losses / max(1, targets.shape[0] * targets.shape[1])
+
+
 def target_token_count(target_ids: torch.Tensor) -> torch.Tensor:
     """The report tokens a batch's next-token loss averages over: bos, prompt, padding (and the visual tokens the
     model inserts) are IGNORE_INDEX. Known before the forward, so a training step can weigh micro-batches."""

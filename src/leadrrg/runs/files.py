@@ -42,6 +42,7 @@ MODEL_FILE = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "trainer_state.json"
+THRESHOLDS_FILE = "thresholds.json"  # per-finding expert thresholds (leadrrg.inference.calibrate)
 
 
 def build_model(config: RunConfig, tokenizer: ReportTokenizer) -> nn.Module:

@@ -34,6 +34,37 @@ def evidence_table(evidence: dict[str, Any], limit: int | None = None) -> str:
     return "\n".join(lines)
 
 
+CONTRADICTION_WORDS = {
+    "omitted": "above its threshold, not stated in the report",
+    "unsupported": "stated in the report, not above its threshold",
+}
+
+
+def expert_table(
+    expert_probs: dict[str, float], thresholds: dict[str, float], contradictions: Sequence[dict[str, Any]]
+) -> str:
+    """Which experts the report contradicts (`leadrrg.inference.evidence.contradictions`), then every expert,
+    most probable first, as "name [!] threshold T  p P" (`!`: contradicted)."""
+    if contradictions:
+        said = "; ".join(
+            f"{item['expert']} (p {item['p']:.3f}, threshold {item['threshold']:.2f}: "
+            f"{CONTRADICTION_WORDS[item['kind']]})"
+            for item in contradictions
+        )
+        lines = [f"The report contradicts {len(contradictions)} expert(s), marked ! below: {said}."]
+    else:
+        lines = ["The report agrees with every expert (p above its threshold iff the finding is stated)."]
+    flagged = {item["expert"] for item in contradictions}
+    ranked = sorted(expert_probs.items(), key=lambda item: -item[1])
+    width = max(len(name) for name, _ in ranked) if ranked else 0
+    lines += ["", "Expert probabilities:"]
+    for name, p in ranked:
+        threshold = thresholds.get(name)
+        shown = "  n/a" if threshold is None else f"{threshold:.2f}"
+        lines.append(f"  {name:<{width}} {'!' if name in flagged else ' '} threshold {shown}  p {p:.3f}")
+    return "\n".join(lines)
+
+
 def preview_png(gray: np.ndarray) -> bytes:
     """float32 (H, W) in [0, 1] -> 8-bit PNG bytes, longer side at most PREVIEW_SIDE."""
     image = Image.fromarray(np.clip(gray * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
@@ -54,12 +85,23 @@ def explain_html(result: dict[str, Any], images: Sequence[tuple[str, bytes]], na
         "result": result,
         "images": [{"name": view_name, "url": data_uri(png)} for view_name, png in images],
     }
-    data = json.dumps(embedded, allow_nan=False).replace("</", "<\\/")
+    data = script_json(embedded)
     script = page_text("app.js").replace("</", "<\\/")
     page = _replace_tag(page_text("index.html"), STYLE_TAG, f"<style>\n{page_text('style.css')}</style>")
     return _replace_tag(
         page, SCRIPT_TAG, f"<script>window.LEADRRG_EMBEDDED = {data};</script>\n<script>\n{script}</script>"
     )
+
+
+# Inside <script>, `</script`, `<!--` and `<script` change how the HTML parser reads the rest of the page, and
+# U+2028/9 end a line in older JavaScript: each is a \u escape in the JSON, so no file name or report can.
+SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def script_json(value: Any) -> str:
+    """`value` as JSON safe to inline in a <script> block (the same value once parsed)."""
+    text = json.dumps(value, allow_nan=False)
+    return text.translate(str.maketrans(SCRIPT_ESCAPES))
 
 
 def _replace_tag(page: str, tag: str, replacement: str) -> str:

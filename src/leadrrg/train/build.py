@@ -132,10 +132,13 @@ def build_task(
     check_sequence_fits(model, tokenizer, config)
     fit_context_balance(model, train_studies)
     # Counterfactual studies teach a decoder that reads p; with fusion none or aux nothing reads it.
-    rate = config.model.grounding.counterfactual if config.model.injection.decoder_reads_experts else 0.0
+    injection, grounding = config.model.injection, config.model.grounding
+    rate = grounding.counterfactual if injection.decoder_reads_experts else 0.0
+    attributes = injection.has_experts and config.model.experts.attributes
+    side_flip = grounding.side_flip if attributes and injection.decoder_reads_experts else 0.0
     editor = (
         CounterfactualEditor([s.report for s in train_studies], config.model.experts.names)
-        if rate > 0
+        if rate > 0 or side_flip > 0
         else None
     )
     train_dataset = StudyDataset(
@@ -147,9 +150,11 @@ def build_task(
         counterfactual=editor,
         counterfactual_rate=rate,
         augment=config.data.augment,
+        side_flip_rate=side_flip,
+        attributes=attributes,
     )
     val_dataset = (
-        StudyDataset(val_studies, vision, max_views, train=False, skip_bad_images=skip)
+        StudyDataset(val_studies, vision, max_views, train=False, skip_bad_images=skip, attributes=attributes)
         if val_studies
         else None
     )

@@ -97,9 +97,8 @@ def warm_up_experts(
                 lr_factor = set_learning_rates(optimizer, step, schedule)
                 batch = move_batch(batch, ctx.device)
                 with autocast():
-                    loss = model.classification_forward(
-                        batch["images"], batch["view_mask"], batch["expert_labels"]
-                    )
+                    inputs = ("images", "view_mask", "expert_labels", "expert_attributes")
+                    loss = model.classification_forward(*(batch.get(key) for key in inputs))
                 value = float(loss.detach())
                 if not _finite_everywhere(value, ctx):  # decided together: no rank waits in a collective
                     raise LeadrrgError(

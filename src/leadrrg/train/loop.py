@@ -29,16 +29,18 @@ from torch import nn
 from leadrrg.collectives import DistContext, all_gather_objects, barrier, broadcast_object, shutdown
 from leadrrg.config import RunConfig, save_config
 from leadrrg.errors import LeadrrgError
+from leadrrg.inference.calibrate import calibrate_after_training
 from leadrrg.io import check_output_dir
 from leadrrg.runs.files import CONFIG_FILE, MODEL_FILE, load_model_weights
 from leadrrg.train import checkpoint as ckpt
 from leadrrg.train.build import TrainingTask, build_task, make_train_loader, make_val_loader, resolve_paths
 from leadrrg.train.distributed import all_reduce_mean, init_distributed
 from leadrrg.train.expert_warmup import warm_up_experts
+from leadrrg.train.guard import StopRequest, checkpoint_write, run_lock, run_outputs
 from leadrrg.train.optim import build_optimizer, set_learning_rates
 from leadrrg.train.resume import clean_up_unstarted_run, open_for_resume
 from leadrrg.train.run_log import RunLogger
-from leadrrg.train.selection import ModelSelector
+from leadrrg.train.selection import BEST_DIR, ModelSelector
 from leadrrg.train.state import EVALUATION_FIELDS, TrainerState, restore_checkpoint, state_to_save
 from leadrrg.train.step import (
     Diverged,
@@ -175,15 +177,16 @@ class Trainer:
     # Checkpoints and evaluation
 
     def save(self) -> None:
-        self.saved_step = self.state.step
+        previous, self.saved_step = self.saved_step, self.state.step
         rng_states = all_gather_objects(ckpt.capture_rng_state(), self.ctx)
         if self.ctx.is_main:
             trainer_state = state_to_save(
                 self.state, self.train_cfg, self.ctx, self.optimizer, self.scaler, rng_states
             )
-            ckpt.save_checkpoint(
-                self.run_dir, self.raw_model, self.optimizer, self.param_names, trainer_state
-            )
+            with checkpoint_write(self.run_dir, self.state.step, previous):
+                ckpt.save_checkpoint(
+                    self.run_dir, self.raw_model, self.optimizer, self.param_names, trainer_state
+                )
         barrier(self.ctx)
 
     def evaluate(self, run_log: RunLogger, saved: bool) -> bool:
@@ -230,8 +233,9 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------
     # The loop
 
-    def run(self, run_log: RunLogger, callbacks: Sequence[StepCallback]) -> bool:
-        """Steps to train.max_steps; returns whether training stopped early."""
+    def run(self, run_log: RunLogger, callbacks: Sequence[StepCallback], stop: StopRequest) -> bool:
+        """Steps to train.max_steps; returns whether training stopped early. A signal (`stop`) ends the step,
+        saves it and raises KeyboardInterrupt."""
         train_cfg, state = self.train_cfg, self.state
         patience = train_cfg.early_stop_patience
         if patience and state.step < train_cfg.max_steps and state.evals_since_best >= patience:
@@ -262,6 +266,9 @@ class Trainer:
                 return True
             for callback in callbacks:
                 callback(state.step, record)
+            if stop.due(self.ctx):
+                self.save() if not save_due else None
+                raise stop.stopped(state.step, self.run_dir, run_log)
         return False
 
     def stop_early(self, saved: bool) -> None:
@@ -316,7 +323,8 @@ def fit(
     trainer = Trainer(task, run_dir, ctx, resume_from)
     run_log = RunLogger(run_dir, ctx, trainer.state.step, task.config.train.max_steps, quiet, resume)
     try:
-        stopped_early = trainer.run(run_log, callbacks)
+        with StopRequest() as stop:
+            stopped_early = trainer.run(run_log, callbacks, stop)
     finally:
         run_log.close()
     return trainer.summary(stopped_early)
@@ -375,6 +383,9 @@ def train(
                 clean_up_unstarted_run(out_dir, existed)
             raise
         clean = True
+        if ctx.is_main:  # RUN/thresholds.json (and RUN/best's): per-finding thresholds chosen on val
+            for run in (out_dir, out_dir / BEST_DIR):
+                calibrate_after_training(run, ctx.device)
         return result
     finally:
         shutdown(ctx, clean)

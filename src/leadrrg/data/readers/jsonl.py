@@ -54,9 +54,10 @@ def read_manifest(data: DataConfig) -> ReadResult:
         label_values.update(raw_values(entry.get("labels")))
         labels = parse_labels(entry.get("labels"), f"{path} {where}", data.label_codes)
         resolved = [resolve_image_path(root, p, data, f"{path} {where}") for p in images]
-        records.append(
-            Record(str(entry["id"]), entry["split"], resolved, findings or "", impression or "", labels)
-        )
+        record = Record(str(entry["id"]), entry["split"], resolved, findings or "", impression or "", labels)
+        if isinstance(entry.get("findings"), dict):  # SynthCXR: the image's findings with side and severity
+            record.attributes = entry["findings"]
+        records.append(record)
     names, notes, warnings = name_splits(sorted({r.split for r in records}), str(path))
     for record in records:
         record.split, record.stored_split = names[record.split], record.split

@@ -18,7 +18,8 @@ from pathlib import Path
 from leadrrg.config import DataConfig
 from leadrrg.data.label_files import normalise_key
 from leadrrg.data.readers._labels import apply_label_file
-from leadrrg.data.readers.r2gen import Entry, entry_record, finish, read_annotation
+from leadrrg.data.readers.mimic_physionet import is_physionet_root, read_physionet_entries
+from leadrrg.data.readers.r2gen import Entry, annotation_path, entry_record, finish, read_annotation
 from leadrrg.data.records import ReadResult, Record, data_file
 from leadrrg.errors import LeadrrgError
 
@@ -39,20 +40,25 @@ def study_id(entry: Entry) -> str:
 
 
 def read_mimic_cxr(data: DataConfig) -> ReadResult:
-    annotation = read_annotation(data)
-    result = annotation.result
-    records = []
-    for entry in annotation.entries:
-        record = entry_record(entry, annotation.image_base, data)
-        record.label_key = record.group = study_id(entry)
-        records.append(record)
+    root = Path(data.root)
+    if not data.annotation_file and not annotation_path(data).exists() and is_physionet_root(root):
+        records, result, path = read_physionet_entries(data)
+    else:
+        annotation = read_annotation(data)
+        result, path = annotation.result, annotation.path
+        records = []
+        for entry in annotation.entries:
+            record = entry_record(entry, annotation.image_base, data)
+            record.label_key = record.group = study_id(entry)
+            records.append(record)
+        finish(annotation, data)
+    entries = len(records)
     studies = len({r.group for r in records})
-    _warn_split_leaks(records, result, annotation.path)
+    _warn_split_leaks(records, result, path)
     if data.grouping == "study":
-        records = _group_by_study(records, result, annotation.path)
+        records = _group_by_study(records, result, path)
         result.notes.append(
-            f"{len(annotation.entries)} annotation entries grouped into {studies} studies by study_id "
-            "(data.grouping=study)"
+            f"{entries} entries grouped into {studies} studies by study_id (data.grouping=study)"
         )
     else:
         result.notes.append(
@@ -60,8 +66,6 @@ def read_mimic_cxr(data: DataConfig) -> ReadResult:
             "data.grouping=study groups them by study_id"
         )
     result.records = records
-    finish(annotation, data)
-    root = Path(data.root)
     label_path = data_file(root, data.label_file) if data.label_file else _default_labels(root)
     if label_path is not None:
         apply_label_file(result, data, label_path, "study_id")

@@ -28,7 +28,7 @@ from leadrrg.data.synth.types import (
 )
 from leadrrg.errors import LeadrrgError
 
-__all__ = ["findings_from_labels", "marginal_prevalence", "sample_findings"]
+__all__ = ["findings_from_labels", "marginal_prevalence", "normal_share", "sample_findings"]
 
 
 def _sample_presence(rng: np.random.Generator, config: SynthConfig, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -48,14 +48,21 @@ def _sample_presence(rng: np.random.Generator, config: SynthConfig, n: int) -> t
 
 @functools.lru_cache(maxsize=16)
 def _marginals_cached(config_json: str) -> tuple[float, ...]:
+    """The 13 marginal prevalences, then the share of normal studies (nothing but Support Devices)."""
     config = SynthConfig.from_dict(json.loads(config_json))
     present, _ = _sample_presence(np.random.default_rng(20260204), config, 200_000)
-    return tuple(present.mean(axis=0).tolist())
+    normal = ~np.delete(present, FINDING_NAMES.index("Support Devices"), axis=1).any(axis=1)
+    return (*present.mean(axis=0).tolist(), float(normal.mean()))
 
 
 def marginal_prevalence(config: SynthConfig) -> dict[str, float]:
     """Marginal prevalence of each finding under the prior (Monte Carlo, fixed seed, 200k draws)."""
-    return dict(zip(FINDING_NAMES, _marginals_cached(config.to_json())))
+    return dict(zip(FINDING_NAMES, _marginals_cached(config.to_json())[: len(FINDING_NAMES)]))
+
+
+def normal_share(config: SynthConfig) -> float:
+    """Share of studies under the prior with No Finding (nothing but Support Devices), same draws as above."""
+    return _marginals_cached(config.to_json())[-1]
 
 
 def _pick(rng: np.random.Generator, options: tuple[str, ...], weights: list[float] | None = None) -> str:

@@ -209,6 +209,9 @@ class SynthConfig:
     side_coupling: float = 0.85  # prior: P(a lateral finding takes the study's dominant side)
     hedge_rate: float = 0.08  # share of positive sentences hedged ("likely", "may represent")
     negative_rate: float = 0.8  # P(each relevant negative is stated)
+    # The seed of `priors.random_prior` that drew this prior; None: a hand-written prior (the default). Left out
+    # of the JSON when None, so the default's synth_config.json is what it always was.
+    prior_seed: int | None = None
 
     def __post_init__(self) -> None:
         self.syndromes = [s if isinstance(s, Syndrome) else Syndrome(**s) for s in self.syndromes]
@@ -235,9 +238,16 @@ class SynthConfig:
         for name in ("side_coupling", "hedge_rate", "negative_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise LeadrrgError(f"synth config {name} is {getattr(self, name)!r}; expected a probability")
+        if self.prior_seed is not None and (not _is_a(self.prior_seed, int) or self.prior_seed < 0):
+            raise LeadrrgError(
+                f"synth config prior_seed is {self.prior_seed!r}; expected a non-negative integer"
+            )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if data["prior_seed"] is None:
+            del data["prior_seed"]
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -253,7 +263,8 @@ class SynthConfig:
                 f"unknown synth config keys {sorted(unknown)}; expected: {', '.join(sorted(known))}"
             )
         for key, value in data.items():
-            _check_type(key, value, SYNTH_CONFIG_TYPES[key])
+            if not (key == "prior_seed" and value is None):
+                _check_type(key, value, SYNTH_CONFIG_TYPES[key])
         try:
             return cls(**data)
         except (TypeError, ValueError, AttributeError, IndexError) as exc:
@@ -271,18 +282,21 @@ SYNTH_CONFIG_TYPES: dict[str, tuple[type, type | None]] = {
     "side_coupling": (float, None),
     "hedge_rate": (float, None),
     "negative_rate": (float, None),
+    "prior_seed": (int, None),
 }
 
 
 def _is_a(value: Any, kind: type) -> bool:
     if kind is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, kind)
 
 
 def _check_type(key: str, value: Any, types: tuple[type, type | None]) -> None:
     outer, inner = types
-    names = {dict: "an object", list: "a list", float: "a number"}
+    names = {dict: "an object", list: "a list", float: "a number", int: "an integer"}
     expected = names[outer] + (f" of {names[inner].split(' ', 1)[1]}s" if inner else "")
     items = (value.values() if isinstance(value, dict) else value) if inner else ()
     if not _is_a(value, outer) or not all(_is_a(item, inner) for item in items):

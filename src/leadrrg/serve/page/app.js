@@ -51,13 +51,20 @@ function shade(value, max) {
   return `rgba(224, 123, 0, ${(0.08 + 0.8 * strength).toFixed(3)})`;
 }
 
-function barRow(label, value, kind) {
+function barRow(label, value, kind, threshold) {
   const row = el("div", { class: "bar-row" });
   row.append(el("span", { class: "bar-label" }, label));
   const track = el("div", { class: "bar-track" });
   const fill = el("div", { class: "bar-fill" + (kind ? " " + kind : "") });
   fill.style.width = `${Math.max(0, Math.min(1, value)) * 100}%`;
   track.append(fill);
+  if (typeof threshold === "number") {
+    // the expert's threshold: the decoder reads p above this mark as "present"
+    const mark = el("div", { class: "bar-mark", title: `threshold ${threshold.toFixed(2)}` });
+    mark.style.left = `${Math.max(0, Math.min(1, threshold)) * 100}%`;
+    track.append(mark);
+    row.dataset.threshold = String(threshold);
+  }
   row.append(track, el("span", { class: "bar-value" }, value.toFixed(3)));
   return row;
 }
@@ -106,16 +113,50 @@ function render(result) {
     if (value !== null) findings.append(el("li", {}, `${name}: ${words[value]}`));
   }
   if (!findings.children.length) findings.append(el("li", {}, "none stated"));
+  renderExperts(result);
+  renderHeatmap(tokens, evidence);
+}
+
+const CONTRADICTION_WORDS = {
+  omitted: "above its threshold, not stated in the report",
+  unsupported: "stated in the report, not above its threshold",
+};
+
+function renderExperts(result) {
   const experts = $("experts");
   experts.textContent = "";
+  const thresholds = result.thresholds || {};
+  const flagged = {};
+  for (const item of result.contradictions || []) flagged[item.expert] = item.kind;
   const probs = Object.entries(result.expert_probs || {}).sort((a, b) => b[1] - a[1]);
   for (const [name, p] of probs) {
-    const row = barRow(name, p);
+    const threshold = thresholds[name];
+    const row = barRow(name, p, null, threshold);
     row.classList.add("expert-bar");
+    row.title = `${name}: p ${p.toFixed(3)}` + (typeof threshold === "number" ? `, threshold ${threshold.toFixed(2)}` : "");
+    if (flagged[name]) {
+      row.classList.add("contradicted");
+      row.dataset.contradiction = flagged[name];
+      row.title += ` \u2014 the report contradicts this expert: ${CONTRADICTION_WORDS[flagged[name]]}`;
+    }
     experts.append(row);
   }
   if (!probs.length) experts.append(el("p", {}, "this model has no experts"));
-  renderHeatmap(tokens, evidence);
+  const summary = $("contradictions");
+  summary.textContent = "";
+  const items = result.contradictions || [];
+  if (!probs.length) return;
+  if (!items.length) {
+    summary.textContent = "The report agrees with every expert.";
+    summary.className = "agrees";
+    return;
+  }
+  summary.className = "disagrees";
+  summary.append(el("span", {}, `The report contradicts ${items.length} expert(s): `));
+  items.forEach((item, i) => {
+    const text = `${item.expert} (p ${item.p.toFixed(3)}, threshold ${item.threshold.toFixed(2)}: ${CONTRADICTION_WORDS[item.kind]})`;
+    summary.append(el("span", { class: "contradiction", "data-expert": item.expert }, text + (i < items.length - 1 ? "; " : ".")));
+  });
 }
 
 function renderHeatmap(tokens, evidence) {
