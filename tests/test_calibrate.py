@@ -36,6 +36,8 @@ NAN = float("nan")
 # --------------------------------------------------------------------------------------------------
 # The rule
 
+CALIBRATED = ["decode.thresholds=calibrated"]  # the decoder reads the run's thresholds.json
+
 
 def test_best_f1_threshold_separates_and_breaks_ties_toward_the_anchor():
     probs = torch.tensor([0.1, 0.2, 0.3, 0.62, 0.64, 0.9])
@@ -58,7 +60,7 @@ def test_calibrate_thresholds_per_finding_with_fallback_and_label_policy(monkeyp
         [[0.9, 0.1, 0.8], [0.8, 0.2, 0.7], [0.45, 0.9, 0.6], [0.2, 0.1, 0.1], [0.1, 0.3, 0.2]]
     )
     labels = torch.tensor([[1, 0, -1], [1, NAN, -1], [1, 1, 1], [0, 0, 0], [NAN, 0, 0]], dtype=torch.float32)
-    content = calibrate_thresholds(probs, labels, names, "ignore", fallback=0.7, split="val")
+    content = calibrate_thresholds(probs, labels, names, "ignore", fallback=0.7, split="val", rule="max_f1")
     assert content["format"] == "leadrrg.thresholds/1" and content["calibrated_on"] == "val"
     assert content["rule"] == "max_f1" and content["range"] == [0.05, 0.95] and content["studies"] == 5
     assert content["thresholds"]["Edema"] < 0.45  # 0.7 would omit the third positive
@@ -68,9 +70,27 @@ def test_calibrate_thresholds_per_finding_with_fallback_and_label_policy(monkeyp
     assert fracture["threshold"] is None and fracture["positives"] == 1 and "positives" in fracture["reason"]
     # label policy `ignore`: the two uncertain Pneumonia labels are left out, not counted as negatives
     assert content["findings"]["Pneumonia"]["n"] == 3 and "Pneumonia" not in content["thresholds"]
-    ones = calibrate_thresholds(probs, labels, names, "ones", fallback=0.7)
+    ones = calibrate_thresholds(probs, labels, names, "ones", fallback=0.7, rule="max_f1")
     assert ones["findings"]["Pneumonia"]["positives"] == 3 and ones["thresholds"]["Pneumonia"] < 0.6
     json.dumps(content, allow_nan=False)  # the file is plain JSON
+
+
+def test_the_precision_rule_takes_the_lowest_threshold_that_keeps_hallucination_under_a_tenth(monkeypatch):
+    monkeypatch.setattr(calibrate, "MIN_POSITIVES", 2)
+    monkeypatch.setattr(calibrate, "MIN_NEGATIVES", 2)
+    monkeypatch.setattr(calibrate, "MIN_PREDICTED", 2)
+    # Edema: positives at 0.9, 0.8, 0.6, 0.3; negatives at 0.5 and 0.2: p > 0.5 is all right (precision 1), p > 0.29
+    # calls one negative among five (0.8 < 0.9). Fracture: a negative above every positive: never 0.9 precise.
+    probs = torch.tensor([[0.9, 0.9], [0.8, 0.2], [0.6, 0.3], [0.3, 0.1], [0.5, 0.95], [0.2, 0.1]])
+    labels = torch.tensor([[1, 1], [1, 0], [1, 1], [1, 0], [0, 0], [0, 0]], dtype=torch.float32)
+    content = calibrate_thresholds(probs, labels, ["Edema", "Fracture"], "ones", fallback=0.7)
+    assert content["rule"] == "precision" and "0.9" in content["rule_text"]
+    assert content["thresholds"]["Edema"] == 0.5  # the lowest grid t with p > t precise enough
+    assert (
+        "Fracture" not in content["thresholds"] and "precision" in content["findings"]["Fracture"]["reason"]
+    )
+    with pytest.raises(LeadrrgError, match="calibration rule"):
+        calibrate_thresholds(probs, labels, ["Edema", "Fracture"], "ones", fallback=0.7, rule="youden")
 
 
 @pytest.mark.parametrize("split", ["test", "shift_test", "Test"])
@@ -84,8 +104,8 @@ def test_test_splits_are_refused(split):
 
 
 def test_decode_thresholds_setting_and_its_errors():
-    decode = DecodeConfig(expert_threshold=0.7, expert_thresholds={"Edema": 0.4})
-    assert decode.thresholds == "calibrated"
+    assert DecodeConfig().thresholds == "global"  # selected on the selection set (docs/FAITHFULNESS.md)
+    decode = DecodeConfig(expert_threshold=0.7, thresholds="calibrated", expert_thresholds={"Edema": 0.4})
     assert decode.threshold_for("Edema") == 0.4 and decode.threshold_for("Cardiomegaly") == 0.7
     glob = DecodeConfig(expert_threshold=0.7, thresholds="global", expert_thresholds={"Edema": 0.4})
     assert glob.threshold_for("Edema") == 0.7
@@ -119,7 +139,11 @@ def test_the_decoder_reads_each_expert_against_its_own_threshold():
     model.eval()
     with torch.no_grad():
         per_finding = decoding_context(
-            model, images, views, DecodeConfig(expert_threshold=0.7, expert_thresholds=own), soft
+            model,
+            images,
+            views,
+            DecodeConfig(expert_threshold=0.7, thresholds="calibrated", expert_thresholds=own),
+            soft,
         )
         binary = decoding_context(model, images, views, DecodeConfig(expert_threshold=0.5), expected)
         glob = decoding_context(
@@ -176,14 +200,17 @@ def test_calibrate_run_writes_the_file_and_load_reads_it(run_dir, monkeypatch):
     assert read_thresholds(run_dir) is None
     monkeypatch.setattr(calibrate, "MIN_POSITIVES", 1)
     monkeypatch.setattr(calibrate, "MIN_NEGATIVES", 1)
-    content = calibrate_run(run_dir, "val", device="cpu")
+    content = calibrate_run(
+        run_dir, "val", device="cpu", rule="max_f1"
+    )  # an untrained run: never 0.9 precise
     saved = json.loads((run_dir / THRESHOLDS_FILE).read_text())
     assert saved == content and saved["calibrated_on"] == "val" and saved["studies"] == 8
     assert set(saved["findings"]) == set(EXPERTS) and saved["thresholds"]
     assert not list(run_dir.glob("*.tmp*")) and not list(
         run_dir.glob(".*thresholds*")
     )  # atomic: no leftovers
-    generator = leadrrg.load(run_dir, device="cpu")
+    assert leadrrg.load(run_dir, device="cpu").config.decode.expert_thresholds == {}  # global by default
+    generator = leadrrg.load(run_dir, device="cpu", overrides=CALIBRATED)
     assert generator.config.decode.expert_thresholds == saved["thresholds"]
     result = generator.generate(str(write_png(run_dir.parent / "x.png", seed=3)))
     for name in EXPERTS:
@@ -196,7 +223,9 @@ def test_calibrate_run_writes_the_file_and_load_reads_it(run_dir, monkeypatch):
         leadrrg.load(run_dir, "cpu", overrides=["decode.thresholds=global"]).config.decode.expert_thresholds
         == {}
     )
-    explicit = leadrrg.load(run_dir, "cpu", overrides=['decode.expert_thresholds={"Edema": 0.33}'])
+    explicit = leadrrg.load(
+        run_dir, "cpu", overrides=[*CALIBRATED, 'decode.expert_thresholds={"Edema": 0.33}']
+    )
     assert explicit.config.decode.expert_thresholds["Edema"] == 0.33
 
 
@@ -207,13 +236,13 @@ def test_thresholds_of_other_weights_are_ignored_and_a_damaged_file_is_named(run
         )
     )
     with caplog.at_level(logging.WARNING, logger="leadrrg"):
-        generator = leadrrg.load(run_dir, device="cpu")
+        generator = leadrrg.load(run_dir, device="cpu", overrides=CALIBRATED)
     assert generator.config.decode.expert_thresholds == {} and "other weights" in caplog.text
     (run_dir / THRESHOLDS_FILE).write_text(
         json.dumps({"format": "leadrrg.thresholds/1", "thresholds": {"Edema": 2}})
     )
     with pytest.raises(LeadrrgError, match="thresholds.json"):
-        leadrrg.load(run_dir, device="cpu")
+        leadrrg.load(run_dir, device="cpu", overrides=CALIBRATED)
 
 
 def test_the_cli_calibrates_and_generate_and_explain_print_the_thresholds(run_dir, tmp_path, capsys):
@@ -304,7 +333,7 @@ def test_the_page_marks_thresholds_and_contradictions(browser, run_dir, tmp_path
 
     image = write_png(tmp_path / "frontal.png", seed=5)
     own = '{"Edema": 0.05, "Cardiomegaly": 0.95}'  # Edema read present, Cardiomegaly absent: likely contradicted
-    generator = leadrrg.load(run_dir, "cpu", overrides=[f"decode.expert_thresholds={own}"])
+    generator = leadrrg.load(run_dir, "cpu", overrides=[*CALIBRATED, f"decode.expert_thresholds={own}"])
     result = generator.generate(str(image), evidence=True).to_dict()
     html = tmp_path / "study.html"
     html.write_text(explain_html(result, [("frontal.png", preview_png(to_gray(str(image))))], "run"))

@@ -325,3 +325,72 @@ def check_apart(out: str | Path, source: str | Path, what: str, source_what: str
     else:
         return
     raise LeadrrgError(f"{what} {out} {problem}; expected a directory apart from {source_what}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Outputs the file system refuses (read-only, full, forbidden), and locks against a second writer
+
+
+def output_error(exc: OSError, path: str | Path, what: str = "output") -> LeadrrgError:
+    """The LeadrrgError for an OSError met while writing the output `path` (`what` names it)."""
+    where = f" at {exc.filename}" if exc.filename and Path(exc.filename) != Path(path) else ""
+    return LeadrrgError(
+        f"cannot write {what} {path} ({exc.strerror or exc}{where}); expected a writable folder with free space"
+    )
+
+
+def check_writable(path: str | Path, what: str = "output") -> None:
+    """Probe before the work that the output `path` (a file, or a folder written as a whole: both are made beside
+    it first) can be written: one byte to a temporary file in its folder (or the nearest existing one that would
+    hold it). A read-only, full or forbidden folder is `output_error`'s LeadrrgError naming `path`."""
+    folder = Path(path).absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".leadrrg-probe-", dir=folder)
+        try:
+            os.write(fd, b"\0")
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise output_error(exc, path, what) from None
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: str | Path, what: str) -> Iterator[None]:
+    """Hold `fcntl.flock` on `lock_path` (holding this PID; removed after) for the block. Held by another process:
+    a LeadrrgError naming `what` and its PID. A file system without locks runs the block unlocked."""
+    import fcntl
+
+    lock_path = Path(lock_path)
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise output_error(exc, lock_path.parent, what) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            raise LeadrrgError(
+                f"{what} is in use by another leadrrg process{f' (PID {pid})' if pid.isdigit() else ''}, which "
+                f"holds {lock_path}; expected one at a time: wait for it to finish, stop it, or choose another path"
+            ) from None
+        except OSError:  # no locks on this file system
+            break
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
+                break  # else its previous holder removed it between our open and our lock: again
+        os.close(fd)
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
+                os.unlink(lock_path)
+        os.close(fd)

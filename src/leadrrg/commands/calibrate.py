@@ -2,10 +2,10 @@
 
     leadrrg calibrate --run RUN [--split val] [--data DIR] [--device auto]
 
-Writes RUN/thresholds.json (`leadrrg.inference.calibrate`: max F1 per finding, clipped to [0.05, 0.95], the
-global decode.expert_threshold for findings with too few positives). Training writes it at its end; run this
-for a run trained before, or after its data moved. Test splits are refused. Decoding reads the file with
-decode.thresholds=calibrated (the default); `--set decode.thresholds=global` ignores it.
+Writes RUN/thresholds.json (`leadrrg.inference.calibrate`: `--rule precision` or `max_f1` per finding, in
+[0.05, 0.95], the global decode.expert_threshold for findings with too few positives). Training writes it at its
+end; run this for a run trained before, or after its data moved. Test splits are refused. Decoding reads the file
+with `--set decode.thresholds=calibrated`; the default (global) keeps decode.expert_threshold for every finding.
 """
 
 from __future__ import annotations
@@ -21,6 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="val", help="the validation split to calibrate on (default: val)")
     parser.add_argument("--data", help="data root (default: the run's data.root)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
+    parser.add_argument(
+        "--rule",
+        choices=("precision", "max_f1"),
+        default="precision",
+        help="precision: the lowest threshold with precision >= 0.9 on the split (default); max_f1: the F1 optimum",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +38,12 @@ def run(args: argparse.Namespace) -> int:
     check_run_dir(Path(args.run))
     overrides = [f"data.root={args.data}"] if args.data else []
     content = calibrate_run(
-        args.run, args.split, device=resolve_device(args.device), overrides=overrides, progress=True
+        args.run,
+        args.split,
+        device=resolve_device(args.device),
+        overrides=overrides,
+        progress=True,
+        rule=args.rule,
     )
     print(f"{'finding':<28} {'threshold':>9} {'F1':>6} {'F1 fb':>6} {'pos':>5} {'n':>5}")
     for name, entry in content["findings"].items():

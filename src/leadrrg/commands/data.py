@@ -33,7 +33,7 @@ SHOW_DEFAULT = 5
 # The DataConfig fields `data check` takes as flags (--label-file for label_file), with their defaults; every
 # other field keeps its default.
 DATA_FLAGS = ("format", "root", "section", "clean", "label_file", "label_join", "label_codes", "grouping")
-DATA_FLAGS += ("annotation_file", "allow_outside_root")
+DATA_FLAGS += ("annotation_file", "allow_outside_root", "split_file", "label_key")
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(DataConfig)}
 
 
@@ -73,7 +73,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="mimic_cxr: entry (per image, as R2Gen evaluates) | study (entries grouped by study_id)",
     )
     add_data_flag(
-        check, "annotation_file", metavar="FILE", help="iu_xray / mimic_cxr annotation JSON in ROOT"
+        check,
+        "annotation_file",
+        metavar="FILE",
+        help="iu_xray / mimic_cxr / chexpert_plus JSON in ROOT: R2Gen's, ReXrank's study-keyed or LLaVA's "
+        "(several, one per split: train.json,test.json)",
+    )
+    add_data_flag(
+        check,
+        "split_file",
+        metavar="FILE",
+        help="splits from a file (mimic-cxr-2.0.0-split.csv.gz, a CSV with id and split, R2Gen's annotation.json)",
+    )
+    add_data_flag(
+        check, "label_key", metavar="COLUMN", help="the label file's key column (e.g. study_id, Path)"
     )
     check.add_argument(
         "--decode", action="store_true", help="decode every image fully (slow; default: headers)"
@@ -94,7 +107,11 @@ def print_report(check: DataCheck, show: int) -> None:
     """The counts table, the first `show` bad images of each kind, label coverage and the warnings."""
     data = check.data
     splits = ", ".join(check.counts) or "(none)"
-    print(f"{data.format} data at {data.root}: {check.records} {check.unit} in splits {splits}")
+    kept, skipped = check.totals[0], check.totals[1]
+    print(
+        f"{data.format} data at {data.root}: {check.records} {check.unit} in splits {splits}; {kept} with a "
+        f"non-empty {data.section} section" + (f" ({skipped} skipped)" if skipped else "")
+    )
     for note in check.notes:
         print(f"  {note}")
     header = f"{'split':<12}{'studies':>9}{'empty ' + data.section:>20}{'images':>9}{'missing':>9}{'unreadable':>12}{'labelled':>10}"

@@ -33,6 +33,8 @@ from leadrrg.io import (
     atomic_write_text,
     check_apart,
     check_output_dir,
+    check_writable,
+    output_error,
     read_json_object,
 )
 
@@ -86,19 +88,25 @@ def export_run(run_dir: str | Path, out: str | Path) -> Path:
 
     run_dir, out = Path(run_dir), Path(out)
     check_export_target(run_dir, out)
+    check_writable(out, "export directory")  # read-only or forbidden: said before any work
     tensors, metadata = read_safetensors(run_dir / MODEL_FILE)
     if metadata.get("tensors_sha256") not in (None, tensors_sha256(tensors)):
         raise LeadrrgError(
             f"{run_dir / MODEL_FILE} is damaged (its checksum does not match); nothing exported"
         )
-    with atomic_directory(out, suffix=".export") as tmp:
-        for name in COPIED:
-            if (run_dir / name).is_file():
-                shutil.copyfile(run_dir / name, tmp / name)  # a copy, never a hard link into the run
-        shutil.copytree(run_dir / TOKENIZER_DIR, tmp / TOKENIZER_DIR, copy_function=shutil.copyfile)
-        atomic_write_text(tmp / "README.md", model_card(run_dir))
-        atomic_write_text(tmp / MARKER, json.dumps({"leadrrg_export": 1, "run": run_dir.name}) + "\n")
-        world_readable(tmp)
+    try:
+        with atomic_directory(out, suffix=".export") as tmp:
+            for name in COPIED:
+                if (run_dir / name).is_file():
+                    shutil.copyfile(run_dir / name, tmp / name)  # a copy, never a hard link into the run
+            shutil.copytree(run_dir / TOKENIZER_DIR, tmp / TOKENIZER_DIR, copy_function=shutil.copyfile)
+            atomic_write_text(tmp / "README.md", model_card(run_dir))
+            atomic_write_text(tmp / MARKER, json.dumps({"leadrrg_export": 1, "run": run_dir.name}) + "\n")
+            world_readable(tmp)
+    except (OSError, shutil.Error) as exc:  # a full disk: nothing half-written is left (atomic_directory)
+        if isinstance(exc, shutil.Error):
+            raise LeadrrgError(f"cannot write export directory {out} ({exc}); nothing exported") from None
+        raise output_error(exc, out, "export directory") from None
     return out
 
 

@@ -78,8 +78,11 @@ def run(args: argparse.Namespace) -> int:
 
     from leadrrg.data.synth.generate import SynthConfig, synthesize, write_contact_sheet
     from leadrrg.errors import LeadrrgError
-    from leadrrg.io import read_text
+    from leadrrg.io import check_writable, output_error, read_text
 
+    check_writable(args.out, "--out")  # read-only or forbidden: said before any work
+    if args.preview:
+        check_writable(args.preview, "--preview")
     if args.reports == "iu":
         return _run_iu(args)
     if args.iu_wheel or args.limit is not None:
@@ -108,16 +111,19 @@ def run(args: argparse.Namespace) -> int:
             raise LeadrrgError(f"--config {path} is not valid JSON ({exc})") from None
         except LeadrrgError as exc:
             raise LeadrrgError(f"--config {path}: {exc}") from None
-    out = synthesize(
-        args.out,
-        counts,
-        size=args.size,
-        seed=args.seed,
-        workers=args.workers,
-        config=config,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-    )
+    try:
+        out = synthesize(
+            args.out,
+            counts,
+            size=args.size,
+            seed=args.seed,
+            workers=args.workers,
+            config=config,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
+    except OSError as exc:  # e.g. the disk filled up: nothing is left half-written (atomic_directory)
+        raise output_error(exc, args.out, "--out") from None
     total = sum(counts.values())
     prior = "" if args.prior_seed is None else f", random prior {args.prior_seed}"
     print(f"wrote {total} studies to {out} ({', '.join(f'{k} {v}' for k, v in counts.items())}{prior})")
@@ -136,17 +142,22 @@ def _run_iu(args: argparse.Namespace) -> int:
 
     if args.config or args.preview or args.prior_seed is not None:
         raise LeadrrgError("--config, --prior-seed and --preview apply to --reports synthetic only")
+    from leadrrg.io import output_error
+
     start = time.perf_counter()
-    out = synthesize_iu(
-        args.out,
-        size=args.size,
-        seed=args.seed,
-        workers=args.workers,
-        wheel=args.iu_wheel,
-        limit=args.limit,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-    )
+    try:
+        out = synthesize_iu(
+            args.out,
+            size=args.size,
+            seed=args.seed,
+            workers=args.workers,
+            wheel=args.iu_wheel,
+            limit=args.limit,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
+    except OSError as exc:  # e.g. the disk filled up
+        raise output_error(exc, args.out, "--out") from None
     counts = json.loads((out / "synth_iu.json").read_text())["counts"]
     splits = ", ".join(f"{k} {v}" for k, v in counts["splits"].items())
     print(

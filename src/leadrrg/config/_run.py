@@ -179,11 +179,12 @@ class DecodeConfig:
     expert_threshold: float = 0.7  # > 0: the decoder reads each expert's p > threshold as 1, else 0 (the 0/1
     # evidence truth forcing trains it on); reports still carry the soft p. 0: the decoder reads p itself (a
     # decoder trained on its own p, truth_forcing=0 as in lead_paper, should). Also the fallback of `thresholds`:
-    thresholds: ThresholdSource = "calibrated"  # each expert's threshold: calibrated (its entry in
-    # expert_thresholds, which `leadrrg.load` fills from the run's thresholds.json, written by `leadrrg
-    # calibrate` and at the end of training; expert_threshold for a finding without one or a run without the
-    # file) | global (expert_threshold for every finding). With expert_threshold 0 the decoder reads soft p
-    # either way; the thresholds then only mark which experts the report contradicts
+    thresholds: ThresholdSource = "global"  # each expert's threshold: global (expert_threshold for every
+    # finding; the default: on the selection set the calibrated thresholds raised hallucination, docs/
+    # FAITHFULNESS.md) | calibrated (its entry in expert_thresholds, which `leadrrg.load` fills from the run's
+    # thresholds.json, written by `leadrrg calibrate` and at the end of training; expert_threshold for a finding
+    # without one or a run without the file). With expert_threshold 0 the decoder reads soft p either way; the
+    # thresholds then only mark which experts the report contradicts
     expert_thresholds: dict[str, float] = field(default_factory=dict)  # observation -> threshold in (0, 1)
     derive_no_finding: bool = True  # with expert_threshold > 0 the decoder reads No Finding as CheXpert
     # defines it (1 iff it reads no other finding but Support Devices), as in every label it was trained on,

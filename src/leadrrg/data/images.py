@@ -30,6 +30,10 @@ from leadrrg.errors import LeadrrgError
 # Largest image accepted (pixels). Chest radiographs are at most ~4300 x 4300 (18.5M); the limit guards
 # against decompression bombs and against DICOM headers that claim absurd sizes.
 MAX_PIXELS = 64_000_000
+# Smallest side accepted (pixels): anything smaller is an icon or a placeholder, not a radiograph, and would
+# otherwise be upscaled into a confident report.
+MIN_SIDE = 8
+EXIF_ORIENTATION = 0x0112
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -89,6 +93,10 @@ def _is_dicom(path: Path) -> bool:
 
 def _check_size(path: Path, height: int, width: int, max_pixels: int) -> None:
     check_size(f"image {path}", height, width, max_pixels)
+    if min(height, width) < MIN_SIDE:
+        raise LeadrrgError(
+            f"image {path} is {width}x{height} pixels; expected a radiograph of at least {MIN_SIDE} pixels a side"
+        )
 
 
 def _too_large(path: Path, exc: BaseException) -> ImageTooLarge:
@@ -168,7 +176,7 @@ def _load_pil(path: Path, max_pixels: int) -> np.ndarray:
             with Image.open(path) as image:
                 _check_size(path, image.height, image.width, max_pixels)
                 image.load()
-                return _pil_to_gray(image)
+                return _pil_to_gray(_finite(path, _upright(image)))
     except LeadrrgError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -177,6 +185,22 @@ def _load_pil(path: Path, max_pixels: int) -> np.ndarray:
         raise LeadrrgError(
             f"image {path} could not be decoded ({_describe(exc)}); expected {EXPECTED}"
         ) from None
+
+
+def _upright(image):
+    """The image as displayed: its EXIF Orientation (a camera or phone photo of a film) applied."""
+    from PIL import ImageOps
+
+    if image.getexif().get(EXIF_ORIENTATION, 1) in (1, None):
+        return image
+    return ImageOps.exif_transpose(image)
+
+
+def _finite(path: Path, image):
+    """Refuse a float image with NaN or infinite pixels (min-max scaling would hide them in a black image)."""
+    if image.mode == "F" and not np.isfinite(np.asarray(image, dtype=np.float32)).all():
+        raise LeadrrgError(f"image {path} holds NaN or infinite pixel values; expected finite pixels")
+    return image
 
 
 def _pil_to_gray(image) -> np.ndarray:

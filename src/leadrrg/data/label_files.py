@@ -21,6 +21,7 @@ Tables a join understands (`DataConfig.label_join`):
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ EXPECTED_VALUES = {
 CHEXBERT_ORDER: tuple[str, ...] = (*OBSERVATIONS[1:], OBSERVATIONS[0])
 REPORT_COLUMNS = ("Reports", "Report Impression", "report")
 CSV_SUFFIXES = (".csv", ".tsv")
+CHEXPERT_V1_PREFIX = re.compile(r"^CheXpert-v1\.0(-small)?/")  # CheXpert v1's `Path` column
 
 
 def parse_labels(value: Any, where: str, codes: str = "chexpert") -> np.ndarray | None:
@@ -104,7 +106,12 @@ def label_value(item: Any, where: str, codes: str = "chexpert") -> float:
 
 
 def normalise_key(value: Any) -> str:
+    """A key as different files write it: `50414267.0` and `s50414267` (MIMIC study folders) are `50414267`;
+    CheXpert v1's `CheXpert-v1.0-small/train/...` is CheXpert Plus's `train/...`."""
     text = str(value).strip()
+    text = CHEXPERT_V1_PREFIX.sub("", text)
+    if text[:1] == "s" and text[1:].isdigit():
+        text = text[1:]
     return text[:-2] if text.endswith(".0") and text[:-2].isdigit() else text
 
 
@@ -178,7 +185,8 @@ def _join_kind(path: Path, columns: Sequence[str], key_column: str, join: str) -
     }[join]
     raise LeadrrgError(
         f"label file {path} has columns {list(columns)[:20]}; expected {wanted} beside the CheXpert observations "
-        "(or set data.label_join=row for a file with one row per study in data-file order)"
+        "(or name the key column with data.label_key=COLUMN, or set data.label_join=row for a file with one row "
+        "per study in data-file order)"
     )
 
 
@@ -226,7 +234,11 @@ def join_labels(records: list[Record], table: LabelTable) -> JoinSummary:
     else:
         index_of = {key: index for index, (key, _) in enumerate(table.rows)}  # later rows win
         for record in records:
-            keys = [record.label_key or record.id] if table.join == "key" else _report_keys(record)
+            keys = (
+                [normalise_key(record.label_key or record.id)]
+                if table.join == "key"
+                else _report_keys(record)
+            )
             index = next((index_of[k] for k in keys if k in index_of), None)
             if index is not None:
                 record.labels = table.rows[index][1].copy()

@@ -6,10 +6,16 @@ picks the split, the report section (`DataConfig.section`) and cleans the text (
 and counting studies whose chosen section is empty. Layouts:
 
 - `synth`, `jsonl`: `ROOT/manifest.jsonl` (`readers.jsonl`).
-- `iu_xray`: R2Gen's `ROOT/annotation.json` + `ROOT/images/` (`readers.r2gen`).
-- `mimic_cxr`: R2Gen's MIMIC-CXR annotation, images under `images/` or PhysioNet's `files/`, per-image entries or
-  studies (`DataConfig.grouping`), labels from MIMIC-CXR-JPG's CheXpert CSV (`readers.mimic_cxr`).
-- `chexpert_plus`: `ROOT/df_chexpert_plus_*.csv`, JPG or PNG release, CheXbert labels (`readers.chexpert_plus`).
+- `iu_xray`: R2Gen's `ROOT/annotation.json` + `ROOT/images/` (`readers.r2gen`; ReXrank's study-keyed JSON and
+  LLaVA conversations through `readers.study_json`), or Open-i's XML release (`readers.openi`), or Kaggle's CSV
+  pair (`readers.iu_kaggle`), whichever the root holds (`readers.releases`).
+- `mimic_cxr`: R2Gen's MIMIC-CXR annotation (or ReXrank's JSON), images under `images/` or PhysioNet's `files/`,
+  or PhysioNet's own split CSV + free-text reports (`readers.mimic_physionet`); per-image entries or studies
+  (`DataConfig.grouping`), labels from MIMIC-CXR-JPG's CheXpert CSV (`readers.mimic_cxr`).
+- `chexpert_plus`: `ROOT/df_chexpert_plus_*.csv`, JPG or PNG release, CheXbert labels (`readers.chexpert_plus`), or
+  ReXrank's `ReXRank_CheXpertPlus.json`.
+
+`DataConfig.split_file` then gives every study its split, for any layout (`splits.apply_split_file`).
 
 Split names are canonical (`train`, `val`, `test`; `leadrrg.data.splits`); labels and label files are described
 in `leadrrg.data.label_files`.
@@ -22,12 +28,11 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from leadrrg.config import DataConfig
-from leadrrg.data.readers.chexpert_plus import read_chexpert_plus
 from leadrrg.data.readers.jsonl import read_manifest
 from leadrrg.data.readers.mimic_cxr import read_mimic_cxr
-from leadrrg.data.readers.r2gen import read_iu_xray
-from leadrrg.data.records import LoadResult, ReadResult, Record, Study, check_inside_root
-from leadrrg.data.splits import SPLIT_ALIASES, resolve_split
+from leadrrg.data.readers.releases import read_chexpert_release, read_iu_release
+from leadrrg.data.records import LoadResult, ReadResult, Record, Study, check_inside_root, data_file
+from leadrrg.data.splits import SPLIT_ALIASES, apply_split_file, resolve_split
 from leadrrg.errors import LeadrrgError
 from leadrrg.io import path_problem
 from leadrrg.registry import Registry
@@ -56,9 +61,9 @@ SHOW = 3  # examples named in a warning
 FORMATS: Registry[Callable[[DataConfig], ReadResult]] = Registry("data format")
 FORMATS.add("jsonl", read_manifest)
 FORMATS.add("synth", read_manifest)
-FORMATS.add("iu_xray", read_iu_xray)
-FORMATS.add("mimic_cxr", read_mimic_cxr)
-FORMATS.add("chexpert_plus", read_chexpert_plus)
+FORMATS.add("iu_xray", read_iu_release)  # R2Gen / ReXrank / LLaVA JSON, Open-i XML, Kaggle CSV pair
+FORMATS.add("mimic_cxr", read_mimic_cxr)  # R2Gen / ReXrank JSON, PhysioNet's split CSV + reports
+FORMATS.add("chexpert_plus", read_chexpert_release)  # the release's CSV, ReXrank's JSON
 
 
 def read_data(data: DataConfig) -> ReadResult:
@@ -71,6 +76,10 @@ def read_data(data: DataConfig) -> ReadResult:
     if problem:
         raise LeadrrgError(f"data root {root} {problem}; expected the directory of a {data.format} data set")
     result = reader(data)
+    if data.split_file:
+        result.records, notes, warnings = apply_split_file(result.records, data_file(root, data.split_file))
+        result.notes += notes
+        result.warnings += warnings
     _check_unique_ids(result.records, root)
     result.warnings += _shared_warnings(result.records)
     return result

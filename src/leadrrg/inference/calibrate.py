@@ -6,7 +6,12 @@ The decoder reads an expert's p as "present" when p > its threshold (`inference.
 cut-off for every finding (`decode.expert_threshold`, 0.7) turns a p of 0.6 into a confident negative for a
 finding whose expert rarely goes above 0.6; each finding gets its own operating point instead.
 
-The rule (`best_f1_threshold`), per finding, on the validation split's expert probabilities against its labels
+Two rules (`rule=`): `precision` (the default of the file: the lowest threshold at which the expert's calls are at
+least 0.9 precise, the fewest omissions at a hallucination rate of at most 0.1) and `max_f1`. Decoding reads the
+file only with `decode.thresholds=calibrated`: on a selection set both rules raised hallucination over the global
+0.7 (docs/FAITHFULNESS.md), so the default decoder keeps the global threshold.
+
+The max_f1 rule (`best_f1_threshold`), per finding, on the validation split's expert probabilities against its labels
 (the targets the experts were trained on: `model.losses.expert_targets` under the run's label policy, so an
 uncertain label counts as the policy says): the threshold t of the grid 0.05, 0.06, ..., 0.95 (the clip range)
 whose decision p > t has the highest F1; ties go to the t nearest the fallback (`decode.expert_threshold`, or
@@ -66,16 +71,21 @@ from leadrrg.runs.files import (
 logger = logging.getLogger(__name__)
 
 THRESHOLDS_FORMAT = "leadrrg.thresholds/1"
-RULE = "max_f1"
+RULES = ("precision", "max_f1")  # the default first
+MIN_PRECISION = 0.9  # rule `precision`: hallucination (1 - precision) at most 0.1 on the split
+MIN_PREDICTED = 5  # ... judged on at least this many studies the expert calls present
 GRID = tuple(round(0.01 * i, 2) for i in range(5, 96))  # 0.05 ... 0.95: the candidates and the clip range
 MIN_POSITIVES = 10
 MIN_NEGATIVES = 10
 NEUTRAL = 0.5  # the tie anchor when decode.expert_threshold is 0 (the decoder reads soft p)
-RULE_TEXT = (
-    f"per finding, the t in [{GRID[0]}, {GRID[-1]}] (step 0.01) maximising F1 of p > t on the split's labels; "
-    f"ties: nearest the fallback, then higher; fewer than {MIN_POSITIVES} positives or {MIN_NEGATIVES} "
-    "negatives: the fallback (decode.expert_threshold)"
-)
+_ENOUGH = f"fewer than {MIN_POSITIVES} positives or {MIN_NEGATIVES} negatives: the fallback (decode.expert_threshold)"
+RULE_TEXT = {
+    "max_f1": f"per finding, the t in [{GRID[0]}, {GRID[-1]}] (step 0.01) maximising F1 of p > t on the split's "
+    f"labels; ties: nearest the fallback, then higher; {_ENOUGH}",
+    "precision": f"per finding, the lowest t in [{GRID[0]}, {GRID[-1]}] (step 0.01) at which p > t has precision "
+    f">= {MIN_PRECISION} on the split's labels (at least {MIN_PREDICTED} studies called present): the fewest "
+    f"omissions at a hallucination rate of at most {1 - MIN_PRECISION:.1f}; no such t: the fallback; {_ENOUGH}",
+}
 
 
 def f1_at(probs: torch.Tensor, positive: torch.Tensor, threshold: float) -> float:
@@ -94,6 +104,16 @@ def best_f1_threshold(probs: torch.Tensor, positive: torch.Tensor, anchor: float
     return min(tied, key=lambda t: (abs(t - anchor), -t)), best
 
 
+def precision_threshold(probs: torch.Tensor, positive: torch.Tensor) -> float | None:
+    """The lowest grid t at which p > t has precision >= MIN_PRECISION over >= MIN_PREDICTED calls; None if none."""
+    for t in GRID:
+        predicted = probs > t
+        called = int(predicted.sum())
+        if called >= MIN_PREDICTED and int((predicted & positive).sum()) >= MIN_PRECISION * called:
+            return t
+    return None
+
+
 def calibrate_thresholds(
     probs: torch.Tensor,
     labels: torch.Tensor,
@@ -101,9 +121,12 @@ def calibrate_thresholds(
     label_policy: str,
     fallback: float,
     split: str = "val",
+    rule: str = RULES[0],
 ) -> dict[str, Any]:
     """probs (N, K) of experts `names`, labels (N, K) 1/0/-1/NaN in the same order -> the thresholds file's
-    content (see the module docstring), without `weights_sha256`."""
+    content (see the module docstring), without `weights_sha256`. `rule`: one of RULES."""
+    if rule not in RULES:
+        raise LeadrrgError(f"calibration rule {rule!r} is unknown; expected one of: {', '.join(RULES)}")
     targets, weights = expert_targets(labels.float(), label_policy)  # (N, K) each
     anchor = fallback if fallback > 0 else NEUTRAL
     thresholds: dict[str, float] = {}
@@ -120,16 +143,21 @@ def calibrate_thresholds(
                 entry["reason"] = f"{positives} positives (< {MIN_POSITIVES})"
             else:
                 entry["reason"] = f"{n - positives} negatives (< {MIN_NEGATIVES})"
-        else:
+        elif rule == "max_f1":
             threshold, f1 = best_f1_threshold(p, positive, anchor)
             entry.update(threshold=threshold, f1=round(f1, 4))
             thresholds[name] = threshold
+        elif (threshold := precision_threshold(p, positive)) is not None:
+            entry.update(threshold=threshold, f1=round(f1_at(p, positive, threshold), 4))
+            thresholds[name] = threshold
+        else:
+            entry["reason"] = f"precision {MIN_PRECISION} is reached at no threshold"
         findings[name] = entry
     return {
         "format": THRESHOLDS_FORMAT,
         "calibrated_on": split,
-        "rule": RULE,
-        "rule_text": RULE_TEXT,
+        "rule": rule,
+        "rule_text": RULE_TEXT[rule],
         "range": [GRID[0], GRID[-1]],
         "min_positives": MIN_POSITIVES,
         "min_negatives": MIN_NEGATIVES,
@@ -179,6 +207,7 @@ def calibrate_run(
     device: str | torch.device | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     progress: bool = False,
+    rule: str = RULES[0],
 ) -> dict[str, Any]:
     """Calibrate a trained run's per-finding thresholds on `split` and write RUN/thresholds.json atomically;
     returns its content. `device`: default where the run trained. `overrides`: data.* settings (e.g.
@@ -201,7 +230,7 @@ def calibrate_run(
     probs, labels = expert_probabilities(model, config, studies, progress)
     names = list(config.model.experts.names)
     content = calibrate_thresholds(
-        probs, labels, names, config.model.label_policy, config.decode.expert_threshold, split
+        probs, labels, names, config.model.label_policy, config.decode.expert_threshold, split, rule
     )
     content["weights_sha256"] = weights_checksum(run_dir / MODEL_FILE)
     atomic_write_text(run_dir / THRESHOLDS_FILE, json.dumps(content, indent=2) + "\n")

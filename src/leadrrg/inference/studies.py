@@ -14,13 +14,14 @@ A study's images are in name order (CSV: row order), so name the frontal view fi
 
 from __future__ import annotations
 
-import csv
 import glob
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from leadrrg.data.images import DICOM_SUFFIXES, PIL_SUFFIXES
 from leadrrg.errors import LeadrrgError
+from leadrrg.io import read_csv_table, read_text
 
 STUDY_COLUMNS = ("study_id", "study", "id")
 PATH_COLUMNS = ("path", "image", "image_path", "path_to_image")
@@ -59,36 +60,43 @@ def find_studies(
 
 
 def group_by_folder(files: list[Path], root: Path) -> list[InputStudy]:
+    """Studies by folder; a file directly in `root` is a study of its own, its id the name without suffix, or
+    with it when that id is taken (`x.png` beside a folder `x/`, or `y.png` beside `y.jpg`): never merged."""
     groups: dict[str, list[str]] = {}
+    loose: list[tuple[Path, Path]] = []
     for file in files:
         try:
             relative = file.relative_to(root)
         except ValueError:
             relative = file
-        key = (
-            relative.with_suffix("").as_posix()
-            if relative.parent == Path(".")
-            else relative.parent.as_posix()
-        )
+        if relative.parent == Path("."):
+            loose.append((relative, file))
+        else:
+            groups.setdefault(relative.parent.as_posix(), []).append(str(file))
+    stems = [relative.with_suffix("").as_posix() for relative, _ in loose]
+    counts = Counter(stems)
+    for (relative, file), stem in zip(loose, stems):
+        key = stem if stem not in groups and counts[stem] == 1 else relative.as_posix()
         groups.setdefault(key, []).append(str(file))
     return [InputStudy(key, sorted(paths)) for key, paths in sorted(groups.items())]
 
 
 def read_csv_studies(path: Path, study_column: str | None, path_column: str | None) -> list[InputStudy]:
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        study_key = _column(path, columns, study_column, STUDY_COLUMNS, "study")
-        path_key = _column(path, columns, path_column, PATH_COLUMNS, "image path")
-        groups: dict[str, list[str]] = {}
-        for line, row in enumerate(reader, start=2):
-            study, image = (row.get(study_key) or "").strip(), (row.get(path_key) or "").strip()
-            if not study or not image:
-                raise LeadrrgError(f"{path} line {line}: empty {study_key!r} or {path_key!r}; expected both")
-            image_path = Path(image).expanduser()
-            if not image_path.is_absolute():
-                image_path = path.parent / image_path
-            groups.setdefault(study, []).append(str(image_path))
+    """Strictly: UTF-8 (else the byte and line are named), and an unterminated quote or a row whose field count
+    differs from the header's is refused with its line (`io.read_csv_table`), never merged or cut silently."""
+    text = read_text(path, "--inputs", "a CSV file with a study and an image path column")
+    columns, rows = read_csv_table(path, text)
+    study_key = _column(path, columns, study_column, STUDY_COLUMNS, "study")
+    path_key = _column(path, columns, path_column, PATH_COLUMNS, "image path")
+    groups: dict[str, list[str]] = {}
+    for line, row in rows:
+        study, image = (row.get(study_key) or "").strip(), (row.get(path_key) or "").strip()
+        if not study or not image:
+            raise LeadrrgError(f"{path} line {line}: empty {study_key!r} or {path_key!r}; expected both")
+        image_path = Path(image).expanduser()
+        if not image_path.is_absolute():
+            image_path = path.parent / image_path
+        groups.setdefault(study, []).append(str(image_path))
     return [InputStudy(study, images) for study, images in groups.items()]
 
 

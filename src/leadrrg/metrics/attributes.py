@@ -137,7 +137,7 @@ def degenerate_outputs(reports: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def degenerate_warning(summary: Mapping[str, Any], max_identical_share: float = 0.5) -> str | None:
+def degenerate_warning(summary: Mapping[str, Any], max_identical_share: float = 0.8) -> str | None:
     """One sentence naming what is degenerate in `degenerate_outputs(...)`, or None when nothing is: any
     empty or punctuation-only report, or the most common report above `max_identical_share` of 2 or more."""
     problems = []

@@ -34,6 +34,7 @@ from leadrrg.fetch import default_cache_dir
 from leadrrg.model.losses import expert_targets
 from leadrrg.runs.files import build_model
 from leadrrg.train.distributed import EpochShardSampler, PositionSeeded, epoch_seed
+from leadrrg.train.guard import ignore_interrupts
 
 logger = logging.getLogger(__name__)
 
@@ -245,6 +246,7 @@ def make_train_loader(task: TrainingTask, ctx: DistContext) -> tuple[DataLoader,
         pin_memory=ctx.device.type == "cuda",
         persistent_workers=False,
         generator=torch.Generator(),  # reseeded per epoch: worker seeds never touch the global RNG
+        worker_init_fn=ignore_interrupts,  # Ctrl-C: the main process ends the step and saves it
     )
     return loader, sampler
 
@@ -267,4 +269,5 @@ def make_val_loader(task: TrainingTask) -> DataLoader | None:
         collate_fn=task.collator,
         num_workers=task.config.data.num_workers,
         generator=torch.Generator().manual_seed(task.config.train.seed),
+        worker_init_fn=ignore_interrupts,
     )

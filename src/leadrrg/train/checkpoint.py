@@ -57,6 +57,7 @@ from leadrrg.runs.files import (
     save_model_weights,
 )
 from leadrrg.runs.provenance import write_provenance
+from leadrrg.train.guard import LOCK_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 def is_run_dir(run_dir: str | Path) -> bool:
     run_dir = Path(run_dir)
-    return run_dir.is_dir() and any(run_dir.iterdir())
+    return run_dir.is_dir() and any(path.name != LOCK_FILE for path in run_dir.iterdir())
 
 
 def init_run_dir(run_dir: str | Path, config: RunConfig, tokenizer: ReportTokenizer) -> Path:
@@ -166,11 +167,32 @@ def recover_checkpoint_dir(run_dir: str | Path) -> Path | None:
     """The run's complete checkpoint directory, repairing an interrupted swap; None when there is none."""
     run_dir = Path(run_dir)
     final, old, tmp = run_dir / CHECKPOINT_DIR, run_dir / OLD_DIR, run_dir / TMP_DIR
-    shutil.rmtree(tmp, ignore_errors=True)  # a half-written checkpoint is never used
+    _remove(tmp)  # a half-written checkpoint is never used
     if not final.exists() and old.exists():
         os.replace(old, final)  # killed between the two renames: the previous checkpoint is complete
-    shutil.rmtree(old, ignore_errors=True)
+    _remove(old)
+    check_not_linked(final)
     return final if (final / STATE_FILE).is_file() else None
+
+
+def _remove(path: Path) -> None:
+    """Remove a folder, or a symbolic link itself (never what it points to; rmtree refuses a link)."""
+    if path.is_symlink():
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def check_not_linked(final: Path) -> None:
+    """Refuse a `checkpoint/` that is a symbolic link: each save renames a new folder into its place, which
+    would move the link aside and leave what it points to behind (and block every later save)."""
+    if final.is_symlink():
+        target = os.readlink(final)
+        raise LeadrrgError(
+            f"{final} is a symbolic link (to {target}); expected the checkpoint folder itself, since every save "
+            f"replaces it by renaming: put the folder back in place of the link (rm {final} && mv {target} "
+            f"{final}), or move or link the whole run directory instead"
+        )
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -194,21 +216,26 @@ def save_checkpoint(
     """Write a complete checkpoint and swap it in atomically; then point RUN/model.safetensors at it."""
     run_dir = Path(run_dir)
     tmp, final, old = run_dir / TMP_DIR, run_dir / CHECKPOINT_DIR, run_dir / OLD_DIR
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model_weights(model, tmp / MODEL_FILE)
-    optimizer_tensors, optimizer_json = optimizer_state_to_save(optimizer, param_names)
-    save_file(optimizer_tensors, str(tmp / OPTIMIZER_FILE))
-    state = {"format_version": FORMAT_VERSION, **trainer_state, "optimizer": optimizer_json}
-    atomic_write_text(tmp / STATE_FILE, json.dumps(state, indent=1) + "\n")
-    for path in tmp.iterdir():  # data on disk before the rename makes it visible
-        with open(path, "rb") as handle:
-            os.fsync(handle.fileno())
+    check_not_linked(final)
+    _remove(tmp)
+    try:
+        tmp.mkdir(parents=True)
+        save_model_weights(model, tmp / MODEL_FILE)
+        optimizer_tensors, optimizer_json = optimizer_state_to_save(optimizer, param_names)
+        save_file(optimizer_tensors, str(tmp / OPTIMIZER_FILE))
+        state = {"format_version": FORMAT_VERSION, **trainer_state, "optimizer": optimizer_json}
+        atomic_write_text(tmp / STATE_FILE, json.dumps(state, indent=1) + "\n")
+        for path in tmp.iterdir():  # data on disk before the rename makes it visible
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    except BaseException:  # e.g. a full disk: the half-written copy would only hold the space
+        _remove(tmp)
+        raise
     if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
         os.replace(final, old)
     os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    _remove(old)
     _link_or_copy(final / MODEL_FILE, run_dir / MODEL_FILE)
     return final
 

@@ -8,7 +8,8 @@ Metrics and checkpointing live there, never in the model.
 
 Nothing trained is lost to a failure after it: a step's checkpoint is written before its validation, a
 validation that fails is logged and skipped, and a data error in a training step (an image that does not
-decode) first saves the steps completed so far (single process), then stops with the error. Decisions that
+decode) first saves the steps completed so far (single process), then stops with the error; so does Ctrl-C
+(SIGINT) or SIGTERM, at the end of the current step (`guard.StopRequest`). Decisions that
 end training (divergence, early stopping) are taken by all processes together.
 """
 
@@ -344,7 +345,7 @@ def train(
     """Train a model from `config` into the run directory `out_dir`; return a summary dict (steps,
     final_val_loss, val_expert_macro_auroc, studies_per_s, peak_memory_mb, run_dir, ...).
 
-    A new run refuses a non-empty `out_dir`. `resume=True` continues the run in `out_dir` from its last
+    A new run refuses a non-empty `out_dir`, and a second process training into `out_dir` is refused (RUN/.lock). `resume=True` continues the run in `out_dir` from its last
     checkpoint (weights, optimizer, schedule, RNG and data order); `config.model` must match the run's,
     while `config.train` may change (e.g. more steps, or another batch size or number of processes).
     Under torchrun every process calls this."""
@@ -355,37 +356,42 @@ def train(
     ctx = init_distributed(config.train.device)
     clean = False
     try:
-        tokenizer, checkpoint_dir = None, None
-        if resume:
-            tokenizer, checkpoint_dir = open_for_resume(config, out_dir, ctx)
-        elif ckpt.is_run_dir(out_dir):
-            raise LeadrrgError(
-                f"{out_dir} already exists and is not empty; choose a new --out, or pass --resume to continue that run"
-            )
-        barrier(ctx)
-        task = build_task(config, ctx, tokenizer)
-        created = False
-        if ctx.is_main:
+        with run_lock(out_dir, ctx), run_outputs(out_dir):  # one process per run directory
+            tokenizer, checkpoint_dir = None, None
             if resume:
-                save_config(config, out_dir / CONFIG_FILE)  # records changed train settings
-            else:
-                created = True  # refused above unless absent or empty
-                ckpt.init_run_dir(out_dir, config, task.tokenizer)
-        barrier(ctx)
-        try:
-            if checkpoint_dir is None:  # stage 1 (a resumed run's checkpoint holds its result)
-                warm_up_experts(
-                    task, out_dir, ctx, lambda: autocast_context(config.train.precision, ctx.device), quiet
+                tokenizer, checkpoint_dir = open_for_resume(config, out_dir, ctx)
+            elif ckpt.is_run_dir(out_dir):
+                raise LeadrrgError(
+                    f"{out_dir} already exists and is not empty; choose a new --out, or pass --resume to continue that run"
                 )
-            result = fit(task, out_dir, ctx, checkpoint_dir, callbacks, quiet, resume)
-        except BaseException:
-            if created:
-                clean_up_unstarted_run(out_dir, existed)
-            raise
-        clean = True
-        if ctx.is_main:  # RUN/thresholds.json (and RUN/best's): per-finding thresholds chosen on val
-            for run in (out_dir, out_dir / BEST_DIR):
-                calibrate_after_training(run, ctx.device)
-        return result
+            barrier(ctx)
+            task = build_task(config, ctx, tokenizer)
+            created = False
+            if ctx.is_main:
+                if resume:
+                    save_config(config, out_dir / CONFIG_FILE)  # records changed train settings
+                else:
+                    created = True  # refused above unless absent or empty
+                    ckpt.init_run_dir(out_dir, config, task.tokenizer)
+            barrier(ctx)
+            try:
+                if checkpoint_dir is None:  # stage 1 (a resumed run's checkpoint holds its result)
+                    warm_up_experts(
+                        task,
+                        out_dir,
+                        ctx,
+                        lambda: autocast_context(config.train.precision, ctx.device),
+                        quiet,
+                    )
+                result = fit(task, out_dir, ctx, checkpoint_dir, callbacks, quiet, resume)
+            except BaseException:
+                if created:
+                    clean_up_unstarted_run(out_dir, existed)
+                raise
+            clean = True
+            if ctx.is_main:  # RUN/thresholds.json (and RUN/best's): per-finding thresholds chosen on val
+                for run in (out_dir, out_dir / BEST_DIR):
+                    calibrate_after_training(run, ctx.device)
+            return result
     finally:
         shutdown(ctx, clean)

@@ -15,7 +15,7 @@ from leadrrg.data.records import ReadResult
 def apply_label_file(result: ReadResult, data: DataConfig, path: Path, key_column: str) -> None:
     """Join the label file at `path` to `result.records` and say how it went (a note; a warning when studies
     stay unlabelled or no row matches)."""
-    table = read_label_table(path, key_column, data.label_join, data.label_codes)
+    table = read_label_table(path, data.label_key or key_column, data.label_join, data.label_codes)
     summary = join_labels(result.records, table)
     result.notes.append(summary.describe())
     if summary.rows and not summary.matched_records:

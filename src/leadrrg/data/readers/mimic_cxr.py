@@ -53,12 +53,13 @@ def read_mimic_cxr(data: DataConfig) -> ReadResult:
             records.append(record)
         finish(annotation, data)
     entries = len(records)
+    kind = "annotation entries" if path.suffix.lower() == ".json" else "images"
     studies = len({r.group for r in records})
     _warn_split_leaks(records, result, path)
     if data.grouping == "study":
         records = _group_by_study(records, result, path)
         result.notes.append(
-            f"{entries} entries grouped into {studies} studies by study_id (data.grouping=study)"
+            f"{entries} {kind} grouped into {studies} studies by study_id (data.grouping=study)"
         )
     else:
         result.notes.append(

@@ -18,6 +18,14 @@ from typing import Any
 from leadrrg.config import DataConfig
 from leadrrg.data.label_files import parse_labels
 from leadrrg.data.readers._labels import ambiguous_coding_warning, apply_label_file, raw_values
+from leadrrg.data.readers.study_json import (
+    SECTIONS_KEY,
+    conversation_splits,
+    is_conversations,
+    is_study_keyed,
+    split_of_name,
+    study_keyed_splits,
+)
 from leadrrg.data.records import ReadResult, Record, bad_entry, data_file, resolve_image_path
 from leadrrg.data.splits import name_splits
 from leadrrg.errors import LeadrrgError
@@ -26,6 +34,11 @@ from leadrrg.io import read_text
 ANNOTATION_NAME = "annotation.json"
 IMAGE_DIRS = ("images", "files", "")  # R2Gen's folder, PhysioNet's, the root itself
 PROBE_ENTRIES = 20  # entries whose first image decides the image folder
+# What else `--format X` reads when ROOT has no annotation file (readers.releases), named in the error.
+OTHER_LAYOUTS = {
+    "iu_xray": "; Open-i's ecgen-radiology/*.xml and Kaggle's indiana_reports.csv are recognised as well",
+    "mimic_cxr": "; PhysioNet's mimic-cxr-2.0.0-split.csv(.gz) with files/ is recognised as well",
+}
 ENTRY = 'an object {"id": str, "report": str, "image_path": [paths relative to images/]}'
 
 
@@ -40,6 +53,7 @@ class Entry:
     report: str
     images: list[str]  # as named in the file
     raw: dict[str, Any]
+    sections: tuple[str, str] | None = None  # (findings, impression) when the file gives them apart (ReXrank)
 
 
 @dataclass
@@ -49,6 +63,14 @@ class Annotation:
     image_base: Path
     result: ReadResult  # notes and warnings so far (records are filled by the reader)
     label_values: set
+
+
+def annotation_paths(data: DataConfig) -> list[Path]:
+    """The annotation file, or the files `data.annotation_file` names separated by commas (`train.json,test.json`)."""
+    if data.annotation_file and "," in data.annotation_file:
+        root = Path(data.root)
+        return [data_file(root, name.strip()) for name in data.annotation_file.split(",") if name.strip()]
+    return [annotation_path(data)]
 
 
 def annotation_path(data: DataConfig) -> Path:
@@ -64,28 +86,39 @@ def annotation_path(data: DataConfig) -> Path:
 
 
 def read_annotation(data: DataConfig) -> Annotation:
-    """Parse and check an R2Gen annotation file; pick the image folder."""
+    """Parse and check an R2Gen annotation file (or several, one per split); pick the image folder."""
     root = Path(data.root)
-    path = annotation_path(data)
-    text = read_text(
-        path,
-        "annotation file",
-        f"R2Gen's {ANNOTATION_NAME} beside an images/ folder in a {data.format} data root "
-        "(or name another file with data.annotation_file)",
-    )
-    try:
-        annotation = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise LeadrrgError(f"{path} is not valid JSON ({exc}); expected R2Gen's annotation.json") from None
-    splits = _entries_by_split(path, annotation)
-    names, notes, warnings = name_splits(list(splits), str(path))
-    result = ReadResult([], notes, warnings)
+    paths = annotation_paths(data)
+    splits: dict[str, list] = {}
+    layouts = []
+    for path in paths:
+        text = read_text(
+            path,
+            "annotation file",
+            f"R2Gen's {ANNOTATION_NAME} beside an images/ folder in a {data.format} data root "
+            f"(or name another file with data.annotation_file){OTHER_LAYOUTS.get(data.format, '')}",
+        )
+        try:
+            annotation = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise LeadrrgError(
+                f"{path} is not valid JSON ({exc}); expected R2Gen's annotation.json"
+            ) from None
+        layout, found = _entries_by_split(path, annotation)
+        layouts.append(f"{path.name}: {layout}")
+        for stored, items in found.items():
+            splits.setdefault(stored, []).extend(items)
+    path = paths[0]
+    where = ", ".join(str(p) for p in paths)
+    names, notes, warnings = name_splits(list(splits), where)
+    result = ReadResult([], [f"read {'; '.join(layouts)}"] + notes, warnings)
     entries: list[Entry] = []
     label_values: set = set()
     for stored, items in splits.items():
         for index, item in enumerate(items):
-            entry = _check_entry(path, stored, index, item)
+            entry = _check_entry(path if len(paths) == 1 else Path(where), stored, index, item)
             entry.split = names[stored]
+            entry.sections = item.get(SECTIONS_KEY)
             label_values.update(raw_values(item.get("labels")))
             entries.append(entry)
     base = _image_base(root, entries)
@@ -94,11 +127,20 @@ def read_annotation(data: DataConfig) -> Annotation:
     return Annotation(path, entries, base, result, label_values)
 
 
-def _entries_by_split(path: Path, annotation: Any) -> dict[str, list]:
+def _entries_by_split(path: Path, annotation: Any) -> tuple[str, dict[str, list]]:
+    """(the layout recognised, {split name as stored: [entry]}) of one annotation file."""
     if isinstance(annotation, dict) and all(isinstance(v, list) for v in annotation.values()):
-        return annotation
+        return "R2Gen {split: [entries]}", annotation
+    if is_study_keyed(annotation):
+        return "study-keyed JSON (ReXrank: section_findings / section_impression)", study_keyed_splits(
+            path, annotation
+        )
+    if is_conversations(annotation):
+        return "LLaVA conversations (the gpt turn is the report)", conversation_splits(path, annotation)
     if isinstance(annotation, list):
         without = sum(1 for e in annotation if not (isinstance(e, dict) and isinstance(e.get("split"), str)))
+        if without and split_of_name(path.stem):
+            return f"a list of entries, split {path.stem!r} from the file name", {path.stem: annotation}
         if without:
             raise LeadrrgError(
                 f"{path} is a list of {len(annotation)} entries and {without} of them name no split (as PromptMRG's "
@@ -108,9 +150,10 @@ def _entries_by_split(path: Path, annotation: Any) -> dict[str, list]:
         splits: dict[str, list] = {}
         for entry in annotation:
             splits.setdefault(entry["split"], []).append(entry)
-        return splits
+        return "a list of entries with 'split'", splits
     raise LeadrrgError(
-        f"{path} is not an object of split name -> list of entries; expected R2Gen's annotation.json"
+        f"{path} is not an object of split name -> list of entries; expected R2Gen's annotation.json or a "
+        "study-keyed JSON ({study_id: {image_path, section_findings, ...}}, ReXrank's layout)"
     )
 
 
@@ -150,7 +193,7 @@ def entry_record(entry: Entry, base: Path, data: DataConfig) -> Record:
     """A record for one entry: sections split at their headers (R2Gen's reports have none: all findings)."""
     from leadrrg.data.text import split_findings_impression
 
-    findings, impression = split_findings_impression(entry.report)
+    findings, impression = entry.sections or split_findings_impression(entry.report)
     labels = parse_labels(entry.raw.get("labels"), entry.where, data.label_codes)
     images = [resolve_image_path(base, p, data, entry.where) for p in entry.images]
     return Record(
