@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from leadrrg.config import DATA_FORMATS, DataConfig
 from leadrrg.errors import LeadrrgError
 from leadrrg.io import path_problem
 
@@ -99,3 +100,27 @@ def add_bootstrap_arguments(parser: argparse.ArgumentParser, *, default: int, wh
 def check_bootstrap(args: argparse.Namespace, minimum: int) -> None:
     if args.bootstrap < minimum:
         raise LeadrrgError(f"--bootstrap {args.bootstrap}: expected a number of replicates >= {minimum}")
+
+
+def add_reference_arguments(parser: argparse.ArgumentParser, split_help: str) -> None:
+    """--data ROOT, --format FORMAT and --split SPLIT (`leadrrg evaluate`, `leadrrg compare`): the data set whose
+    studies give predictions without references (a CSV of findings, impression, study_id) their reference."""
+    parser.add_argument(
+        "--data",
+        default=None,
+        metavar="ROOT",
+        help="take each prediction's reference (and labels) from this data set's study with the same id",
+    )
+    parser.add_argument("--format", choices=DATA_FORMATS, default=None, help="data layout of --data")
+    parser.add_argument("--split", default=None, help=split_help)
+
+
+def reference_data(args: argparse.Namespace, section: str = "findings") -> DataConfig | None:
+    """The DataConfig that --data / --format name (references of `section`), or None without --data."""
+    if args.data is None:
+        if args.format is not None:
+            raise LeadrrgError("--format needs --data (the data root whose studies give the references)")
+        return None
+    if args.format is None:
+        raise LeadrrgError(f"--data {args.data} needs --format, one of {', '.join(DATA_FORMATS)}")
+    return DataConfig(root=args.data, format=args.format, section=section)

@@ -1,6 +1,8 @@
-"""`leadrrg compare A.jsonl B.jsonl [--bootstrap N] [--out C.json] [--chexbert PATH --bert-dir DIR]`: paired
+"""`leadrrg compare A.jsonl B.jsonl [--bootstrap N] [--out C.json] [--data ROOT --format FMT --split S]
+[--chexbert PATH --bert-dir DIR]`: paired
 bootstrap comparison of two systems' predictions on the same studies: per metric the difference B - A, its 95%
-interval and a paired-bootstrap p-value (`leadrrg.evaluation.compare.compare_predictions`), CheXbert's CE beside ours."""
+interval and a paired-bootstrap p-value (`leadrrg.evaluation.compare.compare_predictions`), CheXbert's CE beside ours.
+With --data both files take their references (and labels) from the data set's split, joined by study id."""
 
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ from pathlib import Path
 from leadrrg.commands import (
     add_bootstrap_arguments,
     add_chexbert_arguments,
+    add_reference_arguments,
     check_bootstrap,
     chexbert_labeler,
+    reference_data,
 )
 from leadrrg.evaluation.compare import compare_predictions, format_comparison
 from leadrrg.evaluation.predictions import read_predictions
@@ -31,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_bootstrap_arguments(parser, default=1000, what="paired replicates of the difference B - A")
     add_chexbert_arguments(parser)
+    add_reference_arguments(
+        parser,
+        split_help="with --data: the split whose studies give both files their references (default: test)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.out, "--out")
     check_bootstrap(args, minimum=1)
     names = (Path(args.a).name, Path(args.b).name)
-    records_a, records_b = read_predictions(args.a), read_predictions(args.b)
+    data = reference_data(args)
+    records_a, records_b = (read_predictions(path, data, args.split) for path in (args.a, args.b))
     result = compare_predictions(
         records_a,
         records_b,

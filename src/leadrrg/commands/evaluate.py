@@ -1,6 +1,7 @@
-"""`leadrrg evaluate --preds preds.jsonl --out metrics.json [--bootstrap N] [--chexbert PATH --bert-dir DIR]`:
-score generated reports (NLG, clinical efficacy, hallucination; bootstrap intervals; CheXbert's CE beside
-ours), write metrics.json atomically and print a table."""
+"""`leadrrg evaluate --preds preds.jsonl --out metrics.json [--data ROOT --format FMT --split S] [--bootstrap N]
+[--chexbert PATH --bert-dir DIR]`: score generated reports (NLG, clinical efficacy, hallucination; bootstrap
+intervals; CheXbert's CE beside ours), write metrics.json atomically and print a table. With --data the references
+(and labels) come from the data set's split, joined by study id (predictions CSVs without a reference column)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import json
 from leadrrg.commands import (
     add_bootstrap_arguments,
     add_chexbert_arguments,
+    add_reference_arguments,
     check_bootstrap,
     chexbert_labeler,
+    reference_data,
 )
 from leadrrg.errors import LeadrrgError
 from leadrrg.evaluation.evaluate import evaluate_predictions, format_table
@@ -23,11 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preds",
         required=True,
-        help="predictions, one JSON object a line: id, reference, generated, optional labels (14 x 0/1)",
+        help="predictions, one JSON object a line: id, reference, generated, optional labels (14 x 0/1); or a "
+        "CSV with id (or study_id), generated (or findings[, impression]) and reference (or --data)",
     )
     parser.add_argument("--out", required=True, help="metrics.json to write")
-    parser.add_argument(
-        "--split", default=None, help="name of the split the predictions come from (recorded)"
+    add_reference_arguments(
+        parser,
+        split_help="name of the split the predictions come from (recorded; with --data the split whose studies "
+        "give the references, default test)",
     )
     parser.add_argument(
         "--section",
@@ -52,7 +58,10 @@ def run(args: argparse.Namespace) -> int:
     check_bootstrap(args, minimum=0)
     chexbert_fn = chexbert_labeler(args)
     check_not_input(args.out, [args.preds])
-    records = read_predictions(args.preds)
+    data = reference_data(args, args.section)
+    if data is not None and args.split is None:
+        args.split = "test"
+    records = read_predictions(args.preds, data, args.split)
     try:
         metrics = evaluate_predictions(
             records,

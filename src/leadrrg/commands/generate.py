@@ -14,7 +14,11 @@ Inputs mode needs no reports: studies come from a folder, a glob or a CSV (`lead
 line is `{"id", "images", "report", "findings", "expert_probs"[, "evidence"][, "bad_images"]}`, or `{"id",
 "images", "error"}` for a study none of whose images could be read. Lines are appended batch by batch, so an
 interrupted run resumes where it stopped (finished studies are skipped; `--restart` starts over). Bad images
-are listed in their study's line and counted at the end; they never stop the batch.
+are listed in their study's line and counted at the end; they never stop the batch. A study's images beyond
+model.max_views are not read: `images` lists those read (frontal first), `ignored_images` the rest, with a
+warning. Each line's `made_by` records the run's weights checksum and the decode settings; a resume into a file
+written by another run or other settings is refused. `<out>.lock` is held for the run: a second run into the
+same --out is refused.
 
 Under torchrun (`torchrun --nproc_per_node N -m leadrrg.cli generate --run-dir RUN --split test --out
 preds.jsonl`; torchrun itself takes `--run` for its own `--run-path`, hence `--run-dir`) data and inputs mode
@@ -38,13 +42,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from leadrrg.commands import add_overrides_argument, add_run_argument, check_run_dir, resolve_device
 from leadrrg.config import DATA_FORMATS
 from leadrrg.errors import LeadrrgError
 from leadrrg.inference.studies import find_studies
-from leadrrg.io import check_output_file, path_problem
+from leadrrg.io import check_output_file, check_writable, path_problem
 from leadrrg.runs.provenance import BASE_PATH_OVERRIDES
 from leadrrg.serve.render import evidence_table, expert_table
 
@@ -118,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.out:
         check_output_file(args.out, "--out")
+        check_writable(args.out, "--out")  # read-only or forbidden: said before loading the model
     studies = None
     if args.inputs is not None:  # find the studies before paying for the model
         studies = find_studies(args.inputs, args.study_column, args.path_column)[: args.limit]
@@ -131,7 +137,15 @@ def run(args: argparse.Namespace) -> int:
         if args.images is not None:
             return print_report(generator, args.images, evidence, args.json)
         if studies is not None:
-            counts = batch.write_inputs(generator, studies, args.out, shard, evidence, args.restart)
+            made_by = batch.made_by(generator, args.run, evidence)
+            counts = batch.write_inputs(generator, studies, args.out, shard, evidence, args.restart, made_by)
+            if shard.is_main and counts.extra_images:
+                print(
+                    f"warning: {counts.extra_studies} studies have more images than this model reads "
+                    f"(model.max_views={generator.max_views}): {counts.extra_images} images were not read, "
+                    "listed in their lines under 'ignored_images'",
+                    file=sys.stderr,
+                )
             if shard.is_main:
                 print(
                     f"wrote {counts.written} reports to {args.out} ({counts.failed} studies without a readable "

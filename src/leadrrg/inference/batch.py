@@ -17,6 +17,8 @@ order (`leadrrg.inference.shards`); a killed sharded run resumes from its part f
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -27,7 +29,7 @@ from typing import IO, Any
 
 import torch
 
-from leadrrg.collectives import all_gather_objects, broadcast_object
+from leadrrg.collectives import all_gather_objects
 from leadrrg.config import DataConfig, RunConfig
 from leadrrg.data.dataset import raise_on_bad_images
 from leadrrg.data.manifests import Study, load_studies
@@ -42,27 +44,46 @@ from leadrrg.inference.api import ReportGenerator
 from leadrrg.inference.inputs import to_gray
 from leadrrg.inference.predict import generate_split
 from leadrrg.inference.shards import Shard
-from leadrrg.io import atomic_open, check_not_input
+from leadrrg.io import atomic_open, check_not_input, check_writable, exclusive_lock, output_error, sha256_file
 from leadrrg.progress import Progress
-from leadrrg.runs.files import CONFIG_FILE, MODEL_FILE, TOKENIZER_DIR
+from leadrrg.runs.files import CONFIG_FILE, MODEL_FILE, TOKENIZER_DIR, weights_checksum
 
 LOAD_THREADS = 2  # inputs: images are read by this many threads, one batch ahead of decoding
 SHARD_CHUNK = 4  # under torchrun, batches decoded between two flushes of a rank's part file
+SAME_REPORTS = ("batch_size", "cache", "compile")  # decode settings that leave the reports as they are
 
 
 @dataclass
 class InputsResult:
     """What `write_inputs` wrote: studies with a report, studies none of whose images could be read, bad images,
-    and studies already done by an earlier run (skipped)."""
+    studies already done by an earlier run (skipped), and the images beyond model.max_views that were not read
+    (`extra_images`, in `extra_studies` studies; listed in their lines under `ignored_images`)."""
 
     written: int = 0
     failed: int = 0
     bad: int = 0
     done_before: int = 0
+    extra_images: int = 0
+    extra_studies: int = 0
 
 
 def json_line(record: dict[str, Any]) -> str:
     return json.dumps(record, allow_nan=False) + "\n"
+
+
+def made_by(generator: ReportGenerator, run_dir: str | Path, evidence: bool | str = False) -> dict[str, Any]:
+    """What wrote an `--inputs` line, recorded in it as `made_by` so that a resume by another run or with other
+    decode settings is refused: the run's weights checksum, the decode settings that shape a report (all but
+    SAME_REPORTS) and the evidence option."""
+    weights = Path(run_dir) / MODEL_FILE
+    decode = dataclasses.asdict(generator.config.decode)
+    record = {
+        "weights_sha256": weights_checksum(weights)
+        or sha256_file(weights),  # the file's: runs before checksums
+        "decode": {key: value for key, value in decode.items() if key not in SAME_REPORTS},
+        "evidence": evidence,
+    }
+    return json.loads(json.dumps(record))  # as a line reads back, to compare with one
 
 
 def split_studies(config: RunConfig, split: str, limit: int | None = None) -> list[Study]:
@@ -152,35 +173,47 @@ def write_inputs(
     shard: Shard | None = None,
     evidence: bool | str = False,
     restart: bool = False,
+    made_by: dict | None = None,
 ) -> InputsResult:
     """Reports for studies without reports (`leadrrg.inference.studies.InputStudy`) appended to `out`, one line
-    each, resuming an earlier run's `out` (and part files under torchrun) unless `restart`."""
+    each, resuming an earlier run's `out` (and part files under torchrun) unless `restart`. `out` is locked
+    (`<out>.lock`) for the run, so a second run into it is refused. With `made_by` (the `made_by` function), each
+    line records it and a resume into lines written by another run or other decode settings is refused."""
     out = Path(out)
     shard = shard or Shard(device=generator.device)
     result = InputsResult()
     if shard.enabled:
 
         def decode_into(chunk: Sequence, handle: IO[str]) -> None:
-            add(result, decode_inputs(generator, chunk, handle, evidence))
+            add(result, decode_inputs(generator, chunk, handle, evidence, made_by=made_by))
 
-        generate_sharded(
-            studies, out, shard, decode_into, generator.config.decode.batch_size * SHARD_CHUNK, restart, True
-        )
+        chunk_size = generator.config.decode.batch_size * SHARD_CHUNK
+        generate_sharded(studies, out, shard, decode_into, chunk_size, restart, True, made_by)
         totals = InputsResult()
         for counts in all_gather_objects(result, shard):
             add(totals, counts)
         return totals
-    done = set() if restart else {study_id for study_id, _ in shards.read_records(out)}
-    todo = [study for study in studies if study.id not in done]
-    result.done_before = len(studies) - len(todo)
-    if done:
-        print(f"resuming: {result.done_before} of {len(studies)} studies already in {out}", file=sys.stderr)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        open(out, "w" if restart else "a", encoding="utf-8") as handle,
-        Progress(len(todo), "generate") as bar,
-    ):
-        add(result, decode_inputs(generator, todo, handle, evidence, bar))
+    check_writable(out, "--out")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_error(exc, out, "--out") from None
+    with exclusive_lock(shards.lock_path(out), f"--out {out}"):
+        done = set() if restart else {study_id for study_id, _ in shards.read_records(out, made_by)}
+        todo = [study for study in studies if study.id not in done]
+        result.done_before = len(studies) - len(todo)
+        if done:
+            print(
+                f"resuming: {result.done_before} of {len(studies)} studies already in {out}", file=sys.stderr
+            )
+        try:
+            with (
+                open(out, "w" if restart else "a", encoding="utf-8") as handle,
+                Progress(len(todo), "generate") as bar,
+            ):
+                add(result, decode_inputs(generator, todo, handle, evidence, bar, made_by))
+        except OSError as exc:  # full or forbidden mid-run: the lines written so far are kept, to resume
+            raise output_error(exc, out, "--out") from None
     return result
 
 
@@ -188,6 +221,8 @@ def add(total: InputsResult, counts: InputsResult) -> None:
     total.written += counts.written
     total.failed += counts.failed
     total.bad += counts.bad
+    total.extra_images += counts.extra_images
+    total.extra_studies += counts.extra_studies
 
 
 def generate_sharded(
@@ -198,20 +233,42 @@ def generate_sharded(
     chunk_size: int,
     restart: bool,
     include_out: bool,
+    made_by: dict | None = None,
 ) -> int:
     """Decode this rank's share of the studies not yet done into its part file, `chunk_size` studies per
     `decode_into(chunk, handle)` call (each flushed, so a kill loses one chunk at most), then merge every part
-    into `out` on rank 0 (`leadrrg.inference.shards`; with `include_out`, lines already in `out` count as done).
-    Returns the number of lines in `out`."""
+    into `out` on rank 0 (`leadrrg.inference.shards`; with `include_out`, lines already in `out` count as done;
+    with `made_by`, lines of another run are refused). Rank 0 holds `<out>.lock` throughout. Returns the number
+    of lines in `out`."""
     ids = [study.id for study in studies]
     shards.check_unique(ids, f"the input of {out}")
     include_out = include_out and not restart
-    done = None
-    if shard.is_main:
-        if restart:
-            shards.remove_parts(out)
-        done = shards.finished_ids(out, include_out=include_out)
-    done = broadcast_object(done, shard)
+    with contextlib.ExitStack() as lock:
+        done, error = set(), None
+        if shard.is_main:
+            try:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                lock.enter_context(exclusive_lock(shards.lock_path(out), f"--out {out}"))
+                if restart:
+                    shards.remove_parts(out)
+                done = shards.finished_ids(out, include_out, made_by)
+            except Exception as exc:  # reported on every rank by gather_or_raise
+                error = exc
+        done = shards.gather_or_raise(done, error, shard)[0]
+        return _decode_and_merge(studies, ids, done, out, shard, decode_into, chunk_size, include_out)
+
+
+def _decode_and_merge(
+    studies: Sequence,
+    ids: list[str],
+    done: set[str],
+    out: Path,
+    shard: Shard,
+    decode_into: Callable[[Sequence, IO[str]], None],
+    chunk_size: int,
+    include_out: bool,
+) -> int:
+    """`generate_sharded` once the studies already `done` are known: decode this rank's share, merge on rank 0."""
     todo = [study for study in studies if study.id not in done]
     if done and shard.is_main:
         print(f"resuming: {len(studies) - len(todo)} of {len(studies)} studies already done", file=sys.stderr)
@@ -242,11 +299,16 @@ def generate_sharded(
 
 
 def decode_inputs(
-    generator: ReportGenerator, studies: Sequence, handle: IO[str], evidence: bool | str, bar=None
+    generator: ReportGenerator,
+    studies: Sequence,
+    handle: IO[str],
+    evidence: bool | str,
+    bar=None,
+    made_by: dict | None = None,
 ) -> InputsResult:
     """Decode `studies` (without reports) `decode.batch_size` at a time, images read by LOAD_THREADS threads one
-    batch ahead, appending one line per study to `handle` after each batch -> counts of written, failed and bad
-    images."""
+    batch ahead, appending one line per study to `handle` after each batch (with `made_by` in it when given) ->
+    counts of written, failed and bad images."""
     size = generator.config.decode.batch_size
     counts = InputsResult()
     chunks = [studies[i : i + size] for i in range(0, len(studies), size)]
@@ -261,6 +323,8 @@ def decode_inputs(
             pending = submit(chunks[index + 1]) if index + 1 < len(chunks) else []  # read ahead
             records = decode_chunk(generator, chunk, loaded, evidence, counts)
             for record in records:
+                if made_by is not None:
+                    record["made_by"] = made_by
                 counts.failed += "error" in record
                 counts.written += "error" not in record
                 handle.write(json_line(record))
@@ -278,11 +342,17 @@ def decode_chunk(
     counts: InputsResult,
 ) -> list[dict[str, Any]]:
     """One line per study of `chunk`, given its read views and bad images: the report, or the error when none
-    of its images could be read."""
+    of its images could be read. `images` lists the first max_views images (those read, frontal first), and
+    `ignored_images` the rest, which the model does not read."""
     records, ready = [], []  # ready: (position, images, view_mask)
     for study, (views, bad) in zip(chunk, loaded):
         counts.bad += len(bad)
-        record = {"id": study.id, "images": study.images}
+        record = {"id": study.id, "images": study.images[: generator.max_views]}
+        extra = study.images[generator.max_views :]
+        if extra:
+            record["ignored_images"] = extra
+            counts.extra_images += len(extra)
+            counts.extra_studies += 1
         if bad:
             record["bad_images"] = bad
         if views:

@@ -102,12 +102,12 @@ def part_paths(out: Path) -> list[Path]:
     return sorted(p for p in out.parent.glob(f"{out.name}.part*of*") if p.is_file())
 
 
-def read_records(path: Path) -> list[tuple[str, str]]:
+def read_records(path: Path, made_by: dict | None = None) -> list[tuple[str, str]]:
     """(id, line) of the records of a JSONL predictions file (`out` or a part file), each line ending in a
     newline. Blank lines are skipped. A torn last line (a kill mid-write: no newline at its end and not a whole
     JSON object) is dropped from the file, so that appending goes on from a clean line end; any other line that
     is not a JSON object with an `id` is refused (a LeadrrgError naming the line), never silently cut away with
-    the lines after it."""
+    the lines after it. With `made_by`, a line not written by that run and settings is refused (`check_made_by`)."""
     if not path.is_file():
         return []
     expected = "leadrrg predictions (one JSON object with an 'id' a line)"
@@ -126,10 +126,42 @@ def read_records(path: Path) -> list[tuple[str, str]]:
                 f"{path}, line {number}: not a JSON object with an 'id'; expected {expected}: fix or remove "
                 "that line, or write to another file"
             )
+        if made_by is not None:
+            check_made_by(path, number, record, made_by)
         records.append((str(record["id"]), line.removesuffix("\r") + "\n"))
     if torn or last.strip():
         atomic_write_text(path, raw[: len(raw) - len(last)] + ("" if torn else last + "\n"))
     return records
+
+
+def check_made_by(path: Path, number: int, record: dict, made_by: dict) -> None:
+    """Refuse (LeadrrgError naming the file, the line and what differs) a record whose `made_by` is not
+    `made_by`: resuming into its file would mix two models' (or two decode settings') reports in one file."""
+    theirs = record.get("made_by")
+    if theirs == made_by:
+        return
+    if isinstance(theirs, dict):
+        ours_flat, theirs_flat = _flat(made_by), _flat(theirs)
+        differ = sorted(
+            k for k in ours_flat.keys() | theirs_flat.keys() if ours_flat.get(k) != theirs_flat.get(k)
+        )
+        what = f"was written by another run or other decode settings ({', '.join(differ)} differ)"
+    else:
+        what = "has no 'made_by' (written by an older leadrrg or another program)"
+    raise LeadrrgError(
+        f"{path}, line {number} {what}; expected only reports of this run and decode settings, as resuming "
+        "would mix two models' reports in one file: use a new --out, or --restart to overwrite it"
+    )
+
+
+def _flat(value: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, dict) and item and not prefix:
+            flat.update(_flat(item, f"{key}."))
+        else:
+            flat[prefix + key] = item
+    return flat
 
 
 def _is_json(line: str) -> bool:
@@ -149,10 +181,16 @@ def _is_record(line: str) -> dict | None:
     return record if isinstance(record, dict) and "id" in record else None
 
 
-def finished_ids(out: Path, include_out: bool) -> set[str]:
-    """Ids already decoded: in the part files of `out` and, with `include_out`, in `out` itself."""
+def finished_ids(out: Path, include_out: bool, made_by: dict | None = None) -> set[str]:
+    """Ids already decoded: in the part files of `out` and, with `include_out`, in `out` itself (with `made_by`,
+    each line checked to be of that run and settings: `check_made_by`)."""
     sources = part_paths(out) + ([out] if include_out else [])
-    return {study_id for path in sources for study_id, _ in read_records(path)}
+    return {study_id for path in sources for study_id, _ in read_records(path, made_by)}
+
+
+def lock_path(out: Path) -> Path:
+    """The lock file held beside `out` while a run writes it (`leadrrg.io.exclusive_lock`)."""
+    return out.with_name(f"{out.name}.lock")
 
 
 def my_share(items: Sequence, shard: Shard) -> list:
