@@ -12,3 +12,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def no_user_metric_models(tmp_path_factory, monkeypatch):
+    """Tests never read the user's metric-model folder (`leadrrg metrics setup`, LEADRRG_METRICS_DIR): a machine where
+    someone set it up would otherwise load real models into the evaluate tests."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+    monkeypatch.delenv("LEADRRG_METRICS_DIR", raising=False)

@@ -93,6 +93,7 @@ def test_diagnose_command_writes_every_measure(tiny_run, tmp_path, capsys):
     assert len(result["mean_gate_per_layer"]) == 2 and all(0 < g < 1 for g in result["mean_gate_per_layer"])
     assert 0.0 <= result["flip_follow_rate"] <= 1.0
     assert set(result["expert_auroc"]) == set(FINDINGS) and result["expert_auroc"]["Fracture"] is None
+    assert result["truth_source"] == "labels" and "truth: labels" in printed
 
 
 def test_diagnose_errors(tiny_run, tmp_path, capsys):
@@ -106,13 +107,12 @@ def test_diagnose_errors(tiny_run, tmp_path, capsys):
 def test_diagnose_reads_another_data_root_with_data(tiny_run, tmp_path, capsys):
     other = make_jsonl(tmp_path / "selection", counts={"shift_test": 5}, views=2)
     out = tmp_path / "diag.json"
-    assert (
-        main(["diagnose", "--run", str(tiny_run), "--data", str(other), "--limit", "9", "--json", str(out)])
-        == 0
-    )
+    args = ["diagnose", "--run", str(tiny_run), "--data", str(other), "--split", "shift_test", "--limit", "9"]
+    assert main([*args, "--json", str(out)]) == 0
     assert json.loads(out.read_text())["studies"] == 5  # the run's own data has no shift_test split
     capsys.readouterr()
-    assert main(["diagnose", "--run", str(tiny_run), "--limit", "9"]) == 2
+    assert main(["diagnose", "--run", str(tiny_run), "--split", "shift_test", "--limit", "9"]) == 2
+    assert "shift_test" in capsys.readouterr().err
 
 
 def test_diagnose_takes_decoding_settings_and_refuses_model_ones(tiny_run, tmp_path, capsys):
@@ -121,3 +121,49 @@ def test_diagnose_takes_decoding_settings_and_refuses_model_ones(tiny_run, tmp_p
     assert main([*args, "--set", "decode.expert_threshold=0.5"]) == 0
     assert main([*args, "--set", "model.decoder.num_layers=9"]) == 2
     assert "only decode.* can be changed in diagnose" in capsys.readouterr().err
+
+
+def test_diagnose_runs_on_a_data_root_without_labels_with_a_marked_proxy_truth(tiny_run, tmp_path, capsys):
+    unlabeled = make_jsonl(tmp_path / "unlabeled", counts={"train": 1, "test": 6}, views=2, labels=False)
+    out = tmp_path / "diag.json"
+    args = ["diagnose", "--run", str(tiny_run), "--data", str(unlabeled), "--limit", "6", "--oracle"]
+    assert main([*args, "--flip", "2", "--flip-side", "3", "--json", str(out)]) == 0  # default split: test
+    printed = capsys.readouterr().out
+    assert "on test:" in printed and "truth: reference (labeler)" in printed and "a proxy" in printed
+    result = json.loads(out.read_text())
+    assert result["split"] == "test" and result["studies"] == 6
+    assert result["truth_source"] == "reference (labeler)"
+    # side flips on the side the reference report states (the studies carry no image attributes)
+    assert result["attribute_truth_source"] == "reference (labeler)" and result["side_flip_studies"] >= 1
+    keys = {
+        "report_f1_vs_truth",
+        "oracle_report_f1_vs_truth",
+        "expert_macro_auroc",
+        "report_agrees_with_experts_f1",
+    }
+    assert keys | {"flip_follow_rate", "flip_others_unchanged_rate"} <= set(result)
+    assert result["flip_studies"] == 2 and 0.0 <= result["flip_follow_rate"] <= 1.0
+
+
+def test_proxy_truth_is_the_labelers_reading_and_side_comes_from_the_reference():
+    from leadrrg.data.records import Study
+    from leadrrg.evaluation.attribute_diagnosis import with_truth_attributes
+    from leadrrg.evaluation.diagnose import study_truth
+
+    reports = [
+        "There is a small right pleural effusion. No pneumothorax.",
+        "Possible left lower lobe pneumonia.",
+    ]
+    studies = [Study(str(i), "test", [], text) for i, text in enumerate(reports)]
+    labels, source = study_truth(studies)
+    assert source == "reference (labeler)" and labels.shape == (2, 14)
+    assert labels[0, NAMES.index("Pleural Effusion")] == 1 and labels[0, NAMES.index("Pneumothorax")] == 0
+    sided, attribute_source = with_truth_attributes(studies, labels)
+    assert attribute_source == "reference (labeler)" and studies[0].attributes is None  # copies
+    assert sided[0].attributes["Pleural Effusion"]["side"] == "right"
+    assert "Pneumonia" not in sided[1].attributes  # uncertain in the reference: not part of the truth
+    labelled = [Study("a", "test", [], "Normal.", np.zeros(14, np.float32), {"Edema": {"side": None}})]
+    assert (
+        study_truth(labelled)[1] == "labels"
+        and with_truth_attributes(labelled, np.zeros((1, 14)))[1] == "image"
+    )

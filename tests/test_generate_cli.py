@@ -61,7 +61,7 @@ def test_split_predictions_evaluate_reads(run_dir, data_root, tmp_path, capsys):
         s.id for s in load_studies(DataConfig("jsonl", str(data_root)), "test")
     ]
     for record in records:
-        assert set(record) == {"id", "reference", "generated", "labels"}
+        assert set(record) == {"id", "reference", "generated", "labels", "made_by"}  # made_by: to resume
         assert isinstance(record["generated"], str) and len(record["labels"]) == 14
     assert len(read_predictions(out)) == 3  # the format `leadrrg evaluate` reads
     assert "wrote 3 reports" in capsys.readouterr().out

@@ -137,8 +137,12 @@ def test_expert_probability_override_reaches_the_result(generator, images):
     forced = {name: 1.0 if name == "Edema" else 0.0 for name in EXPERTS}
     result = generator.generate(images[0], expert_probs=forced)
     assert result.expert_probs == pytest.approx(forced)
-    with pytest.raises(LeadrrgError, match="lacks"):
-        generator.generate(images[0], expert_probs={"Edema": 1.0})
+    # a partial what-if keeps the model's own p for the other experts; a misspelt name is refused
+    partial = generator.generate(images[0], expert_probs={"Edema": 1.0})
+    own = generator.generate(images[0]).expert_probs
+    assert partial.expert_probs == pytest.approx({**own, "Edema": 1.0})
+    with pytest.raises(LeadrrgError, match="unknown expert"):
+        generator.generate(images[0], expert_probs={"Effusion": 1.0})
 
 
 def test_full_evidence_and_the_compact_numbers(generator, images):
@@ -167,11 +171,12 @@ def test_expert_weights_are_gate_weighted_shares():
     evidence = compact_evidence(["a", " b"], gates, alpha, ["X", "Y"])
     assert evidence["tokens"][0] == {
         "text": "a",
+        "display": "A",  # the piece in display form (leadrrg.inference.display)
         "gate": 0.5,
         "gates": [1.0, 0.0],
         "experts": [["X", 0.9], ["Y", 0.1]],
     }
-    assert compact_evidence(["a"], None, None, [])["tokens"] == [{"text": "a"}]
+    assert compact_evidence(["a"], None, None, [])["tokens"] == [{"text": "a", "display": "A."}]
 
 
 def test_token_pieces_join_to_the_report(generator):

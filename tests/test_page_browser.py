@@ -114,7 +114,8 @@ def test_upload_in_a_real_browser(browser, run_dir, synth_png, tmp_path):
         assert preview.get_attribute("alt") == synth_png.name
         browser.find_element(By.ID, "submit").click()
         check_rendered(browser, tokens_expected=len(expected.evidence["tokens"]))
-        assert browser.find_element(By.ID, "report").text.split() == expected.report.split()
+        # the display form: sentence case, punctuation attached (the API's `report` keeps the model's text)
+        assert browser.find_element(By.ID, "report").text.split() == expected.report_display.split()
         screenshot = tmp_path / "page.png"
         assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 1000
         keep = os.environ.get("LEADRRG_SCREENSHOT_DIR")
@@ -159,3 +160,112 @@ def test_explain_page_opens_offline_in_a_real_browser(browser, run_dir, synth_pn
     assert main(["explain", "--run", str(run_dir), "--images", str(synth_png), "--out", str(out)]) == 0
     browser.get(out.as_uri())
     check_rendered(browser)
+
+
+def wait_done(driver):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, WAIT_S).until(
+        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done"
+    )
+
+
+def test_examples_what_if_keyboard_and_tools(browser, run_dir, synth_png, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    generator = leadrrg.load(run_dir, device="cpu")
+    with BackgroundServer(create_app(generator, ServeConfig())) as url:
+        browser.get(url + "/")
+        WebDriverWait(browser, WAIT_S).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, "#example-list .example")
+        )
+        examples = browser.find_elements(By.CSS_SELECTOR, "#example-list .example")
+        assert len(examples) >= 3 and "view" in browser.find_element(By.ID, "max-views").text
+        examples[1].click()  # an example study: its report, and its reference beside it
+        wait_done(browser)
+        reference = browser.find_element(By.ID, "reference")
+        assert reference.is_displayed() and "Reference (SynthCXR test-" in reference.text
+        first = browser.find_element(By.CSS_SELECTOR, "#report .tok").text
+        assert first[:1].isupper() or not first[:1].isalpha()  # display form
+        # keyboard: Tab to a word, Enter opens its evidence
+        word = browser.find_element(By.CSS_SELECTOR, '#report .tok[tabindex="0"]')
+        word.send_keys(Keys.ENTER)
+        assert browser.find_element(By.ID, "token-detail").is_displayed()
+        # a what-if: one expert set present, the report written again, the model's own report kept beside it
+        menus = browser.find_elements(By.CSS_SELECTOR, "#experts select.what-if")
+        assert len(menus) == len(EXPERTS)
+        name = menus[-1].get_attribute("data-expert")
+        Select(menus[-1]).select_by_value("1")
+        WebDriverWait(browser, WAIT_S).until(lambda d: d.find_element(By.ID, "what-if-note").is_displayed())
+        wait_done(browser)
+        row = browser.find_element(By.CSS_SELECTOR, "#experts .expert-bar.overridden")
+        assert row.text.split("\n")[0] == name and "1.000" in row.text
+        assert name in browser.find_element(By.ID, "what-if-note").text
+        assert "Without the what-if" in browser.find_element(By.ID, "baseline").text
+        screenshot = tmp_path / "what_if.png"
+        assert browser.save_screenshot(str(screenshot))
+        keep = os.environ.get("LEADRRG_SCREENSHOT_DIR")
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            shutil.copy(screenshot, Path(keep) / "serve_what_if.png")
+        browser.find_element(By.ID, "what-if-reset").click()
+        WebDriverWait(browser, WAIT_S).until(
+            lambda d: not d.find_element(By.ID, "what-if-note").is_displayed()
+        )
+        assert not browser.find_elements(By.CSS_SELECTOR, "#experts .expert-bar.overridden")
+        # copy and download: both buttons work without a server round trip
+        browser.find_element(By.ID, "copy").click()
+        WebDriverWait(browser, WAIT_S).until(lambda d: "copied" in d.find_element(By.ID, "status").text)
+        browser.find_element(By.ID, "download-json").click()
+        browser.find_element(By.ID, "download-text").click()
+        # more views than the model reads: refused on the page, naming model.max_views
+        paths = [str(synth_png)] * (generator.max_views + 1)
+        browser.find_element(By.ID, "file").send_keys("\n".join(paths))
+        status = browser.find_element(By.ID, "status").text
+        assert "model.max_views" in status and "none is used" in status
+        assert not browser.find_element(By.ID, "submit").is_enabled()
+
+
+def test_words_are_shaded_by_expert_focus_not_by_gate(browser, tmp_path):
+    """A word whose expert shares are an even split is not shaded however high its gate; a focused one is."""
+    from selenium.webdriver.common.by import By
+
+    from leadrrg.serve.render import explain_html
+
+    even = [[name, round(1 / len(EXPERTS), 3)] for name in EXPERTS]
+    tokens = [
+        {"text": "the", "display": "The", "gate": 0.9, "gates": [0.9, 0.9], "experts": even},
+        {
+            "text": " effusion",
+            "display": " effusion.",
+            "gate": 0.3,
+            "gates": [0.3, 0.3],
+            "experts": [[EXPERTS[0], 0.9]],
+        },
+    ]
+    result = {
+        "report": "the effusion",
+        "report_display": "The effusion.",
+        "findings": {},
+        "expert_probs": {name: 0.5 for name in EXPERTS},
+        "thresholds": {name: 0.5 for name in EXPERTS},
+        "contradictions": [],
+        "expert_attributes": {EXPERTS[0]: {"side": "right", "severity": "moderate"}},
+        "evidence": {"format": "leadrrg.evidence/1", "experts": EXPERTS, "layers": 2, "tokens": tokens},
+    }
+    page = tmp_path / "shading.html"
+    page.write_text(explain_html(result, []), encoding="utf-8")
+    browser.get(page.as_uri())
+    words = browser.find_elements(By.CSS_SELECTOR, "#report .tok")
+    assert [w.text.strip() for w in words] == ["The", "effusion."]
+    assert "diffuse" in words[0].get_attribute("class") and "diffuse" not in words[1].get_attribute("class")
+    assert words[0].value_of_css_property("background-color") == "rgba(0, 0, 0, 0)"
+    assert words[1].value_of_css_property("background-color") != "rgba(0, 0, 0, 0)"
+    rows = browser.find_elements(By.CSS_SELECTOR, "#experts .expert-bar")
+    attributes = {r.text.split("\n")[0]: r.get_attribute("data-attributes") for r in rows}
+    assert attributes[EXPERTS[0]] == "right, moderate"
+    assert not browser.find_elements(By.CSS_SELECTOR, "select.what-if")  # what-ifs need the live service
+    assert "https://" not in page.read_text() and "http://" not in page.read_text()

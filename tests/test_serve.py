@@ -65,6 +65,7 @@ def test_a_report_with_and_without_evidence(server, png, generator):
     status, body = post_report(url, [("frontal.png", png)])
     keys = {
         "report",
+        "report_display",
         "findings",
         "expert_probs",
         "thresholds",

@@ -1,4 +1,4 @@
-"""The README's torchrun lines, run as written on 2 gloo processes (tiny model, a few steps), and sharded
+"""The torchrun lines of docs/CLI.md (the command reference the README links), run as written on 2 gloo processes (tiny model, a few steps), and sharded
 generation: one merged predictions file in input order, equal to the single-process output, resumed from part
 files of another world size; the merge refuses duplicates and gaps."""
 
@@ -19,7 +19,7 @@ from leadrrg.errors import LeadrrgError
 from leadrrg.inference import shards
 from tests.test_train_helpers import TINY_MODEL, TINY_TRAIN
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "CLI.md"  # where the torchrun lines live
 # Sharded generation as the issue and generate's docstring give it (used when the README has no such line).
 GENERATE_LINE = (
     "torchrun --nproc_per_node 4 -m leadrrg.cli generate --run-dir RUN --split test --out preds.jsonl"
@@ -65,7 +65,7 @@ def test_readme_torchrun_lines_train_and_shard_generation(tmp_path):
     run_dir, preds = tmp_path / "run", tmp_path / "preds.jsonl"
     lines = readme_torchrun_lines()
     train_lines = [line for line in lines if " train " in line]
-    assert train_lines, "the README has no torchrun train line"
+    assert train_lines, "docs/CLI.md has no torchrun train line"
     torchrun(as_tiny(train_lines[0], data_root, run_dir, preds))
     assert (run_dir / "model.safetensors").is_file()
 

@@ -36,6 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "leadrrg.commands.evaluate",
         "score generated reports: NLG, clinical efficacy, hallucination",
     ),
+    "metrics": (
+        "leadrrg.commands.metrics",
+        "the model-based metrics' local weights: `metrics setup DIR` records the folder, `metrics status` checks it",
+    ),
     "compare": (
         "leadrrg.commands.compare",
         "compare two systems' predictions on the same studies (paired bootstrap: difference, CI, p)",
@@ -43,6 +47,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "diagnose": (
         "leadrrg.commands.diagnose",
         "does the report follow the experts (oracle, flips), do the experts read the image (AUROC)?",
+    ),
+    "rexrank": (
+        "leadrrg.commands.rexrank",
+        "ReXrank's inference.py convention: its study-keyed test JSON in, its submission (and preds.jsonl) out",
     ),
     "demo": (
         "leadrrg.commands.demo",
@@ -67,7 +75,8 @@ def _log_level_parent(default: str | None) -> argparse.ArgumentParser:
         "--log-level",
         choices=LOG_LEVELS,
         default=default if default is not None else argparse.SUPPRESS,
-        help="messages shown on stderr (default: warning); debug also shows the traceback of an internal error",
+        help="messages shown on stderr (default: warning); info adds progress (data and model loaded, "
+        "checkpoints written, stage 1); debug also shows the traceback of an internal error",
     )
     return parent
 

@@ -1,5 +1,7 @@
-"""`leadrrg diagnose --run RUN [--data DIR] --split S [--limit N] [--oracle] [--flip N] [--flip-side N] [--json OUT.json] [--set decode.K=V]`: does the report
-follow the experts, and do the experts read the image? See `leadrrg.evaluation.diagnose` for every measure."""
+"""`leadrrg diagnose --run RUN [--data DIR] [--split S] [--limit N] [--oracle] [--flip N] [--flip-side N] [--json OUT.json]
+[--set decode.K=V]`: does the report follow the experts, and do the experts read the image? On any split of any data
+set (default test); without ground-truth labels the truth-based measures use the labeler's reading of the reference
+report, marked as such. See `leadrrg.evaluation.diagnose` for every measure."""
 
 from __future__ import annotations
 
@@ -20,14 +22,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="data root in the run's format (default: the run's data.root), e.g. a selection set synthesised "
         "apart from the evaluation splits",
     )
-    parser.add_argument(  # SynthCXR's shifted split (tests rely on this default)
-        "--split", default="shift_test", help="a split with ground-truth labels (default shift_test)"
+    parser.add_argument(
+        "--split",
+        default="test",
+        help="the split to diagnose (default test; e.g. shift_test, SynthCXR's shifted split). Without "
+        "ground-truth labels, report F1, AUROC and oracle score against the labeler's reading of the reference "
+        "report (truth_source 'reference (labeler)')",
     )
     parser.add_argument("--limit", type=int, default=200, help="first N studies of the split (default 200)")
     parser.add_argument(
         "--oracle",
         action="store_true",
-        help="also generate with the experts' probabilities replaced by the truth (p = 1 present, 0 absent)",
+        help="also generate with the experts' probabilities replaced by the truth (p = 1 present, 0 absent; the "
+        "labels, else the labeler's reading of the reference report)",
     )
     parser.add_argument(
         "--flip",
@@ -42,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         metavar="N",
         help="swap one finding's side (left <-> right) in the oracle evidence of the first N studies with a "
-        "one-sided finding and regenerate: does the report's side follow? (attribute experts; 0: off)",
+        "one-sided finding (the image's side, else the side the reference report states) and regenerate: does "
+        "the report's side follow? (attribute experts; 0: off)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the order in which findings are flipped")
     parser.add_argument("--json", dest="json_out", metavar="OUT.json", help="also write the measures as JSON")

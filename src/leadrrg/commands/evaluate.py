@@ -1,6 +1,7 @@
 """`leadrrg evaluate --preds preds.jsonl --out metrics.json [--data ROOT --format FMT --split S] [--bootstrap N]
-[--chexbert PATH --bert-dir DIR]`: score generated reports (NLG, clinical efficacy, hallucination; bootstrap
-intervals; CheXbert's CE beside ours), write metrics.json atomically and print a table. With --data the references
+[--chexbert PATH --bert-dir DIR] [--metrics-dir DIR | --no-model-metrics]`: score generated reports (NLG, clinical
+efficacy, hallucination; bootstrap intervals; CheXbert's CE beside ours; BERTScore, RadGraph-F1 and RaTEScore from
+the local metrics directory, docs/METRICS.md), write metrics.json atomically and print a table. With --data the references
 (and labels) come from the data set's split, joined by study id (predictions CSVs without a reference column)."""
 
 from __future__ import annotations
@@ -47,9 +48,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip METEOR (it starts a Java VM); it is then reported as missing",
     )
     add_chexbert_arguments(parser)
+    parser.add_argument(
+        "--metrics-dir",
+        help="local folder with the weights of BERTScore, RadGraph, RaTEScore and CheXbert (default: "
+        "$LEADRRG_METRICS_DIR, else the folder `leadrrg metrics setup DIR` recorded); nothing is downloaded",
+    )
+    parser.add_argument(
+        "--no-model-metrics",
+        action="store_true",
+        help="skip BERTScore, RadGraph-F1, RaTEScore and CheXbert from the metrics folder (they are then not reported)",
+    )
     add_bootstrap_arguments(
         parser, default=0, what="add <metric>_ci = [low, high], the 95%% interval, beside each metric"
     )
+
+
+def _model_metrics(args: argparse.Namespace, chexbert_fn):
+    """(CheXbert labeler, field-metrics function) from the metrics folder; --chexbert/--bert-dir win over it."""
+    from leadrrg.metrics.field import chexbert_labeler as chexbert_from_dir
+    from leadrrg.metrics.field import field_metrics
+    from leadrrg.metrics.local_models import metrics_dir
+
+    root, _ = metrics_dir(args.metrics_dir)
+    reason = None
+    if chexbert_fn is None:
+        chexbert_fn, reason = chexbert_from_dir(root, args.device)
+
+    def field_fn(references: list[str], generated: list[str]) -> dict:
+        scores = field_metrics(references, generated, root=root, device=args.device)
+        if reason is not None:
+            scores["missing"]["chexbert14_micro_f1"] = reason
+        return scores
+
+    return chexbert_fn, field_fn
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.out, "--out")
     check_bootstrap(args, minimum=0)
     chexbert_fn = chexbert_labeler(args)
+    field_fn = None
+    if not args.no_model_metrics:
+        chexbert_fn, field_fn = _model_metrics(args, chexbert_fn)
     check_not_input(args.out, [args.preds])
     data = reference_data(args, args.section)
     if data is not None and args.split is None:
@@ -71,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
             bootstrap=args.bootstrap,
             seed=args.seed,
             chexbert_fn=chexbert_fn,
+            field_fn=field_fn,
         )
     except LeadrrgError as exc:
         raise LeadrrgError(f"{args.preds}: {exc}") from None

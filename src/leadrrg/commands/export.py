@@ -6,7 +6,9 @@
       tokenizer/
       provenance.json      versions, command, data manifest hash, and the base model's fingerprint
       metrics.json         when the run was evaluated
-      README.md            the model card: intended use (research only), data, metrics and their definitions
+      README.md            the model card: Hugging Face hub metadata (YAML front matter: licence, tags, data
+                           set, metrics, library_name), intended use (research only), limitations, data, and
+                           one metrics table (a column per split, each definition given once)
       leadrrg-export.json  the marker that says DIR is an export (what a later export may replace)
 
 No optimizer state, trainer state, logs or TensorBoard events. The directory is written as a whole (complete
@@ -145,10 +147,11 @@ def is_export(folder: Path) -> bool:
     if not names <= EXPORT_NAMES or not (folder / "README.md").is_file():
         return False
     try:
-        with open(folder / "README.md", encoding="utf-8") as handle:
-            return handle.readline().rstrip("\n").endswith(CARD_TITLE)
+        with open(folder / "README.md", encoding="utf-8") as handle:  # the title: after any front matter
+            title = next((line for _, line in zip(range(40), handle) if line.startswith("# ")), "")
     except (OSError, UnicodeDecodeError):
         return False
+    return title.rstrip("\n").endswith(CARD_TITLE)
 
 
 def world_readable(root: Path) -> None:
@@ -167,21 +170,110 @@ def _read_json(path: Path) -> dict[str, Any]:
     return read_json_object(path, "run file", "the JSON object that leadrrg writes")
 
 
-def define(metric: str) -> str | None:
-    for prefix, text in DEFINITIONS.items():
+def family(metric: str) -> str | None:
+    """The DEFINITIONS key of `metric` (its family), or None for a metric the card does not show."""
+    for prefix in DEFINITIONS:
         if metric == prefix or (prefix.endswith("_") and metric.startswith(prefix)):
-            return text
+            return prefix
     return None
 
 
+def define(metric: str) -> str | None:
+    key = family(metric)
+    return None if key is None else DEFINITIONS[key]
+
+
+# What the Hugging Face hub header says of the data a run was trained on: (dataset name, licence of the weights).
+DATA_FACTS: dict[str, tuple[str, str]] = {
+    "synth": ("synthcxr", "apache-2.0"),  # synthetic images and reports: the package's licence
+    "iu_xray": ("iu-xray", "cc-by-nc-nd-4.0"),  # Open-i's licence
+    "mimic_cxr": ("mimic-cxr", "other"),  # PhysioNet Credentialed Health Data License
+    "chexpert_plus": ("chexpert-plus", "other"),  # Stanford AIMI research use agreement
+}
+HUB_METRICS = {"bleu_": "bleu", "meteor": "meteor", "rouge_l": "rouge", "cider": "cider", "ce14_": "f1"}
+
+
+def front_matter(config: dict[str, Any], metrics: dict[str, dict]) -> list[str]:
+    """The hub metadata header (YAML front matter): licence, library, tags, data set and metrics."""
+    data_format = config.get("data", {}).get("format")
+    dataset, license_id = DATA_FACTS.get(data_format, (data_format or "unknown", "other"))
+    names = {name for values in metrics.values() for name in values}
+    hub = sorted({hub for prefix, hub in HUB_METRICS.items() if any(family(n) == prefix for n in names)})
+    lines = ["---", f"license: {license_id}"]
+    if license_id == "other":
+        lines.append(f"license_name: {dataset}-data-use-terms")
+    lines += ["library_name: leadrrg", "pipeline_tag: image-to-text", "tags:"]
+    lines += [f"  - {tag}" for tag in ("leadrrg", "radiology-report-generation", "chest-x-ray", "medical")]
+    lines += ["datasets:", f"  - {dataset}"]
+    lines += ["metrics:", *(f"  - {name}" for name in hub)] if hub else []
+    return [*lines, "---", ""]
+
+
+def limitations(config: dict[str, Any]) -> list[str]:
+    """What the model does not do, said before anyone relies on it."""
+    data_format = config.get("data", {}).get("format")
+    lines = ["## Limitations", ""]
+    if data_format == "synth":
+        lines.append(
+            "- Trained and evaluated on SynthCXR, synthetic images and template reports: its scores say nothing "
+            "about real radiographs, and it must be retrained on real data before any use on them."
+        )
+    lines += [
+        "- Side (left / right), size and location words are not grounded in the image: check them against it.",
+        "- The report follows the experts' probabilities: a finding the experts miss is usually absent from the "
+        "report, and one they over-call is stated; the gates and expert shares shown by `leadrrg explain` are "
+        "not causal explanations.",
+        "- The clinical-efficacy and hallucination scores come from leadrrg's rule-based labeler, not from "
+        "CheXbert or a radiologist: compare them only with scores computed the same way.",
+        "- English reports of one data set's style; other institutions, views or populations are untested.",
+        "",
+    ]
+    return lines
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "missing"
+    if isinstance(value, int) or (float(value).is_integer() and abs(value) > 1):
+        return str(int(value))  # a count
+    return f"{value:.4f}"
+
+
+def metrics_section(metrics: dict[str, dict]) -> list[str]:
+    """One table, a column per evaluated split, each metric family's definition given once (on its first row)."""
+    lines = ["## Metrics", ""]
+    if not metrics:
+        return [*lines, "The run was not evaluated (no metrics.json).", ""]
+    rows: dict[str, None] = {}
+    for values in metrics.values():
+        for name, value in values.items():
+            if family(name) is not None and (isinstance(value, (int, float)) or value is None):
+                rows[name] = None
+    splits = list(metrics)
+    lines += [f"| metric | {' | '.join(splits)} | definition |", "|---" * (len(splits) + 2) + "|"]
+    defined: set[str] = set()
+    for name in rows:
+        key = family(name)
+        text = "" if key in defined else DEFINITIONS[key]
+        defined.add(key)
+        cells = " | ".join(_shown(metrics[split].get(name)) for split in splits)
+        lines.append(f"| `{name}` | {cells} | {text} |".replace("|  |", "| |"))
+    return [*lines, ""]
+
+
 def model_card(run_dir: Path) -> str:
-    """The export's README.md: what the model is, what it is for, its data, its base and its metrics."""
+    """The export's README.md: hub metadata, what the model is, what it is for and not, its data, its base and
+    its metrics."""
     config = _read_json(run_dir / "config.json")
     provenance = _read_json(run_dir / "provenance.json")
     metrics = _read_json(run_dir / "metrics.json")
+    if "meta" in metrics:  # one evaluation (leadrrg evaluate --out RUN/metrics.json)
+        metrics = {metrics["meta"].get("split") or "evaluation": metrics}
+    metrics = {k: v for k, v in metrics.items() if isinstance(v, dict) and k != "provenance"}
     model, data = config.get("model", {}), config.get("data", {})
     decoder = model.get("decoder", {})
     lines = [
+        *front_matter(config, metrics),
         f"# {run_dir.name}{CARD_TITLE}",
         "",
         "## Intended use",
@@ -190,6 +282,7 @@ def model_card(run_dir: Path) -> str:
         "images, for research on report generation and its faithfulness. It is not a medical device, has not "
         "been validated clinically, and must not be used for diagnosis or patient care.",
         "",
+        *limitations(config),
         "## Model",
         "",
         f"- preset `{config.get('preset')}`, fusion `{model.get('injection', {}).get('fusion')}` (LEAD: expert "
@@ -221,22 +314,5 @@ def model_card(run_dir: Path) -> str:
     if provenance.get("versions"):
         versions = ", ".join(f"{k} {v}" for k, v in provenance["versions"].items() if v)
         lines += ["", "## Provenance", "", f"- {versions}", f"- git commit `{provenance.get('git_commit')}`"]
-    lines += ["", "## Metrics", ""]
-    if "meta" in metrics:  # one evaluation (leadrrg evaluate --out RUN/metrics.json)
-        metrics = {metrics["meta"].get("split") or "evaluation": metrics}
-    splits = {
-        split: values
-        for split, values in metrics.items()
-        if isinstance(values, dict) and split != "provenance"
-    }
-    if not splits:
-        lines.append("The run was not evaluated (no metrics.json).")
-    for split, values in splits.items():
-        lines += [f"### {split}", "", "| metric | value | definition |", "|---|---|---|"]
-        for name, value in values.items():
-            text = define(name)
-            if text is not None and (isinstance(value, (int, float)) or value is None):
-                shown = "missing" if value is None else f"{value:.4f}"
-                lines.append(f"| `{name}` | {shown} | {text} |")
-        lines.append("")
+    lines += ["", *metrics_section(metrics)]
     return "\n".join(lines).rstrip() + "\n"

@@ -7,7 +7,10 @@
 
 Data mode (`--data` / the run's data.root) writes one JSON object a line (`id`, `reference`, `generated`,
 ground-truth `labels` when the data has them, and `expert_probs` + `evidence` with --evidence; see
-`leadrrg.inference.predict`), atomically: the file is complete or absent. The data layout and report section come from
+`leadrrg.inference.predict`) and `made_by` (below). It resumes as inputs mode does: the studies already in --out
+are skipped, the rest are decoded into a part file beside it (`<out>.part0of1`, flushed batch by batch) and merged
+into --out in split order at the end, so --out is complete or as it was; an interrupted run keeps its part file
+and the same command finishes it (`--restart` starts over). The data layout and report section come from
 the run's config (data.format, data.section, data.clean); --data replaces data.root and --format data.format.
 
 Inputs mode needs no reports: studies come from a folder, a glob or a CSV (`leadrrg.inference.studies`); each
@@ -42,7 +45,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+import time
 from pathlib import Path
 
 from leadrrg.commands import add_overrides_argument, add_run_argument, check_run_dir, resolve_device
@@ -56,6 +61,8 @@ from leadrrg.serve.render import evidence_table, expert_table
 # --set may change decoding, data reading and where the base model lies, never the trained model.
 OVERRIDABLE = ("decode.", "data.", *BASE_PATH_OVERRIDES)
 EVIDENCE = {None: False, "compact": True, "full": "full"}  # --evidence -> the API's evidence argument
+
+logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--restart",
         action="store_true",
-        help="inputs mode and torchrun: overwrite --out (and part files) instead of resuming",
+        help="overwrite --out (and its part files) instead of resuming (skipping the studies already in it)",
     )
     parser.add_argument(
         "--study-column", help="inputs CSV: the study id column (default: study_id, study or id)"
@@ -133,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"decode.batch_size={args.batch_size}")
     evidence = EVIDENCE[args.evidence]
     with shards.joined(args.device, resolve_device) as shard:
+        started = time.perf_counter()
         generator = load(args.run, device=shard.device, seed=args.seed + shard.rank, overrides=overrides)
+        log_loaded(generator, args.run, time.perf_counter() - started)
         if args.images is not None:
             return print_report(generator, args.images, evidence, args.json)
         if studies is not None:
@@ -167,8 +176,10 @@ def run(args: argparse.Namespace) -> int:
         if not config.data.root:
             raise LeadrrgError("the run's config has no data.root; give the data root with --data DIR")
         split = batch.split_studies(config, args.split, args.limit)
+        logger.info("data loaded: %d studies of split %r from %s", len(split), args.split, config.data.root)
         batch.check_out_not_input(args.out, args.run, split, data=config.data)  # before any decoding
-        count = batch.write_split(generator, split, args.out, shard, evidence, args.restart)
+        made_by = batch.made_by(generator, args.run, evidence)
+        count = batch.write_split(generator, split, args.out, shard, evidence, args.restart, made_by)
         if shard.is_main:
             decode = config.decode
             print(
@@ -177,6 +188,23 @@ def run(args: argparse.Namespace) -> int:
                 f"{f', {shard.world_size} processes' if shard.enabled else ''})"
             )
     return 0
+
+
+def log_loaded(generator, run: str, seconds: float) -> None:
+    """The `--log-level info` line of a loaded model: the run, device, decode settings and load time."""
+    decode = generator.config.decode
+    logger.info(
+        "model loaded: %s on %s in %.1f s (%s decoding, max_new_tokens %d, batch %d, thresholds %s, "
+        "expert_threshold %s)",
+        run,
+        generator.device,
+        seconds,
+        decode.strategy,
+        decode.max_new_tokens,
+        decode.batch_size,
+        decode.thresholds,
+        decode.expert_threshold,
+    )
 
 
 def print_report(generator, images: list[str], evidence: bool | str, as_json: bool) -> int:
@@ -196,7 +224,7 @@ def print_report(generator, images: list[str], evidence: bool | str, as_json: bo
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
-    print(result.report)
+    print(result.report_display)
     said = {name: value for name, value in result.findings.items() if value is not None}
     if said:
         words = {1: "present", 0: "absent", -1: "uncertain"}

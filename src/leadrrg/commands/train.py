@@ -33,7 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or per-evaluation lines")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bar, per-evaluation lines or stage-1 announcement (stage 1: "
+        "model.grounding.expert_warmup_steps steps before train.max_steps joint steps; 0 skips it)",
+    )
 
 
 def build_config(args: argparse.Namespace):
@@ -84,12 +89,35 @@ def preset_file(path: Path):
     return from_dict(RunConfig, data)
 
 
+def duration(seconds: float) -> str:
+    """`42 s`, `1 min 42 s`, `2 h 05 min`."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
 def format_summary(summary: dict[str, Any]) -> str:
+    """The line `leadrrg train` ends with: steps of both stages and the whole wall time, with its two parts."""
+
     def number(value, fmt):
         return "n/a" if value is None else format(value, fmt)
 
+    stage1 = summary.get("stage1_steps", 0)
+    wall = summary.get("wall_time_s", summary["train_time_s"])
+    steps = f"{summary['steps']} steps ({summary['epochs']:.2f} epochs)"
+    if stage1:
+        stage1_s = summary["stage1_time_s"]
+        steps = (
+            f"{stage1} stage-1 + {steps.replace('steps', 'joint steps', 1)} in {duration(wall)} "
+            f"(stage 1 {duration(stage1_s)}, joint {duration(wall - stage1_s)})"
+        )
+    else:
+        steps += f" in {duration(wall)}"
     return (
-        f"trained {summary['steps']} steps ({summary['epochs']:.2f} epochs) in {summary['train_time_s']:.0f} s: "
+        f"trained {steps}: "
         f"val loss {number(summary['final_val_loss'], '.4f')}, "
         f"expert AUROC {number(summary['val_expert_macro_auroc'], '.3f')}, "
         f"{summary['studies_per_s']:.1f} studies/s, peak memory {summary['peak_memory_mb']:.0f} MiB\n"

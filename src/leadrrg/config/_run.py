@@ -18,6 +18,7 @@ LabelJoin = Literal["auto", "key", "report", "row"]
 LabelCodes = Literal["chexpert", "chexbert"]
 Grouping = Literal["entry", "study"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Tracker = Literal["tensorboard", "wandb", "mlflow", "none"]
 # Validation metrics that can select RUN/best/ (train.select_metric); the val_gen_* ones score reports generated
 # on the first train.eval_generate validation studies.
 SelectMetric = Literal[
@@ -130,8 +131,12 @@ class TrainConfig:
     log_every: int = 10  # a logs.jsonl / TensorBoard record every N steps
     seed: int = 0  # model init, data order (per epoch) and augmentation (per position) follow it
     device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun, auto picks cuda:LOCAL_RANK)
+    # where train and val records go beside logs.jsonl: tensorboard (RUN/tb) | wandb | mlflow (optional extras
+    # `leadrrg[wandb]` / `leadrrg[mlflow]`, offline by default) | none
+    tracker: Tracker = "tensorboard"
 
     def __post_init__(self) -> None:
+        _check_choice("train", "tracker", self.tracker, get_args(Tracker))
         for name in ("max_steps", "batch_size", "grad_accum_steps", "log_every"):
             _check_positive("train", name, getattr(self, name))
         for name in ("warmup_steps", "eval_every", "eval_batches", "save_every", "weight_decay", "grad_clip"):

@@ -1,6 +1,8 @@
 """Does the report state each finding's side and size as its experts give them? (`leadrrg diagnose`, attribute part)
 
-On studies whose image truth carries attributes (SynthCXR's `findings`: side and severity per present finding):
+Against the image's attributes when every study carries them (SynthCXR's `findings`: side and severity per present
+finding), else against the attributes each reference report states for the findings its truth holds
+(`with_truth_attributes`: `leadrrg.labeler.attributes.report_attributes`, a proxy marked "reference (labeler)"):
 
 - **own**: laterality and severity accuracy of the findings the report asserts, against the image
   (`metrics.attributes.attribute_scores`: `laterality_accuracy`, `severity_accuracy`, ...).
@@ -18,6 +20,7 @@ user has; nothing in the model is patched.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,10 +29,28 @@ import numpy as np
 from leadrrg.constants import OBSERVATIONS, SIDES
 from leadrrg.data.attributes import SIDE, attribute_targets
 from leadrrg.errors import LeadrrgError
-from leadrrg.labeler.attributes import label_attributes
+from leadrrg.labeler.attributes import label_attributes, report_attributes
 from leadrrg.metrics.attributes import attribute_scores
 
 Reports = Callable[..., list[dict]]  # (probs, subset, attributes=...) -> prediction records
+
+
+ATTRIBUTES_IMAGE = "image"  # attribute_truth_source: the image's attributes (SynthCXR's manifest `findings`)
+ATTRIBUTES_REFERENCE = "reference (labeler)"  # attribute_truth_source: what the reference report states
+
+
+def with_truth_attributes(studies: Sequence, labels: np.ndarray) -> tuple[list, str]:
+    """The studies with the attributes the measures score against, and their source: the studies as they are when
+    every one carries the image's attributes, else copies whose `attributes` are those the reference report
+    states (`report_attributes`) for the findings positive in `labels` (N, 14), the truth in use."""
+    if all(s.attributes is not None for s in studies):
+        return list(studies), ATTRIBUTES_IMAGE
+    out = []
+    for study, row in zip(studies, labels):
+        stated = report_attributes(study.report)
+        present = {name: values for name, values in stated.items() if row[OBSERVATIONS.index(name)] == 1}
+        out.append(dataclasses.replace(study, attributes=present))
+    return out, ATTRIBUTES_REFERENCE
 
 
 def truth_attribute_probs(studies: Sequence, names: Sequence[str]) -> np.ndarray:

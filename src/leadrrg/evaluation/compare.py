@@ -6,6 +6,7 @@ beside ours when a local CheXbert is given."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -125,13 +126,59 @@ def compare_predictions(
     return result
 
 
-def format_comparison(result: dict[str, dict[str, Any]], names: tuple[str, str] = ("A", "B")) -> str:
-    """The result of `compare_predictions` as a plain-text table for the console."""
-    lines = [f"  {'metric':<30}{names[0][:10]:>11}{names[1][:10]:>11}{'B - A':>10}{'95% CI':>22}{'p':>8}"]
-    for name, entry in result.items():
+# The rows `leadrrg compare` prints by default (`--all`: every metric): the metrics papers report, each also as
+# its ground-truth (`gt_`) and CheXbert variant when the result has them, and any model-based score.
+HEADLINE = (
+    "bleu_4",
+    "rouge_l",
+    "cider",
+    "ce14_micro_f1",
+    "ce14_macro_f1",
+    "ce5_micro_f1",
+    "ce5_macro_f1",
+    "hallucination_rate",
+    "reports_with_hallucination",
+    "chexbert14_micro_f1",
+    "chexbert14_macro_f1",
+    "chexbert5_micro_f1",
+    "chexbert5_macro_f1",
+)
+HEADLINE_PREFIXES = ("radgraph", "bertscore", "ratescore", "green", "radcliq", "semb")
+
+
+def is_headline(metric: str) -> bool:
+    name = metric.removeprefix("gt_")
+    return name in HEADLINE or name.startswith(HEADLINE_PREFIXES)
+
+
+def system_names(path_a: str | Path, path_b: str | Path) -> tuple[str, str]:
+    """Column labels for two prediction files: their file names when those differ, else the last path part
+    that tells them apart (the run folder in `RUN/preds_test.jsonl`), else "A" and "B"."""
+    a, b = Path(path_a), Path(path_b)
+    if a.name != b.name:
+        return a.name, b.name
+    parts_a, parts_b = a.resolve().parts[::-1], b.resolve().parts[::-1]
+    for part_a, part_b in zip(parts_a, parts_b):
+        if part_a != part_b:
+            return part_a, part_b
+    return "A", "B"
+
+
+def format_comparison(
+    result: dict[str, dict[str, Any]], names: tuple[str, str] = ("A", "B"), everything: bool = True
+) -> str:
+    """The result of `compare_predictions` as a plain-text table for the console: every metric, or with
+    `everything=False` the headline ones (`is_headline`) and a line saying how many rows `--all` adds."""
+    rows = {name: entry for name, entry in result.items() if everything or is_headline(name)}
+    width = max(11, *(len(name) + 1 for name in names))
+    lines = [f"  {'metric':<30}{names[0]:>{width}}{names[1]:>{width}}{'B - A':>10}{'95% CI':>22}{'p':>8}"]
+    for name, entry in rows.items():
         low, high = entry["ci"]
         lines.append(
-            f"  {name:<30}{entry['a']:>11.4f}{entry['b']:>11.4f}{entry['difference']:>+10.4f}"
+            f"  {name:<30}{entry['a']:>{width}.4f}{entry['b']:>{width}.4f}{entry['difference']:>+10.4f}"
             f"{f'[{low:+.4f}, {high:+.4f}]':>22}{entry['p_value']:>8.3f}"
         )
+    if len(rows) < len(result):
+        lines.append(f"  ({len(rows)} of {len(result)} metrics; --all shows every one)")
+    lines.append("  p: per metric, not corrected for multiple comparisons")
     return "\n".join(lines)

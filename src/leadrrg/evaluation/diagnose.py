@@ -1,6 +1,10 @@
 """Does a run's report follow its experts, and do its experts read the image? (`leadrrg diagnose`)
 
-On a split with ground-truth labels (SynthCXR: the image's truth), for the first `limit` studies:
+On any split, for the first `limit` studies. The truth-based measures (report F1, AUROC, oracle) score against
+the studies' ground-truth labels when every study has them (SynthCXR: the image's truth; a label file), else
+against a clearly marked proxy, the labeler's reading of each reference report: `truth_source` is `"labels"` or
+`"reference (labeler)"` in the result and in the printed header. Flips and report-vs-expert agreement need no
+truth.
 
 - **own**: reports with the run's own experts; their findings (the labeler's reading, positive = 1) scored
   against the truth (`report_f1_vs_truth`, micro-F1 over the 13 findings, No Finding excluded), the experts'
@@ -22,9 +26,10 @@ The decoder's input is replaced through `generate_split(..., expert_probs=...)`,
 nothing in the model is patched. Each generation pass restarts the sampler from seed 0 (decode.strategy=sample),
 so a flipped study is decoded with the draws of its unflipped report.
 
-Side and size (`leadrrg.evaluation.attribute_diagnosis`), when the studies carry the image's attributes: laterality
-and severity accuracy with the run's own experts and (with `oracle`) with oracle experts, and `flip_side=N` side
-flips.
+Side and size (`leadrrg.evaluation.attribute_diagnosis`), for a run with attribute experts: laterality and severity
+accuracy with the run's own experts and (with `oracle`) with oracle experts, and `flip_side=N` side flips, against
+the image's attributes when every study carries them, else the attributes the reference report states
+(`attribute_truth_source`: `"image"` or `"reference (labeler)"`).
 """
 
 from __future__ import annotations
@@ -37,13 +42,23 @@ import numpy as np
 from leadrrg import labeler
 from leadrrg.constants import OBSERVATIONS
 from leadrrg.errors import LeadrrgError
-from leadrrg.evaluation.attribute_diagnosis import attribute_accuracy, side_flip_test, truth_attribute_probs
+from leadrrg.evaluation.attribute_diagnosis import (
+    ATTRIBUTES_REFERENCE,
+    attribute_accuracy,
+    side_flip_test,
+    truth_attribute_probs,
+    with_truth_attributes,
+)
 from leadrrg.inference.api import ReportGenerator
 from leadrrg.inference.evidence import gate_rows
 from leadrrg.inference.predict import generate_split
 from leadrrg.metrics.experts import binary_auroc
 
 FINDINGS: tuple[str, ...] = OBSERVATIONS[1:]  # the 13 findings (No Finding excluded)
+TRUTH_LABELS = "labels"  # truth_source: the studies' ground-truth labels
+TRUTH_REFERENCE = (
+    "reference (labeler)"  # truth_source: the labeler's reading of the reference report (a proxy)
+)
 
 
 def micro_f1(truth: np.ndarray, predicted: np.ndarray) -> float | None:
@@ -68,6 +83,15 @@ def truth_probs(labels: np.ndarray, expert_names: Sequence[str]) -> np.ndarray:
     return (labels[:, columns] == 1).astype(np.float32)
 
 
+def study_truth(studies: Sequence) -> tuple[np.ndarray, str]:
+    """(N, 14) labels the truth-based measures score against, and their source: the studies' ground-truth labels
+    when every study has them (`TRUTH_LABELS`), else the labeler's reading of every reference report
+    (`TRUTH_REFERENCE`, a proxy: what the report's author saw, as the rule labeler reads it)."""
+    if all(s.labels is not None for s in studies):
+        return np.stack([np.asarray(s.labels, dtype=np.float32) for s in studies]), TRUTH_LABELS
+    return labeler.label_reports([s.report for s in studies]), TRUTH_REFERENCE
+
+
 def flip_plan(num_studies: int, seed: int, findings: Sequence[str] = FINDINGS) -> list[str]:
     """The finding flipped in each study: `findings` (default the 13) in a seeded order, cycled."""
     order = list(np.random.default_rng(seed).permutation(len(findings)))
@@ -84,15 +108,13 @@ def diagnose(
     seed: int = 0,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """The measures of the module docstring for `studies` (each with 14 ground-truth labels) -> a JSON-ready
+    """The measures of the module docstring for `studies` (with or without ground-truth labels) -> a JSON-ready
     dict. `flip` > 0 flips one finding in each of the first `flip` studies; `flip_side` > 0 swaps one finding's
     side in each of the first `flip_side` studies with a one-sided finding."""
     studies = list(studies)
     if not studies:
-        raise LeadrrgError("no studies to diagnose")
-    if any(s.labels is None for s in studies):
-        raise LeadrrgError("diagnose needs ground-truth labels for every study (e.g. a SynthCXR split)")
-    labels = np.stack([np.asarray(s.labels, dtype=np.float32) for s in studies])  # (N, 14)
+        raise LeadrrgError("no studies to diagnose; expected at least one study with images and a report")
+    labels, truth_source = study_truth(studies)  # (N, 14)
     truth = labels[:, 1:] == 1  # (N, 13)
     config = generator.config
 
@@ -114,6 +136,7 @@ def diagnose(
     result: dict[str, Any] = {
         "studies": len(studies),
         "fusion": config.model.injection.fusion,
+        "truth_source": truth_source,
         "report_f1_vs_truth": micro_f1(truth, said),
         "report_findings_per_study": float(said.sum(axis=1).mean()),
         "truth_findings_per_study": float(truth.sum(axis=1).mean()),
@@ -131,26 +154,28 @@ def diagnose(
 
     probs = np.array([[r["expert_probs"][name] for name in names] for r in own], dtype=np.float32)  # (N, K)
     result.update(expert_measures(probs, names, truth, said))
-    with_attributes = all(s.attributes is not None for s in studies) and bool(own[0].get("expert_attributes"))
+    with_attributes = bool(own[0].get("expert_attributes"))
+    if flip_side and not with_attributes:
+        raise LeadrrgError(
+            "--flip-side needs attribute experts (model.experts.attributes); this run's experts give no side "
+            "(train with model.experts.attributes=true)"
+        )
+    sided, attribute_source = with_truth_attributes(studies, labels)
     if with_attributes:
-        result.update(attribute_accuracy(own, studies))
+        result["attribute_truth_source"] = attribute_source
+        result.update(attribute_accuracy(own, sided))
     if oracle:
-        attributes = truth_attribute_probs(studies, names) if with_attributes else None
+        attributes = truth_attribute_probs(sided, names) if with_attributes else None
         oracle_reports = reports(truth_probs(labels, names), attributes=attributes)
         result["oracle_report_f1_vs_truth"] = micro_f1(
             truth, report_findings([r["generated"] for r in oracle_reports])
         )
         if with_attributes:
-            result.update(attribute_accuracy(oracle_reports, studies, prefix="oracle_"))
+            result.update(attribute_accuracy(oracle_reports, sided, prefix="oracle_"))
     if flip:
         result.update(flip_test(reports, studies[:flip], probs[:flip], said[:flip], names, seed))
     if flip_side:
-        if not with_attributes:
-            raise LeadrrgError(
-                "--flip-side needs attribute experts (model.experts.attributes) and studies with the image's "
-                "attributes (a SynthCXR split: manifest `findings`)"
-            )
-        result.update(side_flip_test(reports, studies, truth_probs(labels, names), names, flip_side, seed))
+        result.update(side_flip_test(reports, sided, truth_probs(labels, names), names, flip_side, seed))
     return result
 
 
@@ -235,17 +260,25 @@ def format_diagnosis(result: dict[str, Any]) -> str:
         ("expert macro AUROC vs truth", result.get("expert_macro_auroc")),
         ("expert micro-F1 (p > 0.5) vs truth", result.get("expert_f1_vs_truth")),
         ("report agrees with its experts (micro-F1)", result.get("report_agrees_with_experts_f1")),
-        ("findings per report / per image", None),
+        ("findings per report / per truth", None),
         ("flip: report follows the flipped expert", result.get("flip_follow_rate")),
         ("flip: ... when switched on / off", None),
         ("flip: other findings unchanged", result.get("flip_others_unchanged_rate")),
-        ("laterality accuracy vs the image (own / oracle experts)", None),
-        ("severity accuracy vs the image (own / oracle experts)", None),
+        ("laterality accuracy vs the truth (own / oracle experts)", None),
+        ("severity accuracy vs the truth (own / oracle experts)", None),
         ("side flip: report follows the swapped side", result.get("side_flip_follow_rate")),
         ("side flip: report states a side for it", result.get("side_flip_stated_rate")),
         ("side flip: other findings unchanged", result.get("side_flip_others_unchanged_rate")),
     ]
-    lines = [f"{result['studies']} studies, fusion {result['fusion']}"]
+    lines = [
+        f"{result['studies']} studies, fusion {result['fusion']}, truth: {result.get('truth_source', TRUTH_LABELS)}"
+    ]
+    if result.get("truth_source") == TRUTH_REFERENCE:
+        lines.append(
+            "  (no ground-truth labels: 'truth' below is the labeler's reading of each reference report, a proxy)"
+        )
+    if result.get("attribute_truth_source") == ATTRIBUTES_REFERENCE:
+        lines.append("  (side and size scored against the sides and sizes the reference report states)")
     for label, value in rows:
         if label.startswith("findings per"):
             value = f"{result['report_findings_per_study']:.2f} / {result['truth_findings_per_study']:.2f}"

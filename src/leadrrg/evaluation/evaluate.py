@@ -169,6 +169,7 @@ def evaluate_predictions(
     bootstrap: int = 0,
     seed: int = 0,
     chexbert_fn: LabelFn | None = None,
+    field_fn: Callable[[list[str], list[str]], dict] | None = None,
 ) -> dict[str, Any]:
     """All metrics of one set of predictions.
 
@@ -184,7 +185,10 @@ def evaluate_predictions(
     reason in ``missing``) when METEOR was not computed.
 
     `chexbert_fn` (e.g. `labeler.chexbert.CheXbertLabeler`) adds CE metrics from CheXbert's labels of
-    the same reports, named ``chexbert14_*`` / ``chexbert5_*`` beside ours (never mixed into them)."""
+    the same reports, named ``chexbert14_*`` / ``chexbert5_*`` beside ours (never mixed into them).
+
+    `field_fn` (`metrics.field.field_metrics` with its directory bound) adds BERTScore, RadGraph-F1 and RaTEScore
+    (``{"scores", "missing", "statistics"}``); what it cannot compute lands in ``missing`` with the reason."""
     references, generated = report_texts(records)
     ground_truth = ground_truth_labels(records)
     labels = label_with(label_fn, references + generated)
@@ -203,6 +207,10 @@ def evaluate_predictions(
     if chexbert_fn is not None:
         chexbert_scores, chexbert_pair = _chexbert_scores(chexbert_fn, references, generated)
         metrics.update(chexbert_scores)
+    field = field_fn(references, generated) if field_fn is not None else None
+    if field is not None:
+        metrics.update(field["scores"])
+        missing.update(field["missing"])
     if bootstrap > 0:
         statistics = bootstrap_statistics(
             references,
@@ -210,7 +218,7 @@ def evaluate_predictions(
             label_pairs,
             cider=metrics["cider"] is not None,
             chexbert_pair=chexbert_pair,
-        )
+        ) + (field["statistics"] if field is not None else [])
         metrics = _bootstrapped(metrics, missing, statistics, references, generated, bootstrap, seed)
 
     metrics["missing"] = missing
@@ -222,6 +230,7 @@ def evaluate_predictions(
         "reference_labels": "leadrrg.labeler on the reference reports",
         "ground_truth_labels": ground_truth is not None,
         "chexbert": getattr(chexbert_fn, "provenance", {}) if chexbert_fn is not None else None,
+        "field_metrics": field is not None,
         "bootstrap": (
             {"replicates": bootstrap, "seed": seed, "level": CI_LEVEL, "method": BOOTSTRAP_METHOD}
             if bootstrap > 0
@@ -352,6 +361,10 @@ def format_table(metrics: dict[str, Any]) -> str:
         lines += _ce_rows(metrics, "gt_")
         lines.append("Hallucination (vs ground-truth labels, 13 findings)")
         lines += _hallucination_rows(metrics, "gt_")
+    if meta.get("field_metrics"):
+        lines.append("Metrics papers report (local models; docs/METRICS.md)")
+        for name in ("bertscore_f1", "radgraph_partial_f1", "ratescore", "chexbert14_micro_f1"):
+            lines.append(f"  {name:<28}{_value(metrics, name):>10}{_interval(metrics, name)}")
     lines.append("Side and size of asserted findings (vs the reference report's)")
     lines += _attribute_rows(metrics, "")
     if "gt_laterality_accuracy" in metrics:

@@ -32,6 +32,7 @@ from leadrrg.constants import OBSERVATIONS
 from leadrrg.errors import LeadrrgError
 from leadrrg.inference.calibrate import with_run_thresholds
 from leadrrg.inference.decoding import generate_reports
+from leadrrg.inference.display import display_report
 from leadrrg.inference.evidence import (
     DECIMALS,
     compact_evidence,
@@ -41,6 +42,7 @@ from leadrrg.inference.evidence import (
 )
 from leadrrg.inference.inputs import study_tensors, to_gray
 from leadrrg.labeler import label_text
+from leadrrg.model.grounding import decoder_probs
 from leadrrg.progress import Progress
 from leadrrg.runs.files import load_run
 
@@ -56,7 +58,8 @@ class ReportResult:
     expert's p is read against (calibrated per finding, or decode.expert_threshold); `contradictions`: the experts
     the report contradicts, [{"expert", "p", "threshold", "kind": "omitted" | "unsupported"}]
     (`leadrrg.inference.evidence.contradictions`); `expert_attributes`: with attribute experts, the side and
-    severity each expert gives its finding (observation -> {"side", "severity"}, the most likely values)."""
+    severity each expert gives its finding (observation -> {"side", "severity"}, the most likely values).
+    `report_display` is `report` for people (`leadrrg.inference.display`); `report` stays the model's text."""
 
     report: str
     expert_probs: dict[str, float]
@@ -67,9 +70,14 @@ class ReportResult:
     contradictions: list[dict[str, Any]] = field(default_factory=list)
     expert_attributes: dict[str, dict[str, str]] = field(default_factory=dict)
 
+    @property
+    def report_display(self) -> str:
+        return display_report(self.report)
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "report": self.report,
+            "report_display": self.report_display,
             "findings": self.findings,
             "expert_probs": {name: round(p, DECIMALS) for name, p in self.expert_probs.items()},
             "thresholds": self.thresholds,
@@ -193,11 +201,15 @@ class ReportGenerator:
     ) -> ReportResult:
         """A report for one study: `images` is one view or a list of views (path to PNG / JPEG / DICOM, PIL
         image, array, tensor). `evidence`: False, True (compact) or "full" (also the (T, L) gates and (T, L, K)
-        expert weights). `expert_probs` replaces what the experts read (name -> p, or K numbers)."""
+        expert weights). `expert_probs` replaces what the decoder reads from the experts, a what-if: name -> p
+        for some experts (the others keep the model's own p), or K numbers in `expert_names` order."""
         decode = self.decode_config(**decode_overrides)
         study_images, view_mask = self.prepare(images)
-        rows = None if expert_probs is None else self._expert_rows([expert_probs])
-        (result,) = self.decode(study_images[None], view_mask[None], decode, evidence, rows)
+        study_images, view_mask = study_images[None], view_mask[None]
+        rows = None
+        if expert_probs is not None:
+            rows = self.expert_rows([expert_probs], study_images, view_mask)
+        (result,) = self.decode(study_images, view_mask, decode, evidence, rows)
         result.images = _paths(images)
         return result
 
@@ -280,30 +292,68 @@ class ReportGenerator:
             results.append(result)
         return results
 
-    def _expert_rows(self, overrides: list) -> torch.Tensor:
+    def check_expert_probs(self, override: Mapping[str, Any]) -> dict[str, float]:
+        """A what-if's `{expert name: p}` checked: known names, each p a number in [0, 1]; -> {name: float}.
+        LeadrrgError naming the bad entry and what was expected (the service answers it with 400)."""
         names = self.expert_names
         if not names:
             raise LeadrrgError("expert_probs given but this model has no experts (fusion none)")
+        unknown = sorted(str(name) for name in override if name not in names)
+        if unknown:
+            raise LeadrrgError(f"expert_probs names unknown expert(s) {unknown}; expected some of {names}")
+        checked = {}
+        for name, value in override.items():
+            number = _probability(value)
+            if number is None:
+                raise LeadrrgError(f"expert_probs[{name!r}] is {value!r}; expected a probability in [0, 1]")
+            checked[name] = number
+        return checked
+
+    def expert_probs_of(self, images: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:
+        """The experts' own p (B, K) for images (B, V, C, S, S), view_mask (B, V): what the decoder reads
+        without an override (on the CPU)."""
+        model = self.model
+        config = model.config
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                study = model.encode_images(images.to(self.device), view_mask.to(self.device))
+                probs = decoder_probs(config.grounding, config.label_policy, study.expert_logits)
+                return probs.float().cpu().clone()
+        finally:
+            model.train(was_training)
+
+    def expert_rows(
+        self, overrides: Sequence[Any], images: torch.Tensor, view_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """What-ifs -> the (B, K) p the decoder reads, one per study of images (B, ...): each override is None
+        (the model's own p), a `{name: p}` for some experts merged into the model's own p, or K numbers."""
+        names = self.expert_names
+        if not names:
+            raise LeadrrgError("expert_probs given but this model has no experts (fusion none)")
+        if len(overrides) != images.shape[0]:
+            raise LeadrrgError(
+                f"{len(overrides)} expert_probs for {images.shape[0]} studies; expected one each"
+            )
+        own = None
+        if any(o is None or isinstance(o, Mapping) for o in overrides):
+            own = self.expert_probs_of(images, view_mask).tolist()
         rows = []
-        for override in overrides:
-            if isinstance(override, Mapping):
-                missing = [n for n in names if n not in override]
-                if missing:
-                    raise LeadrrgError(
-                        f"expert_probs lacks {missing}; expected a probability for every expert"
-                    )
-                rows.append([float(override[n]) for n in names])
+        for index, override in enumerate(overrides):
+            if override is None or isinstance(override, Mapping):
+                row = list(own[index])
+                for name, p in self.check_expert_probs(override or {}).items():
+                    row[names.index(name)] = p
             else:
-                values = [float(v) for v in override]
-                if len(values) != len(names):
+                row = [_probability(v) for v in override]
+                if len(row) != len(names) or None in row:
                     raise LeadrrgError(
-                        f"expert_probs has {len(values)} values; expected {len(names)} (one per expert)"
+                        f"expert_probs is {list(override)[:20]}; expected {len(names)} probabilities in "
+                        f"[0, 1], one per expert in the order {names}"
                     )
-                rows.append(values)
-        probs = torch.tensor(rows, dtype=torch.float32)
-        if not bool(((probs >= 0) & (probs <= 1)).all()):
-            raise LeadrrgError("expert_probs must lie in [0, 1]")
-        return probs
+            rows.append(row)
+        return torch.tensor(rows, dtype=torch.float32)
 
     def summary(self) -> dict[str, Any]:
         """What is loaded: the run's name, model and decode settings, versions (for `GET /v1/model`)."""
@@ -325,6 +375,17 @@ class ReportGenerator:
                 "transformers": transformers.__version__,
             },
         }
+
+
+def _probability(value: Any) -> float | None:
+    """`value` as a float in [0, 1], or None (not a number, NaN, out of range)."""
+    if isinstance(value, (str, bytes)):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if 0.0 <= number <= 1.0 else None
 
 
 def _paths(images: Any) -> list[str] | None:

@@ -148,22 +148,29 @@ def write_split(
     shard: Shard | None = None,
     evidence: bool | str = False,
     restart: bool = False,
+    made_by: dict | None = None,
 ) -> int:
     """Prediction records of `studies` (`generate_split`) into `out`: atomically by one process, or through part
-    files under torchrun (resumed unless `restart`). Returns the number of records in `out`."""
+    files under torchrun (resumed unless `restart`). With `made_by` (the `made_by` function, as `leadrrg
+    generate` gives it) one process resumes too, as `write_inputs` does: each line records it, the studies
+    already in `out` (or in a part file a killed run left) are skipped and the rest are appended to the part
+    file, merged into `out` in split order at the end, under `<out>.lock`; lines of another run or other decode
+    settings are refused. Returns the number of records in `out`."""
     out = Path(out)
     shard = shard or Shard(device=generator.device)
-    if not shard.enabled:
+    if not shard.enabled and made_by is None:
         records = generate_split(generator, studies, evidence=evidence, progress=True)
         with atomic_open(out, "w", encoding="utf-8") as handle:
             handle.writelines(json_line(record) for record in records)
         return len(records)
 
     def decode_into(chunk: Sequence[Study], handle: IO[str]) -> None:
-        handle.writelines(json_line(record) for record in generate_split(generator, chunk, evidence=evidence))
+        for record in generate_split(generator, chunk, evidence=evidence):
+            handle.write(json_line(record if made_by is None else {**record, "made_by": made_by}))
 
     chunk_size = generator.config.decode.batch_size * SHARD_CHUNK
-    return generate_sharded(studies, out, shard, decode_into, chunk_size, restart, include_out=False)
+    resume = made_by is not None  # lines already in `out` count as done; those of other ids are left out
+    return generate_sharded(studies, out, shard, decode_into, chunk_size, restart, resume, made_by, False)
 
 
 def write_inputs(
@@ -234,12 +241,13 @@ def generate_sharded(
     restart: bool,
     include_out: bool,
     made_by: dict | None = None,
+    keep_others: bool = True,
 ) -> int:
     """Decode this rank's share of the studies not yet done into its part file, `chunk_size` studies per
     `decode_into(chunk, handle)` call (each flushed, so a kill loses one chunk at most), then merge every part
     into `out` on rank 0 (`leadrrg.inference.shards`; with `include_out`, lines already in `out` count as done;
-    with `made_by`, lines of another run are refused). Rank 0 holds `<out>.lock` throughout. Returns the number
-    of lines in `out`."""
+    with `made_by`, lines of another run are refused; `keep_others=False` leaves lines of other ids out of `out`).
+    Rank 0 holds `<out>.lock` throughout. Returns the number of lines in `out`."""
     ids = [study.id for study in studies]
     shards.check_unique(ids, f"the input of {out}")
     include_out = include_out and not restart
@@ -255,7 +263,8 @@ def generate_sharded(
             except Exception as exc:  # reported on every rank by gather_or_raise
                 error = exc
         done = shards.gather_or_raise(done, error, shard)[0]
-        return _decode_and_merge(studies, ids, done, out, shard, decode_into, chunk_size, include_out)
+        merge = (include_out, keep_others)
+        return _decode_and_merge(studies, ids, done, out, shard, decode_into, chunk_size, merge)
 
 
 def _decode_and_merge(
@@ -266,7 +275,7 @@ def _decode_and_merge(
     shard: Shard,
     decode_into: Callable[[Sequence, IO[str]], None],
     chunk_size: int,
-    include_out: bool,
+    merge: tuple[bool, bool],
 ) -> int:
     """`generate_sharded` once the studies already `done` are known: decode this rank's share, merge on rank 0."""
     todo = [study for study in studies if study.id not in done]
@@ -278,7 +287,11 @@ def _decode_and_merge(
         out.parent.mkdir(parents=True, exist_ok=True)
         with (
             open(shards.part_path(out, shard.rank, shard.world_size), "a", encoding="utf-8") as handle,
-            Progress(len(mine), f"generate (rank {shard.rank})", enabled=shard.is_main) as bar,
+            Progress(
+                len(mine),
+                f"generate (rank {shard.rank})" if shard.enabled else "generate",
+                enabled=shard.is_main,
+            ) as bar,
         ):
             for start in range(0, len(mine), chunk_size):
                 chunk = mine[start : start + chunk_size]
@@ -291,7 +304,7 @@ def _decode_and_merge(
     count, error = 0, None
     if shard.is_main:
         try:
-            count = shards.merge(out, ids, include_out=include_out)
+            count = shards.merge(out, ids, include_out=merge[0], keep_others=merge[1])
         except Exception as exc:
             error = exc
     shards.gather_or_raise(None, error, shard)

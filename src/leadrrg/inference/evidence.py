@@ -2,12 +2,13 @@
 
     {"format": "leadrrg.evidence/1",
      "experts": [K expert names], "layers": L,
-     "tokens": [{"text": " heart", "gate": 0.213, "gates": [L per-layer gates],
+     "tokens": [{"text": " heart", "display": " heart", "gate": 0.213, "gates": [L per-layer gates],
                  "experts": [["Cardiomegaly", 0.412], ["Edema", 0.201], ["No Finding", 0.133]]}, ...],
      "full": {"gates": (T, L), "alpha": (T, L, K)}}     <- only with evidence="full"
 
 - `text` is the token's piece of the report as it reads in context (with its leading space), so joining the
-  texts gives the report.
+  texts gives the report; `display` is the same piece in display form (`leadrrg.inference.display`: sentence
+  case, punctuation attached), so joining those gives the result's `report_display`.
 - `gates[l]` is g in h <- h + g * c before decoder layer l at the position whose output chose this token: how much
   of the experts' context entered that layer (0 = nothing, 1 = all of it). `gate` is their mean over layers.
 - An expert's weight is its share of what was injected: sum_l g_l * alpha_l,k / sum_l g_l, where alpha_l is the
@@ -35,6 +36,7 @@ from typing import Any
 import torch
 
 from leadrrg.config import DecodeConfig
+from leadrrg.inference.display import display_pieces
 
 EVIDENCE_FORMAT = "leadrrg.evidence/1"
 DECIMALS = 3
@@ -77,8 +79,9 @@ def compact_evidence(
 ) -> dict[str, Any]:
     """The compact evidence of one report (see the module docstring). gates (T, L), alpha (T, L, K) or None."""
     names = list(expert_names)
+    shown = display_pieces(pieces)
     if gates is None or alpha is None:
-        tokens = [{"text": piece} for piece in pieces]
+        tokens = [{"text": piece, "display": display} for piece, display in zip(pieces, shown)]
         return {"format": EVIDENCE_FORMAT, "experts": names, "layers": 0, "tokens": tokens}
     weights = expert_weights(gates, alpha)  # (T, K)
     k = min(TOP_EXPERTS, len(names))
@@ -89,6 +92,7 @@ def compact_evidence(
         tokens.append(
             {
                 "text": piece,
+                "display": shown[t],
                 "gate": _round(row.mean().item()),
                 "gates": [_round(g) for g in row.tolist()],
                 "experts": [

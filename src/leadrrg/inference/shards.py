@@ -208,11 +208,12 @@ def check_unique(ids: Sequence[str], what: str) -> None:
         seen.add(study_id)
 
 
-def merge(out: Path, ids: Sequence[str], include_out: bool) -> int:
+def merge(out: Path, ids: Sequence[str], include_out: bool, keep_others: bool = True) -> int:
     """Write `out` atomically: one line per id of `ids`, in that order, from the part files (and `out` itself
     with `include_out`); refuse a duplicate or a gap with a LeadrrgError, keeping the parts. Lines of ids not
     in `ids` (an earlier run with a larger --limit, or other studies' reports) are left out of a split's file,
-    and kept, first and as they were, with `include_out`: a resumed `--inputs` file never loses a report.
+    and kept, first and as they were, with `include_out` (unless `keep_others` is False, as for a resumed split):
+    a resumed `--inputs` file never loses a report.
     Removes the parts once `out` is complete; returns the number of lines."""
     parts = part_paths(out)
     line_of: dict[str, str] = {}
@@ -231,7 +232,8 @@ def merge(out: Path, ids: Sequence[str], include_out: bool) -> int:
             "expected every study decoded: rerun the same command to finish them"
         )
     wanted = set(ids)
-    kept = [line for study_id, line in line_of.items() if study_id not in wanted] if include_out else []
+    keep = include_out and keep_others
+    kept = [line for study_id, line in line_of.items() if study_id not in wanted] if keep else []
     with atomic_open(out, "w", encoding="utf-8") as handle:
         handle.writelines(kept)
         for study_id in ids:

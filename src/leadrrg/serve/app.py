@@ -1,16 +1,19 @@
 """The HTTP service (`leadrrg serve`): FastAPI over the same `ReportGenerator` a notebook uses.
 
     POST /v1/reports   multipart: file field `images` (1..max_views, PNG / JPEG / DICOM), optional form fields
-                       `evidence` = true | full, `preview` = true  ->  {"report", "findings", "expert_probs",
-                       "views"[, "evidence"][, "previews": PNG data URIs of the views as the model read them]}
+                       `evidence` = true | full, `preview` = true, `expert_probs` = a what-if, JSON {name: p} for
+                       some experts (merged with the model's own p)  ->  {"report", "report_display", "findings",
+                       "expert_probs", "thresholds", "contradictions", "expert_attributes", "views"[, "what_if"]
+                       [, "evidence"][, "previews": PNG data URIs of the views as the model read them]}
     GET  /healthz      {"status": "ok"}
     GET  /v1/model     what is loaded: run name, model and decode settings, versions, the service's limits
     GET  /             the web page (`page/`), which needs nothing from the network
     GET  /docs         the API's description, rendered locally from /openapi.json
+    GET  /examples/NAME example studies for the page (`page/examples/index.json` lists them)
 
 Requests are batched dynamically (`leadrrg.serve.batcher`). Limits, each a 4xx JSON `{"error": "..."}` that
 names the problem: a body over `max_request_bytes` (413), an image over `max_pixels` (413), more images than the
-model's views or none (400), content that is not PNG / JPEG / DICOM whatever its file name (415), an unreadable
+model's views (model.max_views; none is used) or none (400), a what-if naming an unknown expert (400), content that is not PNG / JPEG / DICOM whatever its file name (415), an unreadable
 image (400), a full queue (429, with Retry-After). Clients upload bytes; the server never opens a path it is sent.
 Before any route: a Host that is not this service's (421, DNS rebinding), a cross-site POST (403), a body too slow
 to arrive (408) and slow or too many connections (`leadrrg.serve.guard`).
@@ -36,8 +39,9 @@ from starlette.exceptions import HTTPException
 from leadrrg import __version__
 from leadrrg.errors import LeadrrgError
 from leadrrg.inference.inputs import ImageTooLarge, UnsupportedImage, decode_bytes
-from leadrrg.serve.assets import PAGE_FILES, page_text
+from leadrrg.serve.assets import PAGE_FILES, example_bytes, example_files, page_text
 from leadrrg.serve.batcher import Batcher, QueueFull
+from leadrrg.serve.forms import RequestError, evidence_flag, upload_name, upload_schema, what_if
 from leadrrg.serve.guard import (
     BodyTimeout,
     BodyTooLarge,
@@ -52,14 +56,6 @@ from leadrrg.serve.settings import ServeConfig, bind_socket
 logger = logging.getLogger(__name__)
 
 DECODE_SLOTS = 4  # uploads decoded at once
-
-
-class RequestError(Exception):
-    """A bad request: answered with `status` and `{"error": message}`."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
 
 
 def create_app(generator, settings: ServeConfig | None = None):
@@ -89,6 +85,7 @@ def create_app(generator, settings: ServeConfig | None = None):
     app.get("/", response_class=HTMLResponse, include_in_schema=False)(index)
     app.get("/docs", response_class=HTMLResponse, include_in_schema=False)(docs)
     app.get("/static/{name}", include_in_schema=False)(static)
+    app.get("/examples/{name}", include_in_schema=False)(example)
     return Guard(app, settings)
 
 
@@ -106,8 +103,22 @@ class ReportService:
         # Decoding an upload can take a few hundred MB (a 25M-pixel DICOM in float64): a few at a time.
         self.decode_slots = asyncio.Semaphore(DECODE_SLOTS)
 
-    def _decode(self, images, view_mask, evidence):
-        return self.generator.decode(images, view_mask, None, evidence)
+    def _decode(self, images, view_mask, evidence, what_ifs=None):
+        """On the batcher's worker thread: with what-ifs, each merged into its study's own expert p first."""
+        if what_ifs is None:
+            return self.generator.decode(images, view_mask, None, evidence)
+        rows = self.generator.expert_rows(what_ifs, images, view_mask)
+        return self.generator.decode(images, view_mask, None, evidence, rows)
+
+    def _what_if(self, value) -> dict[str, float] | None:
+        """The form's `expert_probs` checked against this model's experts, or a RequestError (400)."""
+        override = what_if(value)
+        if override is None:
+            return None
+        try:
+            return self.generator.check_expert_probs(override)
+        except LeadrrgError as exc:
+            raise RequestError(400, str(exc)) from None
 
     @asynccontextmanager
     async def lifespan(self, app):
@@ -136,31 +147,35 @@ class ReportService:
 
     async def reports(self, request: Request) -> dict[str, Any]:
         """One study's report, the labeler's findings, the experts' probabilities and (when asked) evidence."""
-        evidence, preview, contents = await self._read_upload(request)
+        evidence, preview, overrides, contents = await self._read_upload(request)
         views = [await self._decode_upload(name, data) for name, data in contents]
         images, view_mask = await run_in_threadpool(self.generator.prepare_arrays, views)
         try:
-            result = await self.batcher.submit(images, view_mask, evidence)
+            result = await self.batcher.submit(images, view_mask, evidence, overrides)
         except QueueFull as exc:
             return error_response(
                 429, f"the server is busy ({exc}); retry shortly", headers={"Retry-After": "1"}
             )
         out = result.to_dict()
         out["views"] = len(views)
+        if overrides:
+            out["what_if"] = overrides  # the p the decoder read in place of these experts' own
         if preview:  # what the model read, as small PNGs (the page shows DICOM uploads this way)
             out["previews"] = [data_uri(await run_in_threadpool(preview_png, view)) for view in views]
         return out
 
-    async def _read_upload(self, request: Request) -> tuple[bool | str, bool, list[tuple[str, bytes]]]:
-        """The form's (evidence, preview, [(name for messages, bytes) per view]), or a RequestError."""
+    async def _read_upload(self, request: Request) -> tuple[bool | str, bool, Any, list[tuple[str, bytes]]]:
+        """The form's (evidence, preview, what-if or None, [(name for messages, bytes) per view]), or a
+        RequestError."""
         max_views = self.generator.max_views
         content_type = request.headers.get("content-type", "").strip().lower()  # media types ignore case
         if not content_type.startswith("multipart/form-data"):
             raise RequestError(415, "expected a multipart/form-data upload with one `images` file per view")
         form = await request.form(max_files=max_views + 1, max_fields=8)
         try:
-            evidence = _evidence_flag(form.get("evidence"))
-            preview = _evidence_flag(form.get("preview")) is True
+            evidence = evidence_flag(form.get("evidence"))
+            preview = evidence_flag(form.get("preview")) is True
+            overrides = self._what_if(form.get("expert_probs"))
             uploads = form.getlist("images")
             if not uploads:
                 raise RequestError(
@@ -169,8 +184,9 @@ class ReportService:
             if len(uploads) > max_views:
                 raise RequestError(
                     400,
-                    f"{len(uploads)} images uploaded but this model reads at most {max_views} view(s) "
-                    "per study; send one study's views, frontal first",
+                    f"{len(uploads)} images uploaded but this model reads at most {max_views} "
+                    f"{'view' if max_views == 1 else 'views'} per study (model.max_views), so none was used; "
+                    f"send at most {max_views} of one study's views, frontal first",
                 )
             contents = []
             for index, upload in enumerate(uploads, start=1):
@@ -179,10 +195,10 @@ class ReportService:
                         400,
                         f"images #{index} is a text field; upload the file's bytes (the server reads no paths)",
                     )
-                contents.append((_upload_name(upload, index), await upload.read()))
+                contents.append((upload_name(upload, index), await upload.read()))
         finally:
             await form.close()
-        return evidence, preview, contents
+        return evidence, preview, overrides, contents
 
     async def _decode_upload(self, name: str, data: bytes):
         """One upload's bytes -> float32 (H, W) gray in [0, 1], or a RequestError (415, 413, 400)."""
@@ -195,33 +211,6 @@ class ReportService:
             raise RequestError(413, str(exc)) from None
         except LeadrrgError as exc:
             raise RequestError(400, str(exc)) from None
-
-
-def upload_schema(max_views: int) -> dict[str, Any]:
-    """The OpenAPI description of the multipart body of POST /v1/reports (read by hand, so written by hand)."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["images"],
-                        "properties": {
-                            "images": {
-                                "type": "array",
-                                "items": {"type": "string", "format": "binary"},
-                                "description": f"1 to {max_views} views of one study (PNG, JPEG, DICOM), "
-                                "frontal first",
-                            },
-                            "evidence": {"type": "string", "enum": ["false", "true", "full"]},
-                            "preview": {"type": "string", "enum": ["false", "true"]},
-                        },
-                    }
-                }
-            },
-        }
-    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -267,23 +256,12 @@ async def static(name: str) -> Response:
     return Response(page_text(name), media_type=PAGE_FILES[name])
 
 
-def _evidence_flag(value: Any) -> bool | str:
-    if value is None:
-        return False
-    text = str(value).strip().lower()
-    if text in ("", "false", "0", "no"):
-        return False
-    if text in ("true", "1", "yes"):
-        return True
-    if text == "full":
-        return "full"
-    raise RequestError(400, f"evidence is {str(value)[:40]!r}; expected true, false or full")
-
-
-def _upload_name(upload, index: int) -> str:
-    """`images #2 ("lateral.dcm")` for messages; the client's file name is shown, never used."""
-    name = (getattr(upload, "filename", None) or "").replace("\\", "/").rsplit("/", 1)[-1][:80]
-    return f'images #{index} ("{name}")' if name else f"images #{index}"
+async def example(name: str) -> Response:
+    """One of the page's example studies (`page/examples/`: index.json and small SynthCXR PNGs)."""
+    files = example_files()
+    if name not in files:
+        raise RequestError(404, f"no example {name[:80]!r}; expected one of {sorted(files)}")
+    return Response(example_bytes(name), media_type=files[name])
 
 
 # --------------------------------------------------------------------------------------------------

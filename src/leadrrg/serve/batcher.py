@@ -30,12 +30,14 @@ class _Item:
     view_mask: torch.Tensor  # (V,)
     evidence: bool | str
     future: asyncio.Future
+    expert_probs: dict[str, float] | None = None  # a what-if: some experts' p, merged into the model's own
 
 
 class Batcher:
     """`await batcher.submit(images, view_mask, evidence)` -> a ReportResult; `start()` / `stop()` in the
     service's lifespan. `decode(images (B, V, C, S, S), view_mask (B, V), evidence) -> results` runs on the
-    worker thread."""
+    worker thread; when a study of the batch carries a what-if (`submit(..., expert_probs={name: p})`), it is
+    called with a fourth argument, the B what-ifs (None for a study without one)."""
 
     def __init__(self, decode, max_batch: int = 16, max_wait_s: float = 0.005, max_queue: int = 64):
         if max_batch < 1 or max_queue < 1 or max_wait_s < 0:
@@ -62,12 +64,18 @@ class Batcher:
         if self.executor is not None:
             self.executor.shutdown(wait=True)
 
-    async def submit(self, images: torch.Tensor, view_mask: torch.Tensor, evidence: bool | str = False):
+    async def submit(
+        self,
+        images: torch.Tensor,
+        view_mask: torch.Tensor,
+        evidence: bool | str = False,
+        expert_probs: dict[str, float] | None = None,
+    ):
         if self.queue is None:
             raise RuntimeError("Batcher.start() was not called")
         future = asyncio.get_running_loop().create_future()
         try:
-            self.queue.put_nowait(_Item(images, view_mask, evidence, future))
+            self.queue.put_nowait(_Item(images, view_mask, evidence, future, expert_probs))
         except asyncio.QueueFull:
             raise QueueFull(f"{self.max_queue} studies are waiting already") from None
         return await future
@@ -114,7 +122,11 @@ class Batcher:
         evidence = "full" if "full" in modes else bool(any(modes))
         images = torch.stack([item.images for item in batch])  # (B, V, C, S, S)
         view_mask = torch.stack([item.view_mask for item in batch])  # (B, V)
-        results = self.decode(images, view_mask, evidence)
+        what_ifs = [item.expert_probs for item in batch]
+        if any(what_if is not None for what_if in what_ifs):
+            results = self.decode(images, view_mask, evidence, what_ifs)
+        else:
+            results = self.decode(images, view_mask, evidence)
         for item, result in zip(
             batch, results
         ):  # evidence only for those who asked, at the detail they asked

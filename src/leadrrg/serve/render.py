@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from leadrrg.errors import LeadrrgError
-from leadrrg.serve.assets import SCRIPT_TAG, STYLE_TAG, page_text
+from leadrrg.serve.assets import SCRIPT_TAG, STYLE_TAG, TOOLS_TAG, page_text
 
 PREVIEW_SIDE = 512  # embedded images are downsized to this longer side
 
@@ -87,7 +87,9 @@ def explain_html(result: dict[str, Any], images: Sequence[tuple[str, bytes]], na
     }
     data = script_json(embedded)
     script = page_text("app.js").replace("</", "<\\/")
+    tools = page_text("tools.js").replace("</", "<\\/")
     page = _replace_tag(page_text("index.html"), STYLE_TAG, f"<style>\n{page_text('style.css')}</style>")
+    page = _replace_tag(page, TOOLS_TAG, f"<script>\n{tools}</script>")
     return _replace_tag(
         page, SCRIPT_TAG, f"<script>window.LEADRRG_EMBEDDED = {data};</script>\n<script>\n{script}</script>"
     )
@@ -109,7 +111,7 @@ def _replace_tag(page: str, tag: str, replacement: str) -> str:
     if page.count(tag) != 1:
         raise LeadrrgError(
             f"the page's index.html has {page.count(tag)} copies of {tag!r}; the offline page inlines exactly one "
-            "(keep the tag, or update STYLE_TAG / SCRIPT_TAG in leadrrg/serve/assets.py)"
+            "(keep the tag, or update STYLE_TAG / SCRIPT_TAG / TOOLS_TAG in leadrrg/serve/assets.py)"
         )
     return page.replace(tag, replacement)
 

@@ -164,7 +164,28 @@ def build_task(
         val_dataset = None
     check_batch_fits(len(train_dataset), config.train.batch_size, ctx.world_size)
     collator = ReportCollator(tokenizer, config.data.max_report_tokens)
+    logger.info(
+        "data loaded: %d train and %d val studies from %s (%s); model built: %.1f M parameters",
+        len(train_dataset),
+        len(val_dataset) if val_dataset is not None else 0,
+        config.data.root,
+        config.data.format,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+    )
     return TrainingTask(config, tokenizer, model, train_dataset, val_dataset, collator)
+
+
+def stage_plan(config: RunConfig, model: nn.Module) -> str | None:
+    """The line announcing stage 1 when a run starts (None when there is none): how many steps, before how
+    many joint steps, and how to turn it off. `train.max_steps` counts the joint steps only."""
+    steps = config.model.grounding.expert_warmup_steps
+    if steps == 0 or getattr(model, "experts", None) is None:
+        return None
+    return (
+        f"stage 1: {steps} expert warm-up steps (vision encoder and experts on the labels), then "
+        f"{config.train.max_steps} joint steps (train.max_steps); "
+        "--set model.grounding.expert_warmup_steps=0 skips stage 1"
+    )
 
 
 def check_expert_names(config: RunConfig) -> None:

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -34,9 +35,9 @@ from leadrrg.collectives import DistContext
 from leadrrg.data.collate import move_batch
 from leadrrg.errors import LeadrrgError
 from leadrrg.progress import Progress
-from leadrrg.train.build import TrainingTask, make_train_loader, set_loader_epoch
+from leadrrg.train.build import TrainingTask, make_train_loader, set_loader_epoch, stage_plan
 from leadrrg.train.optim import build_optimizer, set_learning_rates
-from leadrrg.train.step import make_grad_scaler
+from leadrrg.train.step import autocast_context, make_grad_scaler
 
 logger = logging.getLogger(__name__)
 
@@ -59,19 +60,29 @@ class ExpertStage(nn.Module):
         return {"new": vision + experts}
 
 
-def warm_up_experts(
-    task: TrainingTask, run_dir: Path, ctx: DistContext, autocast, quiet: bool = True
-) -> None:
-    """Train `task.model`'s vision encoder and experts for `model.grounding.expert_warmup_steps` steps on L_cls.
-    `autocast()` returns the run's autocast context (fp16 gets a loss scaler); unless `quiet`, rank 0 shows a
-    progress line."""
+def run_stage_one(task: TrainingTask, run_dir: Path, ctx: DistContext, quiet: bool) -> dict[str, float]:
+    """Announce stage 1 (`build.stage_plan`: its steps and how to turn it off; on stderr unless `quiet`, else at
+    log level info) and run it -> {stage1_steps, stage1_time_s} for the run's summary."""
+    plan = stage_plan(task.config, task.model)
+    if plan and ctx.is_main:
+        (logger.info if quiet else lambda text: print(f"leadrrg train: {text}", file=sys.stderr))(plan)
+    started = time.perf_counter()
+    precision = task.config.train.precision
+    steps = warm_up_experts(task, run_dir, ctx, lambda: autocast_context(precision, ctx.device), quiet)
+    return {"stage1_steps": steps, "stage1_time_s": time.perf_counter() - started if steps else 0.0}
+
+
+def warm_up_experts(task: TrainingTask, run_dir: Path, ctx: DistContext, autocast, quiet: bool = True) -> int:
+    """Train `task.model`'s vision encoder and experts for `model.grounding.expert_warmup_steps` steps on L_cls
+    -> the number of steps trained (0: no stage 1). `autocast()` returns the run's autocast context (fp16 gets a
+    loss scaler); unless `quiet`, rank 0 shows a progress line."""
     model, config = task.model, task.config
     steps = config.model.grounding.expert_warmup_steps
     if steps == 0:
-        return
+        return 0
     if getattr(model, "experts", None) is None:  # fusion=none: nothing to warm up
         logger.info("no stage 1: model.injection.fusion=%r has no experts", config.model.injection.fusion)
-        return
+        return 0
     schedule = dataclasses.replace(
         config.train, max_steps=steps, warmup_steps=min(config.train.warmup_steps, steps)
     )
@@ -137,6 +148,7 @@ def warm_up_experts(
             log.close()
     optimizer.zero_grad(set_to_none=True)
     logger.info("expert warm-up: %d steps in %.0f s", steps, time.perf_counter() - started)
+    return steps
 
 
 def _finite_everywhere(value: float, ctx: DistContext) -> bool:

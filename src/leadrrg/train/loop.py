@@ -36,16 +36,15 @@ from leadrrg.runs.files import CONFIG_FILE, MODEL_FILE, load_model_weights
 from leadrrg.train import checkpoint as ckpt
 from leadrrg.train.build import TrainingTask, build_task, make_train_loader, make_val_loader, resolve_paths
 from leadrrg.train.distributed import all_reduce_mean, init_distributed
-from leadrrg.train.expert_warmup import warm_up_experts
+from leadrrg.train.expert_warmup import run_stage_one
 from leadrrg.train.guard import StopRequest, checkpoint_write, run_lock, run_outputs
 from leadrrg.train.optim import build_optimizer, set_learning_rates
 from leadrrg.train.resume import clean_up_unstarted_run, open_for_resume
-from leadrrg.train.run_log import RunLogger
+from leadrrg.train.run_log import RunLogger, tracker_package
 from leadrrg.train.selection import BEST_DIR, ModelSelector
 from leadrrg.train.state import EVALUATION_FIELDS, TrainerState, restore_checkpoint, state_to_save
 from leadrrg.train.step import (
     Diverged,
-    autocast_context,
     batch_stream,
     make_grad_scaler,
     peak_memory_mb,
@@ -188,6 +187,7 @@ class Trainer:
                 ckpt.save_checkpoint(
                     self.run_dir, self.raw_model, self.optimizer, self.param_names, trainer_state
                 )
+            logger.info("checkpoint written: step %d in %s", self.state.step, self.run_dir)
         barrier(self.ctx)
 
     def evaluate(self, run_log: RunLogger, saved: bool) -> bool:
@@ -301,7 +301,8 @@ class Trainer:
             "best_score_step": state.best_score_step,
             "stopped_early": stopped_early,
             "studies_per_s": state.studies_seen / max(state.train_time_s, 1e-9),
-            "train_time_s": state.train_time_s,
+            "train_time_s": state.train_time_s,  # in optimizer steps, all sessions of the run
+            "joint_time_s": time.perf_counter() - self.started,  # this session's joint stage, wall clock
             "peak_memory_mb": peak_memory_mb(self.device),
             "world_size": self.ctx.world_size,
             "device": str(self.device),
@@ -322,7 +323,7 @@ def fit(
     resume = resume or resume_from is not None
     run_dir = Path(run_dir)
     trainer = Trainer(task, run_dir, ctx, resume_from)
-    run_log = RunLogger(run_dir, ctx, trainer.state.step, task.config.train.max_steps, quiet, resume)
+    run_log = RunLogger(run_dir, ctx, trainer.state.step, task.config, quiet, resume)
     try:
         with StopRequest() as stop:
             stopped_early = trainer.run(run_log, callbacks, stop)
@@ -353,6 +354,7 @@ def train(
     check_output_dir(out_dir, "run directory")
     existed = out_dir.exists()
     config = resolve_paths(copy.deepcopy(config))
+    tracker_package(config.train.tracker)  # a missing optional tracker is said before any work
     ctx = init_distributed(config.train.device)
     clean = False
     try:
@@ -375,15 +377,11 @@ def train(
                     ckpt.init_run_dir(out_dir, config, task.tokenizer)
             barrier(ctx)
             try:
+                stage_one = {"stage1_steps": 0, "stage1_time_s": 0.0}
                 if checkpoint_dir is None:  # stage 1 (a resumed run's checkpoint holds its result)
-                    warm_up_experts(
-                        task,
-                        out_dir,
-                        ctx,
-                        lambda: autocast_context(config.train.precision, ctx.device),
-                        quiet,
-                    )
-                result = fit(task, out_dir, ctx, checkpoint_dir, callbacks, quiet, resume)
+                    stage_one = run_stage_one(task, out_dir, ctx, quiet)
+                result = {**fit(task, out_dir, ctx, checkpoint_dir, callbacks, quiet, resume), **stage_one}
+                result["wall_time_s"] = result["stage1_time_s"] + result["joint_time_s"]  # both stages
             except BaseException:
                 if created:
                     clean_up_unstarted_run(out_dir, existed)

@@ -1,4 +1,9 @@
-"""A run's logs: logs.jsonl and TensorBoard (rank 0 only), a progress bar on a TTY, a plain line otherwise.
+"""A run's logs: logs.jsonl and a tracker (rank 0 only), a progress bar on a TTY, a plain line otherwise.
+
+The tracker is `train.tracker`: TensorBoard (RUN/tb, the default), Weights & Biases or MLflow (optional extras,
+`pip install 'leadrrg[wandb]'` / `'leadrrg[mlflow]'`, imported only when chosen; wandb runs offline unless
+WANDB_MODE is set, into RUN/wandb; MLflow writes to a local `file:` store, RUN/mlruns, unless
+MLFLOW_TRACKING_URI is set), or none (logs.jsonl only).
 
 Nothing a run logged is deleted: a resume moves the records past its checkpoint (the steps it trains again)
 to logs.superseded.jsonl, and a run that stops before its first checkpoint keeps its logs.
@@ -6,17 +11,97 @@ to logs.superseded.jsonl, and a run that stops before its first checkpoint keeps
 
 from __future__ import annotations
 
+import html
+import importlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from leadrrg.collectives import DistContext
+from leadrrg.config import RunConfig, to_dict
+from leadrrg.errors import LeadrrgError
 from leadrrg.io import atomic_write_text
 from leadrrg.train import checkpoint as ckpt
 
 logger = logging.getLogger(__name__)
+
+TRACKER_PACKAGES = {"wandb": "wandb", "mlflow": "mlflow"}  # train.tracker -> the package (and extra) it needs
+
+
+def tracker_package(tracker: str):
+    """The module `train.tracker` needs (None for tensorboard and none); a LeadrrgError naming the extra to
+    install when it is missing, said before any training."""
+    package = TRACKER_PACKAGES.get(tracker)
+    if package is None:
+        return None
+    try:
+        return importlib.import_module(package)
+    except ImportError:
+        raise LeadrrgError(
+            f"train.tracker={tracker} needs the {package} package, which is not installed; expected it "
+            f"installed with `pip install 'leadrrg[{package}]'`, or another tracker "
+            "(train.tracker=tensorboard, the default, or none)"
+        ) from None
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+class Tracker:
+    """TensorBoard, wandb or MLflow behind one interface: scalar, text, close."""
+
+    def __init__(self, name: str, run_dir: Path, config: RunConfig, start_step: int, resume: bool):
+        self.name, self.module = name, tracker_package(name)
+        if name == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+
+            purge = start_step + 1 if resume else None
+            self.writer = SummaryWriter(str(run_dir / ckpt.TB_DIR), purge_step=purge)
+        elif name == "wandb":
+            os.environ.setdefault("WANDB_MODE", "offline")  # nothing leaves the machine unless asked
+            self.writer = self.module.init(
+                project="leadrrg", name=run_dir.name, dir=str(run_dir), config=to_dict(config)
+            )
+        else:  # mlflow
+            if not os.environ.get("MLFLOW_TRACKING_URI"):
+                self.module.set_tracking_uri((run_dir / "mlruns").resolve().as_uri())
+            self.module.set_experiment("leadrrg")
+            self.writer = self.module.start_run(run_name=run_dir.name)
+            self.module.log_params({k: str(v)[:500] for k, v in _flat(to_dict(config)).items()})
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        if self.name == "tensorboard":
+            self.writer.add_scalar(tag, value, step)
+        elif self.name == "wandb":
+            self.writer.log({tag: value}, step=step)
+        else:
+            self.module.log_metric(tag, value, step=step)
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        if self.name == "tensorboard":
+            self.writer.add_text(tag, text, step)
+        elif self.name == "wandb":
+            self.writer.log({tag: self.module.Html(f"<pre>{html.escape(text)}</pre>")}, step=step)
+        else:
+            self.module.log_text(text, f"{tag}/step_{step}.md")
+
+    def close(self) -> None:
+        if self.name == "tensorboard":
+            self.writer.close()
+        elif self.name == "wandb":
+            self.writer.finish()
+        else:
+            self.module.end_run()
 
 
 def _log_lines(path: Path) -> list[str]:
@@ -58,11 +143,12 @@ def logged_anything(run_dir: Path) -> bool:
 
 
 class RunLogger:
-    """logs.jsonl + TensorBoard (rank 0 only), a progress bar on a TTY, one line per eval otherwise."""
+    """logs.jsonl + the tracker (rank 0 only), a progress bar on a TTY, one line per eval otherwise."""
 
     def __init__(
-        self, run_dir: Path, ctx: DistContext, start_step: int, max_steps: int, quiet: bool, resume: bool
+        self, run_dir: Path, ctx: DistContext, start_step: int, config: RunConfig, quiet: bool, resume: bool
     ):
+        max_steps = config.train.max_steps
         self.enabled = ctx.is_main
         self.quiet = quiet
         self.writer = None
@@ -75,9 +161,8 @@ class RunLogger:
         if resume and self.path.exists():
             supersede_records(self.path, start_step)
         self.handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(str(run_dir / ckpt.TB_DIR), purge_step=start_step + 1 if resume else None)
+        tracker = config.train.tracker
+        self.writer = None if tracker == "none" else Tracker(tracker, run_dir, config, start_step, resume)
         if not quiet and sys.stderr.isatty():
             from tqdm import tqdm
 
@@ -96,8 +181,8 @@ class RunLogger:
         self.handle.write(json.dumps(record) + "\n")
         self.handle.flush()
         for key, value in values.items():
-            if isinstance(value, (int, float)) and value is not None:
-                self.writer.add_scalar(f"{kind}/{key}", value, step)
+            if isinstance(value, (int, float)) and value is not None and self.writer is not None:
+                self.writer.scalar(f"{kind}/{key}", value, step)
         if kind == "train" and self.bar is not None:
             self.bar.set_postfix(loss=f"{values['loss']:.3f}", sps=f"{values['studies_per_s']:.1f}")
         if kind == "val" and not self.quiet:
@@ -107,9 +192,9 @@ class RunLogger:
             )
 
     def log_text(self, tag: str, step: int, text: str) -> None:
-        """A TensorBoard text entry (markdown), e.g. sample reports generated at validation."""
+        """A tracker text entry (markdown), e.g. sample reports generated at validation."""
         if self.writer is not None:
-            self.writer.add_text(tag, text, step)
+            self.writer.text(tag, text, step)
 
     def advance(self) -> None:
         if self.bar is not None:
@@ -124,4 +209,5 @@ class RunLogger:
             self.plain.close()
         if self.writer is not None:
             self.writer.close()
+        if self.enabled:
             self.handle.close()
