@@ -30,7 +30,7 @@ decoder reads the side the inserted sentence states, never a side unrelated to t
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -55,6 +55,7 @@ NO_FINDING = OBSERVATIONS.index("No Finding")
 SUPPORT_DEVICES = OBSERVATIONS.index("Support Devices")
 FINDING_COLUMNS = tuple(i for i in range(len(OBSERVATIONS)) if i != NO_FINDING)
 MAX_TRIES = 4
+PROGRESS_EVERY = 1_000  # reports read between two progress reports while the banks are built
 SIDE_WORD = re.compile(r"\b(right|left)\b", re.IGNORECASE)
 SWAPPED = {
     "right": "left",
@@ -74,12 +75,17 @@ class CounterfactualEditor:
     """Edits training reports for one flipped finding. `reports`: the training reports (for the phrase banks);
     `flippable`: the CheXpert names the decoder reads (the experts' names; No Finding is never flipped)."""
 
-    def __init__(self, reports: Sequence[str], flippable: Sequence[str]):
+    def __init__(
+        self, reports: Sequence[str], flippable: Sequence[str], progress: Callable[[int], None] | None = None
+    ):
+        """Banks from the sentences of `reports`; `progress(n)` is told every `PROGRESS_EVERY` reports read."""
         self._labels: dict[str, np.ndarray] = {}
         self.flippable = [OBSERVATIONS.index(n) for n in flippable if n in OBSERVATIONS and n != "No Finding"]
         positive: dict[int, set[str]] = {k: set() for k in self.flippable}
         negative: dict[int, set[str]] = {k: set() for k in self.flippable}
-        for report in reports:
+        for count, report in enumerate(reports, 1):
+            if progress is not None and count % PROGRESS_EVERY == 0:
+                progress(PROGRESS_EVERY)
             for sentence in split_sentences(report or ""):
                 values = self.read(sentence)
                 mentioned = [k for k in FINDING_COLUMNS if not np.isnan(values[k])]

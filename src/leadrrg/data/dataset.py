@@ -10,7 +10,8 @@ DataLoader seeds each worker's generator from its base seed (itself drawn from t
 generator, or the DataLoader's `generator`), so with `torch.manual_seed` the stream is reproducible.
 
 Bad images: `find_bad_images` checks every view's header (exists, non-empty, parses, size, checksums, JPEG end
-marker); training runs it on every split before the first step. With `skip_bad_images=False` loading raises
+marker); training runs it on every split before the first step, once per run (the processes of a DDP run each
+check a share and gather the result, `bad_images=`). With `skip_bad_images=False` loading raises
 `LeadrrgError` naming the file. With True, the same pre-check in the constructor drops unreadable views and studies
 left with none (`skipped_images` / `skipped_studies` count them), and a view that passes the header check but fails
 to decode is masked out when the item is loaded (the next study stands in when none of its views load).
@@ -21,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -78,18 +79,55 @@ def augment(image: torch.Tensor) -> torch.Tensor:
     return ((image - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
 
 
-def find_bad_images(studies: Sequence[Study], max_views: int, workers: int = 8) -> list[tuple[str, str]]:
-    """(path, reason) of every unreadable view among the first `max_views` of each study (header-level check),
-    in study order, each path once."""
-    paths = list(dict.fromkeys(path for study in studies for path in study.images[:max_views]))
+def image_paths(studies: Sequence[Study], max_views: int) -> list[str]:
+    """The first `max_views` views of each study, in study order, each path once."""
+    return list(dict.fromkeys(path for study in studies for path in study.images[:max_views]))
+
+
+def check_paths(
+    paths: Sequence[str], workers: int = 8, progress: Callable[[int], None] | None = None
+) -> list[tuple[str, str]]:
+    """(path, reason) of every unreadable image of `paths` (header-level check), in order; `progress(n)` is called
+    as images are checked."""
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        reasons = list(pool.map(check_image, paths))
+        reasons = []
+        for reason in pool.map(check_image, paths):
+            reasons.append(reason)
+            if progress is not None and len(reasons) % 1000 == 0:
+                progress(1000)
+    if progress is not None and len(reasons) % 1000:
+        progress(len(reasons) % 1000)
     return [(path, reason) for path, reason in zip(paths, reasons) if reason is not None]
 
 
-def raise_on_bad_images(studies: Sequence[Study], max_views: int, where: str, hint: str = "") -> None:
-    """A LeadrrgError naming the first unreadable image of `studies` (and how many there are), if any."""
-    bad = find_bad_images(studies, max_views)
+def find_bad_images(studies: Sequence[Study], max_views: int, workers: int = 8) -> list[tuple[str, str]]:
+    """(path, reason) of every unreadable view among the first `max_views` of each study (header-level check),
+    in study order, each path once."""
+    return check_paths(image_paths(studies, max_views), workers)
+
+
+def bad_images_of(
+    studies: Sequence[Study], max_views: int, known: Sequence[tuple[str, str]] | None
+) -> list[tuple[str, str]]:
+    """`find_bad_images`, or when the images were checked already (`known`: every bad (path, reason) of a set of
+    paths that includes these studies' views, e.g. from one check shared by the processes of a run) its entries
+    for these studies."""
+    if known is None:
+        return find_bad_images(studies, max_views)
+    reasons = dict(known)
+    return [(path, reasons[path]) for path in image_paths(studies, max_views) if path in reasons]
+
+
+def raise_on_bad_images(
+    studies: Sequence[Study],
+    max_views: int,
+    where: str,
+    hint: str = "",
+    known: Sequence[tuple[str, str]] | None = None,
+) -> None:
+    """A LeadrrgError naming the first unreadable image of `studies` (and how many there are), if any (`known`: as
+    `bad_images_of`)."""
+    bad = bad_images_of(studies, max_views, known)
     if bad:
         raise LeadrrgError(f"{len(bad)} image(s) of {where} are unreadable; first: {bad[0][1]}{hint}")
 
@@ -120,6 +158,7 @@ class StudyDataset(Dataset):
         augment: bool = True,
         side_flip_rate: float = 0.0,
         attributes: bool = False,
+        bad_images: Sequence[tuple[str, str]] | None = None,
     ):
         if max_views < 1:
             raise LeadrrgError(f"max_views is {max_views}; expected at least 1")
@@ -138,11 +177,11 @@ class StudyDataset(Dataset):
         self.bad_images: list[tuple[str, str]] = []  # (path, reason) of every skipped view
         self.studies = list(studies)
         if skip_bad_images:
-            self.studies = self._drop_unreadable(self.studies)
+            self.studies = self._drop_unreadable(self.studies, bad_images)
 
-    def _drop_unreadable(self, studies: list[Study]) -> list[Study]:
+    def _drop_unreadable(self, studies: list[Study], known: Sequence[tuple[str, str]] | None) -> list[Study]:
         kept = []
-        self.bad_images = find_bad_images(studies, self.max_views)
+        self.bad_images = bad_images_of(studies, self.max_views, known)
         bad = {path for path, _ in self.bad_images}
         for study in studies:
             good = [path for path in study.images[: self.max_views] if path not in bad]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from leadrrg.data.records import Study
 
 LABEL_VALUES = (1.0, 0.0, -1.0)
+LABEL_CHUNK = 2_000  # reports labelled between two progress reports
 
 __all__ = ["LABEL_VALUES", "labels_from_labeler", "report_hash"]
 
@@ -27,10 +28,13 @@ def report_hash(report: str) -> str:
     return hashlib.sha256(report.encode("utf-8")).hexdigest()
 
 
-def labels_from_labeler(studies: Sequence[Study], cache_path: str | Path) -> list[Study]:
+def labels_from_labeler(
+    studies: Sequence[Study], cache_path: str | Path, progress: Callable[[int, int], None] | None = None
+) -> list[Study]:
     """Fill missing labels with the rule-based labeler, cached in a CSV keyed by the report's SHA-256.
 
-    Studies that already have labels keep them. The cache (`report_sha256` + 14 observation columns,
+    Studies that already have labels keep them; `progress(done, total)` is told how many of the reports not in
+    the cache are labelled so far. The cache (`report_sha256` + 14 observation columns,
     empty = not mentioned) grows with each call and is rewritten atomically.
     """
     from leadrrg.io import atomic_open
@@ -38,19 +42,24 @@ def labels_from_labeler(studies: Sequence[Study], cache_path: str | Path) -> lis
 
     cache_path = Path(cache_path)
     cache = read_label_file(cache_path, "report_sha256") if cache_path.exists() else {}
-    missing = sorted({s.report for s in studies if s.labels is None and report_hash(s.report) not in cache})
+    hashes = {s.report: report_hash(s.report) for s in studies if s.labels is None}  # each report hashed once
+    missing = sorted(report for report, key in hashes.items() if key not in cache)
     if missing:
-        new_labels = np.asarray(label_reports(missing), dtype=np.float32).reshape(
-            len(missing), NUM_OBSERVATIONS
-        )
-        for report, labels in zip(missing, new_labels):
-            cache[report_hash(report)] = labels
+        for start in range(0, len(missing), LABEL_CHUNK):
+            chunk = missing[start : start + LABEL_CHUNK]
+            new_labels = np.asarray(label_reports(chunk), dtype=np.float32).reshape(
+                len(chunk), NUM_OBSERVATIONS
+            )
+            for report, labels in zip(chunk, new_labels):
+                cache[hashes[report]] = labels
+            if progress is not None:
+                progress(start + len(chunk), len(missing))
         with atomic_open(cache_path, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(["report_sha256", *OBSERVATIONS])
             for key in sorted(cache):
                 writer.writerow([key, *("" if np.isnan(v) else f"{v:.1f}" for v in cache[key])])
     return [
-        s if s.labels is not None else dataclasses.replace(s, labels=cache[report_hash(s.report)].copy())
+        s if s.labels is not None else dataclasses.replace(s, labels=cache[hashes[s.report]].copy())
         for s in studies
     ]

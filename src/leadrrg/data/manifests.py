@@ -31,7 +31,15 @@ from leadrrg.config import DataConfig
 from leadrrg.data.readers.jsonl import read_manifest
 from leadrrg.data.readers.mimic_cxr import read_mimic_cxr
 from leadrrg.data.readers.releases import read_chexpert_release, read_iu_release
-from leadrrg.data.records import LoadResult, ReadResult, Record, Study, check_inside_root, data_file
+from leadrrg.data.records import (
+    LoadResult,
+    ReadResult,
+    Record,
+    Study,
+    check_inside_root,
+    data_file,
+    forget_resolved_paths,
+)
 from leadrrg.data.splits import SPLIT_ALIASES, apply_split_file, resolve_split
 from leadrrg.errors import LeadrrgError
 from leadrrg.io import path_problem
@@ -75,7 +83,11 @@ def read_data(data: DataConfig) -> ReadResult:
     problem = path_problem(root, "directory")
     if problem:
         raise LeadrrgError(f"data root {root} {problem}; expected the directory of a {data.format} data set")
-    result = reader(data)
+    forget_resolved_paths()
+    try:
+        result = reader(data)
+    finally:
+        forget_resolved_paths()  # the folder cache is for one read; it would hold every study folder's path
     if data.split_file:
         result.records, notes, warnings = apply_split_file(result.records, data_file(root, data.split_file))
         result.notes += notes
@@ -136,10 +148,18 @@ def load_split(data: DataConfig, split: str, records: list[Record] | None = None
     splits = available_splits(records)
     stored = resolve_split(split, splits, f"{data.format} data at {data.root}")
     studies, skipped = [], 0
+    cleaned: dict[
+        tuple[str, str], str
+    ] = {}  # MIMIC entries of one study share a report: clean it once, keep one copy
     for record in records:
         if record.split != stored:
             continue
-        report = clean_report(select_section(record.findings, record.impression, data.section), data.clean)
+        sections = (record.findings, record.impression)
+        report = cleaned.get(sections)
+        if report is None:
+            report = cleaned[sections] = clean_report(
+                select_section(record.findings, record.impression, data.section), data.clean
+            )
         if not report:
             skipped += 1
             continue

@@ -3,6 +3,8 @@ neither), and the path checks they all apply to the image paths a data file name
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,20 +69,60 @@ def bad_entry(path: Path, where: str, problem: str, expected: str) -> LeadrrgErr
 
 def resolve_image_path(base: Path, relative: str, data: DataConfig, where: str) -> str:
     """The absolute path of an image named in a data file (relative to `base`), symlinks followed; refused when it
-    lies outside the data root unless `data.allow_outside_root`."""
-    path = Path(relative)
-    resolved = (path if path.is_absolute() else base / path).resolve()
-    check_inside_root(resolved, data, where, relative)
-    return str(resolved)
+    lies outside the data root unless `data.allow_outside_root`. (Strings, not `Path`s: a root names hundreds of
+    thousands of images.)"""
+    resolved = real_path(relative if os.path.isabs(relative) else os.path.join(base, relative))
+    if not data.allow_outside_root:
+        root = _real_root(data.root)
+        if resolved != root and not resolved.startswith(root.rstrip(os.sep) + os.sep):
+            check_inside_root(Path(resolved), data, where, relative)
+    return resolved
+
+
+def real_path(path: str) -> str:
+    """`str(Path(path).resolve())`, with the folders' resolution cached (`_real_folder`): a data root names
+    hundreds of thousands of images in a few thousand folders, and resolving each path anew costs one `lstat` per
+    path component. Any symlink met is resolved by `Path.resolve` itself (same result, same loop error)."""
+    if not os.path.isabs(path):
+        path = os.path.join(os.getcwd(), path)
+    folder, name = os.path.split(path)
+    if name in ("", ".", "..") or folder == path:
+        return str(Path(path).resolve())
+    joined = os.path.join(_real_folder(folder), name)
+    return str(Path(joined).resolve()) if os.path.islink(joined) else joined
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _real_folder(folder: str) -> str:
+    parent, name = os.path.split(folder)
+    if name in ("", ".", "..") or parent == folder:
+        return str(Path(folder).resolve())
+    joined = os.path.join(_real_folder(parent), name)
+    return str(Path(joined).resolve()) if os.path.islink(joined) else joined
 
 
 def check_inside_root(resolved: Path, data: DataConfig, where: str, named: str) -> None:
-    root = Path(data.root).resolve()
+    root = _resolved_root(data.root)
     if not data.allow_outside_root and not resolved.is_relative_to(root):
         raise LeadrrgError(
             f"{where}: image path {named!r} resolves to {resolved}, outside the data root {root}; expected images "
             "inside the data root (set data.allow_outside_root=true to accept it)"
         )
+
+
+def _resolved_root(root: str) -> Path:
+    return Path(_real_root(root))
+
+
+@functools.lru_cache(maxsize=16)
+def _real_root(root: str) -> str:
+    return real_path(root)
+
+
+def forget_resolved_paths() -> None:
+    """Drop the cached folder resolutions (a reader calls it before reading a root: symlinks may have changed)."""
+    _real_folder.cache_clear()
+    _real_root.cache_clear()
 
 
 def data_file(root: Path, name: str) -> Path:

@@ -24,6 +24,9 @@ import re
 from leadrrg.config import CLEAN_MODES, SECTIONS
 from leadrrg.errors import LeadrrgError
 
+_UNDERSCORES = re.compile(r"_+")
+_WHITESPACE = re.compile(r"\s+")
+_DOTS = re.compile(r"\.{2,}")
 _NUMBERING = re.compile(r"(?:^|(?<=\s))\d{1,2}\s?[.)]\s+")  # "1. ", "2) ", at start or after whitespace
 _DECIMAL_POINT = re.compile(r"(?<=\d)\.(?=\d)")
 _DECIMAL_SENTINEL = "\u2024"  # one-dot leader: shields decimal points from sentence splitting
@@ -50,10 +53,10 @@ def clean_report(text: str, mode: str = "r2gen") -> str:
     text = text or ""
     if mode == "none":
         return text.strip()
-    text = re.sub(r"_+", "_", text.replace("\n", " "))
-    text = re.sub(r"\s+", " ", text)
+    text = _UNDERSCORES.sub("_", text.replace("\n", " "))
+    text = _WHITESPACE.sub(" ", text)
     text = _DECIMAL_POINT.sub(_DECIMAL_SENTINEL, text)
-    text = re.sub(r"\.{2,}", ".", text)
+    text = _DOTS.sub(".", text)
     text = _NUMBERING.sub(". ", text)
     sentences = []
     for sentence in text.strip().lower().split(". "):

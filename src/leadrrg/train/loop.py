@@ -367,7 +367,7 @@ def train(
                     f"{out_dir} already exists and is not empty; choose a new --out, or pass --resume to continue that run"
                 )
             barrier(ctx)
-            task = build_task(config, ctx, tokenizer)
+            task = build_task(config, ctx, tokenizer, quiet=quiet)
             created = False
             if ctx.is_main:
                 if resume:

@@ -10,6 +10,7 @@ the first of ROOT/images, ROOT/files (PhysioNet's MIMIC-CXR-JPG) and ROOT that h
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,14 +192,21 @@ def _image_base(root: Path, entries: list[Entry]) -> Path:
 
 def entry_record(entry: Entry, base: Path, data: DataConfig) -> Record:
     """A record for one entry: sections split at their headers (R2Gen's reports have none: all findings)."""
-    from leadrrg.data.text import split_findings_impression
-
-    findings, impression = entry.sections or split_findings_impression(entry.report)
+    findings, impression = entry.sections or _sections(entry.report)
     labels = parse_labels(entry.raw.get("labels"), entry.where, data.label_codes)
     images = [resolve_image_path(base, p, data, entry.where) for p in entry.images]
     return Record(
         entry.id, entry.split, images, findings, impression, labels, stored_split=entry.stored_split
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _sections(report: str) -> tuple[str, str]:
+    """`split_findings_impression`, remembered for the last reports: MIMIC entries of one study follow each other
+    and share their report, which is then split once and held once."""
+    from leadrrg.data.text import split_findings_impression
+
+    return split_findings_impression(report)
 
 
 def finish(annotation: Annotation, data: DataConfig) -> None:
