@@ -28,6 +28,7 @@ Rows: ours layerwise | ours none | HF generate() none (like for like with `ours 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -99,17 +100,21 @@ def linear_read_rate(model, device: torch.device, repeats: int = 5) -> float:
     on batch-1 decoding, below the memory bound when its matrix-vector product does not reach the bandwidth."""
     import torch.nn.functional as F
 
-    linears = [m for m in model.lm.modules() if isinstance(m, torch.nn.Linear)]
-    inputs = {
-        (m.in_features, m.weight.dtype): torch.randn(1, m.in_features, device=device, dtype=m.weight.dtype)
-        for m in linears
-    }
-    total = sum(m.weight.numel() * m.weight.element_size() for m in linears)
+    from leadrrg.inference.quantize import int8_weight_bytes, is_int8_linear
 
-    def run() -> None:
+    linears = [m for m in model.lm.modules() if isinstance(m, torch.nn.Linear) or is_int8_linear(m)]
+    dtype = next(p.dtype for p in model.lm.parameters() if p.is_floating_point())
+    inputs = {m.in_features: torch.randn(1, m.in_features, device=device, dtype=dtype) for m in linears}
+    total = sum(
+        int8_weight_bytes(m) if is_int8_linear(m) else m.weight.numel() * m.weight.element_size()
+        for m in linears
+    )
+
+    def run() -> None:  # int8 layers run their own kernel (quantise the input, int8 matmul)
         with torch.inference_mode():
             for m in linears:
-                F.linear(inputs[(m.in_features, m.weight.dtype)], m.weight)
+                x = inputs[m.in_features]
+                m(x) if is_int8_linear(m) else F.linear(x, m.weight)
 
     run()
     times = []
@@ -124,7 +129,10 @@ def linear_read_rate(model, device: torch.device, repeats: int = 5) -> float:
 
 def weight_bytes_per_token(model) -> int:
     """Bytes of decoder weights read per decoding step at batch 1: every LM parameter once (tied ones once),
-    except the input embedding table when it is not the output head (one row of it is read)."""
+    except the input embedding table when it is not the output head (one row of it is read), plus the int8
+    weights and scales of layers `decode.quantize=int8` converted (they are not parameters)."""
+    from leadrrg.inference.quantize import int8_weight_bytes, is_int8_linear
+
     lm = model.lm
     embedding, head = lm.get_input_embeddings().weight, lm.get_output_embeddings().weight
     seen, total = set(), 0
@@ -135,7 +143,43 @@ def weight_bytes_per_token(model) -> int:
             continue
         seen.add(parameter.data_ptr())
         total += parameter.numel() * parameter.element_size()
-    return total
+    return total + sum(int8_weight_bytes(m) for m in lm.modules() if is_int8_linear(m))
+
+
+def cpu_features() -> str:
+    """The CPU's model name, its bf16 / int8 matrix instructions (from /proc/cpuinfo) and torch's kernel level."""
+    name, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and name == "unknown CPU":
+                    name = value.strip()
+                elif key.strip() in ("flags", "Features") and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+    have = [flag for flag in wanted if flag in flags]
+    missing = [flag for flag in ("avx512_bf16", "amx_bf16") if flag not in flags]
+    return (
+        f"CPU {name}, {os.cpu_count()} logical cores; flags {' '.join(have) or 'none of ' + ' '.join(wanted)}"
+        f"{'; no ' + ' / '.join(missing) if missing else ''}; torch CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}, quantized engine {torch.backends.quantized.engine}"
+    )
+
+
+def for_dtype(model, dtype: str):
+    """A copy of `model` with its language model as `decode.dtype` / `decode.quantize=int8` loads it."""
+    import copy
+
+    from leadrrg.inference.quantize import quantize_decoder
+
+    model = copy.deepcopy(model)
+    if dtype == "int8":
+        return quantize_decoder(model, "int8")
+    model.lm.to(getattr(torch, dtype))
+    return model
 
 
 def ours(
@@ -217,9 +261,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile our one-token step")
     parser.add_argument(
         "--dtype",
-        choices=("float32", "bfloat16", "float16"),
-        default="float32",
-        help="the language model's weights and compute (decode.dtype)",
+        nargs="+",
+        choices=("float32", "bfloat16", "float16", "int8"),
+        default=["float32"],
+        help="the language model's weights, one or more, timed in the same run (decode.dtype; int8: "
+        "decode.quantize=int8 on float32)",
     )
     parser.add_argument(
         "--bandwidth-mb", type=int, default=1024, help="tensor summed to measure read bandwidth"
@@ -231,20 +277,72 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def print_rates(results: dict[tuple[str, int], float], names: list[str], batch_sizes: list[int]) -> None:
-    """Tokens per second of every row at every batch size, then the ratios that matter."""
-    print(f"{'':26s}" + "".join(f"{f'batch {b} tok/s':>16s}" for b in batch_sizes))
-    for name in names:
-        print(f"{name:26s}" + "".join(f"{results[(name, b)]:16.1f}" for b in batch_sizes))
-    ratios = {
-        "LEAD / none (ours), time": lambda b: results[("ours none", b)] / results[("ours layerwise", b)],
-        "ours / HF, none, speed": lambda b: results[("ours none", b)] / results[("HF generate() none", b)],
-        "ours / HF, layerwise, speed": lambda b: (
-            results[("ours layerwise", b)] / results[("HF generate() layerwise", b)]
-        ),
+ROWS = ("ours layerwise", "ours none", "HF generate() none", "HF generate() layerwise")
+
+
+def print_rates(
+    results: dict[tuple[str, str, int], float], dtypes: list[str], batch_sizes: list[int]
+) -> None:
+    """Tokens per second of every row at every batch size, then the ratios that matter, per dtype."""
+    ratios = {  # name -> (numerator row, denominator row, denominator dtype; None: the same)
+        "LEAD / none (ours), time": ("ours none", "ours layerwise", None),
+        "ours / HF, none, speed": ("ours none", "HF generate() none", None),
+        "ours / HF, layerwise": ("ours layerwise", "HF generate() layerwise", None),
+        "ours layerwise / float32": ("ours layerwise", "ours layerwise", "float32"),
     }
-    for name, ratio in ratios.items():
-        print(f"{name:26s}" + "".join(f"{ratio(b):16.3f}" for b in batch_sizes))
+    for dtype in dtypes:
+        print(f"{dtype:26s}" + "".join(f"{f'batch {b} tok/s':>16s}" for b in batch_sizes))
+        for name in ROWS:
+            print(f"  {name:24s}" + "".join(f"{results[(dtype, name, b)]:16.1f}" for b in batch_sizes))
+        for name, (top, bottom, other) in ratios.items():
+            if other is not None and other not in dtypes:
+                continue
+            values = [results[(dtype, top, b)] / results[(other or dtype, bottom, b)] for b in batch_sizes]
+            print(f"  {name:24s}" + "".join(f"{value:16.3f}" for value in values))
+
+
+def print_bounds(results, models: dict, dtypes: list[str], args, device: torch.device) -> None:
+    """Batch 1 is bound by reading the weights once per token: the bound of each dtype's bytes, the share our
+    LEAD decoding reaches, the BLAS kernel's own read rate, and the share of the float32 bound."""
+    bandwidth = read_bandwidth(device, args.bandwidth_mb)
+    float32_bytes = args.float32_bytes
+    print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s (sum of a {args.bandwidth_mb} MiB float32 tensor)")
+    for dtype in dtypes:
+        lead = models[dtype][0]
+        weights = weight_bytes_per_token(lead)
+        bound, reached = bandwidth / weights, results[(dtype, "ours layerwise", 1)]
+        kernel = linear_read_rate(lead, device)
+        print(
+            f"{dtype}: decoder weights read per token {weights / 1e6:.0f} MB; bound {bound:.1f} tokens/s at "
+            f"batch 1; ours layerwise {reached:.1f} tokens/s = {100 * reached / bound:.0f}% of it. "
+            f"{'int8 linear layers' if dtype == 'int8' else 'F.linear'} alone reads these weights at "
+            f"{kernel / 1e9:.1f} GB/s at batch 1 "
+            f"({100 * kernel / bandwidth:.0f}% of the read bandwidth): a ceiling of {kernel / weights:.1f} "
+            "tokens/s before any other op"
+        )
+        if weights != float32_bytes:
+            float32_bound = bandwidth / float32_bytes
+            print(
+                f"  against the float32 weights ({float32_bytes / 1e6:.0f} MB, bound {float32_bound:.1f} "
+                f"tokens/s): {100 * reached / float32_bound:.0f}%"
+            )
+
+
+def time_batch(rows: dict, batch: int, args, device: torch.device) -> dict[tuple[str, str, int], float]:
+    """Tokens/s of every (dtype, row) at one batch size, repeats interleaved across all of them."""
+    images, view_mask = args.inputs(batch, torch.Generator().manual_seed(batch))
+    times: dict = {key: [] for key in rows}
+    for fn in rows.values():  # warm up
+        fn(images, view_mask, args.new_tokens)
+    for _ in range(args.repeats):
+        for key, fn in rows.items():
+            sync(device)
+            start = time.perf_counter()
+            tokens = fn(images, view_mask, args.new_tokens)
+            sync(device)
+            times[key].append(time.perf_counter() - start)
+            assert tokens == batch * args.new_tokens, (key, tokens)
+    return {(*key, batch): batch * args.new_tokens / statistics.median(times[key]) for key in rows}
 
 
 def main() -> None:
@@ -252,70 +350,46 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    dtypes = list(dict.fromkeys(args.dtype))
     lead, none, tokenizer = build_models(args.run, device, args.overrides)
-    float32_weights = weight_bytes_per_token(lead)
-    for model in (lead, none):
-        model.lm.to(getattr(torch, args.dtype))
-    config = lead.config
+    args.float32_bytes = weight_bytes_per_token(lead)
+    models = {dtype: (for_dtype(lead, dtype), for_dtype(none, dtype)) for dtype in dtypes}
+    del lead, none
+    config = models[dtypes[0]][0].config
+    print(cpu_features())
     print(
         f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}; decoder "
         f"{config.decoder.backbone} {config.decoder.num_layers}x{config.decoder.hidden_size}, "
-        f"{config.experts.num_experts} experts, vocab {tokenizer.vocab_size}, {args.dtype}; "
-        f"{args.new_tokens} new tokens, "
-        f"median of {args.repeats}"
+        f"{config.experts.num_experts} experts, vocab {tokenizer.vocab_size}, {' / '.join(dtypes)} (timed "
+        f"interleaved in this run); {args.new_tokens} new tokens, median of {args.repeats}"
     )
-    rows = {
-        "ours layerwise": lambda *a: ours(lead, tokenizer, *a, args.cache, args.compile),
-        "ours none": lambda *a: ours(none, tokenizer, *a, args.cache, args.compile),
-        "HF generate() none": lambda *a: hf(none, tokenizer, *a),
-        "HF generate() layerwise": lambda *a: hf(lead, tokenizer, *a),
-    }
-    results: dict[tuple[str, int], float] = {}
-    for batch in args.batch_sizes:
-        generator = torch.Generator().manual_seed(batch)
+
+    def inputs(batch: int, generator: torch.Generator):
         size, views = config.vision.image_size, config.max_views
         images = torch.randn(batch, views, config.vision.channels, size, size, generator=generator).to(device)
-        view_mask = torch.ones(batch, views, dtype=torch.bool, device=device)
-        same = check_same_tokens(none, tokenizer, images, view_mask, args.new_tokens)
-        same_lead = check_same_tokens(lead, tokenizer, images, view_mask, args.new_tokens)
-        print(f"batch {batch}: our greedy tokens equal HF generate()'s: none {same}, layerwise {same_lead}")
-        times: dict[str, list[float]] = {name: [] for name in rows}
-        for fn in rows.values():  # warm up
-            fn(images, view_mask, args.new_tokens)
-        for _ in range(args.repeats):
-            for name, fn in rows.items():
-                sync(device)
-                start = time.perf_counter()
-                tokens = fn(images, view_mask, args.new_tokens)
-                sync(device)
-                times[name].append(time.perf_counter() - start)
-                assert tokens == batch * args.new_tokens, (name, tokens)
-        for name in rows:
-            results[(name, batch)] = batch * args.new_tokens / statistics.median(times[name])
+        return images, torch.ones(batch, views, dtype=torch.bool, device=device)
 
-    print_rates(results, list(rows), args.batch_sizes)
-    if 1 in args.batch_sizes:  # batch 1 is bound by reading the weights once per token
-        bandwidth = read_bandwidth(device, args.bandwidth_mb)
-        weights = weight_bytes_per_token(lead)
-        bound = bandwidth / weights
-        reached = results[("ours layerwise", 1)]
-        print(
-            f"read bandwidth {bandwidth / 1e9:.1f} GB/s (sum of a {args.bandwidth_mb} MiB float32 tensor); "
-            f"decoder weights read per token {weights / 1e6:.0f} MB; bound {bound:.1f} tokens/s at batch 1; "
-            f"ours layerwise {reached:.1f} tokens/s = {100 * reached / bound:.0f}% of it"
-        )
-        kernel = linear_read_rate(lead, device)
-        print(
-            f"F.linear alone reads these weights at {kernel / 1e9:.1f} GB/s at batch 1 "
-            f"({100 * kernel / bandwidth:.0f}% of the read bandwidth): a ceiling of {kernel / weights:.1f} "
-            f"tokens/s before any other op"
-        )
-        if weights != float32_weights:
-            float32_bound = bandwidth / float32_weights
+    args.inputs = inputs
+    rows = {}
+    for dtype, (lead, none) in models.items():
+        rows[(dtype, ROWS[0])] = lambda *a, m=lead: ours(m, tokenizer, *a, args.cache, args.compile)
+        rows[(dtype, ROWS[1])] = lambda *a, m=none: ours(m, tokenizer, *a, args.cache, args.compile)
+        rows[(dtype, ROWS[2])] = lambda *a, m=none: hf(m, tokenizer, *a)
+        rows[(dtype, ROWS[3])] = lambda *a, m=lead: hf(m, tokenizer, *a)
+    results: dict[tuple[str, str, int], float] = {}
+    for batch in args.batch_sizes:
+        images, view_mask = inputs(batch, torch.Generator().manual_seed(batch))
+        for dtype, (lead, none) in models.items():
+            same = check_same_tokens(none, tokenizer, images, view_mask, args.new_tokens)
+            same_lead = check_same_tokens(lead, tokenizer, images, view_mask, args.new_tokens)
             print(
-                f"against the float32 weights ({float32_weights / 1e6:.0f} MB, bound {float32_bound:.1f} "
-                f"tokens/s): {100 * reached / float32_bound:.0f}%"
+                f"batch {batch}, {dtype}: our greedy tokens equal HF generate()'s: none {same}, "
+                f"layerwise {same_lead}"
             )
+        results.update(time_batch(rows, batch, args, device))
+    print_rates(results, dtypes, args.batch_sizes)
+    if 1 in args.batch_sizes:
+        print_bounds(results, models, dtypes, args, device)
 
 
 if __name__ == "__main__":

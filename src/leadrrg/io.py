@@ -271,14 +271,18 @@ def json_objects(path: str | Path, text: str, expected: str) -> Iterator[tuple[i
         yield number, value
 
 
+def json_value(text: str, name: str, expected: str) -> Any:
+    """The JSON value of `text` read from `name`, or a LeadrrgError "{name} is not valid JSON (...); expected ..."."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LeadrrgError(f"{name} is not valid JSON ({exc}); expected {expected}") from None
+
+
 def read_json_object(path: str | Path, what: str, expected: str) -> dict:
     """The JSON object in the file `path`, or a LeadrrgError "{what} {path} <problem>; expected {expected}"
     (missing, unreadable, not UTF-8, not JSON, or JSON that is not an object)."""
-    text = read_text(path, what, expected)
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise LeadrrgError(f"{what} {path} is not valid JSON ({exc}); expected {expected}") from None
+    value = json_value(read_text(path, what, expected), f"{what} {path}", expected)
     if not isinstance(value, dict):
         raise LeadrrgError(f"{what} {path} holds a JSON {type(value).__name__}; expected {expected}")
     return value

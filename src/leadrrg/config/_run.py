@@ -33,6 +33,7 @@ SelectMetric = Literal[
 SelectMode = Literal["auto", "min", "max"]
 Strategy = Literal["greedy", "beam", "sample"]
 Cache = Literal["dynamic", "static"]
+Quantize = Literal["none", "int8"]
 ThresholdSource = Literal["calibrated", "global"]
 
 DATA_FORMATS: tuple[DataFormat, ...] = get_args(DataFormat)
@@ -48,6 +49,7 @@ LOWER_IS_BETTER = ("val_loss", "val_lm_loss", "val_gen_hallucination_rate")
 SELECT_MODES: tuple[SelectMode, ...] = get_args(SelectMode)
 STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 CACHES: tuple[Cache, ...] = get_args(Cache)
+QUANTIZE_MODES: tuple[Quantize, ...] = get_args(Quantize)
 THRESHOLD_SOURCES: tuple[ThresholdSource, ...] = get_args(ThresholdSource)
 
 
@@ -202,11 +204,20 @@ class DecodeConfig:
     dtype: Dtype = "float32"  # the language model's weights and compute when a run is loaded for decoding:
     # float32 (as trained) | bfloat16 | float16. Half the bytes to read per token: batch-1 decoding is bound by
     # reading the weights. The vision encoder and the experts stay float32; greedy tokens may differ from float32
+    quantize: Quantize = "none"  # none | int8: the language model's linear layers (not the head, embeddings,
+    # gates, experts, projections or vision encoder) stored as int8 with per-channel scales when a run is loaded
+    # for decoding (inference/quantize.py; CPU only, with dtype float32): a quarter of the float32 bytes per token
 
     def __post_init__(self) -> None:
         _check_choice("decode", "strategy", self.strategy, STRATEGIES)
         _check_choice("decode", "cache", self.cache, CACHES)
         _check_choice("decode", "dtype", self.dtype, DTYPES)
+        _check_choice("decode", "quantize", self.quantize, QUANTIZE_MODES)
+        if self.quantize != "none" and self.dtype != "float32":
+            raise LeadrrgError(
+                f"decode.quantize={self.quantize} with decode.dtype={self.dtype}: int8 weights compute in "
+                "float32; expected decode.dtype=float32 (or decode.quantize=none)"
+            )
         _check_positive("decode", "num_beams", self.num_beams)
         _check_positive("decode", "max_new_tokens", self.max_new_tokens)
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:

@@ -9,13 +9,12 @@ was mapped.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from leadrrg.errors import LeadrrgError
-from leadrrg.io import read_csv_table, read_text_maybe_gzip, strip_gzip_suffix
+from leadrrg.io import json_value, read_csv_table, read_text_maybe_gzip, strip_gzip_suffix
 
 CANONICAL_SPLITS = ("train", "val", "test")
 SPLIT_ALIASES: dict[str, str] = {
@@ -118,12 +117,7 @@ def read_split_file(path: Path) -> tuple[str, dict[str, str]]:
                 f"split file {path} has columns {columns[:20]}; expected {SPLIT_FILE_EXPECTED}"
             )
         return key, {_key(row[key]): row["split"] for _, row in rows}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise LeadrrgError(
-            f"split file {path} is not valid JSON ({exc}); expected {SPLIT_FILE_EXPECTED}"
-        ) from None
+    value = json_value(text, f"split file {path}", SPLIT_FILE_EXPECTED)
     if isinstance(value, dict) and value and all(isinstance(v, list) for v in value.values()):
         table = {}
         for split, items in value.items():

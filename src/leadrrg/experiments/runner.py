@@ -29,6 +29,7 @@ from leadrrg.evaluation.predictions import predictions_meta, read_predictions, w
 from leadrrg.inference.api import ReportGenerator
 from leadrrg.inference.calibrate import with_run_thresholds
 from leadrrg.inference.predict import generate_split
+from leadrrg.inference.quantize import quantize_decoder
 from leadrrg.io import atomic_write_text, read_json_object
 from leadrrg.runs.files import (
     MODEL_FILE,
@@ -65,6 +66,7 @@ def load_for_decoding(
     model, tokenizer, config = load_run(run_dir, overrides=decode_overrides)
     config = with_run_thresholds(config, run_dir)  # decode.thresholds=calibrated: RUN/thresholds.json
     model.to(device or training_device(config))
+    quantize_decoder(model, config.decode.quantize)  # decode.quantize=int8, as leadrrg.load does
     return ReportGenerator(model, tokenizer, config)
 
 

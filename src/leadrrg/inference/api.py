@@ -41,6 +41,7 @@ from leadrrg.inference.evidence import (
     token_pieces,
 )
 from leadrrg.inference.inputs import study_tensors, to_gray
+from leadrrg.inference.quantize import quantize_decoder
 from leadrrg.labeler import label_text
 from leadrrg.model.grounding import decoder_probs
 from leadrrg.progress import Progress
@@ -124,6 +125,7 @@ def load(
         )
     device = resolve_device(device)
     model, tokenizer, config = load_run(run_dir, device=device, overrides=overrides)
+    quantize_decoder(model, config.decode.quantize)  # decode.quantize=int8: the LM's linear layers, CPU only
     config = with_run_thresholds(config, run_dir)  # decode.thresholds=calibrated: RUN/thresholds.json
     return ReportGenerator(model, tokenizer, config, seed=seed, name=run_dir.name)
 
@@ -170,11 +172,13 @@ class ReportGenerator:
         unknown = sorted(set(overrides) - fields)
         if unknown:
             raise LeadrrgError(f"unknown decode setting(s) {unknown}; expected some of {sorted(fields)}")
-        if overrides.get("dtype", self.config.decode.dtype) != self.config.decode.dtype:
-            raise LeadrrgError(
-                f"decode setting dtype={overrides['dtype']!r}: the weights were cast when the run was loaded "
-                f"({self.config.decode.dtype}); expected leadrrg.load(run, overrides=['decode.dtype=...'])"
-            )
+        for name in ("dtype", "quantize"):  # applied to the weights when the run was loaded
+            if overrides.get(name, getattr(self.config.decode, name)) != getattr(self.config.decode, name):
+                raise LeadrrgError(
+                    f"decode setting {name}={overrides[name]!r}: the weights were cast when the run was "
+                    f"loaded ({name}={getattr(self.config.decode, name)}); expected "
+                    f"leadrrg.load(run, overrides=['decode.{name}=...'])"
+                )
         return dataclasses.replace(self.config.decode, **overrides)
 
     # ----------------------------------------------------------------------------------------------

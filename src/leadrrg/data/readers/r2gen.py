@@ -11,7 +11,6 @@ the first of ROOT/images, ROOT/files (PhysioNet's MIMIC-CXR-JPG) and ROOT that h
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from leadrrg.data.readers.study_json import (
 from leadrrg.data.records import ReadResult, Record, bad_entry, data_file, resolve_image_path
 from leadrrg.data.splits import name_splits
 from leadrrg.errors import LeadrrgError
-from leadrrg.io import read_text
+from leadrrg.io import json_value, read_text
 
 ANNOTATION_NAME = "annotation.json"
 IMAGE_DIRS = ("images", "files", "")  # R2Gen's folder, PhysioNet's, the root itself
@@ -99,12 +98,7 @@ def read_annotation(data: DataConfig) -> Annotation:
             f"R2Gen's {ANNOTATION_NAME} beside an images/ folder in a {data.format} data root "
             f"(or name another file with data.annotation_file){OTHER_LAYOUTS.get(data.format, '')}",
         )
-        try:
-            annotation = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise LeadrrgError(
-                f"{path} is not valid JSON ({exc}); expected R2Gen's annotation.json"
-            ) from None
+        annotation = json_value(text, str(path), "R2Gen's annotation.json")
         layout, found = _entries_by_split(path, annotation)
         layouts.append(f"{path.name}: {layout}")
         for stored, items in found.items():
