@@ -164,3 +164,21 @@ def test_a_read_only_out_folder_is_refused_before_decoding(run_dir, scans, tmp_p
     assert generate(run_dir, scans, out) == 2
     refused(capsys, str(out), "Read-only file system", "--out")
     assert list(folder.iterdir()) == []
+
+
+def test_the_model_card_leaves_out_metrics_of_another_runs_predictions():
+    from leadrrg.commands.export import own_metrics
+    from leadrrg.evaluation.evaluate import predictions_weights
+
+    records = [
+        {"id": "a", "made_by": {"weights_sha256": "other"}},
+        {"id": "b", "made_by": {"weights_sha256": "other"}},
+    ]
+    assert predictions_weights(records) == ["other"] and predictions_weights([{"id": "a"}]) == []
+    metrics = {
+        "test": {"bleu_4": 0.3, "meta": {"predictions_weights_sha256": ["mine"]}},
+        "shift_test": {"bleu_4": 0.1, "meta": {"predictions_weights_sha256": ["other"]}},
+        "val": {"bleu_4": 0.2, "meta": {}},  # predictions that do not say: kept
+    }
+    kept, foreign = own_metrics(metrics, "mine")
+    assert set(kept) == {"test", "val"} and foreign == ["shift_test"]

@@ -261,6 +261,19 @@ def metrics_section(metrics: dict[str, dict]) -> list[str]:
     return [*lines, ""]
 
 
+def own_metrics(metrics: dict[str, dict], checksum: str | None) -> tuple[dict[str, dict], list[str]]:
+    """The splits' metrics whose predictions were made with these weights (or do not say), and the splits left
+    out because their predictions name other weights (`meta.predictions_weights_sha256`)."""
+    kept, foreign = {}, []
+    for split, values in metrics.items():
+        made_with = (values.get("meta") or {}).get("predictions_weights_sha256") or []
+        if checksum and made_with and checksum not in made_with:
+            foreign.append(split)
+        else:
+            kept[split] = values
+    return kept, foreign
+
+
 def model_card(run_dir: Path) -> str:
     """The export's README.md: hub metadata, what the model is, what it is for and not, its data, its base and
     its metrics."""
@@ -270,6 +283,10 @@ def model_card(run_dir: Path) -> str:
     if "meta" in metrics:  # one evaluation (leadrrg evaluate --out RUN/metrics.json)
         metrics = {metrics["meta"].get("split") or "evaluation": metrics}
     metrics = {k: v for k, v in metrics.items() if isinstance(v, dict) and k != "provenance"}
+    from leadrrg.runs.files import MODEL_FILE, weights_checksum  # torch: not for `leadrrg --help`
+
+    weights = run_dir / MODEL_FILE
+    metrics, foreign = own_metrics(metrics, weights_checksum(weights) if weights.is_file() else None)
     model, data = config.get("model", {}), config.get("data", {})
     decoder = model.get("decoder", {})
     lines = [
@@ -315,4 +332,9 @@ def model_card(run_dir: Path) -> str:
         versions = ", ".join(f"{k} {v}" for k, v in provenance["versions"].items() if v)
         lines += ["", "## Provenance", "", f"- {versions}", f"- git commit `{provenance.get('git_commit')}`"]
     lines += ["", *metrics_section(metrics)]
+    if foreign:
+        lines += [
+            f"Left out: the metrics of {', '.join(foreign)}, computed on predictions another model's weights made.",
+            "",
+        ]
     return "\n".join(lines).rstrip() + "\n"

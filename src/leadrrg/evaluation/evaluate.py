@@ -226,19 +226,29 @@ def evaluate_predictions(
         "split": split,
         "section": section,
         "num_studies": len(records),
+        "predictions_weights_sha256": predictions_weights(records),
         "normalization": NORMALIZATION,
         "reference_labels": "leadrrg.labeler on the reference reports",
         "ground_truth_labels": ground_truth is not None,
         "chexbert": getattr(chexbert_fn, "provenance", {}) if chexbert_fn is not None else None,
         "field_metrics": field is not None,
-        "bootstrap": (
-            {"replicates": bootstrap, "seed": seed, "level": CI_LEVEL, "method": BOOTSTRAP_METHOD}
-            if bootstrap > 0
-            else None
-        ),
+        "bootstrap": _bootstrap_meta(bootstrap, seed),
         "versions": _versions(java_version(), missing.get("meteor")),
     }
     return metrics
+
+
+def _bootstrap_meta(bootstrap: int, seed: int) -> dict[str, Any] | None:
+    if bootstrap <= 0:
+        return None
+    return {"replicates": bootstrap, "seed": seed, "level": CI_LEVEL, "method": BOOTSTRAP_METHOD}
+
+
+def predictions_weights(records: Sequence[dict]) -> list[str]:
+    """The weights checksums the predictions say they were made with (`made_by` of `leadrrg generate`), sorted;
+    empty when they do not say. An export uses it to keep another run's scores out of this run's model card."""
+    found = {r["made_by"].get("weights_sha256") for r in records if isinstance(r.get("made_by"), dict)}
+    return sorted(str(checksum) for checksum in found if checksum)
 
 
 def attribute_truths(records: Sequence[dict]) -> list[dict] | None:
