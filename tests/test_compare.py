@@ -138,3 +138,15 @@ def test_cli_evaluate_bootstrap(tmp_path, monkeypatch, capsys):
     assert "bleu_1" in capsys.readouterr().out
     assert cli.main([*argv[:-1], "-3"]) == 2
     assert "--bootstrap -3" in capsys.readouterr().err
+
+
+def test_compare_takes_the_model_based_metrics_too():
+    from leadrrg.metrics.local_models import PerStudyMean
+
+    def field_fn(references, generated):  # a stand-in scorer: 1 where the report equals its reference
+        same = [float(r == g) for r, g in zip(references, generated)]
+        return {"scores": {}, "missing": {}, "statistics": [PerStudyMean({"bertscore_f1": same})]}
+
+    a, b = records(POOR), records(REFERENCES)
+    result = compare_predictions(a, b, bootstrap=50, label_fn=keyword_labeler, field_fn=field_fn)
+    assert result["bertscore_f1"]["b"] == 1.0 and result["bertscore_f1"]["difference"] >= 0

@@ -124,3 +124,37 @@ def reference_data(args: argparse.Namespace, section: str = "findings") -> DataC
     if args.format is None:
         raise LeadrrgError(f"--data {args.data} needs --format, one of {', '.join(DATA_FORMATS)}")
     return DataConfig(root=args.data, format=args.format, section=section)
+
+
+def add_model_metrics_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--metrics-dir DIR` and `--no-model-metrics` (evaluate, compare)."""
+    parser.add_argument(
+        "--metrics-dir",
+        help="local folder with the weights of BERTScore, RadGraph, RaTEScore and CheXbert (default: "
+        "$LEADRRG_METRICS_DIR, else the folder `leadrrg metrics setup DIR` recorded); nothing is downloaded",
+    )
+    parser.add_argument(
+        "--no-model-metrics",
+        action="store_true",
+        help="skip BERTScore, RadGraph-F1, RaTEScore and CheXbert from the metrics folder (they are then not reported)",
+    )
+
+
+def model_metrics(args: argparse.Namespace, chexbert_fn):
+    """(CheXbert labeler, field-metrics function) from the metrics folder; --chexbert/--bert-dir win over it."""
+    from leadrrg.metrics.field import chexbert_labeler as chexbert_from_dir
+    from leadrrg.metrics.field import field_metrics
+    from leadrrg.metrics.local_models import metrics_dir
+
+    root, _ = metrics_dir(args.metrics_dir)
+    reason = None
+    if chexbert_fn is None:
+        chexbert_fn, reason = chexbert_from_dir(root, args.device)
+
+    def field_fn(references: list[str], generated: list[str]) -> dict:
+        scores = field_metrics(references, generated, root=root, device=args.device)
+        if reason is not None:
+            scores["missing"]["chexbert14_micro_f1"] = reason
+        return scores
+
+    return chexbert_fn, field_fn

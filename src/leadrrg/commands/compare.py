@@ -17,9 +17,11 @@ import json
 from leadrrg.commands import (
     add_bootstrap_arguments,
     add_chexbert_arguments,
+    add_model_metrics_arguments,
     add_reference_arguments,
     check_bootstrap,
     chexbert_labeler,
+    model_metrics,
     reference_data,
 )
 from leadrrg.errors import LeadrrgError
@@ -46,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all", action="store_true", help="print every metric (default: the headline ones)")
     add_bootstrap_arguments(parser, default=1000, what="paired replicates of the difference B - A")
     add_chexbert_arguments(parser)
+    add_model_metrics_arguments(parser)
     add_reference_arguments(
         parser,
         split_help="with --data: the split whose studies give both files their references (default: test)",
@@ -53,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    chexbert_fn, field_fn = chexbert_labeler(args), None
+    if not args.no_model_metrics:
+        chexbert_fn, field_fn = model_metrics(args, chexbert_fn)
 
     if args.out is not None:
         check_output_file(args.out, "--out")
@@ -65,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         records_b,
         bootstrap=args.bootstrap,
         seed=args.seed,
-        chexbert_fn=chexbert_labeler(args),
+        chexbert_fn=chexbert_fn,
+        field_fn=field_fn,
         names=names,
     )
     print(f"{names[1]} - {names[0]}: {args.bootstrap} paired bootstrap replicates, seed {args.seed}")

@@ -12,9 +12,11 @@ import json
 from leadrrg.commands import (
     add_bootstrap_arguments,
     add_chexbert_arguments,
+    add_model_metrics_arguments,
     add_reference_arguments,
     check_bootstrap,
     chexbert_labeler,
+    model_metrics,
     reference_data,
 )
 from leadrrg.errors import LeadrrgError
@@ -48,39 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip METEOR (it starts a Java VM); it is then reported as missing",
     )
     add_chexbert_arguments(parser)
-    parser.add_argument(
-        "--metrics-dir",
-        help="local folder with the weights of BERTScore, RadGraph, RaTEScore and CheXbert (default: "
-        "$LEADRRG_METRICS_DIR, else the folder `leadrrg metrics setup DIR` recorded); nothing is downloaded",
-    )
-    parser.add_argument(
-        "--no-model-metrics",
-        action="store_true",
-        help="skip BERTScore, RadGraph-F1, RaTEScore and CheXbert from the metrics folder (they are then not reported)",
-    )
+    add_model_metrics_arguments(parser)
     add_bootstrap_arguments(
         parser, default=0, what="add <metric>_ci = [low, high], the 95%% interval, beside each metric"
     )
-
-
-def _model_metrics(args: argparse.Namespace, chexbert_fn):
-    """(CheXbert labeler, field-metrics function) from the metrics folder; --chexbert/--bert-dir win over it."""
-    from leadrrg.metrics.field import chexbert_labeler as chexbert_from_dir
-    from leadrrg.metrics.field import field_metrics
-    from leadrrg.metrics.local_models import metrics_dir
-
-    root, _ = metrics_dir(args.metrics_dir)
-    reason = None
-    if chexbert_fn is None:
-        chexbert_fn, reason = chexbert_from_dir(root, args.device)
-
-    def field_fn(references: list[str], generated: list[str]) -> dict:
-        scores = field_metrics(references, generated, root=root, device=args.device)
-        if reason is not None:
-            scores["missing"]["chexbert14_micro_f1"] = reason
-        return scores
-
-    return chexbert_fn, field_fn
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     chexbert_fn = chexbert_labeler(args)
     field_fn = None
     if not args.no_model_metrics:
-        chexbert_fn, field_fn = _model_metrics(args, chexbert_fn)
+        chexbert_fn, field_fn = model_metrics(args, chexbert_fn)
     check_not_input(args.out, [args.preds])
     data = reference_data(args, args.section)
     if data is not None and args.split is None:

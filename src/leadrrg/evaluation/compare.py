@@ -76,6 +76,7 @@ def compare_predictions(
     label_fn: LabelFn | None = None,
     chexbert_fn: LabelFn | None = None,
     names: tuple[str, str] = ("A", "B"),
+    field_fn=None,
 ) -> dict[str, dict[str, Any]]:
     """Paired comparison of two systems' predictions on the same studies (matched by id).
 
@@ -84,7 +85,8 @@ def compare_predictions(
     when both files carry the same ground-truth labels): the 95% percentile interval of the difference
     over `bootstrap` paired study-level replicates and its two-sided paired-bootstrap p-value
     (`metrics.bootstrap.paired_bootstrap`). With `chexbert_fn` (a `CheXbertLabeler`) CheXbert's CE metrics
-    (``chexbert14_*``, ``chexbert5_*``) are compared too."""
+    (``chexbert14_*``, ``chexbert5_*``) are compared too, and with `field_fn` (`metrics.field.field_metrics` bound to
+    its folder) BERTScore, RadGraph-F1 and RaTEScore, where available."""
     if bootstrap < 1:
         raise LeadrrgError(f"--bootstrap must be a positive number of replicates, got {bootstrap}")
     records_a, records_b = pair_records(records_a, records_b, names)
@@ -119,6 +121,9 @@ def compare_predictions(
     statistics_b = bootstrap_statistics(
         references, generated_b, pairs(hyp_b), cider=cider, chexbert_pair=chexbert_b
     )
+    if field_fn is not None:
+        statistics_a += field_fn(references, generated_a)["statistics"]
+        statistics_b += field_fn(references, generated_b)["statistics"]
     result = paired_bootstrap(statistics_a, statistics_b, n, bootstrap, seed)
     values_a, values_b = point_scores(statistics_a, n), point_scores(statistics_b, n)
     for name, entry in result.items():
