@@ -94,6 +94,14 @@ SPLIT_FILE_EXPECTED = (
 )
 
 
+def no_split_warning(release: str, key: str, published: str = "") -> str:
+    """What a reader of a release without a split says when no data.split_file is given (see `hash_split`)."""
+    return (
+        f"{release} ships no split: studies are split 70 / 10 / 20 % (train / val / test) by a hash of their {key}; "
+        f"give data.split_file=FILE{published} for a published split"
+    )
+
+
 def hash_split(key: str) -> str:
     """A fixed split for a study of a release without one: 70 / 10 / 20 % by a hash of its id (the same id always
     lands in the same split, whatever else is in the data)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from leadrrg.config import DataConfig
 from leadrrg.data.readers._labels import apply_label_file
 from leadrrg.data.records import ReadResult, Record, bad_entry, data_file, resolve_image_path
-from leadrrg.data.splits import hash_split
+from leadrrg.data.splits import hash_split, no_split_warning
 from leadrrg.errors import LeadrrgError
 from leadrrg.io import read_csv_table, read_text
 
@@ -81,10 +81,7 @@ def read_iu_kaggle(data: DataConfig) -> ReadResult:
     if without:
         result.notes.append(f"{without} reports have no row in {PROJECTIONS} (no image) and are left out")
     if not data.split_file:
-        result.warnings.append(
-            "this release ships no split: studies are split 70 / 10 / 20 % (train / val / test) by a hash of their "
-            "id; give data.split_file=FILE for a published split"
-        )
+        result.warnings.append(no_split_warning("this release", "id"))
     if data.label_file:
         apply_label_file(result, data, data_file(root, data.label_file), "uid")
     return result

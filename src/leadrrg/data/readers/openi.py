@@ -19,7 +19,7 @@ from pathlib import Path
 from leadrrg.config import DataConfig
 from leadrrg.data.readers._labels import apply_label_file
 from leadrrg.data.records import ReadResult, Record, data_file, resolve_image_path
-from leadrrg.data.splits import hash_split
+from leadrrg.data.splits import hash_split, no_split_warning
 from leadrrg.data.synth.iu_reports import IuReport, parse_report_xml, read_reports_archive
 from leadrrg.errors import LeadrrgError
 
@@ -82,10 +82,7 @@ def read_openi(data: DataConfig) -> ReadResult:
     if without:
         result.notes.append(f"{without} reports name no image (no parentImage) and are left out")
     if not data.split_file:
-        result.warnings.append(
-            "Open-i ships no split: studies are split 70 / 10 / 20 % (train / val / test) by a hash of their uid; "
-            "give data.split_file=FILE (e.g. R2Gen's annotation.json) for a published split"
-        )
+        result.warnings.append(no_split_warning("Open-i", "uid", " (e.g. R2Gen's annotation.json)"))
     if data.label_file:
         apply_label_file(result, data, data_file(root, data.label_file), "id")
     return result

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from leadrrg.constants import NUM_OBSERVATIONS, OBSERVATIONS
+from leadrrg.constants import NUM_OBSERVATIONS, OBSERVATIONS, SEVERITIES, SIDES
 from leadrrg.errors import LeadrrgError
 
 __all__ = [
@@ -40,8 +40,6 @@ __all__ = [
 
 SPLITS: tuple[str, ...] = ("train", "val", "test", "shift_test")
 FINDING_NAMES: tuple[str, ...] = OBSERVATIONS[1:]  # everything but No Finding
-SEVERITIES = ("mild", "moderate", "large")
-SIDES = ("right", "left", "bilateral")
 ZONES = ("upper", "middle", "lower")
 DEVICES = (
     "endotracheal tube",
