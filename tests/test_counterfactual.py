@@ -106,9 +106,9 @@ def test_counterfactual_rows_read_their_flipped_labels_and_the_experts_learn_the
     assert torch.equal(probs[0], torch.full((k,), 0.5)) and torch.equal(probs[2], torch.full((k,), 0.5))
     assert probs[1].tolist() == [
         1.0,
+        0.5,
         1.0,
-        1.0,
-    ]  # Cardiomegaly 1, Edema uncertain (U-ones), Effusion flipped on
+    ]  # Cardiomegaly 1, Edema uncertain (hedged: 1/2, model.grounding.hedge), Effusion flipped on
     # the experts learn the truth: the classification loss ignores decoder_labels
     torch.manual_seed(0)
     plain = model(**batch)

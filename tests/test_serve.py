@@ -70,6 +70,7 @@ def test_a_report_with_and_without_evidence(server, png, generator):
         "expert_probs",
         "thresholds",
         "contradictions",
+        "hedge_floors",
         "expert_attributes",
         "views",
     }

@@ -232,7 +232,9 @@ def print_report(generator, images: list[str], evidence: bool | str, as_json: bo
         print("Findings in the report (labeler):", ", ".join(f"{n} {words[v]}" for n, v in said.items()))
     if result.expert_probs:
         print()
-        print(expert_table(result.expert_probs, result.thresholds, result.contradictions))
+        print(
+            expert_table(result.expert_probs, result.thresholds, result.contradictions, result.hedge_floors)
+        )
     if result.evidence and result.evidence["layers"]:
         print()
         print(evidence_table(result.evidence))

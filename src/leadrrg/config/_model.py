@@ -201,6 +201,12 @@ class GroundingConfig:
     side_flip: float = 0.2  # share of training studies (of those not already counterfactual) whose report has
     # one lateral finding's side swapped (left <-> right) and whose decoder reads the swapped side: the side a
     # report states must come from the experts' side evidence (model.experts.attributes). 0: off
+    hedge: bool = (
+        True  # the decoder reads a finding the target report hedges ("possible small left effusion":
+    )
+    # uncertain to the labeler) as p = 1/2, between absent (0) and present (1), so it learns to hedge what it reads
+    # as 1/2; decoding reads 1/2 for p in the uncertainty band below each threshold (decode.hedge_band). false:
+    # hedged findings read as the label policy says (present under `ones`)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.truth_forcing <= 1.0:

@@ -193,6 +193,9 @@ class DecodeConfig:
     # without one or a run without the file). With expert_threshold 0 the decoder reads soft p either way; the
     # thresholds then only mark which experts the report contradicts
     expert_thresholds: dict[str, float] = field(default_factory=dict)  # observation -> threshold in (0, 1)
+    hedge_band: float = 0.0  # the uncertainty band: with expert_threshold > 0 and a decoder trained with
+    # model.grounding.hedge, a finding whose p is above its threshold - hedge_band but not above its threshold is
+    # read as 1/2 (uncertain), so the report hedges it instead of leaving it out; 0: no band (silent below threshold)
     derive_no_finding: bool = True  # with expert_threshold > 0 the decoder reads No Finding as CheXpert
     # defines it (1 iff it reads no other finding but Support Devices), as in every label it was trained on,
     # instead of the No Finding expert's own verdict; an override (flip, API) of one finding then cannot
@@ -241,6 +244,7 @@ class DecodeConfig:
             raise LeadrrgError(
                 f"decode.expert_threshold is {self.expert_threshold!r}; expected a number in [0, 1) (0 disables)"
             )
+        _check_range("decode", "hedge_band", self.hedge_band, 0.0, 1.0, high_open=True)
         self._check_expert_thresholds()
         if not 1 < self.expert_bias_gamma < float("inf"):
             raise LeadrrgError(
@@ -271,6 +275,12 @@ class DecodeConfig:
         if self.thresholds == "calibrated":
             return self.expert_thresholds.get(name, self.expert_threshold)
         return self.expert_threshold
+
+    def hedge_floor(self, name: str) -> float:
+        """The lower edge of expert `name`'s uncertainty band: p above it (and not above its threshold) is hedged.
+        Equal to the threshold when there is no band, and for No Finding, which is not a finding one hedges."""
+        threshold = self.threshold_for(name)
+        return threshold if name == "No Finding" else max(0.0, threshold - self.hedge_band)
 
 
 @dataclass

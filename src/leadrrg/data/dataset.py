@@ -31,13 +31,14 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from leadrrg.config import VisionConfig
-from leadrrg.constants import NUM_OBSERVATIONS
+from leadrrg.constants import NUM_OBSERVATIONS, UNCERTAIN
 from leadrrg.data.attributes import attribute_targets
 from leadrrg.data.counterfactual import CounterfactualEditor
 from leadrrg.data.images import check_image, load_image
 from leadrrg.data.manifests import Study
 from leadrrg.errors import LeadrrgError
 from leadrrg.labeler.attributes import report_attributes
+from leadrrg.labeler.rules import label_text
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +142,8 @@ class StudyDataset(Dataset):
     severity value indices the experts learn (the image's truth when the study has it, else what its report states)
     and "decoder_attributes" (14, 2) what the (possibly edited) report states, which the decoder reads; a
     `side_flip_rate` share of the other training studies has one lateral finding's side swapped in its report}.
+    With `hedge`, a finding present in "decoder_labels" that the (possibly edited) report hedges (the labeler reads
+    it uncertain) is marked -1 there, so the decoder reads it as hedged (`model.grounding.hedge`).
 
     A study with more than `max_views` images keeps its first `max_views` (readers put frontal views
     first); fewer are zero-padded and masked out.
@@ -159,6 +162,7 @@ class StudyDataset(Dataset):
         side_flip_rate: float = 0.0,
         attributes: bool = False,
         bad_images: Sequence[tuple[str, str]] | None = None,
+        hedge: bool = False,
     ):
         if max_views < 1:
             raise LeadrrgError(f"max_views is {max_views}; expected at least 1")
@@ -172,6 +176,7 @@ class StudyDataset(Dataset):
         self.side_flipper = counterfactual if train and side_flip_rate > 0 else None
         self.side_flip_rate = side_flip_rate
         self.attributes = attributes
+        self.hedge = hedge
         self.skipped_images = 0
         self.skipped_studies = 0
         self.bad_images: list[tuple[str, str]] = []  # (path, reason) of every skipped view
@@ -249,6 +254,8 @@ class StudyDataset(Dataset):
                 report, decoder_labels = edited[0], torch.from_numpy(edited[1])
         elif self.side_flipper is not None and float(torch.rand(())) < self.side_flip_rate:
             report = self.side_flipper.flip_side(study.report) or report
+        if self.hedge:
+            decoder_labels = hedged_labels(decoder_labels, report)
         item = {
             "id": study.id,
             "images": images,
@@ -262,3 +269,9 @@ class StudyDataset(Dataset):
             item["attributes"] = torch.from_numpy(attribute_targets(truth))
             item["decoder_attributes"] = torch.from_numpy(attribute_targets(report_attributes(report)))
         return item
+
+
+def hedged_labels(labels: torch.Tensor, report: str) -> torch.Tensor:
+    """(14,) labels with each finding they have present that `report` hedges (uncertain to the labeler) set to -1."""
+    stated = torch.from_numpy(np.asarray(label_text(report), dtype=np.float32))
+    return torch.where((labels == 1.0) & (stated == UNCERTAIN), UNCERTAIN, labels)

@@ -23,7 +23,7 @@ from leadrrg.labeler.attributes import label_attributes
 from leadrrg.metrics.attributes import attribute_scores, degenerate_outputs, degenerate_warning
 from leadrrg.metrics.bootstrap import CI_LEVEL, percentile_interval, replicate_scores
 from leadrrg.metrics.clinical import ClinicalStatistics, ce_scores
-from leadrrg.metrics.hallucination import HallucinationStatistics, hallucination_scores
+from leadrrg.metrics.hallucination import HallucinationStatistics, hallucination_scores, hedge_scores
 from leadrrg.metrics.nlg import NORMALIZATION, java_version, nlg_scores
 from leadrrg.metrics.nlg_stats import MeteorStatistics, nlg_statistics
 from leadrrg.runs.provenance import package_version
@@ -102,7 +102,11 @@ def label_with(label_fn: LabelFn | None, reports: list[str]) -> np.ndarray:
 
 def _label_scores(ref_labels: np.ndarray, hyp_labels: np.ndarray, prefix: str = "") -> dict[str, Any]:
     """CE and hallucination metrics of one pair of label arrays, names prefixed by `prefix`."""
-    scores = {**ce_scores(ref_labels, hyp_labels), **hallucination_scores(ref_labels, hyp_labels)}
+    scores = {
+        **ce_scores(ref_labels, hyp_labels),
+        **hallucination_scores(ref_labels, hyp_labels),
+        **hedge_scores(ref_labels, hyp_labels),
+    }
     return {f"{prefix}{name}": value for name, value in scores.items()}
 
 

@@ -41,6 +41,10 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("halluc. rate (truth)", "gt_hallucination_rate"),
     ("reports w/ halluc. (truth)", "gt_reports_with_hallucination"),
     ("omission (truth)", "gt_omission_rate"),
+    ("silent omission (truth)", "gt_silent_omission_rate"),
+    ("hedged share", "gt_hedged_share"),
+    ("laterality acc. (truth)", "gt_laterality_accuracy"),
+    ("severity acc. (truth)", "gt_severity_accuracy"),
 )
 
 # (column header, metric key, split) of the diagnosis table.
@@ -51,6 +55,8 @@ DIAGNOSIS_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("report F1 vs truth, oracle experts (shift)", "diag_oracle_report_f1_vs_truth", "shift_test"),
     ("flip: follows", "diag_flip_follow_rate", "shift_test"),
     ("flip: others unchanged", "diag_flip_others_unchanged_rate", "shift_test"),
+    ("side flip: follows", "diag_side_flip_follow_rate", "shift_test"),
+    ("side flip: others unchanged", "diag_side_flip_others_unchanged_rate", "shift_test"),
 )
 
 

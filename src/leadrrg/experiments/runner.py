@@ -150,7 +150,7 @@ def diagnose_experiment(
     flip: int = 100,
 ) -> dict[str, dict[str, Any]]:
     """`leadrrg.evaluation.diagnose` on each split of a trained run (expert AUROC, report F1 vs truth, gates); on
-    `deep_split` (e.g. SynthCXR's shift_test) also the oracle and `flip` flips. Written to
+    `deep_split` (e.g. SynthCXR's shift_test) also the oracle, `flip` flips and `flip` side flips. Written to
     `results_dir/diagnosis.json` (split -> measures) and reused while the run's step count (`steps`, as trained)
     and decode settings are unchanged. Runs without experts get {}."""
     run_dir = Path(run_dir)
@@ -169,7 +169,8 @@ def diagnose_experiment(
             continue
         studies = load_studies(config.data, split)
         deep = split == deep_split
-        saved[split] = diagnose(generator, studies, oracle=deep, flip=min(flip, len(studies)) if deep else 0)
+        flips = min(flip, len(studies)) if deep else 0
+        saved[split] = diagnose(generator, studies, oracle=deep, flip=flips, flip_side=flips)
         atomic_write_text(path, json.dumps({**saved, "provenance": provenance}, indent=2) + "\n")
     saved.pop("provenance", None)
     return saved

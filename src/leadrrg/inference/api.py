@@ -16,10 +16,8 @@ it directly).
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,68 +26,24 @@ import transformers
 
 from leadrrg import __version__
 from leadrrg.config import DecodeConfig, RunConfig
-from leadrrg.constants import OBSERVATIONS
 from leadrrg.errors import LeadrrgError
 from leadrrg.inference.calibrate import with_run_thresholds
 from leadrrg.inference.decoding import generate_reports
-from leadrrg.inference.display import display_report
 from leadrrg.inference.evidence import (
-    DECIMALS,
     compact_evidence,
     contradictions,
     expert_thresholds,
+    hedge_floors,
     token_pieces,
 )
 from leadrrg.inference.inputs import study_tensors, to_gray
 from leadrrg.inference.quantize import quantize_decoder
-from leadrrg.labeler import label_text
+from leadrrg.inference.result import ReportResult, label_findings
 from leadrrg.model.grounding import decoder_probs
 from leadrrg.progress import Progress
 from leadrrg.runs.files import load_run
 
 EVIDENCE_MODES = (False, True, "full")
-
-
-@dataclass
-class ReportResult:
-    """One study's report. `expert_probs`: observation -> probability (empty for a model without experts);
-    `findings`: the labeler's reading of the report, observation -> 1 (present), 0 (absent), -1 (uncertain) or
-    None (not mentioned); `evidence`: the compact per-token evidence (`leadrrg.inference.evidence`) when asked;
-    `images`: the study's image paths when it was given as paths. `thresholds`: observation -> the threshold its
-    expert's p is read against (calibrated per finding, or decode.expert_threshold); `contradictions`: the experts
-    the report contradicts, [{"expert", "p", "threshold", "kind": "omitted" | "unsupported"}]
-    (`leadrrg.inference.evidence.contradictions`); `expert_attributes`: with attribute experts, the side and
-    severity each expert gives its finding (observation -> {"side", "severity"}, the most likely values).
-    `report_display` is `report` for people (`leadrrg.inference.display`); `report` stays the model's text."""
-
-    report: str
-    expert_probs: dict[str, float]
-    findings: dict[str, int | None]
-    evidence: dict[str, Any] | None = None
-    images: list[str] | None = None
-    thresholds: dict[str, float] = field(default_factory=dict)
-    contradictions: list[dict[str, Any]] = field(default_factory=list)
-    expert_attributes: dict[str, dict[str, str]] = field(default_factory=dict)
-
-    @property
-    def report_display(self) -> str:
-        return display_report(self.report)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "report": self.report,
-            "report_display": self.report_display,
-            "findings": self.findings,
-            "expert_probs": {name: round(p, DECIMALS) for name, p in self.expert_probs.items()},
-            "thresholds": self.thresholds,
-            "contradictions": self.contradictions,
-            "expert_attributes": self.expert_attributes,
-        }
-        if self.evidence is not None:
-            out["evidence"] = self.evidence
-        if self.images is not None:
-            out["images"] = self.images
-        return out
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
@@ -128,14 +82,6 @@ def load(
     quantize_decoder(model, config.decode.quantize)  # decode.quantize=int8: the LM's linear layers, CPU only
     config = with_run_thresholds(config, run_dir)  # decode.thresholds=calibrated: RUN/thresholds.json
     return ReportGenerator(model, tokenizer, config, seed=seed, name=run_dir.name)
-
-
-def label_findings(report: str) -> dict[str, int | None]:
-    """The rule-based labeler's reading of a report: observation -> 1, 0, -1 or None (not mentioned)."""
-    return {
-        name: None if math.isnan(value) else int(value)
-        for name, value in zip(OBSERVATIONS, label_text(report).tolist())
-    }
 
 
 class ReportGenerator:
@@ -282,8 +228,10 @@ class ReportGenerator:
             )
             if result.expert_probs:
                 result.thresholds = expert_thresholds(decode, result.expert_probs)
+                hedges = self.config.model.grounding.hedge
+                result.hedge_floors = hedge_floors(decode, list(result.expert_probs), hedges)
                 result.contradictions = contradictions(
-                    result.expert_probs, result.thresholds, result.findings
+                    result.expert_probs, result.thresholds, result.findings, result.hedge_floors
                 )
             if evidence:
                 result.evidence = compact_evidence(

@@ -17,10 +17,12 @@
 - Every number is rounded to `DECIMALS` places. A model without layer-wise injection (fusion none / input / aux)
   has tokens with text only and `layers` 0.
 
-Beside the evidence, each result carries its experts' thresholds (`expert_thresholds`) and the experts the report
-contradicts (`contradictions`): an expert whose p is above its threshold (the decoder read "present") while the
-labeler reads the report as not stating the finding ("omitted"), or whose p is not above it while the report
-states the finding, present or uncertain ("unsupported").
+Beside the evidence, each result carries its experts' thresholds (`expert_thresholds`), with an uncertainty band
+(`decode.hedge_band`) the lower edge of each band (`hedge_floors`), and the experts the report contradicts
+(`contradictions`): an expert whose p is above its band's floor (the decoder read "present" or "uncertain") while
+the labeler reads the report as not stating the finding ("omitted"), whose p is in its band while the report states
+the finding without a hedge ("overstated"), or whose p is not above its floor while the report states the finding,
+present or uncertain ("unsupported"). Without a band the floor is the threshold and "overstated" cannot occur.
 
 What it does not prove: a gate says how much expert context entered the residual stream, not that the word was
 chosen because of it; alpha is which expert the token attended to, not a causal attribution. Flipping an expert
@@ -133,20 +135,40 @@ def expert_thresholds(decode: DecodeConfig, names: Sequence[str]) -> dict[str, f
     return {name: decode.threshold_for(name) or SOFT_MARK for name in names}
 
 
+def hedge_floors(decode: DecodeConfig, names: Sequence[str], hedges: bool) -> dict[str, float]:
+    """Each expert's band floor (`DecodeConfig.hedge_floor`) when the decoder reads an uncertainty band (a band > 0,
+    a model trained to hedge and a thresholding decoder), else {} (no band)."""
+    if not hedges or decode.hedge_band <= 0 or decode.expert_threshold <= 0:
+        return {}
+    return {name: decode.hedge_floor(name) for name in names}
+
+
 def contradictions(
     expert_probs: Mapping[str, float],
     thresholds: Mapping[str, float],
     findings: Mapping[str, int | None],
+    floors: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """The experts the report contradicts, in expert order: [{"expert", "p", "threshold", "kind"}], kind
-    "omitted" (p > threshold, the decoder's rule, but the report does not state the finding: absent or not
-    mentioned) or "unsupported" (the report states it, present or uncertain, while p <= threshold)."""
+    "omitted" (p above its floor, the decoder read present or uncertain, but the report does not state the finding:
+    absent or not mentioned), "overstated" (p in the band, floor < p <= threshold, and the report states the finding
+    without a hedge) or "unsupported" (the report states it, present or uncertain, while p <= floor). `floors`:
+    each expert's band floor (`hedge_floors`; default, or missing: its threshold, no band)."""
     out = []
+    floors = floors or {}
     for name, p in expert_probs.items():
         if name not in thresholds:
             continue
-        above, stated = p > thresholds[name], findings.get(name) in (1, -1)
-        if above != stated:
-            kind = "omitted" if above else "unsupported"
-            out.append({"expert": name, "p": _round(p), "threshold": thresholds[name], "kind": kind})
+        threshold = thresholds[name]
+        floor = floors.get(name, threshold)
+        stated = findings.get(name)
+        if p > floor and stated not in (1, -1):
+            kind = "omitted"
+        elif floor < p <= threshold and stated == 1:
+            kind = "overstated"
+        elif p <= floor and stated in (1, -1):
+            kind = "unsupported"
+        else:
+            continue
+        out.append({"expert": name, "p": _round(p), "threshold": threshold, "kind": kind})
     return out

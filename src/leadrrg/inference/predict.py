@@ -21,8 +21,9 @@ from torch.utils.data import DataLoader
 from leadrrg.config import DecodeConfig
 from leadrrg.data.dataset import StudyDataset
 from leadrrg.data.manifests import Study
-from leadrrg.inference.api import ReportGenerator, ReportResult
+from leadrrg.inference.api import ReportGenerator
 from leadrrg.inference.evidence import DECIMALS
+from leadrrg.inference.result import ReportResult
 from leadrrg.progress import Progress
 
 

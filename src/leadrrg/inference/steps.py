@@ -127,7 +127,8 @@ def decoding_context(
     """The StudyContext the decoder reads, where decode policy meets the model: the experts' p (or
     `expert_probs` (B, K)) is reported as is, and the decoder reads it thresholded when `decode.expert_threshold`
     > 0: p > each expert's threshold (`decode.threshold_for`: its calibrated one, else decode.expert_threshold)
-    reads 1, the rest 0, the 0/1 evidence truth forcing trained it on, with No Finding
+    reads 1, the rest 0, the 0/1 evidence truth forcing trained it on (with `decode.hedge_band` and a decoder
+    trained with `model.grounding.hedge`, p in the band below the threshold reads 1/2: hedged), with No Finding
     then derived as CheXpert defines it when `decode.derive_no_finding` (as in every label the decoder was
     trained on: 1 iff no other finding but Support Devices reads 1). With attribute experts the decoder reads each
     expert's side and severity (or `attribute_probs` (B, K, 2, 3)) the same way: the most likely value as 1 when
@@ -142,6 +143,9 @@ def decoding_context(
         names = list(config.experts.names)
         thresholds = probs.new_tensor([decode.threshold_for(name) for name in names])  # (K,)
         read = (probs > thresholds).to(probs)
+        if decode.hedge_band > 0 and config.grounding.hedge:
+            floors = probs.new_tensor([decode.hedge_floor(name) for name in names])  # (K,)
+            read = torch.where((probs > floors) & (read == 0), 0.5, read)  # the uncertainty band: hedge it
         if decode.derive_no_finding:
             read = with_derived_no_finding(read, names)
     attributes = None

@@ -16,6 +16,13 @@ observation except No Finding, which is the absence of findings rather than a fi
 - ``num_generated_positives``, ``num_hallucinated``, ``num_reference_positives``, ``num_omitted``: the
   counts behind the rates.
 - ``hallucination_per_observation``: ``{finding: {"hallucinated", "generated_positives", "rate"}}``.
+
+Hedged mentions (the labeler's -1: "possible small left effusion") are neither asserted nor hallucinated above, so
+a hedged true finding counts as omitted there. `hedge_scores` separates what a report hedges from what it leaves
+out: ``silent_omission_rate`` = reference positives the generated report does not mention at all (neither
+positive nor uncertain) / reference positives; ``hedged_share`` = hedged mentions / all positive or hedged
+mentions of findings; ``hedged_absent_rate`` = hedged mentions of findings the reference does not have as positive
+/ hedged mentions (0 when nothing is hedged).
 """
 
 from __future__ import annotations
@@ -67,6 +74,24 @@ def hallucination_scores(ref_labels: np.ndarray, hyp_labels: np.ndarray) -> dict
             }
             for k, name in enumerate(FINDINGS)
         },
+    }
+
+
+def hedge_scores(ref_labels: np.ndarray, hyp_labels: np.ndarray) -> dict[str, Any]:
+    """Silent omission, hedged share and hedged-absent rate (module docstring) of `hyp_labels` (N, 14, with -1
+    for hedged mentions) against `ref_labels` (N, 14)."""
+    ref, _ = check_pair(ref_labels, hyp_labels)
+    ref = ref[:, FINDING_INDICES]  # (N, 13)
+    raw = np.asarray(hyp_labels, dtype=np.float64)[:, FINDING_INDICES]
+    positive, hedged = raw == 1.0, raw == -1.0
+    silent = ref & ~positive & ~hedged
+    num_hedged = int(hedged.sum())
+    return {
+        "silent_omission_rate": _rate(int(silent.sum()), int(ref.sum())),
+        "hedged_share": _rate(num_hedged, int((positive | hedged).sum())),
+        "hedged_absent_rate": _rate(int((hedged & ~ref).sum()), num_hedged),
+        "num_hedged": num_hedged,
+        "num_silently_omitted": int(silent.sum()),
     }
 
 

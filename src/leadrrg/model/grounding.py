@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from leadrrg.config import GroundingConfig
-from leadrrg.constants import IGNORE_INDEX
+from leadrrg.constants import IGNORE_INDEX, UNCERTAIN
 from leadrrg.errors import LeadrrgError
 from leadrrg.model.losses import expert_targets
 
@@ -33,7 +33,9 @@ def decoder_probs(
     (detached with grounding.detach_experts). `labels` (B, K, in the experts' order) are given in training only:
     then a `grounding.truth_forcing` share of the studies (rows) reads the ground-truth targets of `read_labels`
     (default `labels`) instead, softened by `grounding.truth_jitter`. A row whose `read_labels` differ from its
-    `labels` (a counterfactual study, whose report was edited to match them) always reads them."""
+    `labels` (a counterfactual study, whose report was edited to match them) always reads them. With
+    `grounding.hedge` a finding `read_labels` mark uncertain (-1: the target report hedges it) reads 1/2, exactly
+    (jitter leaves it), and differs from a present label only in how it is stated, not in what is there."""
     if expert_probs is not None:
         if expert_probs.shape != expert_logits.shape:
             raise LeadrrgError(
@@ -47,7 +49,7 @@ def decoder_probs(
     if labels is None:
         return probs
     read = labels if read_labels is None else read_labels
-    edited = (read != labels) & ~(read.isnan() & labels.isnan())  # (B, K)
+    edited = (read.abs() != labels.abs()) & ~(read.isnan() & labels.isnan())  # (B, K); hedged is not edited
     counterfactual = edited.any(dim=1, keepdim=True)  # (B, 1)
     if grounding.truth_forcing <= 0 and not bool(counterfactual.any()):
         return probs
@@ -56,6 +58,8 @@ def decoder_probs(
     if grounding.truth_jitter > 0:  # p ~ U(1 - j, 1) when present, U(0, j) when absent
         shift = torch.rand_like(targets) * grounding.truth_jitter
         targets = targets + shift * (1.0 - 2.0 * targets)
+    if grounding.hedge:
+        targets = torch.where(read == UNCERTAIN, 0.5, targets)
     forced = torch.rand(probs.shape[0], 1, device=probs.device) < grounding.truth_forcing  # (B, 1)
     return torch.where(forced | counterfactual, targets, probs)
 
@@ -99,12 +103,13 @@ def drop_visual_tokens(
 
 
 def with_derived_no_finding(read: torch.Tensor, names: list[str]) -> torch.Tensor:
-    """0/1 evidence (B, K) of the experts `names` -> the same with No Finding = 1 iff no expert other than No
-    Finding and Support Devices reads 1 (unchanged when the experts have no No Finding)."""
+    """0 / 1/2 / 1 evidence (B, K) of the experts `names` -> the same with No Finding = 1 iff no expert other than
+    No Finding and Support Devices reads more than 0 (a hedged finding, 1/2, is not a normal study: CheXpert's No
+    Finding is negative when a finding is present or uncertain); unchanged when the experts have no No Finding."""
     if "No Finding" not in names:
         return read
     column = names.index("No Finding")
     findings = [i for i, name in enumerate(names) if name not in ("No Finding", "Support Devices")]
     read = read.clone()
-    read[:, column] = 1.0 - read[:, findings].amax(dim=1) if findings else 1.0
+    read[:, column] = (read[:, findings].amax(dim=1) <= 0).to(read) if findings else 1.0
     return read

@@ -3,7 +3,7 @@
     POST /v1/reports   multipart: file field `images` (1..max_views, PNG / JPEG / DICOM), optional form fields
                        `evidence` = true | full, `preview` = true, `expert_probs` = a what-if, JSON {name: p} for
                        some experts (merged with the model's own p)  ->  {"report", "report_display", "findings",
-                       "expert_probs", "thresholds", "contradictions", "expert_attributes", "views"[, "what_if"]
+                       "expert_probs", "thresholds", "contradictions", "hedge_floors", "expert_attributes", "views"[, "what_if"]
                        [, "evidence"][, "previews": PNG data URIs of the views as the model read them]}
     GET  /healthz      {"status": "ok"}
     GET  /v1/model     what is loaded: run name, model and decode settings, versions, the service's limits

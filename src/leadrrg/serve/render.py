@@ -35,16 +35,21 @@ def evidence_table(evidence: dict[str, Any], limit: int | None = None) -> str:
 
 
 CONTRADICTION_WORDS = {
-    "omitted": "above its threshold, not stated in the report",
+    "omitted": "above its threshold or in its uncertainty band, not stated in the report",
+    "overstated": "in its uncertainty band, stated in the report without a hedge",
     "unsupported": "stated in the report, not above its threshold",
 }
 
 
 def expert_table(
-    expert_probs: dict[str, float], thresholds: dict[str, float], contradictions: Sequence[dict[str, Any]]
+    expert_probs: dict[str, float],
+    thresholds: dict[str, float],
+    contradictions: Sequence[dict[str, Any]],
+    floors: dict[str, float] | None = None,
 ) -> str:
     """Which experts the report contradicts (`leadrrg.inference.evidence.contradictions`), then every expert,
-    most probable first, as "name [!] threshold T  p P" (`!`: contradicted)."""
+    most probable first, as "name [!] threshold T  p P" (`!`: contradicted), with an uncertainty band
+    "threshold T (hedged above F)"."""
     if contradictions:
         said = "; ".join(
             f"{item['expert']} (p {item['p']:.3f}, threshold {item['threshold']:.2f}: "
@@ -54,6 +59,7 @@ def expert_table(
         lines = [f"The report contradicts {len(contradictions)} expert(s), marked ! below: {said}."]
     else:
         lines = ["The report agrees with every expert (p above its threshold iff the finding is stated)."]
+    floors = floors or {}
     flagged = {item["expert"] for item in contradictions}
     ranked = sorted(expert_probs.items(), key=lambda item: -item[1])
     width = max(len(name) for name, _ in ranked) if ranked else 0
@@ -61,6 +67,8 @@ def expert_table(
     for name, p in ranked:
         threshold = thresholds.get(name)
         shown = "  n/a" if threshold is None else f"{threshold:.2f}"
+        if name in floors and threshold is not None and floors[name] < threshold:
+            shown += f" (hedged above {floors[name]:.2f})"
         lines.append(f"  {name:<{width}} {'!' if name in flagged else ' '} threshold {shown}  p {p:.3f}")
     return "\n".join(lines)
 

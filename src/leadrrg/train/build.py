@@ -203,6 +203,7 @@ def build_task(
     rate = grounding.counterfactual if injection.decoder_reads_experts else 0.0
     attributes = injection.has_experts and config.model.experts.attributes
     side_flip = grounding.side_flip if attributes and injection.decoder_reads_experts else 0.0
+    hedge = grounding.hedge and injection.decoder_reads_experts
     editor = None
     if rate > 0 or side_flip > 0:
         total = len(train_studies)
@@ -221,6 +222,7 @@ def build_task(
         side_flip_rate=side_flip,
         attributes=attributes,
         bad_images=bad,
+        hedge=hedge,
     )
     val_dataset = (
         StudyDataset(
@@ -231,6 +233,7 @@ def build_task(
             skip_bad_images=skip,
             attributes=attributes,
             bad_images=bad,
+            hedge=hedge,
         )
         if val_studies
         else None

@@ -78,7 +78,7 @@ function shade(value, max) {
   return `rgba(224, 123, 0, ${(0.08 + 0.8 * strength).toFixed(3)})`;
 }
 
-function barRow(label, value, kind, threshold, note) {
+function barRow(label, value, kind, threshold, note, floor) {
   const row = el("div", { class: "bar-row" });
   const name = el("span", { class: "bar-label" }, label);
   if (note) name.append(el("small", { class: "attr" }, note));
@@ -87,6 +87,14 @@ function barRow(label, value, kind, threshold, note) {
   const fill = el("div", { class: "bar-fill" + (kind ? " " + kind : "") });
   fill.style.width = `${Math.max(0, Math.min(1, value)) * 100}%`;
   track.append(fill);
+  if (typeof threshold === "number" && typeof floor === "number" && floor < threshold) {
+    // the uncertainty band: p between its floor and the threshold is read as "uncertain", and the report hedges
+    const band = el("div", { class: "bar-band", title: `uncertainty band ${floor.toFixed(2)}\u2013${threshold.toFixed(2)}: hedged` });
+    band.style.left = `${Math.max(0, floor) * 100}%`;
+    band.style.width = `${Math.max(0, Math.min(1, threshold) - Math.max(0, floor)) * 100}%`;
+    track.append(band);
+    row.dataset.floor = String(floor);
+  }
   if (typeof threshold === "number") {
     // the expert's threshold: the decoder reads p above this mark as "present"
     const mark = el("div", { class: "bar-mark", title: `threshold ${threshold.toFixed(2)}` });
@@ -191,7 +199,8 @@ function reportText(result) {
 }
 
 const CONTRADICTION_WORDS = {
-  omitted: "above its threshold, not stated in the report",
+  omitted: "above its threshold or in its uncertainty band, not stated in the report",
+  overstated: "in its uncertainty band, stated in the report without a hedge",
   unsupported: "stated in the report, not above its threshold",
 };
 
@@ -199,6 +208,7 @@ function renderExperts(result) {
   const experts = $("experts");
   experts.textContent = "";
   const thresholds = result.thresholds || {};
+  const floors = result.hedge_floors || {};
   const flagged = {};
   for (const item of result.contradictions || []) flagged[item.expert] = item.kind;
   const attributes = result.expert_attributes || {};
@@ -207,7 +217,7 @@ function renderExperts(result) {
     const threshold = thresholds[name];
     const attribute = attributes[name] || {};
     const note = [attribute.side, attribute.severity].filter(Boolean).join(", ");
-    const row = barRow(name, p, null, threshold, note);
+    const row = barRow(name, p, null, threshold, note, floors[name]);
     row.classList.add("expert-bar");
     if (note) row.dataset.attributes = note;
     if (!state.embedded) row.append(whatIfMenu(name));
