@@ -19,6 +19,7 @@ LabelCodes = Literal["chexpert", "chexbert"]
 Grouping = Literal["entry", "study"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Tracker = Literal["tensorboard", "wandb", "mlflow", "none"]
+TrainStrategy = Literal["ddp", "fsdp"]  # train.strategy: how the processes of a torchrun share the model
 # Validation metrics that can select RUN/best/ (train.select_metric); the val_gen_* ones score reports generated
 # on the first train.eval_generate validation studies.
 SelectMetric = Literal[
@@ -136,9 +137,13 @@ class TrainConfig:
     # where train and val records go beside logs.jsonl: tensorboard (RUN/tb) | wandb | mlflow (optional extras
     # `leadrrg[wandb]` / `leadrrg[mlflow]`, offline by default) | none
     tracker: Tracker = "tensorboard"
+    # under torchrun: ddp (every process holds the whole model) | fsdp (FSDP2: parameters, gradients and optimizer
+    # state sharded across the processes, for decoders that do not fit one device; docs/TRAINING.md)
+    strategy: TrainStrategy = "ddp"
 
     def __post_init__(self) -> None:
         _check_choice("train", "tracker", self.tracker, get_args(Tracker))
+        _check_choice("train", "strategy", self.strategy, get_args(TrainStrategy))
         for name in ("max_steps", "batch_size", "grad_accum_steps", "log_every"):
             _check_positive("train", name, getattr(self, name))
         for name in ("warmup_steps", "eval_every", "eval_batches", "save_every", "weight_decay", "grad_clip"):

@@ -70,14 +70,17 @@ def _storage_key(tensor: torch.Tensor) -> tuple:
     )
 
 
-def weights_to_save(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def weights_to_save(
+    model: nn.Module, state_dict: dict[str, torch.Tensor] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, aliases): the state dict minus frozen parameters, with tied tensors saved once;
-    `aliases` maps each skipped tied name to the saved name it shares memory with."""
+    `aliases` maps each skipped tied name to the saved name it shares memory with. `state_dict` stands in for
+    `model.state_dict()` where that holds shards (a model trained with train.strategy=fsdp: its full state)."""
     frozen = frozen_parameter_names(model)
     tensors: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
     first_name: dict[tuple, str] = {}
-    for name, tensor in model.state_dict().items():
+    for name, tensor in (model.state_dict() if state_dict is None else state_dict).items():
         if name in frozen:
             continue
         key = _storage_key(tensor)
@@ -100,9 +103,11 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def save_model_weights(model: nn.Module, path: str | Path) -> None:
+def save_model_weights(
+    model: nn.Module, path: str | Path, state_dict: dict[str, torch.Tensor] | None = None
+) -> None:
     """The weights (see `weights_to_save`), their checksum and the model config they were built from."""
-    tensors, aliases = weights_to_save(model)
+    tensors, aliases = weights_to_save(model, state_dict)
     metadata = {
         "format": "leadrrg",
         "aliases": json.dumps(aliases),

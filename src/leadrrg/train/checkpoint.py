@@ -75,9 +75,10 @@ FORMAT_VERSION = 2  # 2: the data position is global (samples_in_epoch), not per
 
 
 def optimizer_state_to_save(
-    optimizer: torch.optim.Optimizer, param_names: list[str]
+    optimizer: torch.optim.Optimizer, param_names: list[str], state: dict[str, Any] | None = None
 ) -> tuple[dict[str, torch.Tensor], dict]:
-    state = optimizer.state_dict()
+    """(tensors, JSON) of `optimizer.state_dict()`, or of `state` in its format (a sharded optimizer's full state)."""
+    state = optimizer.state_dict() if state is None else state
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for index, values in state["state"].items():
@@ -91,9 +92,8 @@ def optimizer_state_to_save(
     return tensors, {"param_names": param_names, "param_groups": groups, "scalars": scalars}
 
 
-def load_optimizer_state(
-    optimizer: torch.optim.Optimizer, param_names: list[str], tensors: dict[str, torch.Tensor], saved: dict
-) -> None:
+def saved_optimizer_state(param_names: list[str], tensors: dict[str, torch.Tensor], saved: dict) -> dict:
+    """The `optimizer.state_dict()` that `optimizer_state_to_save` wrote, for an optimizer over `param_names`."""
     if saved["param_names"] != param_names:
         raise LeadrrgError(
             "the checkpoint's optimizer was built for different trainable parameters than this model "
@@ -106,7 +106,13 @@ def load_optimizer_state(
         state.setdefault(index_of[name], {})[field] = tensor
     for name, values in saved["scalars"].items():
         state.setdefault(index_of[name], {}).update(values)
-    optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+    return {"state": state, "param_groups": saved["param_groups"]}
+
+
+def load_optimizer_state(
+    optimizer: torch.optim.Optimizer, param_names: list[str], tensors: dict[str, torch.Tensor], saved: dict
+) -> None:
+    optimizer.load_state_dict(saved_optimizer_state(param_names, tensors, saved))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -212,16 +218,20 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     param_names: list[str],
     trainer_state: dict[str, Any],
+    model_state: dict[str, torch.Tensor] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a complete checkpoint and swap it in atomically; then point RUN/model.safetensors at it."""
+    """Write a complete checkpoint and swap it in atomically; then point RUN/model.safetensors at it.
+    `model_state` / `optimizer_state` stand in for the state dicts of a sharded model and optimizer (their full
+    states, `sharding.full_model_state` / `full_optimizer_state`): the files are the same either way."""
     run_dir = Path(run_dir)
     tmp, final, old = run_dir / TMP_DIR, run_dir / CHECKPOINT_DIR, run_dir / OLD_DIR
     check_not_linked(final)
     _remove(tmp)
     try:
         tmp.mkdir(parents=True)
-        save_model_weights(model, tmp / MODEL_FILE)
-        optimizer_tensors, optimizer_json = optimizer_state_to_save(optimizer, param_names)
+        save_model_weights(model, tmp / MODEL_FILE, model_state)
+        optimizer_tensors, optimizer_json = optimizer_state_to_save(optimizer, param_names, optimizer_state)
         save_file(optimizer_tensors, str(tmp / OPTIMIZER_FILE))
         state = {"format_version": FORMAT_VERSION, **trainer_state, "optimizer": optimizer_json}
         atomic_write_text(tmp / STATE_FILE, json.dumps(state, indent=1) + "\n")

@@ -86,8 +86,11 @@ def warm_up_experts(task: TrainingTask, run_dir: Path, ctx: DistContext, autocas
     schedule = dataclasses.replace(
         config.train, max_steps=steps, warmup_steps=min(config.train.warmup_steps, steps)
     )
-    model.to(ctx.device)
     stage = ExpertStage(model)
+    # Only what stage 1 runs goes to the device: a decoder that train.strategy=fsdp shards never sits on one whole.
+    for module in (stage, getattr(model, "balance", None)):
+        if module is not None:
+            module.to(ctx.device)
     optimizer, _ = build_optimizer(stage, schedule)
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     scaler = make_grad_scaler(config.train.precision, ctx.device)

@@ -42,14 +42,9 @@ from leadrrg.train.optim import build_optimizer, set_learning_rates
 from leadrrg.train.resume import clean_up_unstarted_run, open_for_resume
 from leadrrg.train.run_log import RunLogger, tracker_package
 from leadrrg.train.selection import BEST_DIR, ModelSelector
+from leadrrg.train.sharding import full_model_state, full_states, gathered_root, parallel_model, use_fsdp
 from leadrrg.train.state import EVALUATION_FIELDS, TrainerState, restore_checkpoint, state_to_save
-from leadrrg.train.step import (
-    Diverged,
-    batch_stream,
-    make_grad_scaler,
-    peak_memory_mb,
-    train_step,
-)
+from leadrrg.train.step import Diverged, batch_stream, make_grad_scaler, peak_memory_mb, train_step
 from leadrrg.train.validation import generate_and_score, make_generation_loader, samples_markdown, validate
 
 logger = logging.getLogger(__name__)
@@ -73,8 +68,8 @@ def compile_for_training(model: nn.Module) -> nn.Module:
 
 
 class Trainer:
-    """One call of `fit`: the model (raw, and as the steps call it: DDP, compiled), optimizer, loss scaler,
-    data stream, logger, model selector and trainer state."""
+    """One call of `fit`: the model (raw, and as the steps call it: DDP, compiled; or sharded in place, FSDP),
+    optimizer, loss scaler, data stream, logger, model selector and trainer state."""
 
     def __init__(self, task: TrainingTask, run_dir: Path, ctx: DistContext, resume_from: Path | None):
         self.task, self.run_dir, self.ctx = task, run_dir, ctx
@@ -83,8 +78,9 @@ class Trainer:
         self.raw_model = task.model
         _seed_process(train_cfg.seed, ctx.rank)
         if resume_from is not None:
-            load_model_weights(self.raw_model, resume_from / MODEL_FILE)
-        self.raw_model.to(self.device)
+            load_model_weights(self.raw_model, resume_from / MODEL_FILE)  # full weights, before any sharding
+        self.sharded = use_fsdp(train_cfg, ctx)  # validation and saving then take every rank
+        model = parallel_model(self.raw_model, ctx, self.sharded)
         self.optimizer, self.param_names = build_optimizer(self.raw_model, train_cfg)
         self.scaler = make_grad_scaler(train_cfg.precision, self.device)
         self.state = TrainerState()
@@ -92,18 +88,14 @@ class Trainer:
             self.state = restore_checkpoint(
                 resume_from, self.raw_model, self.optimizer, self.param_names, self.scaler, train_cfg, ctx
             )
-        model: nn.Module = self.raw_model
-        if ctx.enabled:
-            model = nn.parallel.DistributedDataParallel(
-                self.raw_model, device_ids=[self.device] if self.device.type == "cuda" else None
-            )
         self.model = compile_for_training(model) if train_cfg.compile else model
         self.model.train()
         loader, sampler = make_train_loader(task, ctx)
         self.stream = batch_stream(loader, sampler, self.state)
-        self.val_loader = make_val_loader(task) if ctx.is_main else None
+        evaluates = ctx.is_main or self.sharded  # a sharded forward is a collective
+        self.val_loader = make_val_loader(task) if evaluates else None
         self.generation_loader = (
-            make_generation_loader(task.val_dataset, task.collator, task.config) if ctx.is_main else None
+            make_generation_loader(task.val_dataset, task.collator, task.config) if evaluates else None
         )
         self.selector = ModelSelector(train_cfg, run_dir)
         self.studies_per_step = train_cfg.batch_size * train_cfg.grad_accum_steps * ctx.world_size
@@ -179,40 +171,52 @@ class Trainer:
     def save(self) -> None:
         previous, self.saved_step = self.saved_step, self.state.step
         rng_states = all_gather_objects(ckpt.capture_rng_state(), self.ctx)
+        # FSDP: the full model and optimizer states, gathered onto rank 0 by every rank
+        full = full_states(self.raw_model, self.optimizer, self.param_names) if self.sharded else (None, None)
         if self.ctx.is_main:
             trainer_state = state_to_save(
                 self.state, self.train_cfg, self.ctx, self.optimizer, self.scaler, rng_states
             )
             with checkpoint_write(self.run_dir, self.state.step, previous):
                 ckpt.save_checkpoint(
-                    self.run_dir, self.raw_model, self.optimizer, self.param_names, trainer_state
+                    self.run_dir, self.raw_model, self.optimizer, self.param_names, trainer_state, *full
                 )
             logger.info("checkpoint written: step %d in %s", self.state.step, self.run_dir)
         barrier(self.ctx)
 
     def evaluate(self, run_log: RunLogger, saved: bool) -> bool:
-        """Validate (rank 0) and select; returns whether to stop early, decided on rank 0 for every process. A
-        failed validation (e.g. an image that does not decode) is logged and training goes on. When this step's
-        checkpoint is written, its trainer state gets the evaluation."""
+        """Validate (rank 0; all ranks under FSDP) and select; returns whether to stop early, decided on rank 0 for
+        every process. A failed validation (e.g. an image that does not decode) is logged and training goes on.
+        When this step's checkpoint is written, its trainer state gets the evaluation."""
         stop = False
-        if self.ctx.is_main and self.val_loader is not None:
+        if self.val_loader is not None:  # rank 0; every rank under FSDP (a sharded forward is a collective)
             try:
                 results = self.validation_results(run_log)
             except LeadrrgError as exc:
                 logger.warning("validation at step %d skipped: %s", self.state.step, exc)
                 run_log.log("val_error", self.state.step, {"error": str(exc)})
             else:
-                state = self.state
-                state.last_eval = {"step": state.step, **results}
-                if state.best_val_loss is None or results["val_loss"] < state.best_val_loss:
-                    state.best_val_loss, state.best_step = results["val_loss"], state.step
-                stop = self.selector.update(state, self.raw_model, results)
-                run_log.log("val", state.step, results)
-                if saved:
-                    ckpt.update_trainer_state(
-                        self.run_dir, {name: getattr(state, name) for name in EVALUATION_FIELDS}
-                    )
+                # FSDP: the weights RUN/best/ may get, gathered onto rank 0 by every rank
+                full = full_model_state(self.raw_model) if self.sharded and self.selector.enabled else None
+                if self.ctx.is_main:
+                    stop = self.record_evaluation(run_log, results, saved, full)
         return bool(broadcast_object(stop, self.ctx))
+
+    def record_evaluation(
+        self, run_log: RunLogger, results: dict[str, float], saved: bool, full: dict[str, torch.Tensor] | None
+    ) -> bool:
+        """Rank 0: the evaluation into the trainer state, RUN/best/ and the logs; returns whether to stop early."""
+        state = self.state
+        state.last_eval = {"step": state.step, **results}
+        if state.best_val_loss is None or results["val_loss"] < state.best_val_loss:
+            state.best_val_loss, state.best_step = results["val_loss"], state.step
+        stop = self.selector.update(state, self.raw_model, results, full)
+        run_log.log("val", state.step, results)
+        if saved:
+            ckpt.update_trainer_state(
+                self.run_dir, {name: getattr(state, name) for name in EVALUATION_FIELDS}
+            )
+        return stop
 
     def validation_results(self, run_log: RunLogger) -> dict[str, float]:
         train_cfg = self.train_cfg
@@ -221,9 +225,10 @@ class Trainer:
         )
         if self.generation_loader is not None:
             references = {study.id: study.report for study in self.task.val_dataset.studies}
-            scores, records = generate_and_score(
-                self.raw_model, self.task.tokenizer, self.generation_loader, self.task.config, references
-            )
+            with gathered_root(self.raw_model):
+                scores, records = generate_and_score(
+                    self.raw_model, self.task.tokenizer, self.generation_loader, self.task.config, references
+                )
             results.update(scores)
             if train_cfg.eval_samples:
                 run_log.log_text(

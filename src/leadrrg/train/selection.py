@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from leadrrg.config import LOWER_IS_BETTER, TrainConfig
@@ -40,11 +41,19 @@ def improves(value: float, best: float | None, lower: bool) -> bool:
     return best is None or (value < best if lower else value > best)
 
 
-def write_best(run_dir: Path, model: nn.Module, step: int, metric: str, results: dict[str, Any]) -> Path:
-    """Replace RUN/best/ with the model's current weights, the run's config and tokenizer, and best.json."""
+def write_best(
+    run_dir: Path,
+    model: nn.Module,
+    step: int,
+    metric: str,
+    results: dict[str, Any],
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Replace RUN/best/ with the model's current weights (`state_dict`: the full state of a sharded model), the
+    run's config and tokenizer, and best.json."""
     target = run_dir / BEST_DIR
     with atomic_directory(target) as tmp:
-        save_model_weights(model, tmp / MODEL_FILE)
+        save_model_weights(model, tmp / MODEL_FILE, state_dict)
         shutil.copyfile(run_dir / CONFIG_FILE, tmp / CONFIG_FILE)
         shutil.copytree(run_dir / TOKENIZER_DIR, tmp / TOKENIZER_DIR)
         best = {"step": step, "metric": metric, "value": results[metric], "scores": results}
@@ -66,8 +75,15 @@ class ModelSelector:
     def enabled(self) -> bool:
         return bool(self.metric)
 
-    def update(self, state, model: nn.Module, results: dict[str, Any]) -> bool:
-        """Record the evaluation `results` of `state.step`; returns True when training should stop early."""
+    def update(
+        self,
+        state,
+        model: nn.Module,
+        results: dict[str, Any],
+        state_dict: dict[str, torch.Tensor] | None = None,
+    ) -> bool:
+        """Record the evaluation `results` of `state.step`; returns True when training should stop early.
+        `state_dict`: the full state of a sharded model (what RUN/best/ gets if this evaluation is the best)."""
         if not self.enabled:
             return False
         value = results.get(self.metric)
@@ -75,7 +91,7 @@ class ModelSelector:
             logger.warning("validation at step %d has no %s; RUN/best/ unchanged", state.step, self.metric)
         elif improves(float(value), state.best_score, self.lower):
             state.best_score, state.best_score_step, state.evals_since_best = float(value), state.step, 0
-            write_best(self.run_dir, model, state.step, self.metric, results)
+            write_best(self.run_dir, model, state.step, self.metric, results, state_dict)
             return False
         state.evals_since_best += 1
         return bool(self.patience) and state.evals_since_best >= self.patience

@@ -22,6 +22,7 @@ from leadrrg.errors import LeadrrgError
 from leadrrg.runs.files import read_safetensors
 from leadrrg.train import checkpoint as ckpt
 from leadrrg.train.distributed import epoch_seed
+from leadrrg.train.sharding import is_sharded, load_full_optimizer_state
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +125,11 @@ def restore_checkpoint(
     optimizer_tensors, _ = read_safetensors(checkpoint_dir / ckpt.OPTIMIZER_FILE)
     configured = [{key: group[key] for key in RESUMED_HYPERPARAMETERS} for group in optimizer.param_groups]
     with ckpt.damaged_checkpoint(checkpoint_dir):
-        ckpt.load_optimizer_state(optimizer, param_names, optimizer_tensors, saved["optimizer"])
+        if is_sharded(model):  # train.strategy=fsdp: each rank keeps its shard of the full state saved
+            full = ckpt.saved_optimizer_state(param_names, optimizer_tensors, saved["optimizer"])
+            load_full_optimizer_state(model, optimizer, param_names, full)
+        else:
+            ckpt.load_optimizer_state(optimizer, param_names, optimizer_tensors, saved["optimizer"])
         if saved.get("grad_scaler") and scaler.is_enabled():
             scaler.load_state_dict(saved["grad_scaler"])
     apply_configured_hyperparameters(optimizer, configured)

@@ -1,7 +1,7 @@
 """One optimizer step, and what it needs: the mixed precision, the batch stream across epochs, divergence.
 
 One optimizer step = `grad_accum_steps` micro-batches (forward under autocast, backward, DDP gradient sync on
-the last one only) -> a collective non-finite-loss check -> unscale (fp16) -> clip -> AdamW step.
+the last one only, FSDP's on each) -> a collective non-finite-loss check -> unscale (fp16) -> clip -> AdamW step.
 """
 
 from __future__ import annotations
@@ -110,7 +110,9 @@ def train_step(
     losses = torch.zeros(3)
     for micro, batch in enumerate(micro_batches):
         last = micro == train_cfg.grad_accum_steps - 1
-        sync = model.no_sync() if (distributed and not last) else contextlib.nullcontext()
+        # FSDP (no `no_sync`) reduce-scatters every micro-batch: its gradients stay sharded while they accumulate.
+        no_sync = getattr(model, "no_sync", None)
+        sync = no_sync() if (distributed and not last and no_sync) else contextlib.nullcontext()
         with sync:
             with autocast_context(train_cfg.precision, device):
                 out = model(**move_batch(batch, device))
@@ -125,7 +127,10 @@ def train_step(
     scaler.unscale_(optimizer)
     parameters = [p for p in model.parameters() if p.grad is not None]
     max_norm = train_cfg.grad_clip if train_cfg.grad_clip > 0 else float("inf")
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))
+    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+    if hasattr(grad_norm, "full_tensor"):  # sharded gradients (FSDP): a DTensor
+        grad_norm = grad_norm.full_tensor()
+    grad_norm = float(grad_norm)
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
