@@ -14,6 +14,16 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def header_cache_in_tmp(tmp_path_factory):
+    """The image header check of the tests' data roots is remembered in a temporary folder, never in the user's cache
+    (LEADRRG_HEADER_CACHE, which the processes a test starts inherit; session-wide, so that session fixtures that
+    train are covered too), so temporary roots leave nothing behind."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LEADRRG_HEADER_CACHE", str(tmp_path_factory.mktemp("header_cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def no_user_metric_models(tmp_path_factory, monkeypatch):
     """Tests never read the user's metric-model folder (`leadrrg metrics setup`, LEADRRG_METRICS_DIR): a machine where

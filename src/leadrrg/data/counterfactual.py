@@ -83,10 +83,20 @@ class CounterfactualEditor:
         self.flippable = [OBSERVATIONS.index(n) for n in flippable if n in OBSERVATIONS and n != "No Finding"]
         positive: dict[int, set[str]] = {k: set() for k in self.flippable}
         negative: dict[int, set[str]] = {k: set() for k in self.flippable}
+        # Each distinct report and sentence is read once: the banks are sets, and MIMIC-CXR's entries repeat their
+        # study's report and its reports repeat sentences.
+        seen_reports: set[str] = set()
+        seen_sentences: set[str] = set()
         for count, report in enumerate(reports, 1):
             if progress is not None and count % PROGRESS_EVERY == 0:
                 progress(PROGRESS_EVERY)
+            if report in seen_reports:
+                continue
+            seen_reports.add(report)
             for sentence in split_sentences(report or ""):
+                if sentence in seen_sentences:
+                    continue
+                seen_sentences.add(sentence)
                 values = self.read(sentence)
                 mentioned = [k for k in FINDING_COLUMNS if not np.isnan(values[k])]
                 if len(mentioned) == 1 and mentioned[0] in positive:

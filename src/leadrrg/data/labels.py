@@ -21,11 +21,32 @@ if TYPE_CHECKING:
 LABEL_VALUES = (1.0, 0.0, -1.0)
 LABEL_CHUNK = 2_000  # reports labelled between two progress reports
 
-__all__ = ["LABEL_VALUES", "labels_from_labeler", "report_hash"]
+__all__ = ["LABEL_VALUES", "labels_from_labeler", "read_label_cache", "report_hash"]
 
 
 def report_hash(report: str) -> str:
     return hashlib.sha256(report.encode("utf-8")).hexdigest()
+
+
+def read_label_cache(path: Path) -> dict[str, np.ndarray]:
+    """The labeler cache as `labels_from_labeler` writes it, {report_sha256: (14,) labels}, read in one pass (a
+    MIMIC-CXR cache has a quarter of a million rows); a file of any other shape goes through the strict label-file
+    reader, which names what is wrong with it."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    width = 1 + NUM_OBSERVATIONS
+    if not rows or rows[0] != ["report_sha256", *OBSERVATIONS] or any(len(row) != width for row in rows):
+        return read_label_file(path, "report_sha256")
+    text = np.array([row[1:] for row in rows[1:]], dtype=str).reshape(len(rows) - 1, NUM_OBSERVATIONS)
+    values = np.full(text.shape, np.nan, dtype=np.float32)  # (N, 14); empty = not mentioned
+    given = text != ""
+    try:
+        values[given] = text[given].astype(np.float32)
+    except ValueError:
+        return read_label_file(path, "report_sha256")
+    if not np.isin(values[given], LABEL_VALUES).all():
+        return read_label_file(path, "report_sha256")
+    return {row[0]: labels for row, labels in zip(rows[1:], values)}
 
 
 def labels_from_labeler(
@@ -41,7 +62,7 @@ def labels_from_labeler(
     from leadrrg.labeler import label_reports
 
     cache_path = Path(cache_path)
-    cache = read_label_file(cache_path, "report_sha256") if cache_path.exists() else {}
+    cache = read_label_cache(cache_path) if cache_path.exists() else {}
     hashes = {s.report: report_hash(s.report) for s in studies if s.labels is None}  # each report hashed once
     missing = sorted(report for report, key in hashes.items() if key not in cache)
     if missing:

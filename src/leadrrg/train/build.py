@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 import tempfile
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,22 +21,22 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from leadrrg import __version__
-from leadrrg.collectives import DistContext, all_gather_objects, broadcast_object
+from leadrrg.collectives import DistContext, broadcast_object
 from leadrrg.config import RunConfig
 from leadrrg.constants import OBSERVATIONS
 from leadrrg.data.collate import ReportCollator
 from leadrrg.data.counterfactual import CounterfactualEditor
-from leadrrg.data.dataset import StudyDataset, check_paths, image_paths, raise_on_bad_images
+from leadrrg.data.dataset import StudyDataset, raise_on_bad_images
 from leadrrg.data.labels import labels_from_labeler
 from leadrrg.data.manifests import load_split, read_records
 from leadrrg.data.tokenizer import ReportTokenizer
 from leadrrg.errors import LeadrrgError
 from leadrrg.fetch import default_cache_dir
 from leadrrg.model.losses import expert_targets
-from leadrrg.progress import Progress
 from leadrrg.runs.files import build_model
 from leadrrg.train.distributed import EpochShardSampler, PositionSeeded, epoch_seed
 from leadrrg.train.guard import ignore_interrupts
+from leadrrg.train.startup import Startup, default_header_cache, shared_bad_images
 
 logger = logging.getLogger(__name__)
 
@@ -57,28 +54,6 @@ class TrainingTask:
     collator: ReportCollator
 
 
-class Startup:
-    """What `build_task` is doing, on stderr from the main process (`leadrrg train: labeling 272,920 reports...`,
-    then the phase's counts and seconds), with progress for the long phases: a run on MIMIC-CXR spends minutes here
-    before its first step."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-
-    def say(self, text: str) -> None:
-        if self.enabled:
-            print(f"leadrrg train: {text}", file=sys.stderr, flush=True)
-
-    @contextmanager
-    def phase(self, text: str, total: int | None = None, unit: str = "studies"):
-        """Announce `text...`; yields a Progress (update it as items are done), then says `text: done in S s`."""
-        self.say(f"{text}...")
-        started = time.perf_counter()
-        with Progress(total, text.split(" ")[0], unit, enabled=self.enabled and bool(total)) as bar:
-            yield bar
-        self.say(f"{text}: done in {time.perf_counter() - started:.1f} s")
-
-
 def load_split_studies(
     config: RunConfig,
     split: str,
@@ -89,18 +64,26 @@ def load_split_studies(
 ) -> list:
     """Studies of `split` (from `records` when the root was read already), with missing labels filled by the
     rule-based labeler (cached by report)."""
-    studies = split_studies(config, split, records, required)
+    return label_studies(split_studies(config, split, records, required), split, label_cache, startup)
+
+
+def label_studies(
+    studies: list, split: str, label_cache: Path | None, startup: Startup | None = None
+) -> list:
+    """`studies` with missing labels filled by the rule-based labeler (cached by report in `label_cache`)."""
     unlabelled = len({s.report for s in studies if s.labels is None})
     if not unlabelled:
         return studies
     with (startup or Startup(False)).phase(
-        f"labeling {unlabelled:,} {split} reports", unlabelled, "reports"
+        f"labeling {unlabelled:,} {split} reports", unlabelled, "reports", stage="labels"
     ) as bar:
         progress = lambda done, total: bar.update(done - bar.count)  # noqa: E731
         if label_cache is None:
             with tempfile.TemporaryDirectory() as tmp:
                 return labels_from_labeler(studies, Path(tmp) / "labels.csv", progress)
-        return labels_from_labeler(studies, label_cache, progress)
+        studies = labels_from_labeler(studies, label_cache, progress)
+        bar.note = f"{bar.count:,} by the labeler, {unlabelled - bar.count:,} from its cache ({label_cache})"
+    return studies
 
 
 def split_studies(config: RunConfig, split: str, records: list | None, required: bool) -> list:
@@ -114,34 +97,16 @@ def split_studies(config: RunConfig, split: str, records: list | None, required:
 
 
 def labelled_studies(
-    config: RunConfig, split: str, records: list, label_cache: Path, ctx: DistContext, startup: Startup
+    studies: list, split: str, label_cache: Path, ctx: DistContext, startup: Startup
 ) -> list:
-    """`load_split_studies` on the main process (the only one that labels and writes the cache); the others
+    """`label_studies` on the main process (the only one that labels and writes the cache); the others
     receive its labels."""
-    required = split == TRAIN_SPLIT
     if ctx.is_main:
-        studies = load_split_studies(config, split, label_cache, required, records, startup)
+        studies = label_studies(studies, split, label_cache, startup)
         broadcast_object([s.labels for s in studies], ctx)
         return studies
-    studies = split_studies(config, split, records, required)  # raises as the main process does
     labels = broadcast_object(None, ctx)
     return [dataclasses.replace(s, labels=row) for s, row in zip(studies, labels)]
-
-
-def shared_bad_images(
-    studies: list, max_views: int, ctx: DistContext, startup: Startup
-) -> list[tuple[str, str]]:
-    """Every unreadable image among `studies`' views, checked once per run: each process checks a share of the
-    paths and the shares are gathered (in path order on every process)."""
-    paths = image_paths(studies, max_views)
-    mine = paths[ctx.rank :: ctx.world_size]
-    where = f" (this process: {len(mine):,})" if ctx.enabled else ""
-    with startup.phase(f"checking {len(paths):,} image headers{where}", len(mine), "images") as bar:
-        bad = dict(sum(all_gather_objects(check_paths(mine, progress=bar.update), ctx), []))
-    startup.say(
-        f"{len(bad):,} of {len(paths):,} images unreadable" if bad else "every image header is readable"
-    )
-    return [(path, bad[path]) for path in paths if path in bad]
 
 
 def default_label_cache() -> Path:
@@ -191,10 +156,10 @@ def build_task(
     )
     vision, max_views, skip = config.model.vision, config.model.max_views, config.data.skip_bad_images
     if tokenizer is None:
-        with startup.phase(f"training the tokenizer on {len(train_studies):,} reports"):
+        with startup.phase(f"training the tokenizer on {len(train_studies):,} reports", stage="tokenizer"):
             tokenizer = build_tokenizer(config, [s.report for s in train_studies], ctx)
     torch.manual_seed(config.train.seed)  # the same initial weights on every rank and every run
-    with startup.phase("building the model"):
+    with startup.phase("building the model", stage="model"):
         model = build_model(config, tokenizer)
     check_sequence_fits(model, tokenizer, config)
     fit_context_balance(model, train_studies)
@@ -207,7 +172,8 @@ def build_task(
     editor = None
     if rate > 0 or side_flip > 0:
         total = len(train_studies)
-        with startup.phase(f"building counterfactual banks from {total:,} reports", total, "reports") as bar:
+        text = f"building counterfactual banks from {total:,} reports"
+        with startup.phase(text, total, "reports", stage="counterfactual banks") as bar:
             reports = [s.report for s in train_studies]
             editor = CounterfactualEditor(reports, config.model.experts.names, progress=bar.update)
     train_dataset = StudyDataset(
@@ -251,6 +217,7 @@ def build_task(
         config.data.format,
         sum(p.numel() for p in model.parameters()) / 1e6,
     )
+    startup.say(startup.summary())
     return TrainingTask(config, tokenizer, model, train_dataset, val_dataset, collator)
 
 
@@ -261,22 +228,26 @@ def load_task_data(
     the main process, the image headers checked once per run (raising on a bad image unless
     data.skip_bad_images)."""
     data = config.data
-    with startup.phase(f"reading the {data.format} data at {data.root}"):
+    with startup.phase(f"reading the {data.format} data at {data.root}", stage="data") as phase:
         records = read_records(data)
-    startup.say(f"{len(records):,} records")
-    train_studies = labelled_studies(config, TRAIN_SPLIT, records, label_cache, ctx, startup)
+        train_studies = split_studies(config, TRAIN_SPLIT, records, required=True)
+        val_studies = split_studies(config, VAL_SPLIT, records, required=False)
+        phase.note = (
+            f"{len(records):,} records, {len(train_studies):,} train and {len(val_studies):,} val studies"
+        )
+    del records
     if not train_studies:
         raise LeadrrgError(
             f"the {TRAIN_SPLIT!r} split of {data.root} has no studies; expected a training split"
         )
-    val_studies = labelled_studies(config, VAL_SPLIT, records, label_cache, ctx, startup)
-    del records
-    startup.say(f"{len(train_studies):,} train and {len(val_studies):,} val studies")
+    train_studies = labelled_studies(train_studies, TRAIN_SPLIT, label_cache, ctx, startup)
+    val_studies = labelled_studies(val_studies, VAL_SPLIT, label_cache, ctx, startup)
     if not val_studies:
         logger.warning("no %r split in %s: training without validation", VAL_SPLIT, data.root)
     check_expert_names(config)
     max_views = config.model.max_views
-    bad = shared_bad_images(train_studies + val_studies, max_views, ctx, startup)
+    cache = default_header_cache(data.root)
+    bad = shared_bad_images(train_studies + val_studies, max_views, ctx, startup, cache, data.root)
     if not data.skip_bad_images:  # every image the run will read is checked (headers) before the first step
         hint = "; fix or remove them, or set data.skip_bad_images=true to train without them"
         for split, studies in ((TRAIN_SPLIT, train_studies), (VAL_SPLIT, val_studies)):
