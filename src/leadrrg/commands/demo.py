@@ -32,6 +32,7 @@ SUMMARY_ROWS: tuple[tuple[str, str, str], ...] = (
     ("hallucination rate (vs image truth)", "gt_hallucination_rate", ".3f"),
     ("reports with a hallucination", "gt_reports_with_hallucination", ".3f"),
     ("omission rate (vs image truth)", "gt_omission_rate", ".3f"),
+    ("silent omission (not even hedged)", "gt_silent_omission_rate", ".3f"),
     ("laterality accuracy (vs image truth)", "gt_laterality_accuracy", ".3f"),
     ("severity accuracy (vs image truth)", "gt_severity_accuracy", ".3f"),
     ("CE-14 micro F1 (vs image truth)", "gt_ce14_micro_f1", ".3f"),
