@@ -142,3 +142,28 @@ def test_hedge_scores_tell_a_hedge_from_a_silent_omission():
     assert scores["hedged_share"] == pytest.approx(2 / 3)
     assert scores["hedged_absent_rate"] == pytest.approx(1 / 2)
     assert scores["num_hedged"] == 2 and scores["num_silently_omitted"] == 1
+
+
+def test_a_hedge_edit_restates_one_finding_as_the_reports_hedge_it():
+    from leadrrg.data.counterfactual import CounterfactualEditor
+    from leadrrg.labeler import label_reports
+
+    reports = [
+        "Possible small left pleural effusion. The heart is normal in size.",
+        "Moderate cardiomegaly. Small right pleural effusion. No pneumothorax.",
+        "Mild cardiomegaly. Right lower lobe consolidation.",
+    ]
+    editor = CounterfactualEditor(reports, OBSERVATIONS)
+    effusion, heart = OBSERVATIONS.index("Pleural Effusion"), OBSERVATIONS.index("Cardiomegaly")
+    assert editor.hedged[effusion] == ["Possible small left pleural effusion."]
+    assert not editor.hedged[heart]  # no report hedges it: never hedged by an edit
+    before = label_reports([reports[1]])[0]
+    edited = editor.hedge(reports[1], before, torch.Generator().manual_seed(0))
+    assert edited == "Moderate cardiomegaly. Possible small left pleural effusion. No pneumothorax."
+    after = label_reports([edited])[0]
+    assert after[effusion] == -1 and after[heart] == 1
+    # the labels must have the finding present: an absent one is never hedged into the report
+    absent = before.copy()
+    absent[effusion] = 0.0
+    assert editor.hedge(reports[1], absent) is None
+    assert editor.hedge(reports[2], label_reports([reports[2]])[0]) is None  # nothing hedgeable stated

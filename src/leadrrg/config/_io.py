@@ -182,6 +182,7 @@ RUN_DEFAULTS_BEFORE_CHANGE: dict[tuple[str, ...], Any] = {
     ("model", "experts", "attributes"): False,
     ("model", "grounding", "side_flip"): 0.0,
     ("model", "grounding", "hedge"): False,
+    ("model", "grounding", "hedge_edit"): 0.0,
     ("model", "grounding", "expert_warmup_steps"): 0,
     ("model", "grounding", "balance"): "context",
     ("model", "grounding", "counterfactual"): 0.0,

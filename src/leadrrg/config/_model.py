@@ -207,6 +207,11 @@ class GroundingConfig:
     # uncertain to the labeler) as p = 1/2, between absent (0) and present (1), so it learns to hedge what it reads
     # as 1/2; decoding reads 1/2 for p in the uncertainty band below each threshold (decode.hedge_band). false:
     # hedged findings read as the label policy says (present under `ones`)
+    hedge_edit: float = (
+        0.2  # with hedge: share of training studies whose report has one asserted finding restated
+    )
+    # by a hedged sentence of the training reports (data/counterfactual.py), read as 1/2. 0: only the hedges the
+    # reports already contain
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.truth_forcing <= 1.0:
@@ -226,6 +231,7 @@ class GroundingConfig:
                 f"model.grounding.counterfactual is {self.counterfactual!r}; expected a number in [0, 1)"
             )
         _check_range("model.grounding", "side_flip", self.side_flip, 0.0, 1.0, high_open=True)
+        _check_range("model.grounding", "hedge_edit", self.hedge_edit, 0.0, 1.0, high_open=True)
         _check_choice("model.grounding", "balance", self.balance, BALANCES)
         _check_positive("model.grounding", "expert_warmup_steps", self.expert_warmup_steps, allow_zero=True)
         if not self.balance_clip >= 1.0:

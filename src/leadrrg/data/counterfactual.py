@@ -25,6 +25,12 @@ the same findings and the flipped finding, and only it, on the other side. The d
 report states (`leadrrg.data.attributes`), so the side it writes must come from the experts' side evidence, not
 from the image's look or from what usually goes with what. Inserted bank sentences are read the same way: the
 decoder reads the side the inserted sentence states, never a side unrelated to the words it must write.
+
+A hedge edit (`model.grounding.hedge_edit`, with `model.grounding.hedge`) restates one finding the report asserts as
+the training reports hedge it: its sentences are replaced by a sentence of the finding's hedged bank (those the
+labeler reads uncertain and that mention no other finding), kept only when the labeler then reads that finding
+uncertain and every other finding as before. The decoder reads the finding as 1/2, so the few hedges real and
+synthetic reports contain become enough to learn what 1/2 means.
 """
 
 from __future__ import annotations
@@ -83,6 +89,7 @@ class CounterfactualEditor:
         self.flippable = [OBSERVATIONS.index(n) for n in flippable if n in OBSERVATIONS and n != "No Finding"]
         positive: dict[int, set[str]] = {k: set() for k in self.flippable}
         negative: dict[int, set[str]] = {k: set() for k in self.flippable}
+        hedged: dict[int, set[str]] = {k: set() for k in self.flippable}
         # Each distinct report and sentence is read once: the banks are sets, and MIMIC-CXR's entries repeat their
         # study's report and its reports repeat sentences.
         seen_reports: set[str] = set()
@@ -105,9 +112,12 @@ class CounterfactualEditor:
                         positive[k].add(sentence)
                     elif values[k] == 0:
                         negative[k].add(sentence)
+                    else:
+                        hedged[k].add(sentence)
         # sorted: the same banks in every process, whatever the set order
         self.positive = {k: sorted(v) for k, v in positive.items()}
         self.negative = {k: sorted(v) for k, v in negative.items()}
+        self.hedged = {k: sorted(v) for k, v in hedged.items()}
 
     def read(self, text: str) -> np.ndarray:
         """The labeler's reading (14,) of a sentence or report, cached (training reports repeat sentences)."""
@@ -187,6 +197,31 @@ class CounterfactualEditor:
                 continue
             others = {n: v.get("side") for n, v in before.items() if n != name}
             if all(after[n].get("side") == side for n, side in others.items()):
+                return edited
+        return None
+
+    def hedge(self, report: str, labels: np.ndarray, generator: torch.Generator | None = None) -> str | None:
+        """`report` with one finding it states as present, and `labels` (14,) have present, stated again as the
+        training reports hedge it: its sentences replaced by a hedged sentence of that finding from the bank (one
+        the labeler reads as uncertain, e.g. "possible left lower lobe pneumonia"). None when no checked edit exists:
+        the labeler must read the finding uncertain and every other finding as before."""
+        if not report:
+            return None
+        before = self.read(report)
+        stated = [k for k in self.flippable if before[k] == 1 and labels[k] == 1 and self.hedged[k]]
+        sentences = split_sentences(report)
+        for _ in range(min(MAX_TRIES, len(stated))):
+            k = stated[int(torch.randint(len(stated), (1,), generator=generator))]
+            kept = [sentence for sentence in sentences if np.isnan(self.read(sentence)[k])]
+            position = next(i for i, sentence in enumerate(sentences) if not np.isnan(self.read(sentence)[k]))
+            bank = self.hedged[k]
+            kept.insert(
+                min(position, len(kept)), bank[int(torch.randint(len(bank), (1,), generator=generator))]
+            )
+            edited = " ".join(kept)
+            after = self.read(edited)
+            others = [i for i in FINDING_COLUMNS if i != k]
+            if after[k] == -1 and np.array_equal(before[others], after[others], equal_nan=True):
                 return edited
         return None
 

@@ -143,7 +143,8 @@ class StudyDataset(Dataset):
     and "decoder_attributes" (14, 2) what the (possibly edited) report states, which the decoder reads; a
     `side_flip_rate` share of the other training studies has one lateral finding's side swapped in its report}.
     With `hedge`, a finding present in "decoder_labels" that the (possibly edited) report hedges (the labeler reads
-    it uncertain) is marked -1 there, so the decoder reads it as hedged (`model.grounding.hedge`).
+    it uncertain) is marked -1 there, so the decoder reads it as hedged (`model.grounding.hedge`); a
+    `hedge_edit_rate` share of the training studies first has one asserted finding restated as hedged.
 
     A study with more than `max_views` images keeps its first `max_views` (readers put frontal views
     first); fewer are zero-padded and masked out.
@@ -163,6 +164,7 @@ class StudyDataset(Dataset):
         attributes: bool = False,
         bad_images: Sequence[tuple[str, str]] | None = None,
         hedge: bool = False,
+        hedge_edit_rate: float = 0.0,
     ):
         if max_views < 1:
             raise LeadrrgError(f"max_views is {max_views}; expected at least 1")
@@ -177,6 +179,8 @@ class StudyDataset(Dataset):
         self.side_flip_rate = side_flip_rate
         self.attributes = attributes
         self.hedge = hedge
+        self.hedger = counterfactual if train and hedge and hedge_edit_rate > 0 else None
+        self.hedge_edit_rate = hedge_edit_rate
         self.skipped_images = 0
         self.skipped_studies = 0
         self.bad_images: list[tuple[str, str]] = []  # (path, reason) of every skipped view
@@ -254,6 +258,8 @@ class StudyDataset(Dataset):
                 report, decoder_labels = edited[0], torch.from_numpy(edited[1])
         elif self.side_flipper is not None and float(torch.rand(())) < self.side_flip_rate:
             report = self.side_flipper.flip_side(study.report) or report
+        if self.hedger is not None and float(torch.rand(())) < self.hedge_edit_rate:
+            report = self.hedger.hedge(report, decoder_labels.numpy()) or report
         if self.hedge:
             decoder_labels = hedged_labels(decoder_labels, report)
         item = {

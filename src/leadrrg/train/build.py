@@ -169,8 +169,9 @@ def build_task(
     attributes = injection.has_experts and config.model.experts.attributes
     side_flip = grounding.side_flip if attributes and injection.decoder_reads_experts else 0.0
     hedge = grounding.hedge and injection.decoder_reads_experts
+    hedge_edit = grounding.hedge_edit if hedge else 0.0
     editor = None
-    if rate > 0 or side_flip > 0:
+    if rate > 0 or side_flip > 0 or hedge_edit > 0:
         total = len(train_studies)
         text = f"building counterfactual banks from {total:,} reports"
         with startup.phase(text, total, "reports", stage="counterfactual banks") as bar:
@@ -189,6 +190,7 @@ def build_task(
         attributes=attributes,
         bad_images=bad,
         hedge=hedge,
+        hedge_edit_rate=hedge_edit,
     )
     val_dataset = (
         StudyDataset(
