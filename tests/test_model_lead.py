@@ -337,3 +337,43 @@ def test_the_lm_loss_averages_over_the_tokens_target_token_count_counts():
     batch = tiny_batch()
     out = model(**batch)
     assert int(out["lm_tokens"]) == int(target_token_count(batch["target_ids"])) > 0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_lm_head_sees_only_report_positions_and_gives_the_full_heads_loss(family, pretrained_dirs):
+    """Training maps only the positions whose next token is a report token to logits (at a pretrained vocabulary
+    the rest would be half of the head's work); the loss and every gradient are those of the full logits."""
+    from leadrrg.model.losses import next_token_loss, target_token_count
+
+    model = build(_pretrained_config(family, pretrained_dirs[family])).eval()  # eval: no truth forcing
+    perturb_zero_init(model)
+    batch = tiny_batch()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    logits = _logits(model, batch)  # (B, S, vocab), every position
+    prompt = logits.shape[1] - batch["input_ids"].shape[1] + 1  # BOS and the visual tokens
+    targets = torch.cat([torch.full((2, prompt), -100), batch["target_ids"][:, 1:]], dim=1)  # (B, S)
+    expected = next_token_loss(logits, targets)
+    expected_grads = torch.autograd.grad(expected, trainable, allow_unused=True)  # experts: L_cls only
+    head_rows = []
+    hook = model.lm.get_output_embeddings().register_forward_hook(
+        lambda module, args, out: head_rows.append(args[0].shape[0])
+    )
+    try:
+        loss = model(**batch)["lm_loss"]
+    finally:
+        hook.remove()
+    assert head_rows == [int(target_token_count(batch["target_ids"]))]
+    torch.testing.assert_close(loss, expected)
+    grads = torch.autograd.grad(loss, trainable, allow_unused=True)
+    assert sum(g is not None for g in grads) > len(model.injected_layers())  # LoRA and gates at least
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(grad, expected_grad)
+
+
+def test_a_batch_without_report_tokens_has_a_zero_lm_loss():
+    model = build(tiny_config())
+    batch = tiny_batch()
+    batch["target_ids"] = torch.full_like(batch["target_ids"], -100)
+    out = model(**batch)
+    assert float(out["lm_loss"]) == 0.0 and int(out["lm_tokens"]) == 0
+    out["loss"].backward()  # still in the graph (cls_loss trains the experts)

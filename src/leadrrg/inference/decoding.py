@@ -55,7 +55,8 @@ from leadrrg.inference.steps import (
 
 if TYPE_CHECKING:
     from leadrrg.data.tokenizer import ReportTokenizer
-    from leadrrg.model.lead import LeadModel, StudyContext
+    from leadrrg.model.context import StudyContext
+    from leadrrg.model.lead import LeadModel
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,9 @@ from leadrrg.model.grounding import decoder_attribute_probs, decoder_probs, with
 
 if TYPE_CHECKING:
     from leadrrg.data.tokenizer import ReportTokenizer
+    from leadrrg.model.context import StudyContext
     from leadrrg.model.injection import InjectionTrace
-    from leadrrg.model.lead import LeadModel, StudyContext
+    from leadrrg.model.lead import LeadModel
 
 
 @dataclass

@@ -9,7 +9,7 @@ as extra input tokens after the visual tokens and injects nothing; `fusion=aux` 
 classification loss but fuses nothing (the LVLM + classifier baseline); `fusion=none` is a plain LVLM.
 
 What the decoder reads as p during training is the grounding policy of `model/grounding.py` (docs/FAITHFULNESS.md);
-the losses are in `model/losses.py`. Decode policy (`decode.expert_threshold`, `decode.derive_no_finding`) is
+the losses are in `model/losses.py`, what a study gives the decoder (`StudyContext`) in `model/context.py`. Decode policy (`decode.expert_threshold`, `decode.derive_no_finding`) is
 applied by inference (`leadrrg.inference.steps.decoding_context`) through `encode_images` + `fuse_experts`.
 """
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
@@ -26,6 +25,7 @@ from leadrrg.config import ModelConfig
 from leadrrg.constants import IGNORE_INDEX, OBSERVATIONS
 from leadrrg.errors import LeadrrgError
 from leadrrg.model.balance import ContextBalance
+from leadrrg.model.context import EncodedStudy, StudyContext
 from leadrrg.model.decoder import (
     BACKBONES,
     build_causal_lm,
@@ -43,55 +43,9 @@ from leadrrg.model.injection import (
     injecting,
     wrap_layers,
 )
-from leadrrg.model.losses import attribute_loss, classification_loss, next_token_loss
+from leadrrg.model.losses import attribute_loss, classification_loss, report_token_loss
 from leadrrg.model.projector import Projector, pool_view_grids
 from leadrrg.model.vision import MultiViewEncoder
-
-
-@dataclass
-class StudyContext:
-    """Everything decoding needs from the images, computed once per study.
-
-    visual_tokens: (B, P, D) prompt tokens inserted after BOS (visual tokens, then K expert tokens with
-    fusion=input); visual_mask: (B, P) bool, False for tokens of missing views; expert_logits: (B, K) or None
-    (fusion=none); expert_probs: (B, K) the p reported for the study (the experts' own unless overridden;
-    what the decoder read may be a thresholded copy, see `LeadModel.fuse_experts`); expert_tokens: Z (B, L, K, D)
-    for fusion=layerwise, else None; attribute_logits: (B, K, 2, 3) each expert's side and severity logits, None
-    without attribute experts."""
-
-    visual_tokens: torch.Tensor
-    visual_mask: torch.Tensor
-    expert_logits: torch.Tensor | None = None
-    expert_probs: torch.Tensor | None = None
-    expert_tokens: torch.Tensor | None = None
-    attribute_logits: torch.Tensor | None = None
-
-    @property
-    def num_prompt_tokens(self) -> int:
-        return self.visual_tokens.shape[1]
-
-    def index_select(self, batch_indices: torch.Tensor) -> StudyContext:
-        """Reorder / repeat studies along the batch (beam search): every tensor indexed on dim 0."""
-        values = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            values[f.name] = None if value is None else value.index_select(0, batch_indices.to(value.device))
-        return StudyContext(**values)
-
-
-@dataclass
-class EncodedStudy:
-    """What the images give, before the decoder is told p (`LeadModel.encode_images`).
-
-    visual_tokens: (B, V*N', D) visual prompt tokens; visual_mask: (B, V*N') bool, False for tokens of missing
-    views; expert_features: e (B, K, De) and expert_logits: s (B, K), None for fusion=none; attribute_logits
-    (B, K, 2, 3): side and severity, None without attribute experts."""
-
-    visual_tokens: torch.Tensor
-    visual_mask: torch.Tensor
-    expert_features: torch.Tensor | None = None
-    expert_logits: torch.Tensor | None = None
-    attribute_logits: torch.Tensor | None = None
 
 
 def insert_prompt_positions(sequence: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
@@ -269,11 +223,14 @@ class LeadModel(nn.Module):
         inputs_embeds, mask = self.embed_inputs(context, input_ids, attention_mask)  # (B, S, D), (B, S)
         prompt_targets = target_ids.new_full(context.visual_mask.shape, IGNORE_INDEX)  # (B, P)
         targets = insert_prompt_positions(target_ids, prompt_targets)  # (B, S)
-        # Only positions from the last visual token on predict report tokens: skip the LM head elsewhere.
-        keep = targets.shape[1] - context.num_prompt_tokens  # positions P .. S-1
+        # The LM head only where the next token is a report token: BOS, the visual prompt, the instruction and the
+        # padding of shorter reports predict nothing, and at a pretrained vocabulary (49,152 for SmolLM2) their
+        # logits would be half the head's work and memory.
+        predicting = targets[:, 1:] != IGNORE_INDEX  # (B, S-1): position t predicts target t+1
         with self.injecting(context):
-            logits = self.lm_forward(inputs_embeds, mask, logits_to_keep=keep).logits  # (B, S - P, vocab)
-        lm_loss = next_token_loss(logits, targets[:, -keep:])
+            hidden_states = self.decoder_hidden_states(inputs_embeds, mask)  # (B, S, D)
+        logits = self.lm.get_output_embeddings()(hidden_states[:, :-1][predicting])  # (N, vocab)
+        lm_loss = report_token_loss(logits, targets[:, 1:][predicting])
         cls_loss = lm_loss.new_zeros(())
         if context.expert_logits is not None and expert_labels is not None:
             labels = self.select_expert_labels(expert_labels)  # (B, K)
@@ -289,7 +246,7 @@ class LeadModel(nn.Module):
             "lm_loss": lm_loss,
             "cls_loss": cls_loss,
             "expert_logits": context.expert_logits,
-            "lm_tokens": (targets[:, -keep:][:, 1:] != IGNORE_INDEX).sum(),
+            "lm_tokens": predicting.sum(),
         }
 
     def classification_forward(
@@ -337,6 +294,16 @@ class LeadModel(nn.Module):
             logits_to_keep=logits_to_keep,
             **static_slots,
         )
+
+    def decoder_hidden_states(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The decoder without its LM head, as training reads it: inputs_embeds (B, S, D), attention_mask (B, S) ->
+        the last hidden states after the final norm (B, S, D), what the head maps to logits. Call it inside
+        `injecting(context)` for LEAD's injection."""
+        embeds = inputs_embeds.to(self.lm.get_input_embeddings().weight.dtype)
+        decoder = self.lm.get_decoder()  # the `*Model` inside the `*ForCausalLM` (LlamaModel, GPT2Model, ...)
+        return decoder(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
 
     @contextlib.contextmanager
     def injecting(self, context: StudyContext, record: bool = False) -> Iterator[InjectionTrace | None]:

@@ -68,3 +68,10 @@ def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
         reduction="sum",
     )
     return losses / (shift_targets != IGNORE_INDEX).sum().clamp(min=1)
+
+
+def report_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """`next_token_loss` with the ignored positions already left out: logits (N, V) of the N positions whose next
+    token is a report token, targets (N,) those tokens -> their mean cross-entropy (0, still in the graph, for N = 0)."""
+    losses = F.cross_entropy(logits.float(), targets, reduction="sum")
+    return losses / max(targets.numel(), 1)

@@ -139,31 +139,13 @@ def resolve_paths(config: RunConfig) -> RunConfig:
     return config
 
 
-def build_task(
-    config: RunConfig,
-    ctx: DistContext,
-    tokenizer: ReportTokenizer | None = None,
-    label_cache: Path | None = None,
-    quiet: bool = False,
-) -> TrainingTask:
-    """Studies, tokenizer (trained unless given, e.g. on resume), model (seeded init), datasets; each phase
-    announced on stderr by the main process unless `quiet` (`Startup`)."""
-    if not config.data.root:
-        raise LeadrrgError("data.root is empty; pass --data DIR (a data root) or set data.root")
-    startup = Startup(ctx.is_main and not quiet)
-    train_studies, val_studies, bad = load_task_data(
-        config, ctx, label_cache or default_label_cache(), startup
-    )
-    vision, max_views, skip = config.model.vision, config.model.max_views, config.data.skip_bad_images
-    if tokenizer is None:
-        with startup.phase(f"training the tokenizer on {len(train_studies):,} reports", stage="tokenizer"):
-            tokenizer = build_tokenizer(config, [s.report for s in train_studies], ctx)
-    torch.manual_seed(config.train.seed)  # the same initial weights on every rank and every run
-    with startup.phase("building the model", stage="model"):
-        model = build_model(config, tokenizer)
-    check_sequence_fits(model, tokenizer, config)
-    fit_context_balance(model, train_studies)
+def training_datasets(
+    config: RunConfig, train_studies: list, val_studies: list, bad: list, startup: Startup
+) -> tuple[StudyDataset, StudyDataset | None]:
+    """The train dataset (with counterfactual studies, side flips and hedge edits as `model.grounding` asks) and the
+    val dataset (None without readable val studies)."""
     # Counterfactual studies teach a decoder that reads p; with fusion none or aux nothing reads it.
+    vision, max_views, skip = config.model.vision, config.model.max_views, config.data.skip_bad_images
     injection, grounding = config.model.injection, config.model.grounding
     rate = grounding.counterfactual if injection.decoder_reads_experts else 0.0
     attributes = injection.has_experts and config.model.experts.attributes
@@ -209,6 +191,33 @@ def build_task(
     if val_dataset is not None and not len(val_dataset):
         logger.warning("no readable study in the %r split: training without validation", VAL_SPLIT)
         val_dataset = None
+    return train_dataset, val_dataset
+
+
+def build_task(
+    config: RunConfig,
+    ctx: DistContext,
+    tokenizer: ReportTokenizer | None = None,
+    label_cache: Path | None = None,
+    quiet: bool = False,
+) -> TrainingTask:
+    """Studies, tokenizer (trained unless given, e.g. on resume), model (seeded init), datasets; each phase
+    announced on stderr by the main process unless `quiet` (`Startup`)."""
+    if not config.data.root:
+        raise LeadrrgError("data.root is empty; pass --data DIR (a data root) or set data.root")
+    startup = Startup(ctx.is_main and not quiet)
+    train_studies, val_studies, bad = load_task_data(
+        config, ctx, label_cache or default_label_cache(), startup
+    )
+    if tokenizer is None:
+        with startup.phase(f"training the tokenizer on {len(train_studies):,} reports", stage="tokenizer"):
+            tokenizer = build_tokenizer(config, [s.report for s in train_studies], ctx)
+    torch.manual_seed(config.train.seed)  # the same initial weights on every rank and every run
+    with startup.phase("building the model", stage="model"):
+        model = build_model(config, tokenizer)
+    check_sequence_fits(model, tokenizer, config)
+    fit_context_balance(model, train_studies)
+    train_dataset, val_dataset = training_datasets(config, train_studies, val_studies, bad, startup)
     check_batch_fits(len(train_dataset), config.train.batch_size, ctx.world_size)
     collator = ReportCollator(tokenizer, config.data.max_report_tokens)
     logger.info(
