@@ -351,3 +351,25 @@ def test_the_page_marks_thresholds_and_contradictions(browser, run_dir, tmp_path
     assert flagged == {item["expert"] for item in result["contradictions"]}
     summary = browser.find_element(By.ID, "contradictions").text
     assert ("contradicts" in summary) == bool(flagged) and ("agrees" in summary) == (not flagged)
+
+
+def test_the_page_draws_the_uncertainty_band(browser, run_dir, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from leadrrg.inference.inputs import to_gray
+    from leadrrg.serve.render import explain_html, preview_png
+
+    image = write_png(tmp_path / "frontal.png", seed=5)
+    generator = leadrrg.load(run_dir, "cpu", overrides=["decode.expert_threshold=0.7", "decode.hedge_band=0.2"])
+    result = generator.generate(str(image)).to_dict()
+    assert result["hedge_floors"] == {name: pytest.approx(0.5) for name in EXPERTS}
+    html = tmp_path / "band.html"
+    html.write_text(explain_html(result, [("frontal.png", preview_png(to_gray(str(image))))], "run"))
+    browser.get(html.as_uri())
+    WebDriverWait(browser, 60).until(
+        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done"
+    )
+    bars = browser.find_elements(By.CSS_SELECTOR, "#experts .expert-bar")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#experts .bar-band")) == len(EXPERTS)
+    assert len(bars) == len(EXPERTS) and all(float(b.get_attribute("data-floor")) == 0.5 for b in bars)

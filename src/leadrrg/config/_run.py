@@ -285,7 +285,7 @@ class DecodeConfig:
         """The lower edge of expert `name`'s uncertainty band: p above it (and not above its threshold) is hedged.
         Equal to the threshold when there is no band, and for No Finding, which is not a finding one hedges."""
         threshold = self.threshold_for(name)
-        return threshold if name == "No Finding" else max(0.0, threshold - self.hedge_band)
+        return threshold if name == "No Finding" else max(0.0, round(threshold - self.hedge_band, 6))
 
 
 @dataclass
