@@ -100,14 +100,10 @@ def main() -> None:
         print(json.dumps(run_phase(args.phase, args.root, Path(args.cache))))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        root = args.root
-        if root is None:
-            sys.path.insert(0, str(HERE))
-            from make_mimic_root import make_mimic_root
+        sys.path.insert(0, str(HERE))
+        from make_mimic_root import given_or_built
 
-            started = time.perf_counter()
-            root = str(make_mimic_root(Path(tmp) / "mimic", args.entries))
-            print(f"built a {args.entries:,}-entry root in {time.perf_counter() - started:.0f} s")
+        root = given_or_built(args.root, tmp, args.entries)
         cache = Path(tmp) / "labels.csv"
         print(f"{'phase':<12}{'seconds':>9}{'items':>9}{'peak RSS MB':>13}{'after imports':>15}")
         for phase in args.phases.split(","):

@@ -119,14 +119,10 @@ def main() -> None:
         return
     print(cpu_name())
     with tempfile.TemporaryDirectory() as tmp:
-        root = args.root
-        if root is None:
-            sys.path.insert(0, str(HERE))
-            from make_mimic_root import make_mimic_root
+        sys.path.insert(0, str(HERE))
+        from make_mimic_root import given_or_built
 
-            started = time.perf_counter()
-            root = str(make_mimic_root(Path(tmp) / "mimic", args.entries))
-            print(f"built a {args.entries:,}-entry root in {time.perf_counter() - started:.0f} s")
+        root = given_or_built(args.root, tmp, args.entries)
         cache = Path(tmp) / "cache"
         for name in ("cold", "warm"):
             results, said = start(root, Path(tmp) / f"run_{name}", args.ranks, cache, settings)

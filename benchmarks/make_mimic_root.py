@@ -83,6 +83,16 @@ def make_mimic_root(root: str | Path, entries: int = 50_000, seed: int = 0) -> P
     return root
 
 
+def given_or_built(root: str | None, tmp: str | Path, entries: int) -> str:
+    """`root` when given, else a new `entries`-entry root built under `tmp` (its build time printed)."""
+    if root is not None:
+        return root
+    started = time.perf_counter()
+    built = make_mimic_root(Path(tmp) / "mimic", entries)
+    print(f"built a {entries:,}-entry root in {time.perf_counter() - started:.0f} s")
+    return str(built)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("root", help="directory to write (created)")

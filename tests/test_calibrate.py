@@ -361,7 +361,9 @@ def test_the_page_draws_the_uncertainty_band(browser, run_dir, tmp_path):
     from leadrrg.serve.render import explain_html, preview_png
 
     image = write_png(tmp_path / "frontal.png", seed=5)
-    generator = leadrrg.load(run_dir, "cpu", overrides=["decode.expert_threshold=0.7", "decode.hedge_band=0.2"])
+    generator = leadrrg.load(
+        run_dir, "cpu", overrides=["decode.expert_threshold=0.7", "decode.hedge_band=0.2"]
+    )
     result = generator.generate(str(image)).to_dict()
     assert result["hedge_floors"] == {name: pytest.approx(0.5) for name in EXPERTS}
     html = tmp_path / "band.html"

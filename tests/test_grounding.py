@@ -11,7 +11,14 @@ from leadrrg.inference.steps import decoding_context
 from leadrrg.model.balance import ContextBalance
 from leadrrg.model.grounding import drop_visual_tokens, with_derived_no_finding
 from leadrrg.model.losses import expert_targets
-from tests.test_model_helpers import EXPERTS, build, perturb_zero_init, tiny_batch, tiny_config
+from tests.test_model_helpers import (
+    EXPERTS,
+    build,
+    grounded_model,
+    perturb_zero_init,
+    tiny_batch,
+    tiny_config,
+)
 
 
 def _correlated_targets(n: int = 4000, seed: int = 0) -> torch.Tensor:
@@ -70,17 +77,8 @@ def test_grounding_config_validates():
         GroundingConfig(balance="inverse")
 
 
-def _model(**grounding):
-    config = tiny_config()
-    for key, value in grounding.items():
-        setattr(config.grounding, key, value)
-    model = build(config)
-    perturb_zero_init(model)
-    return model
-
-
 def test_truth_forcing_feeds_ground_truth_in_training_only():
-    model = _model(
+    model = grounded_model(
         truth_forcing=1.0, hedge=False
     )  # the hedged Edema reads 1/2 with hedge: tests/test_hedge.py
     batch = tiny_batch()
@@ -91,13 +89,13 @@ def test_truth_forcing_feeds_ground_truth_in_training_only():
     model.eval()
     context = model.encode_study(batch["images"], batch["view_mask"], expert_labels=batch["expert_labels"])
     assert torch.allclose(context.expert_probs, torch.sigmoid(context.expert_logits))
-    paper = _model(truth_forcing=0.0).train()
+    paper = grounded_model(truth_forcing=0.0).train()
     context = paper.encode_study(batch["images"], batch["view_mask"], expert_labels=batch["expert_labels"])
     assert torch.allclose(context.expert_probs, torch.sigmoid(context.expert_logits))
 
 
 def test_truth_jitter_keeps_the_threshold():
-    model = _model(truth_forcing=1.0, truth_jitter=0.5, hedge=False).train()
+    model = grounded_model(truth_forcing=1.0, truth_jitter=0.5, hedge=False).train()
     batch = tiny_batch(batch=64)
     targets, _ = expert_targets(model.select_expert_labels(batch["expert_labels"]), "ones")
     probs = model.encode_study(
@@ -109,7 +107,7 @@ def test_truth_jitter_keeps_the_threshold():
 
 @pytest.mark.parametrize("detach", [True, False])
 def test_detached_experts_get_no_lm_gradient(detach):
-    model = _model(truth_forcing=0.0, detach_experts=detach).train()
+    model = grounded_model(truth_forcing=0.0, detach_experts=detach).train()
     model(**tiny_batch())["lm_loss"].backward()
     expert_grads = [p.grad for p in model.experts.parameters()]
     reached = any(g is not None and g.abs().sum() > 0 for g in expert_grads)
@@ -119,7 +117,7 @@ def test_detached_experts_get_no_lm_gradient(detach):
 
 @pytest.mark.parametrize("detach", [True, False])
 def test_detached_vision_learns_only_from_the_classification_loss(detach):
-    model = _model(truth_forcing=0.0, detach_vision=detach).train()
+    model = grounded_model(truth_forcing=0.0, detach_vision=detach).train()
     out = model(**tiny_batch())
     out["lm_loss"].backward()
     vision_grads = [p.grad for p in model.vision.parameters() if p.requires_grad]
@@ -132,7 +130,7 @@ def test_detached_vision_learns_only_from_the_classification_loss(detach):
 
 
 def test_expert_probability_override_reaches_the_decoder():
-    model = _model()
+    model = grounded_model()
     batch = tiny_batch()
     own = model.encode_study(batch["images"], batch["view_mask"])
     forced = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
@@ -157,7 +155,7 @@ def test_aux_fusion_trains_experts_and_fuses_nothing():
 
 
 def test_visual_dropout_masks_whole_studies_in_training_only():
-    model = _model(visual_dropout=0.5)
+    model = grounded_model(visual_dropout=0.5)
     mask = torch.ones(400, 10, dtype=torch.bool)
     dropped = drop_visual_tokens(model.config.grounding, mask)
     rows = dropped.any(dim=1)

@@ -17,23 +17,14 @@ from leadrrg.inference.steps import decoding_context
 from leadrrg.metrics.hallucination import hedge_scores
 from leadrrg.model.grounding import with_derived_no_finding
 from leadrrg.serve.render import expert_table
-from tests.test_model_helpers import build, perturb_zero_init, tiny_batch, tiny_config
+from tests.test_model_helpers import grounded_model, tiny_batch
 
 EDEMA = 1  # tiny_batch's labels: Cardiomegaly 1, Edema -1 (hedged), Pleural Effusion 0, in the experts' order
 
 
-def _model(**grounding):
-    config = tiny_config()
-    for key, value in grounding.items():
-        setattr(config.grounding, key, value)
-    model = build(config)
-    perturb_zero_init(model)
-    return model
-
-
 @pytest.mark.parametrize("hedge", [True, False])
 def test_a_hedged_finding_reads_one_half_in_training(hedge):
-    model = _model(truth_forcing=1.0, truth_jitter=0.3, hedge=hedge).train()
+    model = grounded_model(truth_forcing=1.0, truth_jitter=0.3, hedge=hedge).train()
     batch = tiny_batch()
     context = model.encode_study(batch["images"], batch["view_mask"], expert_labels=batch["expert_labels"])
     probs = context.expert_probs  # (B, 3)
@@ -45,7 +36,7 @@ def test_a_hedged_finding_reads_one_half_in_training(hedge):
 
 
 def test_a_hedge_is_not_a_counterfactual_edit():
-    model = _model(truth_forcing=0.0, hedge=True).train()
+    model = grounded_model(truth_forcing=0.0, hedge=True).train()
     batch = tiny_batch()
     labels = batch["expert_labels"].clone()
     labels[:, OBSERVATIONS.index("Edema")] = 1.0
@@ -69,7 +60,7 @@ def test_the_band_reads_one_half_and_only_for_a_decoder_trained_to_hedge():
         (True, [[0.0, 1.0, 0.5], [1.0, 0.0, 0.0]]),
         (False, [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]),
     ):
-        model = _model(hedge=hedge)
+        model = grounded_model(hedge=hedge)
         with torch.no_grad():
             banded = decoding_context(model, images, views, band, soft)
             logits = model.encode_images(images, views).attribute_logits

@@ -79,3 +79,13 @@ def perturb_zero_init(model: LeadModel, seed: int = 1) -> None:
         for name, parameter in model.named_parameters():
             if name.endswith("expert_projections.up") or "lora_B" in name:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+
+
+def grounded_model(**grounding) -> LeadModel:
+    """A tiny LEAD with `model.grounding` fields set as given and its zero-initialised factors made active."""
+    config = tiny_config()
+    for key, value in grounding.items():
+        setattr(config.grounding, key, value)
+    model = build(config)
+    perturb_zero_init(model)
+    return model
