@@ -205,6 +205,10 @@ class DecodeConfig:
     # defines it (1 iff it reads no other finding but Support Devices), as in every label it was trained on,
     # instead of the No Finding expert's own verdict; an override (flip, API) of one finding then cannot
     # leave the decoder reading "normal study" beside it. false: the No Finding expert's thresholded p
+    rerank: int = 0  # evidence-consistent decoding (inference/rerank.py): a report that contradicts its
+    # experts (an expert above its threshold not stated, one below it stated, another side) is decoded again, up
+    # to this many sampled candidates, and the one with the fewest contradictions is kept; 0 disables
+    rerank_temperature: float = 0.8  # the candidates' sampling temperature
     cache: Cache = "dynamic"  # KV cache of greedy / sampled decoding: dynamic | static (preallocated;
     # for compile)
     compile: bool = False  # torch.compile the one-token decoding step (with cache=static; CUDA graphs
@@ -250,6 +254,11 @@ class DecodeConfig:
                 f"decode.expert_threshold is {self.expert_threshold!r}; expected a number in [0, 1) (0 disables)"
             )
         _check_range("decode", "hedge_band", self.hedge_band, 0.0, 1.0, high_open=True)
+        if isinstance(self.rerank, bool) or not isinstance(self.rerank, int) or self.rerank < 0:
+            raise LeadrrgError(
+                f"decode.rerank is {self.rerank!r}; expected a whole number of candidates >= 0 (0 disables)"
+            )
+        _check_positive("decode", "rerank_temperature", self.rerank_temperature)
         self._check_expert_thresholds()
         if not 1 < self.expert_bias_gamma < float("inf"):
             raise LeadrrgError(

@@ -38,7 +38,9 @@ from leadrrg.inference.evidence import (
 )
 from leadrrg.inference.inputs import study_tensors, to_gray
 from leadrrg.inference.quantize import quantize_decoder
+from leadrrg.inference.rerank import rerank
 from leadrrg.inference.result import ReportResult, label_findings
+from leadrrg.labeler.attributes import report_attributes
 from leadrrg.model.grounding import decoder_probs
 from leadrrg.progress import Progress
 from leadrrg.runs.files import load_run
@@ -98,7 +100,8 @@ class ReportGenerator:
         self.reseed(seed)
 
     def reseed(self, seed: int) -> None:
-        """Restart the sampling generator (decode.strategy=sample) from `seed`."""
+        """Restart the sampling generator (decode.strategy=sample; decode.rerank's candidates) from `seed`."""
+        self.seed = seed
         self.sampler.manual_seed(seed)
 
     @property
@@ -207,6 +210,32 @@ class ReportGenerator:
         if evidence not in EVIDENCE_MODES:
             raise LeadrrgError(f"evidence is {evidence!r}; expected False, True or 'full'")
         decode = decode or self.config.decode
+        results = self._results(images, view_mask, decode, evidence, expert_probs, attribute_probs)
+        if decode.rerank and self.expert_names:
+
+            def redecode(i: int, config: DecodeConfig, generator: torch.Generator) -> ReportResult:
+                rows = slice(i, i + 1)
+                probs = None if expert_probs is None else expert_probs[rows]
+                attributes = None if attribute_probs is None else attribute_probs[rows]
+                (result,) = self._results(
+                    images[rows], view_mask[rows], config, evidence, probs, attributes, generator
+                )
+                return result
+
+            results = rerank(results, decode, redecode, self.seed, self.device)
+        return results
+
+    def _results(
+        self,
+        images: torch.Tensor,
+        view_mask: torch.Tensor,
+        decode: DecodeConfig,
+        evidence: bool | str,
+        expert_probs: torch.Tensor | None,
+        attribute_probs: torch.Tensor | None,
+        generator: torch.Generator | None = None,
+    ) -> list[ReportResult]:
+        """One decoding pass (`generate_reports`) -> its results, labelled and checked against the experts."""
         reports = generate_reports(
             self.model,
             self.tokenizer,
@@ -214,7 +243,7 @@ class ReportGenerator:
             view_mask,
             decode,
             return_evidence=bool(evidence),
-            generator=self.sampler,
+            generator=self.sampler if generator is None else generator,
             expert_probs=expert_probs,
             attribute_probs=attribute_probs,
         )
@@ -231,7 +260,12 @@ class ReportGenerator:
                 hedges = self.config.model.grounding.hedge
                 result.hedge_floors = hedge_floors(decode, list(result.expert_probs), hedges)
                 result.contradictions = contradictions(
-                    result.expert_probs, result.thresholds, result.findings, result.hedge_floors
+                    result.expert_probs,
+                    result.thresholds,
+                    result.findings,
+                    result.hedge_floors,
+                    result.expert_attributes,
+                    report_attributes(report.text) if result.expert_attributes else None,
                 )
             if evidence:
                 result.evidence = compact_evidence(

@@ -148,27 +148,44 @@ def contradictions(
     thresholds: Mapping[str, float],
     findings: Mapping[str, int | None],
     floors: Mapping[str, float] | None = None,
+    expert_attributes: Mapping[str, Mapping[str, str]] | None = None,
+    stated_attributes: Mapping[str, Mapping[str, str | None]] | None = None,
 ) -> list[dict[str, Any]]:
     """The experts the report contradicts, in expert order: [{"expert", "p", "threshold", "kind"}], kind
     "omitted" (p above its floor, the decoder read present or uncertain, but the report does not state the finding:
     absent or not mentioned), "overstated" (p in the band, floor < p <= threshold, and the report states the finding
-    without a hedge) or "unsupported" (the report states it, present or uncertain, while p <= floor). `floors`:
-    each expert's band floor (`hedge_floors`; default, or missing: its threshold, no band)."""
+    without a hedge), "unsupported" (the report states it, present or uncertain, while p <= floor), or, for a
+    finding above its threshold that the report states, "side" / "severity": the report gives it another side
+    (right / left / bilateral) or severity (mild / moderate / large) than its expert reads (`expert_attributes`,
+    observation -> {"side", "severity"}, against `stated_attributes`, the labeler's reading of the report,
+    `leadrrg.labeler.attributes.report_attributes`); such an entry also has "expert_value" and "stated_value".
+    `floors`: each expert's band floor (`hedge_floors`; default, or missing: its threshold, no band)."""
     out = []
-    floors = floors or {}
+    floors, expert_attributes = floors or {}, expert_attributes or {}
+    stated_attributes = stated_attributes or {}
     for name, p in expert_probs.items():
         if name not in thresholds:
             continue
         threshold = thresholds[name]
         floor = floors.get(name, threshold)
         stated = findings.get(name)
+        entry = {"expert": name, "p": _round(p), "threshold": threshold}
         if p > floor and stated not in (1, -1):
-            kind = "omitted"
+            out.append({**entry, "kind": "omitted"})
         elif floor < p <= threshold and stated == 1:
-            kind = "overstated"
+            out.append({**entry, "kind": "overstated"})
         elif p <= floor and stated in (1, -1):
-            kind = "unsupported"
-        else:
-            continue
-        out.append({"expert": name, "p": _round(p), "threshold": threshold, "kind": kind})
+            out.append({**entry, "kind": "unsupported"})
+        elif p > threshold and stated == 1:
+            read, said = expert_attributes.get(name, {}), stated_attributes.get(name, {})
+            for attribute in ("side", "severity"):
+                if read.get(attribute) and said.get(attribute) and read[attribute] != said[attribute]:
+                    out.append(
+                        {
+                            **entry,
+                            "kind": attribute,
+                            "expert_value": read[attribute],
+                            "stated_value": said[attribute],
+                        }
+                    )
     return out

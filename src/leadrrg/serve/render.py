@@ -38,7 +38,16 @@ CONTRADICTION_WORDS = {
     "omitted": "above its threshold or in its uncertainty band, not stated in the report",
     "overstated": "in its uncertainty band, stated in the report without a hedge",
     "unsupported": "stated in the report, not above its threshold",
+    "side": "stated in the report on another side than its expert reads",
+    "severity": "stated in the report at another severity than its expert reads",
 }
+
+
+def _sides(item: dict[str, Any]) -> str:
+    """The values of a side or severity contradiction (", stated left, expert reads right"), else ""."""
+    if "stated_value" not in item:
+        return ""
+    return f", stated {item['stated_value']}, expert reads {item['expert_value']}"
 
 
 def expert_table(
@@ -53,7 +62,7 @@ def expert_table(
     if contradictions:
         said = "; ".join(
             f"{item['expert']} (p {item['p']:.3f}, threshold {item['threshold']:.2f}: "
-            f"{CONTRADICTION_WORDS[item['kind']]})"
+            f"{CONTRADICTION_WORDS[item['kind']]}{_sides(item)})"
             for item in contradictions
         )
         lines = [f"The report contradicts {len(contradictions)} expert(s), marked ! below: {said}."]

@@ -202,6 +202,8 @@ const CONTRADICTION_WORDS = {
   omitted: "above its threshold or in its uncertainty band, not stated in the report",
   overstated: "in its uncertainty band, stated in the report without a hedge",
   unsupported: "stated in the report, not above its threshold",
+  side: "stated in the report on another side than its expert reads",
+  severity: "stated in the report at another severity than its expert reads",
 };
 
 function renderExperts(result) {
@@ -243,7 +245,7 @@ function renderExperts(result) {
   summary.className = "disagrees";
   summary.append(el("span", {}, `The report contradicts ${items.length} expert(s): `));
   items.forEach((item, i) => {
-    const text = `${item.expert} (p ${item.p.toFixed(3)}, threshold ${item.threshold.toFixed(2)}: ${CONTRADICTION_WORDS[item.kind]})`;
+    const text = `${item.expert} (p ${item.p.toFixed(3)}, threshold ${item.threshold.toFixed(2)}: ${CONTRADICTION_WORDS[item.kind]}${item.stated_value ? `, stated ${item.stated_value}, expert reads ${item.expert_value}` : ""})`;
     summary.append(el("span", { class: "contradiction", "data-expert": item.expert }, text + (i < items.length - 1 ? "; " : ".")));
   });
 }

@@ -1,0 +1,77 @@
+"""Evidence-consistent decoding (`decode.rerank`): a report that contradicts its own experts is decoded again.
+
+The decoder reads the experts' thresholded evidence at every step, but a greedy report can still leave out a
+finding the evidence states (measured on SynthCXR val with oracle experts: one finding in five), state one it
+does not, or name the other side. The labeler can see this (`ReportResult.contradictions`). So for each study
+whose report contradicts its experts, up to `decode.rerank` more candidates are sampled at
+`decode.rerank_temperature` with the same evidence, and the candidate with the fewest contradictions is kept; the
+first report wins a tie, so a study that agrees keeps its greedy (or beam) report and costs nothing more.
+
+It selects among the decoder's own reports by what the decoder was told; it never edits text and never reads
+the truth. Each candidate of a study is drawn from its own generator, seeded by the generator's seed and the
+round, so results do not depend on the batch size or on the other studies in the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import torch
+
+from leadrrg.config import DecodeConfig
+from leadrrg.inference.result import ReportResult
+
+ATTRIBUTE_KINDS = ("side", "severity")
+
+# (study index, its candidates' decode config, generator) -> the study's candidate result
+Redecode = Callable[[int, DecodeConfig, torch.Generator], ReportResult]
+
+
+def disagreement(result: ReportResult, decode: DecodeConfig) -> tuple[int, int]:
+    """How a report contradicts its experts: (findings omitted, overstated or unsupported; findings stated on
+    another side or at another severity), compared in that order. With `decode.derive_no_finding` the decoder
+    did not read the No Finding expert (it read No Finding from the other findings), so no candidate can agree with
+    that expert where the others disagree: it is not counted."""
+    derived = decode.derive_no_finding and decode.expert_threshold > 0
+    counted = [c["kind"] for c in result.contradictions if not (derived and c["expert"] == "No Finding")]
+    attributes = sum(1 for kind in counted if kind in ATTRIBUTE_KINDS)
+    return len(counted) - attributes, attributes
+
+
+def candidate_config(decode: DecodeConfig) -> DecodeConfig:
+    """The settings a candidate is drawn with: the run's, sampled at `rerank_temperature`, one study at a time."""
+    return dataclasses.replace(
+        decode, strategy="sample", temperature=decode.rerank_temperature, batch_size=1, rerank=0
+    )
+
+
+def rerank(
+    results: Sequence[ReportResult],
+    decode: DecodeConfig,
+    redecode: Redecode,
+    seed: int,
+    device: torch.device,
+) -> list[ReportResult]:
+    """`results` with each contradicting report replaced by the least contradicting of up to `decode.rerank`
+    sampled candidates (`redecode(i, config, generator)` decodes study i again); in order."""
+    chosen = list(results)
+    if decode.rerank <= 0:
+        return chosen
+    config = candidate_config(decode)
+    for i, result in enumerate(results):
+        best = disagreement(result, decode)
+        for round_ in range(decode.rerank):
+            if best == (0, 0):
+                break
+            generator = torch.Generator(device=device).manual_seed(candidate_seed(seed, round_))
+            candidate = redecode(i, config, generator)
+            score = disagreement(candidate, decode)
+            if score < best:
+                chosen[i], best = candidate, score
+    return chosen
+
+
+def candidate_seed(seed: int, round_: int) -> int:
+    """The seed of every study's `round_`-th candidate under generator seed `seed` (non-negative, < 2**63)."""
+    return (seed * 1_000_003 + round_ + 1) % (2**63)
