@@ -90,8 +90,13 @@ class DataConfig:
     # preset turns it off: SynthCXR draws pose, exposure and noise per image already, and the resampling blurs
     # the thin and small signs (docs/RESULTS.md)
     augment: bool = True
+    # training batches of studies whose tokenised reports have similar lengths, so less padding (Hugging Face
+    # Trainer's group_by_length; the same studies each epoch, grouped: train/sampler.py)
+    group_by_length: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.group_by_length, bool):
+            raise LeadrrgError(f"data.group_by_length is {self.group_by_length!r}; expected true or false")
         _check_choice("data", "format", self.format, DATA_FORMATS)
         _check_choice("data", "section", self.section, SECTIONS)
         _check_choice("data", "clean", self.clean, CLEAN_MODES)

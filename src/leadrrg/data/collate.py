@@ -45,6 +45,22 @@ class ReportCollator:
         report_ids = self.tokenizer.encode(report)[: self.max_report_tokens - 1]
         return [*self.prefix_ids, *report_ids, self.tokenizer.eos_id]
 
+    def sequence_lengths(self, reports: Sequence[str]) -> list[int]:
+        """len(encode_report(report)) of each report (the positions its row of `input_ids` takes); each distinct
+        report is tokenised once, in one batch call."""
+        backend, distinct = self.tokenizer.backend, list(dict.fromkeys(reports))
+        if self.tokenizer.kind == "bpe":
+            tokenised = [
+                encoding.ids for encoding in backend.encode_batch(distinct, add_special_tokens=False)
+            ]
+        else:
+            tokenised = backend(distinct, add_special_tokens=False)["input_ids"] if distinct else []
+        fixed = len(self.prefix_ids) + 1  # <bos> Findings: ... <eos>
+        length = {
+            text: fixed + min(len(ids), self.max_report_tokens - 1) for text, ids in zip(distinct, tokenised)
+        }
+        return [length[report] for report in reports]
+
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         sequences = [self.encode_report(item["report"]) for item in items]
         batch_size, length = len(sequences), max(len(s) for s in sequences)

@@ -1,16 +1,15 @@
 """Everything a training run needs, built from a RunConfig: studies, tokenizer, model, data loaders.
 
-The data order is a pure function of (train.seed, epoch) (`EpochShardSampler`), and each item's
-augmentation a pure function of (train.seed, epoch, position) (`PositionSeeded`): a resumed run reads
-exactly the batches an uninterrupted run would, with any number of loader workers or processes, and the
-global torch RNG (dropout) is left to the checkpointed state.
+The data order is a pure function of (train.seed, epoch) (`EpochShardSampler`; with data.group_by_length, of the
+global batch size too: `leadrrg.train.sampler`), and each item's augmentation a pure function of (train.seed, epoch,
+position) (`PositionSeeded`): a resumed run reads exactly the batches an uninterrupted run would, with any number of
+loader workers or processes, and the global torch RNG (dropout) is left to the checkpointed state.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,28 +19,31 @@ from tokenizers import Tokenizer
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from leadrrg import __version__
 from leadrrg.collectives import DistContext, broadcast_object
 from leadrrg.config import RunConfig
 from leadrrg.constants import OBSERVATIONS
 from leadrrg.data.collate import ReportCollator
 from leadrrg.data.counterfactual import CounterfactualEditor
 from leadrrg.data.dataset import StudyDataset, raise_on_bad_images
-from leadrrg.data.labels import labels_from_labeler
-from leadrrg.data.manifests import load_split, read_records
 from leadrrg.data.tokenizer import ReportTokenizer
 from leadrrg.errors import LeadrrgError
-from leadrrg.fetch import default_cache_dir
 from leadrrg.model.losses import expert_targets
 from leadrrg.runs.files import build_model
 from leadrrg.train.distributed import EpochShardSampler, PositionSeeded, epoch_seed
 from leadrrg.train.guard import ignore_interrupts
-from leadrrg.train.startup import Startup, default_header_cache, shared_bad_images
+from leadrrg.train.sampler import LengthGroupedSampler
+from leadrrg.train.startup import (
+    TRAIN_SPLIT,
+    VAL_SPLIT,
+    Startup,
+    default_header_cache,
+    default_label_cache,
+    load_split_studies,  # noqa: F401  (benchmarks/bench_data.py imports it from here)
+    read_task_studies,
+    shared_bad_images,
+)
 
 logger = logging.getLogger(__name__)
-
-TRAIN_SPLIT = "train"
-VAL_SPLIT = "val"
 
 
 @dataclass
@@ -52,67 +54,7 @@ class TrainingTask:
     train_dataset: Dataset
     val_dataset: Dataset | None
     collator: ReportCollator
-
-
-def load_split_studies(
-    config: RunConfig,
-    split: str,
-    label_cache: Path | None,
-    required: bool = True,
-    records: list | None = None,
-    startup: Startup | None = None,
-) -> list:
-    """Studies of `split` (from `records` when the root was read already), with missing labels filled by the
-    rule-based labeler (cached by report)."""
-    return label_studies(split_studies(config, split, records, required), split, label_cache, startup)
-
-
-def label_studies(
-    studies: list, split: str, label_cache: Path | None, startup: Startup | None = None
-) -> list:
-    """`studies` with missing labels filled by the rule-based labeler (cached by report in `label_cache`)."""
-    unlabelled = len({s.report for s in studies if s.labels is None})
-    if not unlabelled:
-        return studies
-    with (startup or Startup(False)).phase(
-        f"labeling {unlabelled:,} {split} reports", unlabelled, "reports", stage="labels"
-    ) as bar:
-        progress = lambda done, total: bar.update(done - bar.count)  # noqa: E731
-        if label_cache is None:
-            with tempfile.TemporaryDirectory() as tmp:
-                return labels_from_labeler(studies, Path(tmp) / "labels.csv", progress)
-        studies = labels_from_labeler(studies, label_cache, progress)
-        bar.note = f"{bar.count:,} by the labeler, {unlabelled - bar.count:,} from its cache ({label_cache})"
-    return studies
-
-
-def split_studies(config: RunConfig, split: str, records: list | None, required: bool) -> list:
-    """The studies of `split`; [] when the data has no such split and it is not `required`."""
-    try:
-        return load_split(config.data, split, records).studies
-    except LeadrrgError:
-        if required:
-            raise
-        return []
-
-
-def labelled_studies(
-    studies: list, split: str, label_cache: Path, ctx: DistContext, startup: Startup
-) -> list:
-    """`label_studies` on the main process (the only one that labels and writes the cache); the others
-    receive its labels."""
-    if ctx.is_main:
-        studies = label_studies(studies, split, label_cache, startup)
-        broadcast_object([s.labels for s in studies], ctx)
-        return studies
-    labels = broadcast_object(None, ctx)
-    return [dataclasses.replace(s, labels=row) for s, row in zip(studies, labels)]
-
-
-def default_label_cache() -> Path:
-    """Where labeler output for unlabelled data sets is cached, keyed by report hash (shared across data sets;
-    versioned so a changed labeler does not reuse stale labels)."""
-    return default_cache_dir() / "labels" / f"report_labels-{__version__}.csv"
+    report_lengths: list[int] | None = None  # each train study's sequence length (data.group_by_length), once
 
 
 def build_tokenizer(config: RunConfig, train_reports: list[str], ctx: DistContext) -> ReportTokenizer:
@@ -205,6 +147,7 @@ def build_task(
     announced on stderr by the main process unless `quiet` (`Startup`)."""
     if not config.data.root:
         raise LeadrrgError("data.root is empty; pass --data DIR (a data root) or set data.root")
+    check_expert_names(config)
     startup = Startup(ctx.is_main and not quiet)
     train_studies, val_studies, bad = load_task_data(
         config, ctx, label_cache or default_label_cache(), startup
@@ -235,27 +178,13 @@ def build_task(
 def load_task_data(
     config: RunConfig, ctx: DistContext, label_cache: Path, startup: Startup
 ) -> tuple[list, list, list[tuple[str, str]]]:
-    """(train studies, val studies, every unreadable image of both): the root read once, the labels filled by
-    the main process, the image headers checked once per run (raising on a bad image unless
+    """(train studies, val studies, every unreadable image of both): the root read and the labels filled once, by the
+    main process (`read_task_studies`), the image headers checked once per run (raising on a bad image unless
     data.skip_bad_images)."""
     data = config.data
-    with startup.phase(f"reading the {data.format} data at {data.root}", stage="data") as phase:
-        records = read_records(data)
-        train_studies = split_studies(config, TRAIN_SPLIT, records, required=True)
-        val_studies = split_studies(config, VAL_SPLIT, records, required=False)
-        phase.note = (
-            f"{len(records):,} records, {len(train_studies):,} train and {len(val_studies):,} val studies"
-        )
-    del records
-    if not train_studies:
-        raise LeadrrgError(
-            f"the {TRAIN_SPLIT!r} split of {data.root} has no studies; expected a training split"
-        )
-    train_studies = labelled_studies(train_studies, TRAIN_SPLIT, label_cache, ctx, startup)
-    val_studies = labelled_studies(val_studies, VAL_SPLIT, label_cache, ctx, startup)
+    train_studies, val_studies = read_task_studies(config, ctx, label_cache, startup)
     if not val_studies:
         logger.warning("no %r split in %s: training without validation", VAL_SPLIT, data.root)
-    check_expert_names(config)
     max_views = config.model.max_views
     cache = default_header_cache(data.root)
     bad = shared_bad_images(train_studies + val_studies, max_views, ctx, startup, cache, data.root)
@@ -340,14 +269,23 @@ def check_batch_fits(num_studies: int, batch_size: int, world_size: int) -> None
         )
 
 
-def make_train_loader(task: TrainingTask, ctx: DistContext) -> tuple[DataLoader, EpochShardSampler]:
+def make_train_loader(
+    task: TrainingTask, ctx: DistContext, group_by_length: bool | None = None
+) -> tuple[DataLoader, EpochShardSampler]:
     """Per-rank loader of `train.batch_size` studies (last partial batch dropped) over a seeded sharded
-    order; call `set_loader_epoch` before iterating an epoch."""
+    order, grouped by report length with `group_by_length` (default: data.group_by_length; `leadrrg.train.sampler`);
+    call `set_loader_epoch` before iterating an epoch."""
     train = task.config.train
     check_batch_fits(len(task.train_dataset), train.batch_size, ctx.world_size)
-    sampler = EpochShardSampler(
-        len(task.train_dataset), train.seed, ctx.rank, ctx.world_size, item_seeds=True
-    )
+    if task.config.data.group_by_length if group_by_length is None else group_by_length:
+        lengths = train_report_lengths(task, ctx)
+        sampler = LengthGroupedSampler(
+            lengths, train.seed, train.batch_size, ctx.rank, ctx.world_size, item_seeds=True
+        )
+    else:
+        sampler = EpochShardSampler(
+            len(task.train_dataset), train.seed, ctx.rank, ctx.world_size, item_seeds=True
+        )
     loader = DataLoader(
         PositionSeeded(task.train_dataset),
         batch_size=train.batch_size,
@@ -361,6 +299,24 @@ def make_train_loader(task: TrainingTask, ctx: DistContext) -> tuple[DataLoader,
         worker_init_fn=ignore_interrupts,  # Ctrl-C: the main process ends the step and saves it
     )
     return loader, sampler
+
+
+def train_report_lengths(task: TrainingTask, ctx: DistContext) -> list[int]:
+    """Each training study's tokenised sequence length as the collator builds it (its report as written; an edit
+    at load time changes it by a few tokens), counted by the main process and sent to the others, once per task."""
+    if task.report_lengths is None:
+        lengths = None
+        if ctx.is_main:
+            started = time.perf_counter()
+            lengths = task.collator.sequence_lengths([study.report for study in task.train_dataset.studies])
+            logger.info(
+                "data.group_by_length: %d training reports tokenised in %.1f s (%d distinct)",
+                len(lengths),
+                time.perf_counter() - started,
+                len({study.report for study in task.train_dataset.studies}),
+            )
+        task.report_lengths = broadcast_object(lengths, ctx)
+    return task.report_lengths
 
 
 def set_loader_epoch(loader: DataLoader, sampler: EpochShardSampler, epoch: int, start: int) -> None:

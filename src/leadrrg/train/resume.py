@@ -48,7 +48,43 @@ def open_for_resume(
             "%s has no checkpoint (it stopped before its first save): training starts again from step 0",
             out_dir,
         )
+    elif ctx.is_main:
+        warn_on_regrouping(config, saved, checkpoint_dir, ctx.world_size)
     return ReportTokenizer.load(out_dir / TOKENIZER_DIR), checkpoint_dir
+
+
+def data_grouping(config: RunConfig, world_size: int) -> str:
+    """How a run orders each epoch: the plain permutation, or grouped by report length in global batches of
+    train.batch_size x processes studies (`leadrrg.train.sampler`)."""
+    if not config.data.group_by_length:
+        return "not grouped by length"
+    return f"grouped by length in global batches of {config.train.batch_size * world_size}"
+
+
+def warn_on_regrouping(config: RunConfig, saved: RunConfig, checkpoint_dir: Path, world_size: int) -> bool:
+    """Warn (and return True) when a resume inside an epoch orders that epoch otherwise than the checkpoint's run
+    did: data.group_by_length turned on or off, or with it on another global batch (train.batch_size x processes).
+    The rest of that epoch is then read in the new order from the same position: some of its studies twice, some
+    not at all; later epochs read every study once. `saved`: the run's config.json (its last start)."""
+    try:
+        state = ckpt.read_trainer_state(checkpoint_dir)
+    except LeadrrgError:
+        return False  # restoring the checkpoint says what is wrong with it
+    position, epoch = int(state.get("samples_in_epoch", 0) or 0), state.get("epoch", 0)
+    before = data_grouping(saved, int(state.get("world_size", 1) or 1))
+    now = data_grouping(config, world_size)
+    if not position or before == now:
+        return False
+    logger.warning(
+        "resume inside epoch %s (after %d of its studies): its order was %s and is now %s, so the rest of the "
+        "epoch is read in another order (some studies twice, others not at all; the next epochs read each once); "
+        "resume with the run's data.group_by_length, train.batch_size and processes to read it exactly",
+        epoch,
+        position,
+        before,
+        now,
+    )
+    return True
 
 
 def clean_up_unstarted_run(out_dir: Path, existed: bool) -> None:

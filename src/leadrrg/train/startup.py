@@ -6,6 +6,8 @@ check (cached)`), from the main process only, with `Progress` for the long stage
 stage's seconds (`start-up done in 43.8 s: data 21.7 s, labels 5.4 s, ...`): a run on MIMIC-CXR spends a minute or
 more here.
 
+The data root is read once per run (`read_task_studies`): the main process reads it, keeps the train and val studies
+and labels them, then sends them to the other processes in one broadcast; the other processes never read the root.
 The header check (`shared_bad_images`) runs once per run: the main process stats every image and keeps those that
 passed unchanged since the last start (`leadrrg.data.header_cache`, one file per data root in the cache folder),
 every process checks a share of the rest, and the main process records the outcome.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,12 +26,18 @@ import numpy as np
 
 from leadrrg import __version__
 from leadrrg.collectives import DistContext, all_gather_objects, broadcast_object
+from leadrrg.config import RunConfig
 from leadrrg.data.dataset import check_paths, image_paths
 from leadrrg.data.header_cache import HeaderCache, file_stamps, header_cache_file
+from leadrrg.data.labels import labels_from_labeler
+from leadrrg.data.manifests import Study, load_split, read_records
+from leadrrg.errors import LeadrrgError
 from leadrrg.fetch import default_cache_dir
 from leadrrg.progress import Progress
 
 HEADER_CACHE_ENV = "LEADRRG_HEADER_CACHE"  # the folder of the image header cache (default: the cache root)
+TRAIN_SPLIT = "train"
+VAL_SPLIT = "val"
 
 
 class Phase:
@@ -81,6 +90,134 @@ class Startup:
         total = time.perf_counter() - self.started
         stages = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in self.seconds.items())
         return f"start-up done in {total:.1f} s: {stages}"
+
+
+def default_label_cache() -> Path:
+    """Where labeler output for unlabelled data sets is cached, keyed by report hash (shared across data sets;
+    versioned so a changed labeler does not reuse stale labels)."""
+    return default_cache_dir() / "labels" / f"report_labels-{__version__}.csv"
+
+
+def load_split_studies(
+    config: RunConfig,
+    split: str,
+    label_cache: Path | None,
+    required: bool = True,
+    records: list | None = None,
+    startup: Startup | None = None,
+) -> list:
+    """Studies of `split` (from `records` when the root was read already), with missing labels filled by the
+    rule-based labeler (cached by report)."""
+    return label_studies(split_studies(config, split, records, required), split, label_cache, startup)
+
+
+def label_studies(
+    studies: list, split: str, label_cache: Path | None, startup: Startup | None = None
+) -> list:
+    """`studies` with missing labels filled by the rule-based labeler (cached by report in `label_cache`)."""
+    unlabelled = len({s.report for s in studies if s.labels is None})
+    if not unlabelled:
+        return studies
+    with (startup or Startup(False)).phase(
+        f"labeling {unlabelled:,} {split} reports", unlabelled, "reports", stage="labels"
+    ) as bar:
+        progress = lambda done, total: bar.update(done - bar.count)  # noqa: E731
+        if label_cache is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                return labels_from_labeler(studies, Path(tmp) / "labels.csv", progress)
+        studies = labels_from_labeler(studies, label_cache, progress)
+        bar.note = f"{bar.count:,} by the labeler, {unlabelled - bar.count:,} from its cache ({label_cache})"
+    return studies
+
+
+def split_studies(config: RunConfig, split: str, records: list | None, required: bool) -> list:
+    """The studies of `split`; [] when the data has no such split and it is not `required`."""
+    try:
+        return load_split(config.data, split, records).studies
+    except LeadrrgError:
+        if required:
+            raise
+        return []
+
+
+def read_labelled_studies(config: RunConfig, label_cache: Path, startup: Startup) -> tuple[list, list]:
+    """(train studies, val studies) of the root, read once, with missing labels filled by the labeler."""
+    data = config.data
+    with startup.phase(f"reading the {data.format} data at {data.root}", stage="data") as phase:
+        records = read_records(data)
+        train_studies = split_studies(config, TRAIN_SPLIT, records, required=True)
+        val_studies = split_studies(config, VAL_SPLIT, records, required=False)
+        phase.note = (
+            f"{len(records):,} records, {len(train_studies):,} train and {len(val_studies):,} val studies"
+        )
+    del records
+    if not train_studies:
+        raise LeadrrgError(
+            f"the {TRAIN_SPLIT!r} split of {data.root} has no studies; expected a training split"
+        )
+    train_studies = label_studies(train_studies, TRAIN_SPLIT, label_cache, startup)
+    return train_studies, label_studies(val_studies, VAL_SPLIT, label_cache, startup)
+
+
+def read_task_studies(
+    config: RunConfig, ctx: DistContext, label_cache: Path, startup: Startup, read=read_labelled_studies
+) -> tuple[list, list]:
+    """`read(config, label_cache, startup)` (the labelled train and val studies) on the main process alone, which
+    sends them to the others in one broadcast: under torchrun the root is read, split and labelled once, not once
+    per process. An error there is raised on every process (the same LeadrrgError text), so none is left waiting."""
+    if not ctx.enabled:
+        return read(config, label_cache, startup)
+    studies, failure = None, None
+    if ctx.is_main:
+        try:
+            studies = read(config, label_cache, startup)
+        except Exception as exc:  # noqa: BLE001  (raised again below, after the others are told)
+            failure = exc
+    if failure is not None:
+        broadcast_object(("failed", _failure_text(failure)), ctx)
+        raise failure
+    with startup.phase(
+        f"sending the studies to {ctx.world_size - 1} other process(es)", stage="data share"
+    ) as phase:
+        packed = ("ok", tuple(_pack_studies(split) for split in studies)) if ctx.is_main else None
+        shared = broadcast_object(packed, ctx)
+        if shared[0] == "failed":
+            raise LeadrrgError(shared[1])
+        if studies is None:
+            studies = tuple(_unpack_studies(columns) for columns in shared[1])
+        phase.note = f"{len(studies[0]):,} train and {len(studies[1]):,} val studies"
+    return studies[0], studies[1]
+
+
+def _failure_text(exc: BaseException | None) -> str:
+    if exc is None or isinstance(exc, LeadrrgError):
+        return str(exc)
+    return f"the main process failed to read the data ({type(exc).__name__}: {exc})"
+
+
+def _pack_studies(studies: list[Study]) -> dict:
+    """`studies` as columns (labels stacked in one array), which pickle far faster than one object per study."""
+    labels = [s.labels for s in studies]
+    known = np.array([row is not None for row in labels], dtype=bool)
+    stacked = np.stack([row for row in labels if row is not None]) if known.any() else None
+    return {
+        "id": [s.id for s in studies],
+        "split": [s.split for s in studies],
+        "images": [s.images for s in studies],
+        "report": [s.report for s in studies],
+        "labels": stacked,
+        "known": known,
+        "attributes": [s.attributes for s in studies],
+    }
+
+
+def _unpack_studies(columns: dict) -> list[Study]:
+    rows = iter(columns["labels"] if columns["labels"] is not None else ())
+    labels = [next(rows) if known else None for known in columns["known"]]
+    fields = zip(
+        columns["id"], columns["split"], columns["images"], columns["report"], labels, columns["attributes"]
+    )
+    return [Study(*values) for values in fields]
 
 
 def default_header_cache(root: str) -> Path:
