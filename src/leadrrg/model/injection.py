@@ -8,12 +8,14 @@
 - `ExpertProjections`: Z^l = W^l e~ for every decoder layer l, computed once per study (B, L, K, D).
   W^l starts at zero, so a fresh model computes exactly what its base LLM computes.
 - `ExpertInputTokens` (fusion=input, the baseline): W e~ (B, K, D) as extra input tokens instead.
-- `ExpertGate`: before layer l, for every position t:
+- `ExpertGate` (in `leadrrg.model.gates`, with its prepared forms `GateStep` and `DecodeGate`): before layer l,
+  for every position t:
       alpha_t = softmax_k(LN(h_t) . Z^l_k / sqrt(D));  c_t = sum_k alpha_t,k Z^l_k
       g_t = sigmoid(w_g . [LN(h_t); c_t] + b_g) (dynamic) | sigmoid(b^l) (static) | 1 (open)
       h_t <- h_t + g_t c_t
 - `InjectedLayer`: a thin wrapper around one HF decoder layer; passes every argument through untouched.
-- `injecting(layers, expert_tokens)`: the one scoped way expert tokens reach the layers; always cleared.
+- `injecting(layers, expert_tokens)`: the one scoped way expert tokens reach the layers; always cleared. The gates
+  are prepared there once per scope: in inference mode (decoding) every layer's at once, in the decoding form.
 
 Injection depends only on the position's own hidden state, so cached and uncached decoding agree.
 """
@@ -25,10 +27,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
 from leadrrg.config import InjectionConfig
+from leadrrg.model.gates import DecodeGate, ExpertGate, GateStep, decode_gates, gate_values
 
 
 def confidence_weighting(
@@ -148,102 +151,6 @@ class ExpertInputTokens(nn.Module):
         return self.proj(attribute_evidence(weighted, probs, attributes, self.attribute_vectors))
 
 
-class ExpertGate(nn.Module):
-    """The context-adaptive gate of one decoder layer (see the module docstring): `forward` computes
-    (h + g c, g, alpha) for one call; `prepare` folds one study's Z^l in once, for the many calls of decoding."""
-
-    def __init__(self, model_size: int, mode: str, bias_init: float = 0.0):
-        super().__init__()
-        self.mode = mode  # dynamic: g_t from [LN(h_t); c_t] | static: g = sigmoid(b^l) | open: g = 1
-        self.norm = nn.LayerNorm(model_size)
-        if mode == "dynamic":
-            self.proj = nn.Linear(2 * model_size, 1)  # w_g = [w_h; w_c], b_g
-            nn.init.normal_(self.proj.weight, std=0.02)
-            nn.init.constant_(self.proj.bias, bias_init)
-        elif mode == "static":
-            self.bias = nn.Parameter(torch.tensor(float(bias_init)))  # b^l
-        elif mode != "open":
-            raise ValueError(f"unknown gate mode {mode!r}")
-
-    def forward(
-        self, hidden_states: torch.Tensor, expert_tokens: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """hidden_states (B, T, D), expert_tokens Z^l (B, K, D) -> (new hidden (B, T, D), gate (B, T), alpha (B, T, K))."""
-        hidden, gate, alpha = self.prepare(expert_tokens, hidden_states.dtype)(hidden_states)
-        return hidden, gate_values(gate, alpha), alpha
-
-    def prepare(self, expert_tokens: torch.Tensor, dtype: torch.dtype | None = None) -> GateStep:
-        """Z^l (B, K, D) -> a GateStep for hidden states of `dtype` (default the gate's). Everything that depends
-        on the study only is computed here, inside autograd (gradients reach Z and the gate)."""
-        return GateStep(self, expert_tokens, self.norm.weight.dtype if dtype is None else dtype)
-
-
-class GateStep:
-    """One layer's gate with one study's Z^l folded in (`ExpertGate.prepare`); a call does the per-token work:
-    hidden (B, T, D) -> (h + g c (B, T, D), g ((B, T, 1) dynamic, 0-d static / open; `gate_values` makes it
-    (B, T)), alpha (B, T, K)).
-
-    With w_g = [w_h; w_c] and sum_k alpha_t,k = 1 the dynamic gate logit is
-        w_g . [LN(h_t); c_t] + b_g = w_h . LN(h_t) + alpha_t . (Z^l w_c + b_g),
-    so one matmul of LN(h_t) with `keys` [Z^l^T / sqrt(D), w_h] gives the K scores and the w_h term, and one
-    matmul of alpha_t with `values` [Z^l, Z^l w_c + b_g] gives c_t and the rest of the logit. A static or open
-    gate is one number: `values` is g Z^l, so alpha_t . values = g c_t. Parameters (and so checkpoints) are
-    those of the plain formula."""
-
-    __slots__ = (
-        "gate",
-        "expert_tokens",
-        "dtype",
-        "norm",
-        "keys",
-        "values",
-        "fixed_gate",
-        "num_experts",
-        "size",
-    )
-
-    def __init__(self, gate: ExpertGate, expert_tokens: torch.Tensor, dtype: torch.dtype):
-        self.gate, self.expert_tokens, self.dtype = gate, expert_tokens, dtype
-        z = expert_tokens.to(dtype)  # (B, K, D)
-        batch, self.num_experts, self.size = z.shape
-        self.norm = ((self.size,), gate.norm.weight, gate.norm.bias, gate.norm.eps)  # LN's arguments
-        self.keys = z.transpose(1, 2) / math.sqrt(self.size)  # Z^T / sqrt(D) (B, D, K)
-        self.fixed_gate = None  # g of a static / open gate, None for a dynamic one
-        if gate.mode == "dynamic":
-            w_g = gate.proj.weight[0].to(dtype)  # (2D,)
-            w_h = w_g[: self.size].view(1, self.size, 1).expand(batch, self.size, 1)  # (B, D, 1)
-            self.keys = torch.cat([self.keys, w_h], dim=2)  # (B, D, K+1)
-            expert_logit = (z @ w_g[self.size :] + gate.proj.bias.to(dtype)).unsqueeze(
-                -1
-            )  # Z w_c + b (B, K, 1)
-            self.values = torch.cat([z, expert_logit], dim=2)  # [Z, Z w_c + b] (B, K, D+1)
-        elif gate.mode == "static":
-            self.fixed_gate = torch.sigmoid(gate.bias).to(dtype)  # ()
-            self.values = z * self.fixed_gate  # g Z (B, K, D)
-        else:
-            self.fixed_gate = z.new_ones(())
-            self.values = z
-
-    def __call__(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if hidden.dtype != self.dtype:  # prepared for another dtype: fold Z^l in again for this one
-            return GateStep(self.gate, self.expert_tokens, hidden.dtype)(hidden)
-        scores = torch.bmm(
-            F.layer_norm(hidden, *self.norm), self.keys
-        )  # LN(h_t) . [Z / sqrt(D), w_h] (B, T, K[+1])
-        if self.fixed_gate is not None:
-            alpha = scores.softmax(dim=-1)  # (B, T, K)
-            return hidden + torch.bmm(alpha, self.values), self.fixed_gate, alpha  # h + g c
-        alpha = scores[..., : self.num_experts].softmax(dim=-1)  # (B, T, K)
-        out = torch.bmm(alpha, self.values)  # [c_t, alpha . (Z w_c + b)] (B, T, D+1)
-        gate = torch.sigmoid(out[..., self.size :] + scores[..., self.num_experts :])  # g_t (B, T, 1)
-        return torch.addcmul(hidden, gate, out[..., : self.size]), gate, alpha  # h + g c
-
-
-def gate_values(gate: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """A step's gate ((B, T, 1) or 0-d) -> (B, T), given its alpha (B, T, K)."""
-    return gate.squeeze(-1).expand(alpha.shape[:2])
-
-
 class InjectionTrace:
     """Per-layer gates and expert weights recorded by the layers while a scope with `record=True` is open.
 
@@ -274,14 +181,29 @@ class InjectionTrace:
 
 
 class _Injection:
-    """What one wrapped layer needs while a scope is open, in slots for a cheap per-step lookup."""
+    """What one wrapped layer needs while a scope is open, in slots for a cheap per-step lookup. `forward` is
+    the wrapped layer's bound `forward` in a decoding scope (inference mode), else None."""
 
-    __slots__ = ("layer", "step", "trace", "index", "batch")
+    __slots__ = ("layer", "step", "trace", "index", "batch", "forward")
 
-    def __init__(self, layer: nn.Module, step: GateStep, trace: InjectionTrace | None, index: int):
+    def __init__(
+        self, layer: nn.Module, step: GateStep | DecodeGate, trace: InjectionTrace | None, index: int
+    ):
         self.layer = layer  # the wrapped layer again: a slot is read faster than an nn.Module attribute
         self.step, self.trace, self.index = step, trace, index
         self.batch = step.expert_tokens.shape[0]
+        self.forward = layer.forward if isinstance(step, DecodeGate) else None
+
+
+def _hooked(*modules: nn.Module) -> bool:
+    """Whether calling `modules` directly (not through `nn.Module.__call__`) would skip something: a forward hook
+    on them or a global one (backward hooks do nothing in inference mode), or a compiler tracing the call."""
+    if _global_forward_hooks or _global_forward_pre_hooks:
+        return True
+    for module in modules:
+        if module._forward_hooks or module._forward_pre_hooks:
+            return True
+    return torch.compiler.is_compiling()
 
 
 class InjectedLayer(nn.Module):
@@ -289,8 +211,10 @@ class InjectedLayer(nn.Module):
     then calls the wrapped layer with every positional and keyword argument untouched and returns its output
     (tuple or tensor) as is. Attribute misses are forwarded to the wrapped layer (e.g. `attention_type`).
 
-    `injecting` prepares the gate once per scope (`ExpertGate.prepare`) and leaves the result in `_injection`,
-    its one piece of scope state, so that a decoding step does only the per-token work."""
+    `injecting` prepares the gate once per scope (`ExpertGate.prepare`, `decode_gates` in inference mode) and
+    leaves the result in `_injection`, its one piece of scope state, so that a decoding step does only the
+    per-token work. In a decoding scope a call with no hooks to run goes straight to the gate and the wrapped
+    layer's `forward`, without the two `nn.Module.__call__`s (a few microseconds per layer and token)."""
 
     def __init__(self, layer: nn.Module, gate: ExpertGate, layer_index: int):
         super().__init__()
@@ -312,23 +236,36 @@ class InjectedLayer(nn.Module):
                 raise
             return getattr(self.layer, name)
 
+    def __call__(self, *args, **kwargs):
+        injection = self._injection
+        if injection is None or injection.forward is None or _hooked(self, injection.layer):
+            return super().__call__(*args, **kwargs)
+        return _inject(injection, injection.forward, args, kwargs)
+
     def forward(self, *args, **kwargs):
         injection = self._injection
         if injection is None:  # outside `injecting`: the wrapped layer alone
             return self.layer(*args, **kwargs)
-        if args:
-            hidden_states, args = args[0], args[1:]
-        else:
-            hidden_states = kwargs.pop("hidden_states")
-        if hidden_states.shape[0] != injection.batch:
-            raise ValueError(
-                f"expert tokens are set for {injection.batch} studies but the decoder got a batch of "
-                f"{hidden_states.shape[0]}; expand the StudyContext with index_select"
-            )
+        return _inject(injection, injection.layer, args, kwargs)
+
+
+def _inject(injection: _Injection, layer, args: tuple, kwargs: dict):
+    """The gate on the hidden states (the first argument), then `layer` with every argument as given."""
+    if args:
+        hidden_states, args = args[0], args[1:]
+    else:
+        hidden_states = kwargs.pop("hidden_states")
+    if hidden_states.shape[0] != injection.batch:
+        raise ValueError(
+            f"expert tokens are set for {injection.batch} studies but the decoder got a batch of "
+            f"{hidden_states.shape[0]}; expand the StudyContext with index_select"
+        )
+    if injection.trace is None:
+        hidden_states = injection.step.apply(hidden_states)
+    else:
         hidden_states, gate, alpha = injection.step(hidden_states)
-        if injection.trace is not None:
-            injection.trace.add(injection.index, gate, alpha)
-        return injection.layer(hidden_states, *args, **kwargs)
+        injection.trace.add(injection.index, gate, alpha)
+    return layer(hidden_states, *args, **kwargs)
 
 
 @contextmanager
@@ -337,7 +274,8 @@ def injecting(
 ) -> Iterator[InjectionTrace | None]:
     """Set Z^l (expert_tokens (B, L, K, D)) on every wrapped layer for the duration of the block; always cleared
     on exit, including when the block raises. Yields an `InjectionTrace` when `record` is True, else None.
-    The gates' per-study work (`ExpertGate.prepare`) is done here, once per scope."""
+    The gates' per-study work is done here, once per scope: `ExpertGate.prepare` (autograd-safe, training),
+    or in inference mode `decode_gates` (every layer at once, the decoding path)."""
     if expert_tokens.shape[1] != len(layers):
         raise ValueError(f"expert tokens for {expert_tokens.shape[1]} layers, decoder has {len(layers)}")
     if any(layer._injection is not None for layer in layers):
@@ -346,8 +284,11 @@ def injecting(
         )
     trace = InjectionTrace(len(layers)) if record else None
     try:
-        for index, layer in enumerate(layers):
-            step = layer.gate.prepare(expert_tokens[:, index])
+        if torch.is_inference_mode_enabled():
+            steps = decode_gates([layer.gate for layer in layers], expert_tokens)
+        else:
+            steps = [layer.gate.prepare(expert_tokens[:, index]) for index, layer in enumerate(layers)]
+        for layer, step in zip(layers, steps):
             layer._injection = _Injection(layer.layer, step, trace, layer.layer_index)
         yield trace
     finally:

@@ -96,8 +96,7 @@ def warm_up_experts(task: TrainingTask, run_dir: Path, ctx: DistContext, autocas
     scaler = make_grad_scaler(config.train.precision, ctx.device)
     augment = task.train_dataset.augment  # restored for the joint stage
     task.train_dataset.augment = augment and config.model.grounding.expert_warmup_augment
-    # no report is read in stage 1, so its batches are not grouped by report length
-    loader, sampler = make_train_loader(task, ctx, group_by_length=False)  # workers copy the dataset per epoch
+    loader, sampler = make_train_loader(task, ctx, group_by_length=False)  # copies augment; reads no report
     log = open(run_dir / "logs.jsonl", "a", encoding="utf-8") if ctx.is_main else None  # noqa: SIM115
     bar = Progress(steps, "expert warm-up", unit="steps", enabled=ctx.is_main and not quiet)
     model.train()
