@@ -12,6 +12,7 @@ from leadrrg.errors import LeadrrgError
 from leadrrg.inference.evidence import contradictions
 from leadrrg.inference.rerank import candidate_config, disagreement, rerank
 from leadrrg.inference.result import ReportResult
+from leadrrg.inference.steps import sample_next
 from leadrrg.labeler.attributes import report_attributes
 from leadrrg.serve.render import expert_table
 from tests.fixtures_data import make_jsonl, write_png
@@ -46,17 +47,27 @@ def test_only_contradicting_reports_are_redecoded_and_the_least_contradicting_ca
             result("two sides", [("Fracture", "side"), ("Edema", "severity")]),
         ],
     }
-    calls = []
+    calls, batches = [], []
 
-    def redecode(i, config, generator):
-        calls.append((i, config.strategy, config.temperature, config.batch_size, generator.initial_seed()))
-        return candidates[i][sum(1 for c in calls if c[0] == i) - 1]
+    def redecode(rows, config, generators):
+        assert len(rows) == len(generators)
+        batches.append(list(rows))
+        out = []
+        for i, generator in zip(rows, generators):
+            calls.append((i, config.strategy, config.temperature, config.rerank, generator.initial_seed()))
+            out.append(candidates[i][sum(1 for c in calls if c[0] == i) - 1])
+        return out
 
     chosen = rerank(first, decode, redecode, seed=5, device=torch.device("cpu"))
     assert [r.report for r in chosen] == ["agrees", "zero", "also one"]  # findings first, then side and size
     assert {c[0] for c in calls} == {1, 2}  # the agreeing study is never decoded again
+    assert batches == [
+        [1, 2],
+        [1, 2],
+        [1, 2],
+    ]  # each round decodes the studies still contradicting in one batch
     assert [c[0] for c in calls].count(1) == 3  # stops at the first candidate without contradictions
-    assert all(c[1:4] == ("sample", 0.8, 1) for c in calls)
+    assert all(c[1:4] == ("sample", 0.8, 0) for c in calls)  # sampled, never reranked itself
     seeds_1 = [c[4] for c in calls if c[0] == 1]
     assert (
         seeds_1 == [c[4] for c in calls if c[0] == 2] and len(set(seeds_1)) == 3
@@ -70,7 +81,10 @@ def test_a_tie_keeps_the_first_report_and_the_derived_no_finding_is_not_counted(
     assert disagreement(first[0], decode) == (1, 0)
     assert disagreement(first[0], DecodeConfig(derive_no_finding=False)) == (2, 0)
     tie = result("tie", [("Atelectasis", "omitted")])
-    assert rerank(first, decode, lambda i, c, g: tie, 0, torch.device("cpu"))[0].report == "first"
+    assert (
+        rerank(first, decode, lambda rows, c, g: [tie] * len(rows), 0, torch.device("cpu"))[0].report
+        == "first"
+    )
     assert candidate_config(decode).rerank == 0  # a candidate is never reranked itself
 
 
@@ -146,3 +160,19 @@ def test_reranked_reports_contradict_no_more_than_greedy_and_do_not_depend_on_th
     batched = model.generate_batch(images, batch_size=3, rerank=4)
     single = [model.generate(image, rerank=4) for image in images]
     assert [r.report for r in batched] == [r.report for r in single]
+
+
+def test_per_row_generators_draw_for_each_row_what_it_draws_alone():
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
+    decode = DecodeConfig(strategy="sample", temperature=0.8)
+    seeds = (1, 2, 3)
+    batched = sample_next(logits, decode, [torch.Generator().manual_seed(s) for s in seeds])
+    alone = [
+        sample_next(logits[i : i + 1], decode, torch.Generator().manual_seed(s)).item()
+        for i, s in enumerate(seeds)
+    ]
+    assert batched.tolist() == alone
+    shared = sample_next(
+        logits, decode, torch.Generator().manual_seed(1)
+    )  # one generator for the batch, as before
+    assert shared.shape == (3,)

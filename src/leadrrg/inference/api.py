@@ -40,6 +40,7 @@ from leadrrg.inference.inputs import study_tensors, to_gray
 from leadrrg.inference.quantize import quantize_decoder
 from leadrrg.inference.rerank import rerank
 from leadrrg.inference.result import ReportResult, label_findings
+from leadrrg.inference.steps import Generators
 from leadrrg.labeler.attributes import report_attributes
 from leadrrg.model.grounding import decoder_probs
 from leadrrg.progress import Progress
@@ -213,14 +214,15 @@ class ReportGenerator:
         results = self._results(images, view_mask, decode, evidence, expert_probs, attribute_probs)
         if decode.rerank and self.expert_names:
 
-            def redecode(i: int, config: DecodeConfig, generator: torch.Generator) -> ReportResult:
-                rows = slice(i, i + 1)
-                probs = None if expert_probs is None else expert_probs[rows]
-                attributes = None if attribute_probs is None else attribute_probs[rows]
-                (result,) = self._results(
-                    images[rows], view_mask[rows], config, evidence, probs, attributes, generator
+            def redecode(
+                rows: list[int], config: DecodeConfig, generators: list[torch.Generator]
+            ) -> list[ReportResult]:
+                index = torch.tensor(rows, device=images.device)
+                probs = None if expert_probs is None else expert_probs[index]
+                attributes = None if attribute_probs is None else attribute_probs[index]
+                return self._results(
+                    images[index], view_mask[index], config, evidence, probs, attributes, generators
                 )
-                return result
 
             results = rerank(results, decode, redecode, self.seed, self.device)
         return results
@@ -233,7 +235,7 @@ class ReportGenerator:
         evidence: bool | str,
         expert_probs: torch.Tensor | None,
         attribute_probs: torch.Tensor | None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
     ) -> list[ReportResult]:
         """One decoding pass (`generate_reports`) -> its results, labelled and checked against the experts."""
         reports = generate_reports(

@@ -45,6 +45,7 @@ from leadrrg.inference.expert_bias import expert_logit_bias, finding_token_ids
 from leadrrg.inference.steps import (
     CachedDecoder,
     DecodeState,
+    Generators,
     Hypotheses,
     LogitsProcessor,
     decoding_context,
@@ -81,7 +82,7 @@ class GeneratedReport:
 # Greedy and sampling
 
 
-def greedy_or_sample(state: DecodeState, generator: torch.Generator | None) -> Hypotheses:
+def greedy_or_sample(state: DecodeState, generator: Generators) -> Hypotheses:
     """Batched greedy or sampled decoding with the KV cache; stops when every sequence has emitted EOS.
     `state.logit_bias` (B, vocab) is added to the logits at every step (the expert bias)."""
     model, context, decode = state.model, state.context, state.decode
@@ -164,7 +165,7 @@ def generate_reports(
     view_mask: torch.Tensor,
     decode: DecodeConfig,
     return_evidence: bool = False,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     expert_probs: torch.Tensor | None = None,
     attribute_probs: torch.Tensor | None = None,
 ) -> list[GeneratedReport]:
@@ -175,8 +176,9 @@ def generate_reports(
 
     Runs under `torch.inference_mode()` with the model in eval mode (its previous mode is restored). The study
     context is computed once; the prompt is run once; each step feeds one token with the KV cache. `generator`
-    seeds sampling. Each report carries the expert probabilities (unless fusion=none); with `return_evidence` and
-    fusion=layerwise also per-token gates (steps, L) and alpha (steps, L, K) (see the module docstring)."""
+    seeds sampling (one for the batch, or one per study: `leadrrg.inference.rerank`). Each report carries the
+    expert probabilities (unless fusion=none); with `return_evidence` and fusion=layerwise also per-token gates
+    (steps, L) and alpha (steps, L, K) (see the module docstring)."""
     was_training = model.training
     model.eval()
     try:

@@ -8,8 +8,8 @@ whose report contradicts its experts, up to `decode.rerank` more candidates are 
 first report wins a tie, so a study that agrees keeps its greedy (or beam) report and costs nothing more.
 
 It selects among the decoder's own reports by what the decoder was told; it never edits text and never reads
-the truth. Each candidate of a study is drawn from its own generator, seeded by the generator's seed and the
-round, so results do not depend on the batch size or on the other studies in the batch.
+the truth. Round r samples every study still contradicting its experts in one batch, each row from its own
+generator seeded by the generator's seed and r, so a study's candidates do not depend on the other studies.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from leadrrg.inference.result import ReportResult
 
 ATTRIBUTE_KINDS = ("side", "severity")
 
-# (study index, its candidates' decode config, generator) -> the study's candidate result
-Redecode = Callable[[int, DecodeConfig, torch.Generator], ReportResult]
+# (study indices, their candidates' decode config, one generator per study) -> their candidate results, in order
+Redecode = Callable[[list[int], DecodeConfig, list[torch.Generator]], list[ReportResult]]
 
 
 def disagreement(result: ReportResult, decode: DecodeConfig) -> tuple[int, int]:
@@ -40,10 +40,8 @@ def disagreement(result: ReportResult, decode: DecodeConfig) -> tuple[int, int]:
 
 
 def candidate_config(decode: DecodeConfig) -> DecodeConfig:
-    """The settings a candidate is drawn with: the run's, sampled at `rerank_temperature`, one study at a time."""
-    return dataclasses.replace(
-        decode, strategy="sample", temperature=decode.rerank_temperature, batch_size=1, rerank=0
-    )
+    """The settings a candidate is drawn with: the run's, sampled at `rerank_temperature`, never reranked itself."""
+    return dataclasses.replace(decode, strategy="sample", temperature=decode.rerank_temperature, rerank=0)
 
 
 def rerank(
@@ -54,21 +52,24 @@ def rerank(
     device: torch.device,
 ) -> list[ReportResult]:
     """`results` with each contradicting report replaced by the least contradicting of up to `decode.rerank`
-    sampled candidates (`redecode(i, config, generator)` decodes study i again); in order."""
+    sampled candidates, in order. Round r decodes every study still contradicting its experts in one batch
+    (`redecode(indices, config, generators)`), each from its own generator seeded by `seed` and r."""
     chosen = list(results)
     if decode.rerank <= 0:
         return chosen
     config = candidate_config(decode)
-    for i, result in enumerate(results):
-        best = disagreement(result, decode)
-        for round_ in range(decode.rerank):
-            if best == (0, 0):
-                break
-            generator = torch.Generator(device=device).manual_seed(candidate_seed(seed, round_))
-            candidate = redecode(i, config, generator)
+    best = [disagreement(result, decode) for result in results]
+    for round_ in range(decode.rerank):
+        pending = [i for i, score in enumerate(best) if score != (0, 0)]
+        if not pending:
+            break
+        generators = [
+            torch.Generator(device=device).manual_seed(candidate_seed(seed, round_)) for _ in pending
+        ]
+        for i, candidate in zip(pending, redecode(pending, config, generators)):
             score = disagreement(candidate, decode)
-            if score < best:
-                chosen[i], best = candidate, score
+            if score < best[i]:
+                chosen[i], best[i] = candidate, score
     return chosen
 
 

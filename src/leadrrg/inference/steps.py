@@ -6,6 +6,7 @@ decoder, the prompt, evidence capture, logit processing, `DecodeState` (what a l
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -259,10 +260,12 @@ def banned_ngram_tokens(generated: torch.Tensor, n: int, vocab: int) -> torch.Te
     return counts > 0
 
 
-def sample_next(
-    logits: torch.Tensor, decode: DecodeConfig, generator: torch.Generator | None
-) -> torch.Tensor:
-    """Temperature, top-k, top-p (nucleus), then a draw: logits (B, vocab) -> token ids (B,)."""
+Generators = torch.Generator | Sequence[torch.Generator] | None  # one for the batch, or one per row
+
+
+def sample_next(logits: torch.Tensor, decode: DecodeConfig, generator: Generators) -> torch.Tensor:
+    """Temperature, top-k, top-p (nucleus), then a draw: logits (B, vocab) -> token ids (B,). `generator`: one for
+    the batch, or one per row (each row then draws from its own, as it would decoded alone)."""
     logits = logits.float() / decode.temperature
     if decode.top_k > 0:
         k = min(decode.top_k, logits.shape[-1])
@@ -276,7 +279,11 @@ def sample_next(
         drop = drop_sorted.scatter(1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    return torch.cat(
+        [torch.multinomial(row[None], 1, generator=g) for row, g in zip(probs, generator)]
+    ).squeeze(1)
 
 
 # --------------------------------------------------------------------------------------------------
