@@ -86,6 +86,7 @@ def test_a_tie_keeps_the_first_report_and_the_derived_no_finding_is_not_counted(
         == "first"
     )
     assert candidate_config(decode).rerank == 0  # a candidate is never reranked itself
+    assert candidate_config(decode).top_p == 0.95 and candidate_config(decode).strategy == "sample"
 
 
 @pytest.mark.parametrize("value", [-1, 1.5, True, "2"])
@@ -94,6 +95,8 @@ def test_decode_rerank_must_be_a_whole_number(value):
         DecodeConfig(rerank=value)
     with pytest.raises(LeadrrgError, match="decode.rerank_temperature"):
         DecodeConfig(rerank_temperature=0)
+    with pytest.raises(LeadrrgError, match="decode.rerank_top_p"):
+        DecodeConfig(rerank_top_p=0)
 
 
 def test_a_finding_stated_on_another_side_or_severity_than_its_expert_reads_is_a_contradiction():

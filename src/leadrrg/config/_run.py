@@ -215,6 +215,10 @@ class DecodeConfig:
     # to this many sampled candidates, and the one with the fewest contradictions is kept; 0 disables. 4 and the
     # temperature were chosen on two selection priors' val splits (docs/FAITHFULNESS.md)
     rerank_temperature: float = 0.8  # the candidates' sampling temperature
+    rerank_top_p: float = (
+        0.95  # the candidates' nucleus: tail tokens are never drawn (without it about 1 report
+    )
+    # in 100 came out with a doubled word, "no no pleural effusion"; docs/FAITHFULNESS.md)
     cache: Cache = "dynamic"  # KV cache of greedy / sampled decoding: dynamic | static (preallocated;
     # for compile)
     compile: bool = False  # torch.compile the one-token decoding step (with cache=static; CUDA graphs
@@ -265,6 +269,8 @@ class DecodeConfig:
                 f"decode.rerank is {self.rerank!r}; expected a whole number of candidates >= 0 (0 disables)"
             )
         _check_positive("decode", "rerank_temperature", self.rerank_temperature)
+        if not 0 < self.rerank_top_p <= 1:
+            raise LeadrrgError(f"decode.rerank_top_p is {self.rerank_top_p!r}; expected a number in (0, 1]")
         self._check_expert_thresholds()
         if not 1 < self.expert_bias_gamma < float("inf"):
             raise LeadrrgError(

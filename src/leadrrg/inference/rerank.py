@@ -4,7 +4,7 @@ The decoder reads the experts' thresholded evidence at every step, but a greedy 
 finding the evidence states (measured on SynthCXR val with oracle experts: one finding in five), state one it
 does not, or name the other side. The labeler can see this (`ReportResult.contradictions`). So for each study
 whose report contradicts its experts, up to `decode.rerank` more candidates are sampled at
-`decode.rerank_temperature` with the same evidence, and the candidate with the fewest contradictions is kept; the
+`decode.rerank_temperature` from the `decode.rerank_top_p` nucleus, with the same evidence, and the candidate with the fewest contradictions is kept; the
 first report wins a tie, so a study that agrees keeps its greedy (or beam) report and costs nothing more.
 
 It selects among the decoder's own reports by what the decoder was told; it never edits text and never reads
@@ -40,8 +40,15 @@ def disagreement(result: ReportResult, decode: DecodeConfig) -> tuple[int, int]:
 
 
 def candidate_config(decode: DecodeConfig) -> DecodeConfig:
-    """The settings a candidate is drawn with: the run's, sampled at `rerank_temperature`, never reranked itself."""
-    return dataclasses.replace(decode, strategy="sample", temperature=decode.rerank_temperature, rerank=0)
+    """The settings a candidate is drawn with: the run's, sampled at `rerank_temperature` from the `rerank_top_p`
+    nucleus, never reranked itself."""
+    return dataclasses.replace(
+        decode,
+        strategy="sample",
+        temperature=decode.rerank_temperature,
+        top_p=decode.rerank_top_p,
+        rerank=0,
+    )
 
 
 def rerank(
