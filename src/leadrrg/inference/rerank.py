@@ -4,8 +4,9 @@ The decoder reads the experts' thresholded evidence at every step, but a greedy 
 finding the evidence states (measured on SynthCXR val with oracle experts: one finding in five), state one it
 does not, or name the other side. The labeler can see this (`ReportResult.contradictions`). So for each study
 whose report contradicts its experts, up to `decode.rerank` more candidates are sampled at
-`decode.rerank_temperature` from the `decode.rerank_top_p` nucleus, with the same evidence, and the candidate with the fewest contradictions is kept; the
-first report wins a tie, so a study that agrees keeps its greedy (or beam) report and costs nothing more.
+`decode.rerank_temperature` from the `decode.rerank_top_p` nucleus, with the same evidence, and the candidate with
+the fewest contradictions is kept; the first report wins a tie, so a study that agrees keeps its greedy (or beam)
+report and costs nothing more. Training's validation reports (`train.eval_generate`) are decoded without it.
 
 It selects among the decoder's own reports by what the decoder was told; it never edits text and never reads
 the truth. Round r samples every study still contradicting its experts in one batch, each row from its own
