@@ -242,7 +242,8 @@ def test_a_resume_that_regroups_its_epoch_warns(tmp_path, caplog):
 
 
 def test_a_killed_grouped_run_resumes_as_if_uninterrupted(tmp_path):
-    # Stage 1 and the joint stage both read grouped batches; 24 studies of batch 4: an epoch boundary at step 6.
+    # The joint stage reads grouped batches (stage 1 does not: it reads no report); 24 studies of batch 4: an
+    # epoch boundary at step 6.
     from safetensors.torch import load_file
 
     from leadrrg.train.loop import train
