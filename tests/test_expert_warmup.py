@@ -13,8 +13,10 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 from leadrrg.collectives import DistContext
+from leadrrg.data.collate import collate_images
 from leadrrg.runs.files import weights_to_save
 from leadrrg.train.build import build_task
+from leadrrg.train.distributed import PositionSeeded
 from leadrrg.train.expert_warmup import warm_up_experts
 from tests.test_ddp import _free_port
 from tests.test_train_helpers import make_synth, tiny_config
@@ -124,3 +126,39 @@ def test_stage1_reads_the_images_as_stored_when_told_and_the_joint_stage_augment
     warm_up_experts(task, tmp_path, DistContext(), contextlib.nullcontext)
     assert seen == [setting] * 3
     assert task.train_dataset.augment  # restored for the joint stage
+
+
+def test_stage1_items_hold_the_images_and_targets_of_the_full_items_without_a_report(data_root):
+    config = tiny_config(
+        data_root, *WARMUP, "model.grounding.counterfactual=0.5", "model.experts.attributes=true"
+    )
+    dataset = build_task(config, DistContext()).train_dataset
+    assert (
+        dataset.counterfactual is not None and dataset.attributes
+    )  # the full item draws edits after the images
+    seeded = PositionSeeded(dataset)
+    keys = [(index, 1000 + index) for index in range(len(dataset))]
+    full = [seeded[key] for key in keys]
+    dataset.images_only = True
+    fast = [seeded[key] for key in keys]
+    assert all("report" not in item and "decoder_labels" not in item for item in fast)
+    reference = build_task(config, DistContext()).collator(full)
+    batch = collate_images(fast)
+    assert set(batch) == {"images", "view_mask", "expert_labels", "expert_attributes", "ids"}
+    for key in ("images", "view_mask", "expert_attributes"):
+        assert torch.equal(batch[key], reference[key]), key
+    assert torch.equal(batch["expert_labels"].nan_to_num(7.0), reference["expert_labels"].nan_to_num(7.0))
+    assert batch["ids"] == reference["ids"]
+
+
+def test_stage1_turns_images_only_off_for_the_joint_stage(data_root, tmp_path):
+    task = build_task(tiny_config(data_root, *WARMUP), DistContext())
+    seen, forward = [], task.model.classification_forward
+
+    def spy(*args):
+        seen.append(task.train_dataset.images_only)
+        return forward(*args)
+
+    task.model.classification_forward = spy
+    warm_up_experts(task, tmp_path, DistContext(), contextlib.nullcontext)
+    assert seen == [True] * 3 and not task.train_dataset.images_only

@@ -92,6 +92,22 @@ class ReportCollator:
         }
 
 
+def collate_images(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """`StudyDataset` items made with `images_only` -> images, view_mask, expert_labels and, when the items carry
+    them, expert_attributes (stage 1: no report is tokenised)."""
+    batch = {
+        "images": torch.stack([item["images"] for item in items]),  # (B, V, C, H, W)
+        "view_mask": torch.stack([item["view_mask"] for item in items]).bool(),  # (B, V)
+        "expert_labels": torch.stack(
+            [torch.as_tensor(item["labels"], dtype=torch.float32) for item in items]
+        ),
+        "ids": [item["id"] for item in items],
+    }
+    if "attributes" in items[0]:
+        batch["expert_attributes"] = torch.stack([item["attributes"] for item in items])  # (B, 14, 2)
+    return batch
+
+
 def _stacked_attributes(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """expert_attributes / decoder_attributes (B, 14, 2) value indices, when the items carry them."""
     if "attributes" not in items[0]:

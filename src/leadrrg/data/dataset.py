@@ -146,6 +146,10 @@ class StudyDataset(Dataset):
     it uncertain) is marked -1 there, so the decoder reads it as hedged (`model.grounding.hedge`); a
     `hedge_edit_rate` share of the training studies first has one asserted finding restated as hedged.
 
+    With `images_only` (set by stage 1, which trains the experts on the labels alone) an item is the images, view
+    mask, labels and, with `attributes`, the attribute targets: no report edit, hedge or decoder target is made, and
+    the images and targets are the ones the full item would hold (`collate_images` batches them).
+
     A study with more than `max_views` images keeps its first `max_views` (readers put frontal views
     first); fewer are zero-padded and masked out.
     """
@@ -181,6 +185,7 @@ class StudyDataset(Dataset):
         self.hedge = hedge
         self.hedger = counterfactual if train and hedge and hedge_edit_rate > 0 else None
         self.hedge_edit_rate = hedge_edit_rate
+        self.images_only = False
         self.skipped_images = 0
         self.skipped_studies = 0
         self.bad_images: list[tuple[str, str]] = []  # (path, reason) of every skipped view
@@ -251,6 +256,11 @@ class StudyDataset(Dataset):
             labels = torch.full((NUM_OBSERVATIONS,), float("nan"))
         else:
             labels = torch.from_numpy(np.asarray(study.labels, dtype=np.float32).copy())
+        if self.images_only:
+            item = {"id": study.id, "images": images, "view_mask": view_mask, "labels": labels}
+            if self.attributes:
+                item["attributes"] = torch.from_numpy(attribute_targets(self._truth_attributes(study)))
+            return item
         report, decoder_labels = study.report, labels
         if self.counterfactual is not None and float(torch.rand(())) < self.counterfactual_rate:
             edited = self.counterfactual.edit(study.report, labels.numpy())
@@ -271,10 +281,14 @@ class StudyDataset(Dataset):
             "decoder_labels": decoder_labels,
         }
         if self.attributes:
-            truth = study.attributes if study.attributes is not None else report_attributes(study.report)
-            item["attributes"] = torch.from_numpy(attribute_targets(truth))
+            item["attributes"] = torch.from_numpy(attribute_targets(self._truth_attributes(study)))
             item["decoder_attributes"] = torch.from_numpy(attribute_targets(report_attributes(report)))
         return item
+
+    @staticmethod
+    def _truth_attributes(study: Study) -> dict:
+        """What the experts learn of a study's sides and severities: the image's truth, else its report's."""
+        return study.attributes if study.attributes is not None else report_attributes(study.report)
 
 
 def hedged_labels(labels: torch.Tensor, report: str) -> torch.Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -270,11 +271,14 @@ def check_batch_fits(num_studies: int, batch_size: int, world_size: int) -> None
 
 
 def make_train_loader(
-    task: TrainingTask, ctx: DistContext, group_by_length: bool | None = None
+    task: TrainingTask,
+    ctx: DistContext,
+    group_by_length: bool | None = None,
+    collate: Callable[[list[dict]], dict] | None = None,
 ) -> tuple[DataLoader, EpochShardSampler]:
     """Per-rank loader of `train.batch_size` studies (last partial batch dropped) over a seeded sharded
-    order, grouped by report length with `group_by_length` (default: data.group_by_length; `leadrrg.train.sampler`);
-    call `set_loader_epoch` before iterating an epoch."""
+    order, grouped by report length with `group_by_length` (default: data.group_by_length; `leadrrg.train.sampler`),
+    batched by `collate` (default: the task's report collator); call `set_loader_epoch` before iterating an epoch."""
     train = task.config.train
     check_batch_fits(len(task.train_dataset), train.batch_size, ctx.world_size)
     if task.config.data.group_by_length if group_by_length is None else group_by_length:
@@ -291,7 +295,7 @@ def make_train_loader(
         batch_size=train.batch_size,
         sampler=sampler,
         drop_last=True,
-        collate_fn=task.collator,
+        collate_fn=collate or task.collator,
         num_workers=task.config.data.num_workers,
         pin_memory=ctx.device.type == "cuda",
         persistent_workers=False,
