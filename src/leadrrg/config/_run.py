@@ -210,10 +210,10 @@ class DecodeConfig:
     # defines it (1 iff it reads no other finding but Support Devices), as in every label it was trained on,
     # instead of the No Finding expert's own verdict; an override (flip, API) of one finding then cannot
     # leave the decoder reading "normal study" beside it. false: the No Finding expert's thresholded p
-    rerank: int = 4  # evidence-consistent decoding (inference/rerank.py): a report that contradicts its
+    rerank: int = 8  # evidence-consistent decoding (inference/rerank.py): a report that contradicts its
     # experts (an expert above its threshold not stated, one below it stated, another side) is decoded again, up
-    # to this many sampled candidates, and the one with the fewest contradictions is kept; 0 disables. 4 and the
-    # temperature were chosen on two selection priors' val splits (docs/FAITHFULNESS.md)
+    # to this many sampled candidates, and the one with the fewest contradictions is kept; 0 disables. 8 (was 4)
+    # and the temperature were chosen on two selection priors' val splits (docs/FAITHFULNESS.md)
     rerank_temperature: float = 0.8  # the candidates' sampling temperature
     rerank_top_p: float = (
         0.95  # the candidates' nucleus: tail tokens are never drawn (without it about 1 report
