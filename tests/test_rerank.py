@@ -3,13 +3,17 @@ least contradicting candidate kept; side contradictions."""
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 import torch
 
 import leadrrg
 from leadrrg.config import DecodeConfig
+from leadrrg.data.manifests import load_studies
 from leadrrg.errors import LeadrrgError
 from leadrrg.inference.evidence import contradictions
+from leadrrg.inference.predict import generate_split
 from leadrrg.inference.rerank import candidate_config, disagreement, rerank
 from leadrrg.inference.result import ReportResult
 from leadrrg.inference.steps import sample_next
@@ -179,3 +183,29 @@ def test_per_row_generators_draw_for_each_row_what_it_draws_alone():
         logits, decode, torch.Generator().manual_seed(1)
     )  # one generator for the batch, as before
     assert shared.shape == (3,)
+
+
+def test_a_split_reranked_across_batches_gets_the_reports_of_reranking_each_study_alone(
+    generator, monkeypatch
+):
+    model, _ = generator
+    # An untrained decoder's candidates contradict their experts alike; score them by a checksum of their text
+    # instead, so that reranking picks among candidates that differ (high temperature, no nucleus).
+    score = lambda result, decode: (zlib.crc32(result.report.encode()) % 1000, 0)  # noqa: E731
+    monkeypatch.setattr("leadrrg.inference.rerank.disagreement", score)
+    monkeypatch.setattr("leadrrg.inference.predict.disagreement", score)
+    studies = load_studies(model.config.data, "train") + load_studies(model.config.data, "val")
+    studies += load_studies(model.config.data, "test")
+    bits = torch.arange(len(model.expert_names))
+    told = ((torch.arange(1, len(studies) + 1)[:, None] >> bits) & 1).float()  # study i: the bits of i + 1
+    decode = model.decode_config(rerank=4, rerank_temperature=3.0, rerank_top_p=1.0)
+    alone = [
+        generate_split(model, [study], decode, expert_probs=told[i : i + 1])[0]["generated"]
+        for i, study in enumerate(studies)
+    ]
+    assert len(set(alone)) >= 3  # the evidence gives studies their own candidates
+    greedy = generate_split(model, studies, model.decode_config(rerank=0), batch_size=3, expert_probs=told)
+    assert [r["generated"] for r in greedy] != alone  # some were reranked
+    split = generate_split(model, studies, decode, batch_size=3, expert_probs=told)
+    assert [r["generated"] for r in split] == alone
+    assert [r["id"] for r in split] == [s.id for s in studies]

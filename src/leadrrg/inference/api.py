@@ -212,20 +212,38 @@ class ReportGenerator:
             raise LeadrrgError(f"evidence is {evidence!r}; expected False, True or 'full'")
         decode = decode or self.config.decode
         results = self._results(images, view_mask, decode, evidence, expert_probs, attribute_probs)
-        if decode.rerank and self.expert_names:
+        return self.rerank_results(
+            results, images, view_mask, decode, evidence, expert_probs, attribute_probs
+        )
 
-            def redecode(
-                rows: list[int], config: DecodeConfig, generators: list[torch.Generator]
-            ) -> list[ReportResult]:
-                index = torch.tensor(rows, device=images.device)
-                probs = None if expert_probs is None else expert_probs[index]
-                attributes = None if attribute_probs is None else attribute_probs[index]
-                return self._results(
-                    images[index], view_mask[index], config, evidence, probs, attributes, generators
-                )
+    def rerank_results(
+        self,
+        results: list[ReportResult],
+        images: torch.Tensor,
+        view_mask: torch.Tensor,
+        decode: DecodeConfig,
+        evidence: bool | str = False,
+        expert_probs: torch.Tensor | None = None,
+        attribute_probs: torch.Tensor | None = None,
+    ) -> list[ReportResult]:
+        """`results` of these studies (`decode` with its rerank set to 0) after `decode.rerank`
+        (`leadrrg.inference.rerank`): each contradicting report replaced by its least contradicting candidate. A
+        study's candidates depend on the generator's seed alone, so the studies of several batches may be reranked
+        together (`generate_split` does) with the reports of reranking each batch alone."""
+        if not (decode.rerank and self.expert_names):
+            return results
 
-            results = rerank(results, decode, redecode, self.seed, self.device)
-        return results
+        def redecode(
+            rows: list[int], config: DecodeConfig, generators: list[torch.Generator]
+        ) -> list[ReportResult]:
+            index = torch.tensor(rows, device=images.device)
+            probs = None if expert_probs is None else expert_probs[index]
+            attributes = None if attribute_probs is None else attribute_probs[index]
+            return self._results(
+                images[index], view_mask[index], config, evidence, probs, attributes, generators
+            )
+
+        return rerank(results, decode, redecode, self.seed, self.device)
 
     def _results(
         self,

@@ -11,6 +11,7 @@ Decoding goes through `ReportGenerator.decode`, the API's one code path. Used by
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +24,7 @@ from leadrrg.data.dataset import StudyDataset
 from leadrrg.data.manifests import Study
 from leadrrg.inference.api import ReportGenerator
 from leadrrg.inference.evidence import DECIMALS
+from leadrrg.inference.rerank import disagreement
 from leadrrg.inference.result import ReportResult
 from leadrrg.progress import Progress
 
@@ -41,7 +43,9 @@ def generate_split(
     per study, in order. `decode` defaults to the run's decode settings; images are loaded with the run's vision
     settings and `data.num_workers`. `expert_probs` (N, K), one row per study, replaces the probabilities the
     decoder reads and `attribute_probs` (N, K, 2, 3) their side and severity (see `generate_reports`). Sampling
-    draws from `generator.sampler`."""
+    draws from `generator.sampler`. With `decode.rerank` the studies whose first report contradicts its experts
+    are set aside and reranked `batch_size` at a time across batches, not batch by batch: the same reports (a
+    study's candidates depend on the generator's seed alone), in fewer, fuller decoding passes."""
     studies = list(studies)
     config = generator.config
     dataset = StudyDataset(studies, config.model.vision, config.model.max_views, train=False)
@@ -57,16 +61,51 @@ def generate_split(
             overrides[name] = torch.as_tensor(values, dtype=torch.float32)
             if overrides[name].shape[0] != len(studies):
                 raise ValueError(f"{name} has {overrides[name].shape[0]} rows for {len(studies)} studies")
-    records: list[dict[str, Any]] = []
+    decode = decode or config.decode
+    first_pass = dataclasses.replace(decode, rerank=0)
+    size = batch_size or decode.batch_size
+    results: list[ReportResult | None] = [None] * len(studies)
+    pending: list[tuple[int, ReportResult, dict[str, torch.Tensor | None]]] = []
+
+    def rerank_pending(count: int) -> None:
+        """Rerank the first `count` pending studies together (`ReportGenerator.rerank_results`)."""
+        group, pending[:count] = pending[:count], []
+        rows = {key: _stacked([inputs[key] for _, _, inputs in group]) for key in group[0][2]}
+        reranked = generator.rerank_results(
+            [result for _, result, _ in group],
+            rows.pop("images"),
+            rows.pop("view_mask"),
+            decode,
+            evidence,
+            **rows,
+        )
+        for (index, _, _), result in zip(group, reranked):
+            results[index] = result
+
     with Progress(len(studies), "generate", enabled=progress) as bar:
+        start = 0
         for batch in loader:
-            start, end = len(records), len(records) + len(batch["images"])
+            end = start + len(batch["images"])
             rows = {name: None if v is None else v[start:end] for name, v in overrides.items()}
-            results = generator.decode(batch["images"], batch["view_mask"], decode, evidence, **rows)
-            for result in results:
-                records.append(prediction_record(studies[len(records)], result, evidence))
-            bar.update(len(results))
-    return records
+            decoded = generator.decode(batch["images"], batch["view_mask"], first_pass, evidence, **rows)
+            for offset, result in enumerate(decoded):
+                if decode.rerank and generator.expert_names and disagreement(result, decode) != (0, 0):
+                    inputs = {"images": batch["images"][offset], "view_mask": batch["view_mask"][offset]}
+                    inputs |= {name: None if v is None else v[offset] for name, v in rows.items()}
+                    pending.append((start + offset, result, inputs))
+                else:
+                    results[start + offset] = result
+            while len(pending) >= size:  # the contradicting studies of several batches are reranked together
+                rerank_pending(size)
+            bar.update(len(decoded))
+            start = end
+        if pending:
+            rerank_pending(len(pending))
+    return [prediction_record(study, result, evidence) for study, result in zip(studies, results)]
+
+
+def _stacked(rows: list[torch.Tensor | None]) -> torch.Tensor | None:
+    return None if rows[0] is None else torch.stack(rows)
 
 
 def prediction_record(study: Study, result: ReportResult, evidence: bool | str) -> dict[str, Any]:
