@@ -226,10 +226,8 @@ class ReportGenerator:
         expert_probs: torch.Tensor | None = None,
         attribute_probs: torch.Tensor | None = None,
     ) -> list[ReportResult]:
-        """`results` of these studies (`decode` with its rerank set to 0) after `decode.rerank`
-        (`leadrrg.inference.rerank`): each contradicting report replaced by its least contradicting candidate. A
-        study's candidates depend on the generator's seed alone, so the studies of several batches may be reranked
-        together (`generate_split` does) with the reports of reranking each batch alone."""
+        """`results` (decoded with rerank 0) after `decode.rerank` (`leadrrg.inference.rerank`). A study's candidates
+        depend on the seed alone: studies of several batches can be reranked together (`generate_split`)."""
         if not (decode.rerank and self.expert_names):
             return results
 

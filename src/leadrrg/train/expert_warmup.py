@@ -135,16 +135,7 @@ def warm_up_experts(task: TrainingTask, run_dir: Path, ctx: DistContext, autocas
                 bar.update(1)
                 window.append(value)
                 if log is not None and (step % config.train.log_every == 0 or step == steps):
-                    record = {
-                        "kind": "expert_warmup",
-                        "step": 0,
-                        "warmup_step": step,
-                        "cls_loss": sum(window) / len(window),
-                        "lr_factor": lr_factor,
-                        "wall_s": time.perf_counter() - started,
-                    }
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
+                    _log_record(log, step, window, lr_factor, time.perf_counter() - started)
                     window = []
             epoch += 1
     finally:
@@ -155,6 +146,20 @@ def warm_up_experts(task: TrainingTask, run_dir: Path, ctx: DistContext, autocas
     optimizer.zero_grad(set_to_none=True)
     logger.info("expert warm-up: %d steps in %.0f s", steps, time.perf_counter() - started)
     return steps
+
+
+def _log_record(log, step: int, window: list[float], lr_factor: float, wall_s: float) -> None:
+    """One `expert_warmup` record in logs.jsonl: the mean classification loss since the last record."""
+    record = {
+        "kind": "expert_warmup",
+        "step": 0,
+        "warmup_step": step,
+        "cls_loss": sum(window) / len(window),
+        "lr_factor": lr_factor,
+        "wall_s": wall_s,
+    }
+    log.write(json.dumps(record) + "\n")
+    log.flush()
 
 
 def _finite_everywhere(value: float, ctx: DistContext) -> bool:
