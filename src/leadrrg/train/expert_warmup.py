@@ -8,9 +8,9 @@ step. RaDialog and CCD train their classifiers first as well; here the stage is 
 the joint loss, data, augmentation and schedule shape of the run:
 
 - the same classification loss as the joint stage (`LeadModel.classification_forward`: label policy, context
-  balance), the same training loader and augmentation, its items made `images_only` (no report edited or
-  tokenised: about 0.6 ms a study, a fifth of a step on 2 CPU cores) (epochs numbered after the joint stage's, so the order
-  differs), AdamW at `train.lr` (`train.lr_llm` for a pretrained vision encoder) with the run's warmup and a
+  balance), the same training loader and augmentation (epochs numbered after the joint stage's, so the order
+  differs) with its items made `images_only` (no report is edited or tokenised, which saved a fifth of a step on 2
+  CPU cores), AdamW at `train.lr` (`train.lr_llm` for a pretrained vision encoder) with the run's warmup and a
   cosine decay over the stage's own steps;
 - under DDP the gradients are averaged across ranks by hand (only these two modules train), so every rank keeps
   identical weights;
