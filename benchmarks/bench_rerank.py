@@ -79,7 +79,7 @@ def main() -> None:
             times[name].append(time.perf_counter() - start)
             calls[name] = passes["rerank"]
     first_results = generate_split(generator, studies, first, evidence=True)
-    contradicting = sum(1 for r in first_results if disagreement_of(r, reranked) != (0, 0))
+    contradicting = sum(1 for r in first_results if any(disagreement_of(r, reranked)))
     print(
         f"{args.run} {args.split}: {len(studies)} studies, batch {reranked.batch_size}, rerank {args.rerank}; "
         f"{contradicting} first reports contradict their experts; torch threads {torch.get_num_threads()}"

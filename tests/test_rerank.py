@@ -18,6 +18,7 @@ from leadrrg.inference.rerank import candidate_config, disagreement, rerank
 from leadrrg.inference.result import ReportResult
 from leadrrg.inference.steps import sample_next
 from leadrrg.labeler.attributes import report_attributes
+from leadrrg.labeler.rules import report_defects
 from leadrrg.serve.render import expert_table
 from tests.fixtures_data import make_jsonl, write_png
 from tests.test_generate_cli import write_tiny_run
@@ -82,8 +83,8 @@ def test_only_contradicting_reports_are_redecoded_and_the_least_contradicting_ca
 def test_a_tie_keeps_the_first_report_and_the_derived_no_finding_is_not_counted():
     decode = DecodeConfig(rerank=2)
     first = [result("first", [("Edema", "omitted"), ("No Finding", "omitted")])]
-    assert disagreement(first[0], decode) == (1, 0)
-    assert disagreement(first[0], DecodeConfig(derive_no_finding=False)) == (2, 0)
+    assert disagreement(first[0], decode) == (1, 0, 0)
+    assert disagreement(first[0], DecodeConfig(derive_no_finding=False)) == (2, 0, 0)
     tie = result("tie", [("Atelectasis", "omitted")])
     assert (
         rerank(first, decode, lambda rows, c, g: [tie] * len(rows), 0, torch.device("cpu"))[0].report
@@ -91,6 +92,30 @@ def test_a_tie_keeps_the_first_report_and_the_derived_no_finding_is_not_counted(
     )
     assert candidate_config(decode).rerank == 0  # a candidate is never reranked itself
     assert candidate_config(decode).top_p == 0.95 and candidate_config(decode).strategy == "sample"
+
+
+def test_a_report_that_denies_what_it_states_or_repeats_a_sentence_is_decoded_again():
+    decode = DecodeConfig(rerank=2)
+    assert report_defects("large right pneumothorax . no pneumothorax .") == (1, 0)
+    assert report_defects("small bilateral pleural effusions . small bilateral pleural effusions .") == (0, 1)
+    assert report_defects("no pneumothorax . heart size is normal . no pleural effusion .") == (0, 0)
+    first = [
+        result("large right pneumothorax . no pneumothorax .", []),
+        result("mild edema . mild edema .", []),
+        result("mild edema .", []),
+    ]
+    assert [disagreement(r, decode) for r in first] == [(1, 0, 0), (0, 0, 1), (0, 0, 0)]
+    fixed = {0: result("large right pneumothorax .", []), 1: result("mild edema . no effusion .", [])}
+    chosen = rerank(first, decode, lambda rows, c, g: [fixed[i] for i in rows], 0, torch.device("cpu"))
+    assert [r.report for r in chosen] == [
+        "large right pneumothorax .",
+        "mild edema . no effusion .",
+        "mild edema .",
+    ]
+    # an omission still counts before a repeated sentence: the repeat alone does not win over fewer contradictions
+    omits = result("mild edema .", [("Atelectasis", "omitted")])
+    repeats = result("mild edema . atelectasis . atelectasis .", [])
+    assert disagreement(repeats, decode) < disagreement(omits, decode)
 
 
 @pytest.mark.parametrize("value", [-1, 1.5, True, "2"])
@@ -193,7 +218,6 @@ def test_a_split_reranked_across_batches_gets_the_reports_of_reranking_each_stud
     # instead, so that reranking picks among candidates that differ (high temperature, no nucleus).
     score = lambda result, decode: (zlib.crc32(result.report.encode()) % 1000, 0)  # noqa: E731
     monkeypatch.setattr("leadrrg.inference.rerank.disagreement", score)
-    monkeypatch.setattr("leadrrg.inference.predict.disagreement", score)
     studies = load_studies(model.config.data, "train") + load_studies(model.config.data, "val")
     studies += load_studies(model.config.data, "test")
     bits = torch.arange(len(model.expert_names))

@@ -24,7 +24,7 @@ from leadrrg.data.dataset import StudyDataset
 from leadrrg.data.manifests import Study
 from leadrrg.inference.api import ReportGenerator
 from leadrrg.inference.evidence import DECIMALS
-from leadrrg.inference.rerank import disagreement
+from leadrrg.inference.rerank import needs_rerank
 from leadrrg.inference.result import ReportResult
 from leadrrg.progress import Progress
 
@@ -89,7 +89,7 @@ def generate_split(
             rows = {name: None if v is None else v[start:end] for name, v in overrides.items()}
             decoded = generator.decode(batch["images"], batch["view_mask"], first_pass, evidence, **rows)
             for offset, result in enumerate(decoded):
-                if decode.rerank and generator.expert_names and disagreement(result, decode) != (0, 0):
+                if decode.rerank and generator.expert_names and needs_rerank(result, decode):
                     inputs = {"images": batch["images"][offset], "view_mask": batch["view_mask"][offset]}
                     inputs |= {name: None if v is None else v[offset] for name, v in rows.items()}
                     pending.append((start + offset, result, inputs))

@@ -2,10 +2,12 @@
 
 The decoder reads the experts' thresholded evidence at every step, but a greedy report can still leave out a
 finding the evidence states (measured on SynthCXR val with oracle experts: one finding in five), state one it
-does not, or name the other side. The labeler can see this (`ReportResult.contradictions`). So for each study
-whose report contradicts its experts, up to `decode.rerank` more candidates are sampled at
+does not, or name the other side; a small decoder also writes a sentence twice, or states a finding in one
+sentence and denies it in another. The labeler can see all of this (`ReportResult.contradictions`,
+`labeler.rules.report_defects`). So for each study whose report contradicts its experts or itself, or repeats a
+sentence, up to `decode.rerank` more candidates are sampled at
 `decode.rerank_temperature` from the `decode.rerank_top_p` nucleus, with the same evidence, and the candidate with
-the fewest contradictions is kept; the first report wins a tie, so a study that agrees keeps its greedy (or beam)
+the fewest contradictions is kept (`disagreement`); the first report wins a tie, so a study that agrees keeps its greedy (or beam)
 report and costs nothing more. Training's validation reports (`train.eval_generate`) are decoded without it.
 
 It selects among the decoder's own reports by what the decoder was told; it never edits text and never reads
@@ -22,6 +24,7 @@ import torch
 
 from leadrrg.config import DecodeConfig
 from leadrrg.inference.result import ReportResult
+from leadrrg.labeler.rules import report_defects
 
 ATTRIBUTE_KINDS = ("side", "severity")
 
@@ -29,15 +32,23 @@ ATTRIBUTE_KINDS = ("side", "severity")
 Redecode = Callable[[list[int], DecodeConfig, list[torch.Generator]], list[ReportResult]]
 
 
-def disagreement(result: ReportResult, decode: DecodeConfig) -> tuple[int, int]:
-    """How a report contradicts its experts: (findings omitted, overstated or unsupported; findings stated on
-    another side or at another severity), compared in that order. With `decode.derive_no_finding` the decoder
-    did not read the No Finding expert (it read No Finding from the other findings), so no candidate can agree with
-    that expert where the others disagree: it is not counted."""
+def disagreement(result: ReportResult, decode: DecodeConfig) -> tuple[int, int, int]:
+    """How a report contradicts its experts and itself: (findings omitted, overstated or unsupported, and findings
+    it both states and denies; findings stated on another side or at another severity; sentences it repeats),
+    compared in that order (`labeler.rules.report_defects` for the report's own defects). With
+    `decode.derive_no_finding` the decoder did not read the No Finding expert (it read No Finding from the other
+    findings), so no candidate can agree with that expert where the others disagree: it is not counted."""
     derived = decode.derive_no_finding and decode.expert_threshold > 0
     counted = [c["kind"] for c in result.contradictions if not (derived and c["expert"] == "No Finding")]
     attributes = sum(1 for kind in counted if kind in ATTRIBUTE_KINDS)
-    return len(counted) - attributes, attributes
+    conflicts, repeats = report_defects(result.report)
+    return len(counted) - attributes + conflicts, attributes, repeats
+
+
+def needs_rerank(result: ReportResult, decode: DecodeConfig) -> bool:
+    """Whether `decode.rerank` samples candidates for this report: it contradicts its experts or itself, or
+    repeats a sentence."""
+    return any(disagreement(result, decode))
 
 
 def candidate_config(decode: DecodeConfig) -> DecodeConfig:
@@ -68,7 +79,7 @@ def rerank(
     config = candidate_config(decode)
     best = [disagreement(result, decode) for result in results]
     for round_ in range(decode.rerank):
-        pending = [i for i, score in enumerate(best) if score != (0, 0)]
+        pending = [i for i, score in enumerate(best) if any(score)]
         if not pending:
             break
         generators = [

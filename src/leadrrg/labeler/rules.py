@@ -365,6 +365,22 @@ def _sentence_ranks(text: str) -> tuple[int, ...]:
     return tuple(ranks)
 
 
+def report_defects(report: str) -> tuple[int, int]:
+    """(observations the report asserts, positive or uncertain, in one sentence and denies in another; sentences
+    that repeat an earlier one after `normalize`): "large right pneumothorax. ... No pneumothorax." contradicts
+    itself whichever way its experts read, and radiologists do not write a sentence twice. No Finding, which the
+    labeler derives, is left out."""
+    lines = [line for line in normalize(report).split("\n") if line]
+    asserted, denied = set(), set()
+    for line in lines:
+        for index, rank in enumerate(_sentence_ranks(line)[:NUM_OBSERVATIONS]):
+            if index != _NO_FINDING and rank >= _UNC:
+                asserted.add(index)
+            elif index != _NO_FINDING and rank == _NEG:
+                denied.add(index)
+    return len(asserted & denied), len(lines) - len(set(lines))
+
+
 def label_reports(reports: Sequence[str]) -> np.ndarray:
     """Label reports. Returns (N, 14) float32 in `constants.OBSERVATIONS` order: 1.0 positive,
     0.0 negative, -1.0 uncertain, NaN not mentioned. An empty report is all NaN."""
