@@ -96,11 +96,21 @@ def test_a_tie_keeps_the_first_report_and_the_derived_no_finding_is_not_counted(
 
 def test_a_report_that_denies_what_it_states_or_repeats_a_sentence_is_decoded_again():
     decode = DecodeConfig(rerank=2)
-    assert report_defects("large right pneumothorax . no pneumothorax .") == (1, 0)
-    assert report_defects("small bilateral pleural effusions . small bilateral pleural effusions .") == (0, 1)
-    assert report_defects("no pneumothorax . heart size is normal . no pleural effusion .") == (0, 0)
+    assert report_defects("large right pneumothorax . no pneumothorax .") == (("Pneumothorax",), 0)
+    assert report_defects("small bilateral pleural effusions . small bilateral pleural effusions .") == (
+        (),
+        1,
+    )
+    assert report_defects("no pneumothorax . heart size is normal . no pleural effusion .") == ((), 0)
+    # the experts' contradictions name a finding the report states and denies, whatever its p
+    told = {"Pneumothorax": 0.9, "Edema": 0.1}
+    found = contradictions(
+        told, {"Pneumothorax": 0.7, "Edema": 0.7}, {"Pneumothorax": 1}, conflicting=("Pneumothorax",)
+    )
+    assert found == [{"expert": "Pneumothorax", "p": 0.9, "threshold": 0.7, "kind": "conflicting"}]
+    assert "denied" in expert_table(told, {"Pneumothorax": 0.7, "Edema": 0.7}, found)
     first = [
-        result("large right pneumothorax . no pneumothorax .", []),
+        result("large right pneumothorax . no pneumothorax .", [("Pneumothorax", "conflicting")]),
         result("mild edema . mild edema .", []),
         result("mild edema .", []),
     ]
@@ -116,6 +126,14 @@ def test_a_report_that_denies_what_it_states_or_repeats_a_sentence_is_decoded_ag
     omits = result("mild edema .", [("Atelectasis", "omitted")])
     repeats = result("mild edema . atelectasis . atelectasis .", [])
     assert disagreement(repeats, decode) < disagreement(omits, decode)
+
+
+def test_a_generated_report_that_states_and_denies_a_finding_is_marked_conflicting(generator, monkeypatch):
+    model, images = generator
+    name = next(n for n in model.expert_names if n != "No Finding")
+    monkeypatch.setattr("leadrrg.inference.api.report_defects", lambda text: ((name,), 0))
+    kinds = [(c["expert"], c["kind"]) for c in model.generate(images[0], rerank=0).contradictions]
+    assert (name, "conflicting") in kinds
 
 
 @pytest.mark.parametrize("value", [-1, 1.5, True, "2"])

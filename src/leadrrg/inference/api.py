@@ -42,6 +42,7 @@ from leadrrg.inference.rerank import rerank
 from leadrrg.inference.result import ReportResult, label_findings
 from leadrrg.inference.steps import Generators
 from leadrrg.labeler.attributes import report_attributes
+from leadrrg.labeler.rules import report_defects
 from leadrrg.model.grounding import decoder_probs
 from leadrrg.progress import Progress
 from leadrrg.runs.files import load_run
@@ -231,12 +232,9 @@ class ReportGenerator:
         if not (decode.rerank and self.expert_names):
             return results
 
-        def redecode(
-            rows: list[int], config: DecodeConfig, generators: list[torch.Generator]
-        ) -> list[ReportResult]:
+        def redecode(rows: list[int], config: DecodeConfig, generators: Generators) -> list[ReportResult]:
             index = torch.tensor(rows, device=images.device)
-            probs = None if expert_probs is None else expert_probs[index]
-            attributes = None if attribute_probs is None else attribute_probs[index]
+            probs, attributes = (None if t is None else t[index] for t in (expert_probs, attribute_probs))
             return self._results(
                 images[index], view_mask[index], config, evidence, probs, attributes, generators
             )
@@ -284,6 +282,7 @@ class ReportGenerator:
                     result.hedge_floors,
                     result.expert_attributes,
                     report_attributes(report.text) if result.expert_attributes else None,
+                    report_defects(report.text)[0],
                 )
             if evidence:
                 result.evidence = compact_evidence(

@@ -22,7 +22,9 @@ Beside the evidence, each result carries its experts' thresholds (`expert_thresh
 (`contradictions`): an expert whose p is above its band's floor (the decoder read "present" or "uncertain") while
 the labeler reads the report as not stating the finding ("omitted"), whose p is in its band while the report states
 the finding without a hedge ("overstated"), or whose p is not above its floor while the report states the finding,
-present or uncertain ("unsupported"). Without a band the floor is the threshold and "overstated" cannot occur.
+present or uncertain ("unsupported"). Without a band the floor is the threshold and "overstated" cannot occur. A
+report that states a finding in one sentence and denies it in another contradicts its expert whichever way it reads
+("conflicting", `leadrrg.labeler.rules.report_defects`).
 
 What it does not prove: a gate says how much expert context entered the residual stream, not that the word was
 chosen because of it; alpha is which expert the token attended to, not a causal attribution. Flipping an expert
@@ -150,6 +152,7 @@ def contradictions(
     floors: Mapping[str, float] | None = None,
     expert_attributes: Mapping[str, Mapping[str, str]] | None = None,
     stated_attributes: Mapping[str, Mapping[str, str | None]] | None = None,
+    conflicting: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """The experts the report contradicts, in expert order: [{"expert", "p", "threshold", "kind"}], kind
     "omitted" (p above its floor, the decoder read present or uncertain, but the report does not state the finding:
@@ -158,7 +161,9 @@ def contradictions(
     finding above its threshold that the report states, "side" / "severity": the report gives it another side
     (right / left / bilateral) or severity (mild / moderate / large) than its expert reads (`expert_attributes`,
     observation -> {"side", "severity"}, against `stated_attributes`, the labeler's reading of the report,
-    `leadrrg.labeler.attributes.report_attributes`); such an entry also has "expert_value" and "stated_value".
+    `leadrrg.labeler.attributes.report_attributes`); such an entry also has "expert_value" and "stated_value". And
+    kind "conflicting" for each expert whose finding the report states in one sentence and denies in another
+    (`conflicting`, `leadrrg.labeler.rules.report_defects`), whatever its p.
     `floors`: each expert's band floor (`hedge_floors`; default, or missing: its threshold, no band)."""
     out = []
     floors, expert_attributes = floors or {}, expert_attributes or {}
@@ -188,4 +193,6 @@ def contradictions(
                             "stated_value": said[attribute],
                         }
                     )
+        if name in conflicting:
+            out.append({**entry, "kind": "conflicting"})
     return out

@@ -33,16 +33,15 @@ Redecode = Callable[[list[int], DecodeConfig, list[torch.Generator]], list[Repor
 
 
 def disagreement(result: ReportResult, decode: DecodeConfig) -> tuple[int, int, int]:
-    """How a report contradicts its experts and itself: (findings omitted, overstated or unsupported, and findings
-    it both states and denies; findings stated on another side or at another severity; sentences it repeats),
-    compared in that order (`labeler.rules.report_defects` for the report's own defects). With
+    """How a report contradicts its experts and itself: (findings omitted, overstated, unsupported or conflicting,
+    i.e. stated in one sentence and denied in another; findings stated on another side or at another severity;
+    sentences it repeats, `labeler.rules.report_defects`), compared in that order. With
     `decode.derive_no_finding` the decoder did not read the No Finding expert (it read No Finding from the other
     findings), so no candidate can agree with that expert where the others disagree: it is not counted."""
     derived = decode.derive_no_finding and decode.expert_threshold > 0
     counted = [c["kind"] for c in result.contradictions if not (derived and c["expert"] == "No Finding")]
     attributes = sum(1 for kind in counted if kind in ATTRIBUTE_KINDS)
-    conflicts, repeats = report_defects(result.report)
-    return len(counted) - attributes + conflicts, attributes, repeats
+    return len(counted) - attributes, attributes, report_defects(result.report)[1]
 
 
 def needs_rerank(result: ReportResult, decode: DecodeConfig) -> bool:

@@ -365,11 +365,11 @@ def _sentence_ranks(text: str) -> tuple[int, ...]:
     return tuple(ranks)
 
 
-def report_defects(report: str) -> tuple[int, int]:
-    """(observations the report asserts, positive or uncertain, in one sentence and denies in another; sentences
-    that repeat an earlier one after `normalize`): "large right pneumothorax. ... No pneumothorax." contradicts
-    itself whichever way its experts read, and radiologists do not write a sentence twice. No Finding, which the
-    labeler derives, is left out."""
+def report_defects(report: str) -> tuple[tuple[str, ...], int]:
+    """(the observations the report asserts, positive or uncertain, in one sentence and denies in another, in
+    CheXpert order; how many sentences repeat an earlier one after `normalize`): "large right pneumothorax. ... No
+    pneumothorax." contradicts itself whichever way its experts read, and radiologists do not write a sentence
+    twice. No Finding, which the labeler derives, is left out."""
     lines = [line for line in normalize(report).split("\n") if line]
     asserted, denied = set(), set()
     for line in lines:
@@ -378,7 +378,7 @@ def report_defects(report: str) -> tuple[int, int]:
                 asserted.add(index)
             elif index != _NO_FINDING and rank == _NEG:
                 denied.add(index)
-    return len(asserted & denied), len(lines) - len(set(lines))
+    return tuple(OBSERVATIONS[i] for i in sorted(asserted & denied)), len(lines) - len(set(lines))
 
 
 def label_reports(reports: Sequence[str]) -> np.ndarray:

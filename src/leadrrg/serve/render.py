@@ -40,6 +40,7 @@ CONTRADICTION_WORDS = {
     "unsupported": "stated in the report, not above its threshold",
     "side": "stated in the report on another side than its expert reads",
     "severity": "stated in the report at another severity than its expert reads",
+    "conflicting": "stated in one sentence of the report and denied in another",
 }
 
 
