@@ -72,29 +72,25 @@ class ReportCollator:
         target_ids = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
         target_ids[:, : len(self.prefix_ids)] = IGNORE_INDEX  # bos and prompt are given, not predicted
         return {
-            "images": torch.stack([item["images"] for item in items]),  # (B, V, C, H, W)
-            "view_mask": torch.stack([item["view_mask"] for item in items]).bool(),  # (B, V)
+            **collate_images(items),  # images, view_mask, expert_labels, ids[, expert_attributes]
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "target_ids": target_ids,
-            "expert_labels": torch.stack(
-                [torch.as_tensor(item["labels"], dtype=torch.float32) for item in items]
-            ),
             "decoder_labels": torch.stack(
                 [
                     torch.as_tensor(item.get("decoder_labels", item["labels"]), dtype=torch.float32)
                     for item in items
                 ]
             ),
-            **_stacked_attributes(items),
-            "ids": [item["id"] for item in items],
+            **_decoder_attributes(items),
             "reports": [item["report"] for item in items],
         }
 
 
 def collate_images(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """`StudyDataset` items made with `images_only` -> images, view_mask, expert_labels and, when the items carry
-    them, expert_attributes (stage 1: no report is tokenised)."""
+    """`StudyDataset` items -> images, view_mask, expert_labels, ids and, when the items carry them,
+    expert_attributes: what stage 1 reads (items made `images_only`: no report is tokenised), and the part of
+    `ReportCollator`'s batch that is not the report."""
     batch = {
         "images": torch.stack([item["images"] for item in items]),  # (B, V, C, H, W)
         "view_mask": torch.stack([item["view_mask"] for item in items]).bool(),  # (B, V)
@@ -108,14 +104,11 @@ def collate_images(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-def _stacked_attributes(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """expert_attributes / decoder_attributes (B, 14, 2) value indices, when the items carry them."""
+def _decoder_attributes(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """decoder_attributes (B, 14, 2) value indices, when the items carry attributes."""
     if "attributes" not in items[0]:
         return {}
-    return {
-        "expert_attributes": torch.stack([item["attributes"] for item in items]),
-        "decoder_attributes": torch.stack([item["decoder_attributes"] for item in items]),
-    }
+    return {"decoder_attributes": torch.stack([item["decoder_attributes"] for item in items])}
 
 
 MODEL_INPUTS = (

@@ -7,8 +7,8 @@ sentence and denies it in another. The labeler can see all of this (`ReportResul
 `labeler.rules.report_defects`). So for each study whose report contradicts its experts or itself, or repeats a
 sentence, up to `decode.rerank` more candidates are sampled at
 `decode.rerank_temperature` from the `decode.rerank_top_p` nucleus, with the same evidence, and the candidate with
-the fewest contradictions is kept (`disagreement`); the first report wins a tie, so a study that agrees keeps its greedy (or beam)
-report and costs nothing more. Training's validation reports (`train.eval_generate`) are decoded without it.
+the fewest contradictions is kept (`disagreement`); the first report wins a tie, so a study that agrees keeps its
+greedy (or beam) report and costs nothing more. Training's validation reports (`train.eval_generate`) are decoded without it.
 
 It selects among the decoder's own reports by what the decoder was told; it never edits text and never reads
 the truth. Round r samples every study still contradicting its experts in one batch, each row from its own
